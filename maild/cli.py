@@ -1,0 +1,135 @@
+"""The ``ticketd`` command: parses arguments and hands over to the module that does the work.
+
+Imports are deferred to the chosen subcommand, so ``ticketd pipe`` (run once per delivered message)
+loads only the config, the spool and sqlite3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from maild import __version__
+
+EX_OK = 0
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOINPUT = 66
+EX_SOFTWARE = 70
+EX_TEMPFAIL = 75
+EX_CONFIG = 78
+
+
+def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--config", metavar="PATH", default=default,
+                        help="configuration file (default: $TICKETD_CONFIG or ./ticketd.toml)")
+    parser.add_argument("--state-dir", metavar="DIR", default=default,
+                        help="where the database, spool, attachments and logs live (overrides the config)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ticketd",
+        description="Email-first helpdesk daemon: mail to support addresses becomes tickets and replies.",
+    )
+    parser.add_argument("--version", action="version", version=f"ticketd {__version__}")
+    _globals(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=description or help_text)
+        _globals(p, suppress=True)
+        return p
+
+    p = command("serve", "run the daemon: SMTP and LMTP listeners and the pipeline worker",
+                "Run the daemon. SIGTERM/SIGINT: stop accepting, finish the message in hand, exit 0.")
+    p.add_argument("--smtp", metavar="HOST:PORT", help="SMTP listener (overrides smtp.listen; 'off' disables)")
+    p.add_argument("--lmtp", metavar="HOST:PORT", help="LMTP listener (overrides lmtp.listen; 'off' disables)")
+    p.add_argument("--web", metavar="HOST:PORT", help="web view address (reserved: the web view is not built yet)")
+
+    p = command("pipe", "read one message on stdin into the spool (for an MTA pipe or alias)",
+                "Read one message on stdin and commit it to the spool. Exit 0 once committed; 75 when it "
+                "cannot be stored (the MTA retries); 78 for a bad configuration; 65 when it is over "
+                "mail.max_message_size. The envelope comes from --sender/--recipient or Postfix's "
+                "$SENDER/$ORIGINAL_RECIPIENT.")
+    p.add_argument("--department", metavar="NAME", help="department for mail whose recipients match none")
+    p.add_argument("--sender", metavar="ADDR", help="envelope sender (default: $SENDER)")
+    p.add_argument("--recipient", metavar="ADDR", action="append",
+                   help="envelope recipient, repeatable (default: $ORIGINAL_RECIPIENT or $RECIPIENT)")
+
+    p = command("ingest", "spool and process .eml files, mbox files and Maildir folders, then summarise",
+                "Spool and process messages from .eml files, mbox files, Maildir folders and folders of "
+                ".eml files, in the order given, then print a summary of outcomes.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--department", metavar="NAME", help="department for mail whose recipients match none")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    p = command("process", "process what is waiting in the spool, then exit (no listeners)")
+    p.add_argument("--json", action="store_true", help="print the outcomes as JSON")
+
+    command("check-config", "validate the configuration and print the effective settings")
+
+    p = command("import-log", "the mail import log: one row per received message",
+                "List the mail import log, newest first; 'show ID' for one entry.")
+    p.add_argument("--outcome", metavar="X",
+                   help="new_ticket, reply, duplicate, blocked, failed, or blocked:REASON")
+    p.add_argument("--since", metavar="ISO", help="received at or after this time (e.g. 2026-11-01)")
+    p.add_argument("--limit", metavar="N", type=int, default=50, help="at most N rows (default 50)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    log_sub = p.add_subparsers(dest="log_command", metavar="ACTION")
+    show = log_sub.add_parser("show", help="one entry, with its detail (and --raw for the message)")
+    _globals(show, suppress=True)
+    show.add_argument("id", type=int, metavar="ID")
+    show.add_argument("--raw", action="store_true", help="print the raw message as received")
+    show.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("reprocess", "run a failed import-log entry through the pipeline again")
+    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("ticket", "list and show tickets")
+    t_sub = p.add_subparsers(dest="ticket_command", metavar="ACTION", required=True)
+    lst = t_sub.add_parser("list", help="list tickets, most recent activity first")
+    _globals(lst, suppress=True)
+    lst.add_argument("--status", metavar="S", help="only this status (Open, Customer-Reply, Closed, ...)")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    shw = t_sub.add_parser("show", help="one ticket with its messages")
+    _globals(shw, suppress=True)
+    shw.add_argument("tid", metavar="TID")
+    shw.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from maild import config
+
+    try:
+        settings = config.load(args.config, args.state_dir)
+    except config.ConfigError as exc:
+        print(f"ticketd: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    if args.command == "pipe":
+        from maild.receive import pipe
+
+        return pipe.run(args, settings)
+
+    from maild import logs
+
+    logs.setup(os.environ.get("TICKETD_LOG_LEVEL") or settings.log_level)
+    from maild.commands import dispatch
+
+    try:
+        return dispatch(args, settings)
+    except config.ConfigError as exc:
+        print(f"ticketd: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

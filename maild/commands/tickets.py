@@ -1,0 +1,61 @@
+"""``ticketd ticket list`` and ``ticketd ticket show TID``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from maild.app import App
+from maild.cli import EX_NOINPUT
+from maild.commands.output import print_json, print_table
+from maild.commands.views import ticket_full, ticket_summary
+from maild.config import Settings
+from maild.store import tickets
+
+
+async def _list(settings: Settings, status: str | None) -> list[dict]:
+    async with App(settings) as app:
+        assert app.db is not None
+        return [ticket_summary(r) for r in await tickets.listing(app.db, status)]
+
+
+async def _show(settings: Settings, tid: str) -> dict | None:
+    async with App(settings) as app:
+        assert app.db is not None
+        row = await tickets.by_tid(app.db, tid.lstrip("#"))
+        if row is None:
+            return None
+        row = await tickets.resolve_merged(app.db, row)
+        return await ticket_full(app.db, row)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.ticket_command == "list":
+        rows = asyncio.run(_list(settings, args.status))
+        if args.json:
+            print_json(rows)
+        else:
+            print_table(
+                ["TID", "STATUS", "PRIORITY", "DEPARTMENT", "CLIENT", "LAST REPLY", "SUBJECT"],
+                [[r["tid"], r["status"], r["priority"], r["department"], r["client_email"],
+                  r["last_reply_at"][:19], r["subject"]] for r in rows],
+            )
+        return 0
+    data = asyncio.run(_show(settings, args.tid))
+    if data is None:
+        print(f"ticketd ticket show: no ticket #{args.tid}", file=sys.stderr)
+        return EX_NOINPUT
+    if args.json:
+        print_json(data)
+        return 0
+    print(f"#{data['tid']}  {data['subject']}")
+    print(f"status {data['status']}  priority {data['priority']}  department {data['department']}")
+    print(f"client {data['client_name']} <{data['client_email']}>  opened {data['created_at']}")
+    for m in data["messages"]:
+        print(f"\n--- {m['kind']} #{m['id']} from {m['author_name']} <{m['author_email']}>"
+              f" [{m['badge']}] at {m['created_at']}")
+        print(m["body"])
+        for a in m["attachments"]:
+            print(f"    [attachment] {a['filename']} ({a['content_type']}, {a['size']} bytes)")
+    return 0

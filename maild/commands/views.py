@@ -1,0 +1,84 @@
+"""JSON shapes of import-log rows and tickets, shared by the CLI (and later the web view)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from maild.store import messages, tickets
+from maild.store.db import Database
+
+
+def import_log_row(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "queue_id": row["inbound_id"],
+        "received_at": row["received_at"],
+        "processed_at": row["processed_at"],
+        "source": row["source"],
+        "source_ref": row["source_ref"],
+        "envelope_from": row["envelope_from"],
+        "envelope_to": json.loads(row["envelope_to"] or "[]"),
+        "from": row["from_addr"],
+        "from_name": row["from_name"],
+        "subject": row["subject"],
+        "message_id": row["message_id"],
+        "size": row["size"],
+        "department": row["department"],
+        "outcome": row["outcome"],
+        "reason": row["reason"],
+        "ticket": row["tid"],
+        "imported_by": row["imported_by"],
+        "imported_at": row["imported_at"],
+    }
+
+
+def ticket_summary(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "tid": row["tid"],
+        "subject": row["subject"],
+        "status": row["status"],
+        "priority": row["priority"],
+        "department": row["department"],
+        "client_email": row["client_email"],
+        "client_name": row["client_name"],
+        "created_at": row["created_at"],
+        "last_reply_at": row["last_reply_at"],
+    }
+
+
+async def ticket_full(db: Database, row: sqlite3.Row) -> dict[str, Any]:
+    data = ticket_summary(row)
+    files: dict[int, list[dict[str, Any]]] = {}
+    for a in await messages.attachments_for_ticket(db, row["id"]):
+        files.setdefault(a["message_id"], []).append({
+            "filename": a["filename"],
+            "content_type": a["content_type"],
+            "size": a["size"],
+            "sha256": a["sha256"],
+            "inline": bool(a["inline"]),
+            "content_id": a["content_id"],
+        })
+    data["messages"] = [
+        {
+            "id": m["id"],
+            "kind": m["kind"],
+            "author_email": m["author_email"],
+            "author_name": m["author_name"],
+            "badge": m["badge"],
+            "subject": m["subject"],
+            "body": m["body"],
+            "body_full": m["body_full"],
+            "message_id": m["message_id"],
+            "queue_id": m["inbound_id"],
+            "created_at": m["created_at"],
+            "attachments": files.get(m["id"], []),
+        }
+        for m in await messages.for_ticket(db, row["id"])
+    ]
+    data["log"] = [
+        {"at": e["at"], "actor": e["actor"], "event": e["event"], "detail": json.loads(e["detail"])}
+        for e in await tickets.events(db, row["id"])
+    ]
+    return data

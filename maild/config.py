@@ -1,0 +1,265 @@
+"""Typed settings read from ``ticketd.toml``.
+
+Every value is checked at start; a bad one raises :class:`ConfigError` naming the file, the key and
+the problem. This module is imported by ``ticketd pipe`` on every delivery, so it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = "ticketd.toml"
+ENV_CONFIG = "TICKETD_CONFIG"
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the file and key it concerns."""
+
+    def __init__(self, file: str | Path, key: str, problem: str) -> None:
+        self.file, self.key, self.problem = str(file), key, problem
+        where = f"key '{key}': " if key else ""
+        super().__init__(f"{file}: {where}{problem}")
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Department:
+    name: str
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration. Paths are absolute."""
+
+    source: Path
+    state_dir: Path
+    domain: str
+    departments: tuple[Department, ...]
+    smtp: Listen | None = Listen("127.0.0.1", 2525)
+    lmtp: Listen | None = Listen("127.0.0.1", 2424)
+    web: Listen | None = Listen("127.0.0.1", 8025)
+    max_message_size: int = 25 * 1024 * 1024
+    subject_token: str = "[Ticket #{tid}]"
+    ticket_id_digits: int = 6
+    default_priority: str = "Medium"
+    log_level: str = "info"
+    worker_batch: int = 100
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "ticketd.sqlite3"
+
+    @property
+    def attachments_dir(self) -> Path:
+        return self.state_dir / "attachments"
+
+    def with_state_dir(self, state_dir: str | Path) -> Settings:
+        return replace(self, state_dir=Path(state_dir).resolve())
+
+    def department(self, name: str) -> Department | None:
+        for dept in self.departments:
+            if dept.name.lower() == name.lower():
+                return dept
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "config_file": str(self.source),
+            "state_dir": str(self.state_dir),
+            "database": str(self.db_path),
+            "mail": {
+                "domain": self.domain,
+                "max_message_size": self.max_message_size,
+                "subject_token": self.subject_token,
+                "ticket_id_digits": self.ticket_id_digits,
+                "default_priority": self.default_priority,
+            },
+            "smtp": str(self.smtp) if self.smtp else None,
+            "lmtp": str(self.lmtp) if self.lmtp else None,
+            "web": str(self.web) if self.web else None,
+            "log_level": self.log_level,
+            "departments": [{"name": d.name, "addresses": list(d.addresses)} for d in self.departments],
+        }
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
+_ADDR_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+PRIORITIES = ("Low", "Medium", "High")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class _Reader:
+    """Pops typed values out of one TOML table, so that leftovers can be reported as unknown keys."""
+
+    def __init__(self, file: Path, prefix: str, table: Any) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(file, prefix, f"expected a table, got {type(table).__name__}")
+        self.file, self.prefix, self.table = file, prefix, dict(table)
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.file, self.key(name), problem)
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        if name not in self.table:
+            return default
+        value = self.table.pop(name)
+        if isinstance(value, bool) and kind is int:
+            raise self.error(name, f"expected an integer, got {value!r}")
+        if not isinstance(value, kind):
+            want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise self.error(name, f"expected {want}, got {type(value).__name__} {value!r}")
+        return value
+
+    def sub(self, name: str) -> _Reader:
+        return _Reader(self.file, self.key(name), self.table.pop(name, {}))
+
+    def finish(self) -> None:
+        for name in self.table:
+            raise self.error(name, "unknown setting (check the spelling; see README 'Configuration')")
+
+
+def parse_listen(file: Path, key: str, value: Any) -> Listen | None:
+    """``"HOST:PORT"``, or ``""``/``false`` for off."""
+    if value is False or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(file, key, f"expected \"HOST:PORT\" or false, got {value!r}")
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(file, key, f"expected \"HOST:PORT\" with a port 0-65535, got {value!r}")
+    return Listen(host, int(port))
+
+
+def parse_size(file: Path, key: str, value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        size = int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+    else:
+        raise ConfigError(file, key, f"expected a size such as 26214400 or \"25MB\", got {value!r}")
+    if size < 1024:
+        raise ConfigError(file, key, f"must be at least 1024 bytes, got {size}")
+    return size
+
+
+def _departments(file: Path, value: Any) -> tuple[Department, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(file, "departments", "at least one [[departments]] table is required")
+    seen_names: set[str] = set()
+    seen_addrs: dict[str, str] = {}
+    result = []
+    for i, table in enumerate(value):
+        r = _Reader(file, f"departments[{i}]", table)
+        name = r.get("name", str, None)
+        if not name or not name.strip():
+            raise r.error("name", "a department needs a non-empty name")
+        if name.lower() in seen_names:
+            raise r.error("name", f"department {name!r} is defined twice")
+        seen_names.add(name.lower())
+        addrs = r.get("addresses", list, None)
+        if addrs is None:
+            one = r.get("address", str, None)
+            addrs = [one] if one else []
+        if not addrs:
+            raise r.error("addresses", f"department {name!r} needs at least one address")
+        clean = []
+        for addr in addrs:
+            if not isinstance(addr, str) or not _ADDR_RE.match(addr) or "+" in addr.split("@")[0]:
+                raise r.error("addresses", f"{addr!r} is not a plain address like support@example.com")
+            low = addr.lower()
+            if low in seen_addrs:
+                raise r.error("addresses", f"{addr} is already used by department {seen_addrs[low]!r}")
+            seen_addrs[low] = name
+            clean.append(low)
+        r.finish()
+        result.append(Department(name.strip(), tuple(clean)))
+    return tuple(result)
+
+
+def load(path: str | Path | None = None, state_dir: str | Path | None = None) -> Settings:
+    """Read and check the configuration; ``path`` defaults to ``$TICKETD_CONFIG`` or ``./ticketd.toml``."""
+    file = Path(path or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
+    try:
+        with open(file, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(file, "", "file not found (use --config PATH or set $TICKETD_CONFIG)") from None
+    except OSError as exc:
+        raise ConfigError(file, "", f"cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "", f"not valid TOML: {exc}") from None
+    return from_dict(file.resolve(), data, state_dir)
+
+
+def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = None) -> Settings:
+    root = _Reader(file, "", data)
+    storage = root.sub("storage")
+    raw_state = storage.get("state_dir", str, "./var")
+    storage.finish()
+    base = file.parent
+    state = Path(state_dir) if state_dir is not None else base / raw_state
+    mail = root.sub("mail")
+    domain = mail.get("domain", str, "helpdesk.example")
+    if not re.match(r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$", domain):
+        raise mail.error("domain", f"expected a domain name such as helpdesk.example, got {domain!r}")
+    size = parse_size(file, "mail.max_message_size", mail.get("max_message_size", (int, str), 25 * 1024**2))
+    token = mail.get("subject_token", str, "[Ticket #{tid}]")
+    if token.count("{tid}") != 1:
+        raise mail.error("subject_token", f"must contain {{tid}} exactly once, got {token!r}")
+    digits = mail.get("ticket_id_digits", int, 6)
+    if not 4 <= digits <= 12:
+        raise mail.error("ticket_id_digits", f"must be between 4 and 12, got {digits}")
+    priority = mail.get("default_priority", str, "Medium")
+    if priority not in PRIORITIES:
+        raise mail.error("default_priority", f"must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+    mail.finish()
+    listens = {}
+    for name in ("smtp", "lmtp", "web"):
+        table = root.sub(name)
+        listens[name] = parse_listen(file, f"{name}.listen", table.get("listen", (str, bool), False))
+        table.finish()
+    log = root.sub("log")
+    level = log.get("level", str, "info").lower()
+    if level not in LOG_LEVELS:
+        raise log.error("level", f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    log.finish()
+    worker = root.sub("worker")
+    batch = worker.get("batch", int, 100)
+    if not 1 <= batch <= 10000:
+        raise worker.error("batch", f"must be between 1 and 10000, got {batch}")
+    worker.finish()
+    departments = _departments(file, root.table.pop("departments", None))
+    root.finish()
+    return Settings(
+        source=file,
+        state_dir=state.resolve(),
+        domain=domain.lower(),
+        departments=departments,
+        smtp=listens["smtp"],
+        lmtp=listens["lmtp"],
+        web=listens["web"],
+        max_message_size=size,
+        subject_token=token,
+        ticket_id_digits=digits,
+        default_priority=priority,
+        log_level=level,
+        worker_batch=batch,
+    )

@@ -1,0 +1,38 @@
+"""Log lines an admin can grep: ``TIME LEVEL LOGGER EVENT key=value ...`` on stderr, one per event."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+
+def _value(v: Any) -> str:
+    text = str(v)
+    if not text or any(c in text for c in ' "=\n\t'):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return text
+
+
+class KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = f"{stamp}.{int(record.msecs):03d}Z {record.levelname} {record.name} {record.getMessage()}"
+        kv = getattr(record, "kv", None)
+        if kv:
+            line += " " + " ".join(f"{k}={_value(v)}" for k, v in kv.items() if v is not None)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Library chatter (aiosmtpd logs every command at INFO) stays out unless asked for.
+    for noisy in ("mail.log", "aiosmtpd", "mailparser", "aiosqlite", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if level != "debug" else logging.DEBUG)

@@ -1,0 +1,63 @@
+"""How a message ends: every spooled message gets exactly one of these in the mail import log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+# Reasons a message is blocked (DESIGN.md). Each guard names one of these.
+UNKNOWN_RECIPIENT = "unknown_recipient"
+TOO_LARGE = "too_large"
+UNAUTHORISED_SENDER = "unauthorised_sender"
+AUTO_REPLY = "auto_reply"
+BOUNCE = "bounce"
+LOOP = "loop"
+BANNED = "banned"
+RATE_LIMITED = "rate_limited"
+CLOSED_TICKET = "closed_ticket"
+UNREGISTERED = "unregistered"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: ClassVar[str] = ""
+    ticket_id: int | None = None
+    reason: str = ""
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.reason}" if self.name == "blocked" else self.name
+
+
+@dataclass(frozen=True)
+class NewTicket(Outcome):
+    name: ClassVar[str] = "new_ticket"
+
+
+@dataclass(frozen=True)
+class Reply(Outcome):
+    name: ClassVar[str] = "reply"
+
+
+@dataclass(frozen=True)
+class Note(Outcome):
+    name: ClassVar[str] = "note"
+
+
+@dataclass(frozen=True)
+class Duplicate(Outcome):
+    name: ClassVar[str] = "duplicate"
+
+
+@dataclass(frozen=True)
+class Blocked(Outcome):
+    name: ClassVar[str] = "blocked"
+
+
+@dataclass(frozen=True)
+class Failed(Outcome):
+    name: ClassVar[str] = "failed"
+
+
+OUTCOME_NAMES = ("new_ticket", "reply", "note", "command", "duplicate", "blocked", "failed")

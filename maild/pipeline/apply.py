@@ -1,0 +1,83 @@
+"""Apply: create the ticket, or add the reply to the ticket it threads to (one transaction per message).
+
+Status rules from the seed (client doc): a new ticket is Open; a client reply sets Customer-Reply; a reply
+to a Closed ticket reopens it.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from maild.outcomes import NewTicket, Outcome, Reply
+from maild.pipeline.context import Env, MessageContext
+from maild.store import messages, tickets
+
+MAX_TID_TRIES = 50
+
+
+async def new_tid(env: Env) -> str:
+    """A random public ticket number of ``mail.ticket_id_digits`` digits, never sequential."""
+    digits = env.settings.ticket_id_digits
+    low = 10 ** (digits - 1)
+    for _ in range(MAX_TID_TRIES):
+        tid = str(low + secrets.randbelow(9 * low))
+        if not await tickets.tid_taken(env.db, tid):
+            return tid
+    raise RuntimeError(f"no free {digits}-digit ticket number after {MAX_TID_TRIES} tries; raise ticket_id_digits")
+
+
+async def _add_message(ctx: MessageContext, env: Env, ticket_id: int, stamp: str) -> int:
+    mail = ctx.mail
+    message_id = await messages.add(
+        env.db,
+        ticket_id=ticket_id,
+        kind="reply",
+        author_email=ctx.author_email,
+        author_name=mail.from_name,
+        badge="Guest",
+        subject=mail.subject,
+        body=mail.content.text,
+        body_full=mail.content.text,
+        body_html=None,
+        message_id=mail.message_id,
+        inbound_id=ctx.inbound.id,
+        stamp=stamp,
+    )
+    for f in ctx.files:
+        await messages.add_attachment(
+            env.db, message_id=message_id, filename=f.filename, content_type=f.content_type, size=f.size,
+            sha256=f.sha256, content_id=f.content_id, inline=f.inline,
+        )
+    await tickets.add_mail_id(env.db, ticket_id, mail.message_id, "in")
+    return message_id
+
+
+async def apply(ctx: MessageContext, env: Env) -> Outcome | None:
+    stamp = env.clock.stamp()
+    actor = ctx.author_email or "unknown"
+    if ctx.ticket is None:
+        assert ctx.department is not None  # the unknown_recipient guard ran before us
+        tid = await new_tid(env)
+        ticket_id = await tickets.create(
+            env.db,
+            tid=tid,
+            subject=ctx.mail.subject.strip() or "(no subject)",
+            status=tickets.OPEN,
+            priority=ctx.mail.priority or env.settings.default_priority,
+            department_id=ctx.department.id,
+            client_email=ctx.author_email,
+            client_name=ctx.mail.from_name,
+            stamp=stamp,
+        )
+        await _add_message(ctx, env, ticket_id, stamp)
+        await tickets.log_event(env.db, ticket_id, "opened", actor, stamp, source=ctx.inbound.source,
+                                queue_id=ctx.inbound.id, department=ctx.department.name)
+        return NewTicket(ticket_id=ticket_id)
+    ticket = ctx.ticket
+    await _add_message(ctx, env, ticket["id"], stamp)
+    if ticket["status"] == tickets.CLOSED:
+        await tickets.log_event(env.db, ticket["id"], "reopened", actor, stamp, by="client_reply")
+    await tickets.touch_reply(env.db, ticket["id"], tickets.CUSTOMER_REPLY, stamp)
+    await tickets.log_event(env.db, ticket["id"], "client_reply", actor, stamp, queue_id=ctx.inbound.id,
+                            threaded_by=ctx.threaded_by, previous_status=ticket["status"])
+    return Reply(ticket_id=ticket["id"])

@@ -1,0 +1,41 @@
+"""The chain: the stages every message goes through, in order. Read top to bottom.
+
+Each stage either passes (returns None) or ends the message with an outcome. A new check is a new row
+here, not a new branch inside an old stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from maild.outcomes import Outcome
+from maild.pipeline import apply, attachments, dedupe, route, thread
+from maild.pipeline.context import Env, MessageContext
+from maild.pipeline.rules import too_large, unknown_recipient
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    description: str
+    run: Callable[[MessageContext, Env], Awaitable[Outcome | None]]
+
+
+CHAIN: tuple[Stage, ...] = (
+    Stage("dedupe", "the same message again (Message-ID + body) changes nothing", dedupe.check),
+    Stage("too_large", "over mail.max_message_size", too_large.check),
+    Stage("route", "department from the recipients", route.route),
+    Stage("thread", "reply to a known ticket: Message-IDs, then subject token", thread.thread),
+    Stage("unknown_recipient", "a new ticket needs a department", unknown_recipient.check),
+    Stage("attachments", "safe names; bytes stored content-addressed", attachments.store),
+    Stage("apply", "create the ticket or add the reply", apply.apply),
+)
+
+
+async def run(ctx: MessageContext, env: Env, chain: tuple[Stage, ...] = CHAIN) -> Outcome:
+    for stage in chain:
+        outcome = await stage.run(ctx, env)
+        if outcome is not None:
+            return outcome
+    raise RuntimeError("the chain ended without an outcome (the last stage must decide)")

@@ -1,0 +1,228 @@
+"""Message content: walk the MIME tree into body text, HTML and attachment parts.
+
+Decoding never raises: an unknown or wrong charset falls back to a best guess, and a part that cannot be
+decoded at all becomes an attachment rather than being lost.
+"""
+
+from __future__ import annotations
+
+import codecs
+import html
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+from html.parser import HTMLParser
+
+MAX_DEPTH = 50
+MAX_PARTS = 2000
+
+# Labels that mail in the wild gets wrong: use the superset that decodes what the sender really wrote.
+CHARSET_SUPERSETS = {
+    "us-ascii": "utf-8",
+    "ascii": "utf-8",
+    "iso-8859-1": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "ks_c_5601-1987": "cp949",
+    "euc-kr": "cp949",
+    "shift_jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "windows-874": "cp874",
+    "unicode-1-1-utf-7": "utf-7",
+    "utf8": "utf-8",
+}
+
+
+@dataclass
+class Part:
+    """A non-body MIME part, decoded from its transfer encoding, not yet judged or named safely."""
+
+    filename: str | None
+    content_type: str
+    data: bytes
+    content_id: str | None = None
+    inline: bool = False
+
+
+@dataclass
+class Content:
+    text: str = ""
+    html: str | None = None
+    parts: list[Part] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def decode_text(data: bytes, charset: str | None) -> str:
+    """Bytes of a text part to str: the declared charset (or its superset), then UTF-8, then cp1252."""
+    tried: list[str] = []
+    label = (charset or "").strip().strip('"').lower()
+    if label:
+        tried.append(CHARSET_SUPERSETS.get(label, label))
+    tried += ["utf-8", "cp1252"]
+    for name in tried:
+        try:
+            codecs.lookup(name)
+            return data.decode(name)
+        except (LookupError, UnicodeDecodeError, ValueError):
+            continue
+    return data.decode("utf-8", errors="replace")
+
+
+class _TextRenderer(HTMLParser):
+    BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "hr",
+             "table", "ul", "ol"}
+    SKIP = {"script", "style", "head", "title"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.SKIP:
+            self.skip += 1
+        elif tag in self.BLOCK:
+            self.out.append("\n")
+        if tag == "li":
+            self.out.append("- ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP:
+            self.skip = max(0, self.skip - 1)
+        elif tag in self.BLOCK:
+            self.out.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.out.append(re.sub(r"[ \t\r\n]+", " ", data))
+
+
+def html_to_text(markup: str) -> str:
+    renderer = _TextRenderer()
+    try:
+        renderer.feed(markup)
+        renderer.close()
+    except Exception:  # HTMLParser is lenient, but never let markup stop a message
+        return html.unescape(re.sub(r"<[^>]*>", " ", markup)).strip()
+    text = "".join(renderer.out)
+    text = "\n".join(line.strip() for line in text.splitlines())
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def _payload(part: Message) -> bytes:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:
+        data = None
+    if isinstance(data, bytes):
+        return data
+    raw = part.get_payload()
+    return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        name = part.get_filename()
+    except Exception:
+        name = None
+    if name is None:
+        return None
+    from maild.pipeline.headers import decode_words
+
+    return decode_words(str(name))
+
+
+def _content_id(part: Message) -> str | None:
+    cid = part.get("Content-ID")
+    return str(cid).strip().strip("<>") or None if cid else None
+
+
+def _disposition(part: Message) -> str | None:
+    try:
+        return part.get_content_disposition()
+    except Exception:
+        return None
+
+
+class _Walker:
+    def __init__(self) -> None:
+        self.content = Content()
+        self.texts: list[str] = []
+        self.htmls: list[str] = []
+        self.count = 0
+
+    def attach(self, part: Message, data: bytes | None = None, ctype: str | None = None) -> None:
+        self.content.parts.append(
+            Part(
+                filename=_filename(part),
+                content_type=ctype or part.get_content_type(),
+                data=_payload(part) if data is None else data,
+                content_id=_content_id(part),
+                inline=_disposition(part) == "inline",
+            )
+        )
+
+    def walk(self, part: Message, depth: int = 0) -> None:
+        self.count += 1
+        if depth > MAX_DEPTH or self.count > MAX_PARTS:
+            if "structure_truncated" not in self.content.notes:
+                self.content.notes.append("structure_truncated")
+            return
+        ctype = part.get_content_type()
+        disposition = _disposition(part)
+        if ctype == "message/rfc822" or (ctype.startswith("message/") and part.is_multipart()):
+            # A forwarded message is kept whole, as an .eml attachment.
+            inner = part.get_payload()
+            raw = inner[0].as_bytes() if isinstance(inner, list) and inner else _payload(part)
+            self.attach(part, data=raw, ctype="message/rfc822")
+            return
+        if part.is_multipart():
+            children = part.get_payload()
+            if not isinstance(children, list):
+                return
+            if ctype == "multipart/alternative":
+                self._alternative(children, depth)
+            else:
+                for child in children:
+                    if isinstance(child, Message):
+                        self.walk(child, depth + 1)
+            return
+        is_body = disposition != "attachment" and not _filename(part)
+        if is_body and ctype == "text/plain":
+            self.texts.append(decode_text(_payload(part), part.get_content_charset()))
+        elif is_body and ctype == "text/html":
+            self.htmls.append(decode_text(_payload(part), part.get_content_charset()))
+        else:
+            self.attach(part)
+
+    def _alternative(self, children: list, depth: int) -> None:
+        # Prefer the plain text of the alternatives; keep the HTML one for display.
+        messages = [c for c in children if isinstance(c, Message)]
+        plain = [c for c in messages if c.get_content_type() == "text/plain"]
+        htmls = [c for c in messages if c.get_content_type() == "text/html"]
+        rest = [c for c in messages if c not in plain and c not in htmls]
+        if plain:
+            self.texts.append(decode_text(_payload(plain[-1]), plain[-1].get_content_charset()))
+        if htmls:
+            self.htmls.append(decode_text(_payload(htmls[-1]), htmls[-1].get_content_charset()))
+        for child in rest:  # e.g. multipart/related holding the HTML and its images
+            self.walk(child, depth + 1)
+
+
+def extract(message: Message) -> Content:
+    """The body text (plain preferred, else rendered from HTML), the HTML, and every other part."""
+    walker = _Walker()
+    walker.walk(message)
+    content = walker.content
+    if walker.htmls:
+        content.html = "\n".join(walker.htmls)
+    if walker.texts:
+        content.text = "\n\n".join(t.strip("\n") for t in walker.texts)
+    elif content.html is not None:
+        content.text = html_to_text(content.html)
+    content.text = content.text.replace("\r\n", "\n").replace("\x00", "")
+    return content

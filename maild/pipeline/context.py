@@ -1,0 +1,69 @@
+"""What every stage receives: the message in hand (:class:`MessageContext`) and the shared
+environment (:class:`Env`: database, settings, clock, file store)."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass, field
+
+from maild.clock import Clock
+from maild.addressbook import AddressBook, subject_token_pattern
+from maild.config import Settings
+from maild.pipeline.parse import ParsedMail
+from maild.store.db import Database
+from maild.store.files import FileStore
+from maild.store.inbound import InboundRow
+
+
+@dataclass(frozen=True)
+class DepartmentRef:
+    id: int
+    name: str
+
+
+@dataclass
+class StoredFile:
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    content_id: str | None
+    inline: bool
+
+
+@dataclass
+class MessageContext:
+    inbound: InboundRow
+    raw: bytes
+    mail: ParsedMail
+    department: DepartmentRef | None = None
+    ticket: sqlite3.Row | None = None          # the existing ticket this message replies to
+    threaded_by: str = ""                      # how it was matched: in-reply-to, references, subject
+    files: list[StoredFile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def author_email(self) -> str:
+        return self.mail.from_addr or (self.inbound.envelope_from or "").lower()
+
+
+@dataclass
+class Env:
+    db: Database
+    settings: Settings
+    clock: Clock
+    files: FileStore
+    departments: dict[str, int]                # name → id
+    book: AddressBook = field(init=False)
+    token_re: re.Pattern[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.book = AddressBook(self.settings)
+        self.token_re = subject_token_pattern(self.settings)
+
+    def department(self, name: str) -> DepartmentRef | None:
+        for known, dept_id in self.departments.items():
+            if known.lower() == name.lower():
+                return DepartmentRef(dept_id, known)
+        return None

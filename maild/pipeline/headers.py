@@ -1,0 +1,54 @@
+"""Header helpers that never raise: encoded words, addresses, Message-ID lists."""
+
+from __future__ import annotations
+
+import re
+from email.header import decode_header
+from email.utils import getaddresses
+
+from maild.pipeline.content import decode_text
+
+_MSGID_RE = re.compile(r"<[^<>\s]+>")
+_WS_RE = re.compile(r"\s+")
+
+
+def decode_words(value: object) -> str:
+    """RFC 2047 words to text, tolerating bad charsets, bad encodings and raw 8-bit bytes."""
+    text = str(value) if value is not None else ""
+    if "=?" not in text:
+        return _WS_RE.sub(" ", text).strip()
+    try:
+        chunks = decode_header(text)
+    except Exception:
+        return _WS_RE.sub(" ", text).strip()
+    out = []
+    for chunk, charset in chunks:
+        out.append(decode_text(chunk, charset) if isinstance(chunk, bytes) else chunk)
+    return _WS_RE.sub(" ", "".join(out)).strip()
+
+
+def addresses(values: list[str]) -> list[tuple[str, str]]:
+    """(name, lower-cased address) pairs from address headers; junk entries are dropped."""
+    try:
+        pairs = getaddresses([str(v) for v in values])
+    except Exception:
+        return []
+    result = []
+    for name, addr in pairs:
+        addr = addr.strip().strip("<>").lower()
+        if "@" in addr and " " not in addr:
+            result.append((decode_words(name), addr))
+    return result
+
+
+def message_ids(value: object) -> list[str]:
+    """Every ``<id>`` in a Message-ID, In-Reply-To or References header, in order."""
+    return _MSGID_RE.findall(str(value or ""))
+
+
+def one_message_id(value: object) -> str:
+    found = message_ids(value)
+    if found:
+        return found[0]
+    text = str(value or "").strip()
+    return f"<{text}>" if text and " " not in text else ""

@@ -1,0 +1,1 @@
+"""Storage: the database connection, migrations and one module of queries per aggregate."""

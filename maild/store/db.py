@@ -1,0 +1,167 @@
+"""The database: one SQLite file in WAL mode, numbered migrations, transactions.
+
+Migrations and the spool insert of ``ticketd pipe`` use the standard ``sqlite3`` module (fast to import);
+everything inside the daemon goes through :class:`Database`, an aiosqlite connection, so queries never
+block the event loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+BUSY_TIMEOUT_MS = 15000
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+)
+
+
+def migration_files() -> list[tuple[int, Path]]:
+    found = []
+    for path in sorted(MIGRATIONS.glob("*.sql")):
+        number = int(path.name.split("_", 1)[0])
+        found.append((number, path))
+    return found
+
+
+def schema_version() -> int:
+    return migration_files()[-1][0]
+
+
+def _statements(sql: str) -> Iterable[str]:
+    buf: list[str] = []
+    for line in sql.splitlines(keepends=True):
+        buf.append(line)
+        text = "".join(buf)
+        if sqlite3.complete_statement(text):
+            if text.strip():
+                yield text
+            buf.clear()
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the migrations not yet applied, each in its own write transaction; return the version."""
+    latest = schema_version()
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > latest:
+        raise RuntimeError(f"database schema version {current} is newer than this ticketd ({latest})")
+    for number, path in migration_files():
+        if number <= current:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while we waited for the lock.
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
+                conn.execute("ROLLBACK")
+                continue
+            for statement in _statements(path.read_text()):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        current = number
+    return current
+
+
+def connect_sync(path: Path) -> sqlite3.Connection:
+    """A plain sqlite3 connection with our pragmas, the schema up to date (creates the file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        for pragma in PRAGMAS:
+            conn.execute(pragma)
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class Database:
+    """An aiosqlite connection in autocommit mode; write transactions are explicit and IMMEDIATE."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+        self._in_tx = False
+
+    @classmethod
+    async def open(cls, path: Path) -> Database:
+        import asyncio
+
+        import aiosqlite
+
+        await asyncio.to_thread(lambda: connect_sync(path).close())
+        conn = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        for pragma in PRAGMAS:
+            await conn.execute(pragma)
+        return cls(conn, path)
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return list(await self.conn.execute_fetchall(sql, params))
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        rows = await self.conn.execute_fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = await self.fetchone(sql, params)
+        return row[0] if row is not None else None
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; return the new row id (INSERT) or the number of rows changed."""
+        cursor = await self.conn.execute(sql, params)
+        if sql.lstrip()[:6].upper() == "INSERT":
+            return cursor.lastrowid or 0
+        return cursor.rowcount
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Database]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``: takes the write lock up front, so it never deadlocks."""
+        if self._in_tx:
+            raise RuntimeError("nested transaction; use savepoint()")
+        await self.conn.execute("BEGIN IMMEDIATE")
+        self._in_tx = True
+        try:
+            try:
+                yield self
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+            try:
+                await self.conn.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (disk full, I/O error) can leave the transaction open.
+                if self.conn.in_transaction:
+                    await self.conn.execute("ROLLBACK")
+                raise
+        finally:
+            self._in_tx = False
+
+    @asynccontextmanager
+    async def savepoint(self, name: str = "sp") -> AsyncIterator[Database]:
+        await self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield self
+        except BaseException:
+            await self.conn.execute(f"ROLLBACK TO {name}")
+            await self.conn.execute(f"RELEASE {name}")
+            raise
+        else:
+            await self.conn.execute(f"RELEASE {name}")

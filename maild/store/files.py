@@ -1,0 +1,47 @@
+"""Attachment bytes on disk, content-addressed by sha256, inside the state directory only.
+
+Names on disk are hashes, never names from mail, so no attachment name can reach the file system.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+class FileStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, sha256: str) -> Path:
+        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        return self.root / sha256[:2] / sha256
+
+    def put(self, data: bytes) -> str:
+        """Store ``data`` durably (fsync'd) and return its sha256; storing the same bytes twice is free."""
+        sha = hashlib.sha256(data).hexdigest()
+        final = self.path_for(sha)
+        if final.exists() and final.stat().st_size == len(data):
+            return sha
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{sha}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        dir_fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return sha
+
+    def read(self, sha256: str) -> bytes:
+        return self.path_for(sha256).read_bytes()

@@ -1,0 +1,99 @@
+"""Queries on the mail import log: one row, one outcome, per spooled message."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from maild.store.db import Database
+
+SELECT = (
+    "SELECT l.*, i.received_at, i.source, i.source_ref, i.envelope_from, i.envelope_to, i.size, i.state,"
+    " t.tid, d.name AS department FROM import_log l JOIN inbound i ON i.id = l.inbound_id"
+    " LEFT JOIN tickets t ON t.id = l.ticket_id LEFT JOIN departments d ON d.id = l.department_id"
+)
+
+
+@dataclass
+class Entry:
+    inbound_id: int
+    outcome: str
+    reason: str = ""
+    detail: str = ""
+    ticket_id: int | None = None
+    department_id: int | None = None
+    from_addr: str = ""
+    from_name: str = ""
+    subject: str = ""
+    message_id: str = ""
+    dedupe_key: str = ""
+
+
+async def record(db: Database, entry: Entry, stamp: str) -> int:
+    """Write (or, on reprocess, replace) the outcome of one spooled message."""
+    return await db.execute(
+        "INSERT INTO import_log (inbound_id, processed_at, from_addr, from_name, subject, message_id,"
+        " outcome, reason, detail, ticket_id, department_id, dedupe_key)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (inbound_id) DO UPDATE SET processed_at = excluded.processed_at,"
+        " from_addr = excluded.from_addr, from_name = excluded.from_name, subject = excluded.subject,"
+        " message_id = excluded.message_id, outcome = excluded.outcome, reason = excluded.reason,"
+        " detail = excluded.detail, ticket_id = excluded.ticket_id,"
+        " department_id = excluded.department_id, dedupe_key = excluded.dedupe_key",
+        (entry.inbound_id, stamp, entry.from_addr, entry.from_name, entry.subject[:998], entry.message_id,
+         entry.outcome, entry.reason, entry.detail, entry.ticket_id, entry.department_id, entry.dedupe_key),
+    )
+
+
+async def first_with_key(db: Database, dedupe_key: str) -> sqlite3.Row | None:
+    """The earlier handling of the same message, if any (duplicates and failures do not count)."""
+    return await db.fetchone(
+        "SELECT id, inbound_id, outcome, ticket_id FROM import_log WHERE dedupe_key = ?"
+        " AND outcome NOT IN ('duplicate', 'failed') ORDER BY id LIMIT 1",
+        (dedupe_key,),
+    )
+
+
+async def get(db: Database, log_id: int) -> sqlite3.Row | None:
+    return await db.fetchone(f"{SELECT} WHERE l.id = ?", (log_id,))
+
+
+async def by_inbound(db: Database, inbound_id: int) -> sqlite3.Row | None:
+    return await db.fetchone(f"{SELECT} WHERE l.inbound_id = ?", (inbound_id,))
+
+
+async def listing(
+    db: Database,
+    outcome: str | None = None,
+    reason: str | None = None,
+    since: str | None = None,
+    limit: int = 100,
+    after_inbound: int | None = None,
+) -> list[sqlite3.Row]:
+    where, params = [], []
+    if outcome:
+        where.append("l.outcome = ?")
+        params.append(outcome)
+    if reason:
+        where.append("l.reason = ?")
+        params.append(reason)
+    if since:
+        where.append("i.received_at >= ?")
+        params.append(since)
+    if after_inbound is not None:
+        where.append("l.inbound_id > ?")
+        params.append(after_inbound)
+    clause = ("WHERE " + " AND ".join(where)) if where else ""
+    return await db.fetchall(f"{SELECT} {clause} ORDER BY l.id DESC LIMIT ?", (*params, limit))
+
+
+async def counts(db: Database, inbound_ids: tuple[int, int] | None = None) -> dict[str, int]:
+    """Outcome label → count, optionally for a range of queue ids."""
+    clause, params = "", ()
+    if inbound_ids:
+        clause, params = "WHERE inbound_id BETWEEN ? AND ?", inbound_ids
+    rows = await db.fetchall(
+        f"SELECT outcome, reason, count(*) AS n FROM import_log {clause} GROUP BY outcome, reason", params
+    )
+    return {(f"{r['outcome']}:{r['reason']}" if r["outcome"] == "blocked" else r["outcome"]): r["n"]
+            for r in rows}

@@ -1,0 +1,68 @@
+"""Queries on the spool (the ``inbound`` table)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+
+from maild.store.db import Database
+
+COLUMNS = "id, received_at, source, source_ref, peer, envelope_from, envelope_to, department_hint, size"
+
+
+@dataclass(frozen=True)
+class InboundRow:
+    id: int
+    received_at: str
+    source: str
+    source_ref: str | None
+    peer: str | None
+    envelope_from: str | None
+    envelope_to: tuple[str, ...]
+    department_hint: str | None
+    size: int
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> InboundRow:
+        return cls(
+            id=row["id"],
+            received_at=row["received_at"],
+            source=row["source"],
+            source_ref=row["source_ref"],
+            peer=row["peer"],
+            envelope_from=row["envelope_from"],
+            envelope_to=tuple(json.loads(row["envelope_to"] or "[]")),
+            department_hint=row["department_hint"],
+            size=row["size"],
+        )
+
+
+async def pending(db: Database, limit: int) -> list[tuple[InboundRow, bytes]]:
+    """The oldest rows not yet processed, with their raw bytes."""
+    rows = await db.fetchall(
+        f"SELECT {COLUMNS}, raw FROM inbound WHERE state = 'new' ORDER BY id LIMIT ?", (limit,)
+    )
+    return [(InboundRow.from_row(r), bytes(r["raw"])) for r in rows]
+
+
+async def get(db: Database, inbound_id: int) -> tuple[InboundRow, bytes] | None:
+    row = await db.fetchone(f"SELECT {COLUMNS}, raw FROM inbound WHERE id = ?", (inbound_id,))
+    return (InboundRow.from_row(row), bytes(row["raw"])) if row else None
+
+
+async def claim(db: Database, inbound_id: int, state: str, from_state: str = "new") -> bool:
+    """Move a row out of ``from_state``; False when another worker already did (inside a transaction)."""
+    changed = await db.execute(
+        "UPDATE inbound SET state = ?, attempts = attempts + 1 WHERE id = ? AND state = ?",
+        (state, inbound_id, from_state),
+    )
+    return changed == 1
+
+
+async def set_state(db: Database, inbound_id: int, state: str) -> None:
+    await db.execute("UPDATE inbound SET state = ? WHERE id = ?", (state, inbound_id))
+
+
+async def count_pending(db: Database) -> int:
+    return int(await db.scalar("SELECT count(*) FROM inbound WHERE state = 'new'") or 0)

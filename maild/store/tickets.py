@@ -1,0 +1,118 @@
+"""Queries on tickets, their Message-IDs and their event log."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from maild.store.db import Database
+
+OPEN = "Open"
+ANSWERED = "Answered"
+CUSTOMER_REPLY = "Customer-Reply"
+ON_HOLD = "On Hold"
+IN_PROGRESS = "In Progress"
+CLOSED = "Closed"
+STATUSES = (OPEN, ANSWERED, CUSTOMER_REPLY, ON_HOLD, IN_PROGRESS, CLOSED)
+
+SELECT = (
+    "SELECT t.*, d.name AS department FROM tickets t JOIN departments d ON d.id = t.department_id"
+)
+
+
+async def create(
+    db: Database,
+    *,
+    tid: str,
+    subject: str,
+    status: str,
+    priority: str,
+    department_id: int,
+    client_email: str,
+    client_name: str,
+    stamp: str,
+) -> int:
+    return await db.execute(
+        "INSERT INTO tickets (tid, subject, status, priority, department_id, client_email, client_name,"
+        " created_at, updated_at, last_reply_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (tid, subject, status, priority, department_id, client_email, client_name, stamp, stamp, stamp),
+    )
+
+
+async def tid_taken(db: Database, tid: str) -> bool:
+    return await db.fetchone("SELECT 1 FROM tickets WHERE tid = ?", (tid,)) is not None
+
+
+async def get(db: Database, ticket_id: int) -> sqlite3.Row | None:
+    return await db.fetchone(f"{SELECT} WHERE t.id = ?", (ticket_id,))
+
+
+async def by_tid(db: Database, tid: str) -> sqlite3.Row | None:
+    return await db.fetchone(f"{SELECT} WHERE t.tid = ?", (tid,))
+
+
+async def resolve_merged(db: Database, ticket: sqlite3.Row) -> sqlite3.Row:
+    """Follow ``merged_into`` to the ticket that lives on (a merge keeps old links working)."""
+    seen = {ticket["id"]}
+    while ticket["merged_into"] is not None and ticket["merged_into"] not in seen:
+        nxt = await get(db, ticket["merged_into"])
+        if nxt is None:
+            break
+        seen.add(nxt["id"])
+        ticket = nxt
+    return ticket
+
+
+async def by_mail_ids(db: Database, message_ids: Sequence[str]) -> sqlite3.Row | None:
+    """The ticket of the most recent of ``message_ids`` that we know (References are oldest first)."""
+    for mid in reversed(message_ids):
+        row = await db.fetchone(
+            f"{SELECT} JOIN mail_ids m ON m.ticket_id = t.id WHERE m.message_id = ? ORDER BY t.id LIMIT 1",
+            (mid,),
+        )
+        if row is not None:
+            return row
+    return None
+
+
+async def add_mail_id(db: Database, ticket_id: int, message_id: str, direction: str) -> None:
+    if message_id:
+        await db.execute(
+            "INSERT INTO mail_ids (message_id, ticket_id, direction) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            (message_id, ticket_id, direction),
+        )
+
+
+async def touch_reply(db: Database, ticket_id: int, status: str, stamp: str) -> None:
+    await db.execute(
+        "UPDATE tickets SET status = ?, updated_at = ?, last_reply_at = ? WHERE id = ?",
+        (status, stamp, stamp, ticket_id),
+    )
+
+
+async def set_status(db: Database, ticket_id: int, status: str, stamp: str) -> None:
+    await db.execute("UPDATE tickets SET status = ?, updated_at = ? WHERE id = ?", (status, stamp, ticket_id))
+
+
+async def log_event(
+    db: Database, ticket_id: int, event: str, actor: str, stamp: str, **detail: Any
+) -> None:
+    await db.execute(
+        "INSERT INTO ticket_log (ticket_id, at, actor, event, detail) VALUES (?, ?, ?, ?, ?)",
+        (ticket_id, stamp, actor, event, json.dumps(detail, sort_keys=True)),
+    )
+
+
+async def events(db: Database, ticket_id: int) -> list[sqlite3.Row]:
+    return await db.fetchall("SELECT * FROM ticket_log WHERE ticket_id = ? ORDER BY id", (ticket_id,))
+
+
+async def listing(db: Database, status: str | None = None, limit: int = 1000) -> list[sqlite3.Row]:
+    where, params = "WHERE t.merged_into IS NULL", []
+    if status:
+        where += " AND lower(t.status) = lower(?)"
+        params.append(status)
+    return await db.fetchall(f"{SELECT} {where} ORDER BY t.last_reply_at DESC LIMIT ?", (*params, limit))
