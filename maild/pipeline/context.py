@@ -7,8 +7,8 @@ import re
 import sqlite3
 from dataclasses import dataclass, field
 
-from maild.clock import Clock
 from maild.addressbook import AddressBook, subject_token_pattern
+from maild.clock import Clock
 from maild.config import Settings
 from maild.pipeline.parse import ParsedMail
 from maild.store.db import Database

@@ -21,6 +21,8 @@ from maild.pipeline.headers import addresses, decode_words, message_ids, one_mes
 logging.getLogger("mailparser").setLevel(logging.ERROR)
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 @dataclass
@@ -68,19 +70,21 @@ def _priority(headers: dict[str, list[str]]) -> str | None:
     return None
 
 
-def _with_mailparser(raw: bytes) -> tuple[Message, dict[str, str]]:
+def _with_mailparser(raw: bytes) -> tuple[Message, list[str]]:
     import mailparser
 
     parsed = mailparser.MailParser.from_bytes(raw)
-    return parsed.message, {"subject": parsed.subject or ""}
+    defects = sorted(str(c) for c in (parsed.defects_categories or ()))
+    return parsed.message, defects
 
 
 def parse(raw: bytes) -> ParsedMail:
     mail = ParsedMail(body_hash=body_hash(raw))
     message: Message | None = None
-    decoded: dict[str, str] = {}
     try:
-        message, decoded = _with_mailparser(raw)
+        message, defects = _with_mailparser(raw)
+        if defects:
+            mail.notes.append("defects: " + ", ".join(defects))
     except Exception as exc:  # mail-parser trips over some malformed MIME; the stdlib is more lenient
         mail.notes.append(f"mail-parser failed ({type(exc).__name__}: {exc}); used the standard parser")
         try:
@@ -90,17 +94,25 @@ def parse(raw: bytes) -> ParsedMail:
     if message is None:
         mail.content.text = content_mod.decode_text(raw, None)
     else:
-        _fill(mail, message, decoded)
+        _fill(mail, message)
     mail.dedupe_key = dedupe_key(mail)
     return mail
 
 
-def _fill(mail: ParsedMail, message: Message, decoded: dict[str, str]) -> None:
+def _header_text(value: object) -> str:
+    """A raw header value as text: unfolded, and raw 8-bit bytes (RFC 6532 or plain wrong) decoded."""
+    text = _FOLD.sub(" ", str(value))
+    if _SURROGATE.search(text):
+        text = content_mod.decode_text(text.encode("ascii", "surrogateescape"), None)
+    return text
+
+
+def _fill(mail: ParsedMail, message: Message) -> None:
     headers: dict[str, list[str]] = {}
-    for name, value in message.items():
-        headers.setdefault(name.lower(), []).append(str(value))
+    for name, value in message.raw_items():
+        headers.setdefault(str(name).lower(), []).append(_header_text(value))
     mail.headers = headers
-    mail.subject = decoded.get("subject") or decode_words((headers.get("subject") or [""])[0])
+    mail.subject = decode_words((headers.get("subject") or [""])[0])
     froms = addresses(headers.get("from", []))
     if froms:
         mail.from_name, mail.from_addr = froms[0]
@@ -118,9 +130,6 @@ def _fill(mail: ParsedMail, message: Message, decoded: dict[str, str]) -> None:
     except RecursionError:
         mail.notes.append("MIME structure too deep; body kept as raw text")
         mail.content = content_mod.Content(text="")
-    defects = getattr(message, "defects", None)
-    if defects:
-        mail.notes.append("defects: " + ", ".join(sorted({type(d).__name__ for d in defects})))
 
 
 def dedupe_key(mail: ParsedMail) -> str:

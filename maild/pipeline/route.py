@@ -7,9 +7,9 @@ then the receiver's fallback department (``--department`` or the IMAP account's)
 
 from __future__ import annotations
 
+from maild.addressbook import strip_plus
 from maild.outcomes import Outcome
 from maild.pipeline.context import Env, MessageContext
-from maild.addressbook import strip_plus
 
 
 async def route(ctx: MessageContext, env: Env) -> Outcome | None:

@@ -119,7 +119,14 @@ class Worker:
                 raise
             outcome = Failed(reason=type(exc).__name__, detail="".join(traceback.format_exception(exc)))
             await inbound.set_state(db, row.id, "failed")
-            await importlog.record(db, _entry(row, ctx, outcome), self.env.clock.stamp())
+            try:
+                async with db.savepoint("failed"):
+                    await importlog.record(db, _entry(row, ctx, outcome), self.env.clock.stamp())
+            except Exception as exc2:
+                if is_transient(exc2):
+                    raise
+                # The message's own fields broke the log row too: record the failure without them.
+                await importlog.record(db, _entry(row, None, outcome), self.env.clock.stamp())
             return outcome
 
     async def _tid(self, outcome: Outcome) -> str | None:

@@ -43,7 +43,7 @@ class SpoolHandler:
         self.idle = asyncio.Event()
         self.idle.set()
 
-    async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
+    async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         if self.book.department_for(address) is None:
@@ -53,7 +53,7 @@ class SpoolHandler:
         envelope.rcpt_tos.append(address)
         return codes.S250_RCPT_OK
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.in_flight += 1
         self.idle.clear()
         try:

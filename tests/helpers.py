@@ -1,0 +1,180 @@
+"""Test helpers: a ticketd configuration on free ports, the real daemon as a subprocess, CLI calls,
+and polling the database (read-only) instead of sleeping."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+TICKETD = [sys.executable, "-m", "maild"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CONFIG = """
+[storage]
+state_dir = "{state}"
+
+[mail]
+domain = "helpdesk.example"
+max_message_size = {max_size}
+
+[smtp]
+listen = "127.0.0.1:{smtp}"
+
+[lmtp]
+listen = "127.0.0.1:{lmtp}"
+
+[web]
+listen = false
+
+[[departments]]
+name = "Technical Support"
+addresses = ["support@helpdesk.example", "help@helpdesk.example"]
+
+[[departments]]
+name = "Billing"
+addresses = ["billing@helpdesk.example"]
+
+[[departments]]
+name = "Sales"
+addresses = ["sales@helpdesk.example"]
+"""
+
+
+@dataclass
+class Instance:
+    """One ticketd configuration and state directory; optionally a running daemon."""
+
+    root: Path
+    smtp_port: int = field(default_factory=free_port)
+    lmtp_port: int = field(default_factory=free_port)
+    max_size: int = 1024 * 1024
+    proc: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.state = self.root / "var"
+        self.config = self.root / "ticketd.toml"
+        self.write_config()
+
+    def write_config(self) -> None:
+        self.config.write_text(CONFIG.format(state=self.state, smtp=self.smtp_port, lmtp=self.lmtp_port,
+                                             max_size=self.max_size))
+
+    @property
+    def db_path(self) -> Path:
+        return self.state / "ticketd.sqlite3"
+
+    def cli(self, *args: str, input: bytes | None = None, env: dict | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([*TICKETD, "--config", str(self.config), *args], input=input,
+                              capture_output=True, env={**os.environ, **(env or {})}, cwd=ROOT, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"ticketd {' '.join(args)} exited {proc.returncode}: {proc.stderr.decode()}")
+        return proc
+
+    def cli_json(self, *args: str) -> object:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def start(self) -> None:
+        self.log = open(self.root / "daemon.log", "ab")
+        self.proc = subprocess.Popen([*TICKETD, "--config", str(self.config), "serve"], cwd=ROOT,
+                                     stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 30
+        for port in (self.smtp_port, self.lmtp_port):
+            while True:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"ticketd serve exited {self.proc.returncode}: {self.daemon_log()}")
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"port {port} never opened: {self.daemon_log()}") from None
+                    time.sleep(0.02)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=timeout)
+        self.proc = None
+        self.log.close()
+        return code
+
+    def daemon_log(self) -> str:
+        path = self.root / "daemon.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
+        conn.row_factory = sqlite3.Row
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def wait_outcomes(self, count: int, timeout: float = 20) -> list[sqlite3.Row]:
+        """Wait until ``count`` import-log rows exist; return them oldest first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = []
+            if self.db_path.exists():
+                try:
+                    rows = self.query("SELECT * FROM import_log ORDER BY inbound_id")
+                except sqlite3.OperationalError:
+                    rows = []
+            if len(rows) >= count:
+                return rows
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {len(rows)} of {count} outcomes after {timeout}s:\n"
+                                     f"{self.daemon_log()[-3000:]}")
+            time.sleep(0.02)
+
+
+def make_mail(
+    subject: str = "Printer on fire",
+    body: str = "Hello,\nmy printer is on fire.\n",
+    sender: str = "alice@client.example",
+    to: str = "support@helpdesk.example",
+    cc: str | None = None,
+    in_reply_to: str | None = None,
+    references: str | None = None,
+    message_id: str | None = None,
+) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = f"Alice Client <{sender}>"
+    msg["To"] = to
+    if cc:
+        msg["Cc"] = cc
+    msg["Subject"] = subject
+    msg["Message-ID"] = message_id or make_msgid(domain="client.example")
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = references
+    msg.set_content(body)
+    return msg
+
+
+def corpus_files() -> list[Path]:
+    if not CORPUS.is_dir():
+        raise AssertionError(f"the shared corpus is missing: expected {CORPUS} (a checkout of ../shared)")
+    files = sorted(CORPUS.rglob("*.eml"))
+    assert len(files) >= 600, f"expected the 692-message corpus in {CORPUS}, found {len(files)} files"
+    return files
