@@ -37,8 +37,11 @@ def iter_messages(paths: list[str]) -> Iterator[tuple[bytes, str]]:
                 yield file.read_bytes(), str(file)
         elif _is_mbox(path):
             box = mailbox.mbox(path, factory=None, create=False)
-            for i, key in enumerate(box.iterkeys()):
-                yield box.get_bytes(key), f"{path}#{i + 1}"
+            try:
+                for i, key in enumerate(box.iterkeys()):
+                    yield box.get_bytes(key), f"{path}#{i + 1}"
+            finally:
+                box.close()
         else:
             yield path.read_bytes(), str(path)
 
