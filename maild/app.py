@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from maild.clock import Clock
 from maild.config import Listen, Settings
 from maild.pipeline.context import Env
+from maild.pipeline.prepare import Preparer
 from maild.pipeline.worker import Worker
 from maild.spool import SpoolWriter
 from maild.store import departments
@@ -27,6 +28,7 @@ class App:
     db: Database | None = None
     env: Env | None = None
     worker: Worker | None = None
+    parsers: int = 0               # parser processes; 0 parses in a thread (short-lived commands)
 
     async def open(self) -> App:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -40,10 +42,12 @@ class App:
             files=FileStore(self.settings.attachments_dir),
             departments=dept_ids,
         )
-        self.worker = Worker(self.env)
+        self.worker = Worker(self.env, preparer=Preparer(self.parsers))
         return self
 
     async def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
         if self.db is not None:
             await self.db.close()
             self.db = None
@@ -65,7 +69,7 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    async with App(settings) as app:
+    async with App(settings, parsers=settings.worker_parsers) as app:
         assert app.worker is not None
         spool_db = await Database.open(settings.db_path)   # receivers commit on their own connection
         spool = SpoolWriter(spool_db, app.clock)

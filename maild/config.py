@@ -58,6 +58,7 @@ class Settings:
     default_priority: str = "Medium"
     log_level: str = "info"
     worker_batch: int = 100
+    worker_parsers: int = 0
 
     @property
     def db_path(self) -> Path:
@@ -92,6 +93,7 @@ class Settings:
             "lmtp": str(self.lmtp) if self.lmtp else None,
             "web": str(self.web) if self.web else None,
             "log_level": self.log_level,
+            "worker": {"batch": self.worker_batch, "parsers": self.worker_parsers},
             "departments": [{"name": d.name, "addresses": list(d.addresses)} for d in self.departments],
         }
 
@@ -245,6 +247,10 @@ def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = N
     batch = worker.get("batch", int, 100)
     if not 1 <= batch <= 10000:
         raise worker.error("batch", f"must be between 1 and 10000, got {batch}")
+    cpus = os.cpu_count() or 1
+    parsers = worker.get("parsers", int, min(2, cpus) if cpus > 1 else 0)
+    if not 0 <= parsers <= 64:
+        raise worker.error("parsers", f"must be between 0 and 64, got {parsers}")
     worker.finish()
     departments = _departments(file, root.table.pop("departments", None))
     root.finish()
@@ -262,4 +268,5 @@ def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = N
         default_priority=priority,
         log_level=level,
         worker_batch=batch,
+        worker_parsers=parsers,
     )

@@ -24,6 +24,7 @@ class Outcome:
     ticket_id: int | None = None
     reason: str = ""
     detail: str = ""
+    tid: str | None = None          # the ticket's public number, for logs and summaries
 
     @property
     def label(self) -> str:

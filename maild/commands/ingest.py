@@ -77,7 +77,7 @@ async def _ingest(args: argparse.Namespace, settings: Settings, dept: str | None
     progress = Progress(count_messages(args.paths))
     mine: set[int] = set()
     results: list[Result] = []
-    async with App(settings) as app:
+    async with App(settings, parsers=settings.worker_parsers) as app:
         db, worker = app.db, app.worker
         assert db is not None and worker is not None
         batch: list[Incoming] = []

@@ -7,6 +7,7 @@ to a Closed ticket reopens it.
 from __future__ import annotations
 
 import secrets
+import sqlite3
 
 from maild.outcomes import NewTicket, Outcome, Reply
 from maild.pipeline.context import Env, MessageContext
@@ -15,14 +16,31 @@ from maild.store import messages, tickets
 MAX_TID_TRIES = 50
 
 
-async def new_tid(env: Env) -> str:
-    """A random public ticket number of ``mail.ticket_id_digits`` digits, never sequential."""
+async def create_ticket(ctx: MessageContext, env: Env, stamp: str) -> tuple[int, str]:
+    """Insert the ticket under a random public number of ``mail.ticket_id_digits`` digits, never
+    sequential; a number already taken is caught by the unique index and another one drawn."""
+    assert ctx.department is not None  # the unknown_recipient guard ran before us
     digits = env.settings.ticket_id_digits
     low = 10 ** (digits - 1)
     for _ in range(MAX_TID_TRIES):
         tid = str(low + secrets.randbelow(9 * low))
-        if not await tickets.tid_taken(env.db, tid):
-            return tid
+        try:
+            ticket_id = await tickets.create(
+                env.db,
+                tid=tid,
+                subject=ctx.mail.subject.strip() or "(no subject)",
+                status=tickets.OPEN,
+                priority=ctx.mail.priority or env.settings.default_priority,
+                department_id=ctx.department.id,
+                client_email=ctx.author_email,
+                client_name=ctx.mail.from_name,
+                stamp=stamp,
+            )
+        except sqlite3.IntegrityError as exc:
+            if "tickets.tid" not in str(exc):
+                raise
+            continue
+        return ticket_id, tid
     raise RuntimeError(f"no free {digits}-digit ticket number after {MAX_TID_TRIES} tries; raise ticket_id_digits")
 
 
@@ -56,23 +74,12 @@ async def apply(ctx: MessageContext, env: Env) -> Outcome | None:
     stamp = env.clock.stamp()
     actor = ctx.author_email or "unknown"
     if ctx.ticket is None:
-        assert ctx.department is not None  # the unknown_recipient guard ran before us
-        tid = await new_tid(env)
-        ticket_id = await tickets.create(
-            env.db,
-            tid=tid,
-            subject=ctx.mail.subject.strip() or "(no subject)",
-            status=tickets.OPEN,
-            priority=ctx.mail.priority or env.settings.default_priority,
-            department_id=ctx.department.id,
-            client_email=ctx.author_email,
-            client_name=ctx.mail.from_name,
-            stamp=stamp,
-        )
+        assert ctx.department is not None
+        ticket_id, tid = await create_ticket(ctx, env, stamp)
         await _add_message(ctx, env, ticket_id, stamp)
         await tickets.log_event(env.db, ticket_id, "opened", actor, stamp, source=ctx.inbound.source,
                                 queue_id=ctx.inbound.id, department=ctx.department.name)
-        return NewTicket(ticket_id=ticket_id)
+        return NewTicket(ticket_id=ticket_id, tid=tid)
     ticket = ctx.ticket
     await _add_message(ctx, env, ticket["id"], stamp)
     if ticket["status"] == tickets.CLOSED:
@@ -80,4 +87,4 @@ async def apply(ctx: MessageContext, env: Env) -> Outcome | None:
     await tickets.touch_reply(env.db, ticket["id"], tickets.CUSTOMER_REPLY, stamp)
     await tickets.log_event(env.db, ticket["id"], "client_reply", actor, stamp, queue_id=ctx.inbound.id,
                             threaded_by=ctx.threaded_by, previous_status=ticket["status"])
-    return Reply(ticket_id=ticket["id"])
+    return Reply(ticket_id=ticket["id"], tid=ticket["tid"])

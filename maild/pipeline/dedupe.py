@@ -17,5 +17,6 @@ async def check(ctx: MessageContext, env: Env) -> Outcome | None:
         return None
     return Duplicate(
         ticket_id=earlier["ticket_id"],
+        tid=earlier["tid"],
         detail=f"same as queue id {earlier['inbound_id']} ({earlier['outcome']})",
     )

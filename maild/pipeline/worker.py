@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from maild.outcomes import Failed, Outcome
 from maild.pipeline import chain
 from maild.pipeline.context import Env, MessageContext
-from maild.pipeline.parse import ParsedMail, parse
+from maild.pipeline.parse import ParsedMail
+from maild.pipeline.prepare import Preparer
 from maild.store import importlog, inbound
 from maild.store.inbound import InboundRow
 
@@ -44,60 +45,102 @@ def is_transient(exc: BaseException) -> bool:
 class Result:
     inbound: InboundRow
     outcome: Outcome
-    tid: str | None
+
+    @property
+    def tid(self) -> str | None:
+        return self.outcome.tid
 
 
 class Worker:
-    def __init__(self, env: Env, batch: int | None = None) -> None:
+    def __init__(self, env: Env, batch: int | None = None, preparer: Preparer | None = None) -> None:
         self.env = env
         self.batch = batch or env.settings.worker_batch
+        self.preparer = preparer or Preparer(0)
         self._wake = asyncio.Event()
+        self._high = 0                 # highest queue id fetched; the next fetch starts above it
+        self._next: tuple[list[tuple[InboundRow, bytes]], asyncio.Future] | None = None
         self.processed = 0
 
     def wake(self) -> None:
         self._wake.set()
 
+    def close(self) -> None:
+        self._forget_prefetch()
+        self.preparer.close()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Process until ``stop`` is set; the batch in hand is always finished first."""
         failures = 0
-        while not stop.is_set():
-            try:
-                results = await self.process_batch()
-                failures = 0
-            except Exception as exc:
-                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
-                failures += 1
-                log.error("pipeline batch rolled back, retrying in %ss: %s", delay, exc,
-                          exc_info=not is_transient(exc))
-                await _wait_any(stop, None, delay)
-                continue
-            if not results:
-                self._wake.clear()
-                await _wait_any(stop, self._wake, POLL_SECONDS)
+        try:
+            while not stop.is_set():
+                try:
+                    results = await self.process_batch()
+                    failures = 0
+                except Exception as exc:
+                    delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+                    failures += 1
+                    log.error("pipeline batch rolled back, retrying in %ss: %s", delay, exc,
+                              exc_info=not is_transient(exc))
+                    await _wait_any(stop, None, delay)
+                    continue
+                if not results and self._next is None:
+                    self._wake.clear()
+                    await _wait_any(stop, self._wake, POLL_SECONDS)
+        finally:
+            self._forget_prefetch()
 
     async def drain(self) -> list[Result]:
         """Process every pending row, then return (used by ``ingest``, ``process`` and tests)."""
         done: list[Result] = []
-        while results := await self.process_batch():
+        while True:
+            results = await self.process_batch()
             done.extend(results)
-        return done
+            if not results and self._next is None:
+                return done
+
+    async def _fetch(self) -> tuple[list[tuple[InboundRow, bytes]], asyncio.Future] | None:
+        rows = await inbound.pending(self.env.db, self.batch, after=self._high)
+        if not rows:
+            self._high = 0  # next time, look at the whole spool again
+            return None
+        self._high = rows[-1][0].id
+        return rows, asyncio.ensure_future(self.preparer.prepare([raw for _, raw in rows]))
+
+    def _forget_prefetch(self) -> None:
+        if self._next is not None:
+            self._next[1].cancel()
+            self._next = None
+        self._high = 0
 
     async def process_batch(self) -> list[Result]:
-        rows = await inbound.pending(self.env.db, self.batch)
-        if not rows:
-            return []
-        return await self.process_rows(rows, from_state="new")
+        """Apply one batch while the next one is being parsed."""
+        try:
+            current = self._next or await self._fetch()
+            self._next = None
+            if current is None:
+                return []
+            rows, preparing = current
+            parsed = await preparing
+            self._next = await self._fetch()
+            return await self._apply(rows, parsed, from_state="new")
+        except BaseException:
+            self._forget_prefetch()  # a rolled-back batch is fetched again from the start
+            raise
 
     async def process_rows(self, rows: Sequence[tuple[InboundRow, bytes]], from_state: str) -> list[Result]:
-        parsed = await asyncio.to_thread(_parse_all, [raw for _, raw in rows])
+        parsed = await self.preparer.prepare([raw for _, raw in rows])
+        return await self._apply(rows, parsed, from_state)
+
+    async def _apply(self, rows: Sequence[tuple[InboundRow, bytes]], parsed: list[ParsedMail | BaseException],
+                     from_state: str) -> list[Result]:
         db = self.env.db
         results: list[Result] = []
         async with db.transaction():
+            # Claim the whole batch at once; rows another worker took meanwhile drop out.
+            mine = await inbound.claim_many(db, [row.id for row, _ in rows], "done", from_state)
             for (row, raw), mail in zip(rows, parsed, strict=True):
-                if not await inbound.claim(db, row.id, "done", from_state=from_state):
-                    continue  # another worker (an `ingest` beside `serve`) took it
-                outcome = await self._one(row, raw, mail)
-                results.append(Result(row, outcome, await self._tid(outcome)))
+                if row.id in mine:
+                    results.append(Result(row, await self._one(row, raw, mail)))
         self.processed += len(results)
         for result in results:
             _log_outcome(result)
@@ -128,22 +171,6 @@ class Worker:
                 # The message's own fields broke the log row too: record the failure without them.
                 await importlog.record(db, _entry(row, None, outcome), self.env.clock.stamp())
             return outcome
-
-    async def _tid(self, outcome: Outcome) -> str | None:
-        if outcome.ticket_id is None:
-            return None
-        return await self.env.db.scalar("SELECT tid FROM tickets WHERE id = ?", (outcome.ticket_id,))
-
-
-def _parse_all(raws: list[bytes]) -> list[ParsedMail | BaseException]:
-    out: list[ParsedMail | BaseException] = []
-    for raw in raws:
-        try:
-            out.append(parse(raw))
-        except Exception as exc:  # parse() is built not to raise; if it does, the message is parked
-            out.append(exc)
-    return out
-
 
 def _entry(row: InboundRow, ctx: MessageContext | None, outcome: Outcome) -> importlog.Entry:
     mail = ctx.mail if ctx else None

@@ -48,8 +48,9 @@ async def record(db: Database, entry: Entry, stamp: str) -> int:
 async def first_with_key(db: Database, dedupe_key: str) -> sqlite3.Row | None:
     """The earlier handling of the same message, if any (duplicates and failures do not count)."""
     return await db.fetchone(
-        "SELECT id, inbound_id, outcome, ticket_id FROM import_log WHERE dedupe_key = ?"
-        " AND outcome NOT IN ('duplicate', 'failed') ORDER BY id LIMIT 1",
+        "SELECT l.id, l.inbound_id, l.outcome, l.ticket_id, t.tid FROM import_log l"
+        " LEFT JOIN tickets t ON t.id = l.ticket_id WHERE l.dedupe_key = ?"
+        " AND l.outcome NOT IN ('duplicate', 'failed') ORDER BY l.id LIMIT 1",
         (dedupe_key,),
     )
 

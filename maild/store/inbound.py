@@ -38,10 +38,10 @@ class InboundRow:
         )
 
 
-async def pending(db: Database, limit: int) -> list[tuple[InboundRow, bytes]]:
-    """The oldest rows not yet processed, with their raw bytes."""
+async def pending(db: Database, limit: int, after: int = 0) -> list[tuple[InboundRow, bytes]]:
+    """The oldest rows not yet processed (above queue id ``after``), with their raw bytes."""
     rows = await db.fetchall(
-        f"SELECT {COLUMNS}, raw FROM inbound WHERE state = 'new' ORDER BY id LIMIT ?", (limit,)
+        f"SELECT {COLUMNS}, raw FROM inbound WHERE state = 'new' AND id > ? ORDER BY id LIMIT ?", (after, limit)
     )
     return [(InboundRow.from_row(r), bytes(r["raw"])) for r in rows]
 
@@ -51,13 +51,15 @@ async def get(db: Database, inbound_id: int) -> tuple[InboundRow, bytes] | None:
     return (InboundRow.from_row(row), bytes(row["raw"])) if row else None
 
 
-async def claim(db: Database, inbound_id: int, state: str, from_state: str = "new") -> bool:
-    """Move a row out of ``from_state``; False when another worker already did (inside a transaction)."""
-    changed = await db.execute(
-        "UPDATE inbound SET state = ?, attempts = attempts + 1 WHERE id = ? AND state = ?",
-        (state, inbound_id, from_state),
+async def claim_many(db: Database, ids: list[int], state: str, from_state: str = "new") -> set[int]:
+    """Move rows out of ``from_state`` (inside a transaction); return the ids this call moved, leaving out
+    those another worker already took."""
+    marks = ",".join("?" * len(ids))
+    rows = await db.fetchall(
+        f"UPDATE inbound SET state = ?, attempts = attempts + 1 WHERE state = ? AND id IN ({marks}) RETURNING id",
+        (state, from_state, *ids),
     )
-    return changed == 1
+    return {r["id"] for r in rows}
 
 
 async def set_state(db: Database, inbound_id: int, state: str) -> None:

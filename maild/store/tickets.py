@@ -41,10 +41,6 @@ async def create(
     )
 
 
-async def tid_taken(db: Database, tid: str) -> bool:
-    return await db.fetchone("SELECT 1 FROM tickets WHERE tid = ?", (tid,)) is not None
-
-
 async def get(db: Database, ticket_id: int) -> sqlite3.Row | None:
     return await db.fetchone(f"{SELECT} WHERE t.id = ?", (ticket_id,))
 
@@ -66,15 +62,20 @@ async def resolve_merged(db: Database, ticket: sqlite3.Row) -> sqlite3.Row:
 
 
 async def by_mail_ids(db: Database, message_ids: Sequence[str]) -> sqlite3.Row | None:
-    """The ticket of the most recent of ``message_ids`` that we know (References are oldest first)."""
-    for mid in reversed(message_ids):
-        row = await db.fetchone(
-            f"{SELECT} JOIN mail_ids m ON m.ticket_id = t.id WHERE m.message_id = ? ORDER BY t.id LIMIT 1",
-            (mid,),
-        )
-        if row is not None:
-            return row
-    return None
+    """The ticket of the latest of ``message_ids`` that we know (References list the oldest first)."""
+    wanted = list(dict.fromkeys(message_ids))[-100:]  # a hostile References header can be huge
+    if not wanted:
+        return None
+    marks = ",".join("?" * len(wanted))
+    rows = await db.fetchall(
+        f"{SELECT.replace('SELECT t.*', 'SELECT m.message_id AS matched, t.*')}"
+        f" JOIN mail_ids m ON m.ticket_id = t.id WHERE m.message_id IN ({marks}) ORDER BY t.id",
+        wanted,
+    )
+    if not rows:
+        return None
+    position = {mid: i for i, mid in enumerate(wanted)}
+    return max(rows, key=lambda r: position[r["matched"]])
 
 
 async def add_mail_id(db: Database, ticket_id: int, message_id: str, direction: str) -> None:

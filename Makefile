@@ -1,0 +1,59 @@
+# ticketd — developer entry points. `make help` lists the targets.
+#
+# Needs only python3 with venv (Debian: python3-venv) and network access to PyPI; `make test` also
+# installs the Debian packages the tests use (scripts/install-test-deps.sh).
+
+PYTHON ?= python3
+VENV   ?= .venv
+CONFIG ?= ticketd.toml
+BENCH_ARGS ?=
+BIN    := $(VENV)/bin
+
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+.PHONY: help run test test-deps lint bench clean
+
+help: ## list the targets
+	@echo "ticketd: make TARGET"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "Variables: PYTHON=$(PYTHON) VENV=$(VENV) CONFIG=$(CONFIG)"
+
+run: $(VENV)/.installed ## install into .venv if needed, then run the daemon with ticketd.toml (SMTP 127.0.0.1:2525, LMTP :2424)
+	exec $(BIN)/ticketd --config $(CONFIG) serve
+
+# Lint and tests both run, so both sets of failures show; any non-zero status fails the target (pytest's 5,
+# "no tests collected", included).
+test: test-deps $(VENV)/.installed-test ## install Debian + Python test dependencies, then ruff and the whole pytest suite
+	@status=0; \
+	echo "+ $(BIN)/ruff check ."; $(BIN)/ruff check . || status=$$?; \
+	echo "+ $(BIN)/python -m pytest -q"; $(BIN)/python -m pytest -q || status=$$?; \
+	exit $$status
+
+test-deps: ## install dovecot-imapd, postfix and chromium when missing (apt-get; quick when present)
+	bash scripts/install-test-deps.sh
+
+lint: $(VENV)/.installed-test ## ruff check
+	$(BIN)/ruff check .
+
+# smtp-source (Debian's postfix package) drives the SMTP figures; BENCH_ARGS, e.g. "--json --runs 1".
+bench: test-deps $(VENV)/.installed-test ## run benchmarks/ingest.py and print its figures (BENCH_ARGS=...)
+	$(BIN)/python benchmarks/ingest.py $(BENCH_ARGS)
+
+clean: ## remove var/ (the local database and spool!) and caches; keeps .venv
+	rm -rf var/ .pytest_cache/ .ruff_cache/ .hypothesis/
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
+
+# The virtualenv. A failed `python3 -m venv` (no ensurepip: python3-venv missing) can leave a half-made
+# .venv behind; remove it so that the next run tries again instead of using it.
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "make: '$(PYTHON) -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
+
+# Stamps: pip runs again only when pyproject.toml changes (or the venv is new).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test]'
+	touch $@

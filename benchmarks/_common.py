@@ -1,0 +1,219 @@
+"""Shared pieces of the benchmarks: a ticketd configuration on free loopback ports, the daemon as a
+subprocess, read-only database queries, percentiles and CPU time of a process.
+
+Benchmarks are run by ``make bench``, never by the test suite; they only use loopback addresses and
+bound every wait with a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+CONFIG = """\
+[storage]
+state_dir = "{state}"
+
+[mail]
+domain = "helpdesk.example"
+
+[smtp]
+listen = "127.0.0.1:{smtp}"
+
+[lmtp]
+listen = "127.0.0.1:{lmtp}"
+
+[web]
+listen = false
+
+[[departments]]
+name = "Technical Support"
+addresses = ["support@helpdesk.example", "help@helpdesk.example"]
+
+[[departments]]
+name = "Billing"
+addresses = ["billing@helpdesk.example"]
+
+[[departments]]
+name = "Sales"
+addresses = ["sales@helpdesk.example"]
+"""
+
+
+class BenchError(Exception):
+    """A benchmark could not be measured (a process failed, a wait timed out)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ticketd_command() -> list[str]:
+    """The venv's ``ticketd`` console script, next to this interpreter; else ``python -m maild``."""
+    script = Path(sys.executable).parent / "ticketd"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "maild"]
+
+
+class Instance:
+    """A configuration file and a fresh state directory under ``root``; optionally a running daemon."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.state = root / "var"
+        self.config = root / "ticketd.toml"
+        self.smtp_port = free_port()
+        self.lmtp_port = free_port()
+        while self.lmtp_port == self.smtp_port:
+            self.lmtp_port = free_port()
+        self.config.write_text(CONFIG.format(state=self.state, smtp=self.smtp_port, lmtp=self.lmtp_port))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = root / "daemon.log"
+        self._log: IO[bytes] | None = None
+
+    @property
+    def db_path(self) -> Path:
+        return self.state / "ticketd.sqlite3"
+
+    def command(self, *args: str) -> list[str]:
+        return [*ticketd_command(), "--config", str(self.config), *args]
+
+    def start(self, timeout: float = 30) -> None:
+        """Start ``ticketd serve``; return once both listeners accept connections."""
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.command("serve"), cwd=ROOT, stdin=subprocess.DEVNULL,
+                                     stdout=self._log, stderr=self._log)
+        deadline = time.monotonic() + timeout
+        for port in (self.smtp_port, self.lmtp_port):
+            wait_port(port, self.proc, deadline, lambda: self.log_tail())
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, then wait; SIGKILL if it does not exit in time. Returns the exit status."""
+        if self.proc is None:
+            return 0
+        proc, self.proc = self.proc, None
+        try:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                return proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+                raise BenchError(f"ticketd serve did not exit within {timeout:.0f} s of SIGTERM") from None
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def log_tail(self, chars: int = 2000) -> str:
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        return query(self.db_path, sql, params)
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], deadline: float, log: Any = None) -> None:
+    """Wait until 127.0.0.1:``port`` accepts a connection, failing if ``proc`` exits first."""
+    while True:
+        if proc.poll() is not None:
+            tail = f": {log()}" if log else ""
+            raise BenchError(f"{proc.args!r} exited {proc.returncode} before listening on {port}{tail}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                tail = f": {log()}" if log else ""
+                raise BenchError(f"port {port} never opened{tail}") from None
+            time.sleep(0.02)
+
+
+def query(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    """A read-only query (the daemon keeps writing meanwhile)."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def count_rows(db_path: Path, table: str) -> int:
+    if not db_path.exists():
+        return 0
+    try:
+        return int(query(db_path, f"SELECT count(*) FROM {table}")[0][0])
+    except sqlite3.OperationalError:  # not created yet, or busy
+        return 0
+
+
+def parse_stamp(text: str) -> datetime:
+    return datetime.strptime(text, STAMP_FORMAT).replace(tzinfo=UTC)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100), linear between closest ranks."""
+    if not values:
+        return float("nan")
+    data = sorted(values)
+    pos = (len(data) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def _stat(pid: int) -> list[str]:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2:].split()   # fields from the 3rd on: state, ppid, ...
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a live process and its live descendants (Linux /proc; a daemon may
+    parse in a pool of worker processes), or None when unknown."""
+    try:
+        _stat(pid)
+    except (OSError, ValueError):
+        return None
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    ticks = 0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = _stat(current)
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+        todo.extend(children.get(current, ()))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def verdict(value: float | None, target: float, higher_is_better: bool = True) -> str:
+    if value is None or value != value:  # None or NaN
+        return "MISS"
+    ok = value >= target if higher_is_better else value <= target
+    return "PASS" if ok else "MISS"

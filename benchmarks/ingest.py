@@ -1,0 +1,589 @@
+"""Inbound mail throughput of ticketd (run by ``make bench``, not by the test suite).
+
+Figures, each printed with its target and PASS/MISS (``--json`` for a JSON object instead):
+
+(a) accepted msg/s: ``smtp-source -s 8 -m N -l 4096`` against ``ticketd serve`` (wall clock of the run);
+(b) end to end (accepted -> import_log row committed): N / (max(processed_at) - min(received_at)), and
+    the p50/p99 of processed_at - received_at per message;
+(c) the same smtp-source run against a no-op aiosmtpd sink in its own process, and the ratio (a)/(c);
+(d) ``ticketd ingest`` of 2,000 .eml files cycled from the shared corpus, each with a fresh Message-ID;
+(e) the median wall time of one ``ticketd pipe`` delivery (4 KB mail) with a warm state directory.
+
+(a) and (c) alternate, and each is the median of up to ``--runs`` runs while the time budget allows.
+Everything listens on 127.0.0.1 and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    CORPUS,
+    ROOT,
+    BenchError,
+    Instance,
+    count_rows,
+    cpu_seconds,
+    free_port,
+    parse_stamp,
+    percentile,
+    ticketd_command,
+    verdict,
+    wait_port,
+)
+
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+SENDER = "a@client.example"
+RECIPIENT = "support@helpdesk.example"
+MESSAGE_SIZE = 4096
+SESSIONS = 8
+
+TARGET_RATIO = 0.5        # (a)/(c)
+TARGET_INGEST = 500.0     # msg/s
+TARGET_PIPE_MS = 100.0    # median wall time
+
+_MESSAGE_ID_FIELD = re.compile(rb"(?i)message-id[ \t]*:")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def say(text: str) -> None:
+    """Progress, on stderr (stdout carries the results)."""
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+# --- smtp-source ------------------------------------------------------------------------------------
+
+def smtp_source_path() -> str | None:
+    found = shutil.which("smtp-source") or (SMTP_SOURCE if os.access(SMTP_SOURCE, os.X_OK) else None)
+    return found
+
+
+def run_smtp_source(binary: str, port: int, messages: int, timeout: float) -> float:
+    """Send ``messages`` with smtp-source to 127.0.0.1:``port``; return the wall-clock seconds."""
+    cmd = [binary, "-s", str(SESSIONS), "-m", str(messages), "-l", str(MESSAGE_SIZE),
+           "-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{port}"]
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"smtp-source did not finish {messages} messages within {timeout:.0f} s") from None
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()[-1000:]
+        raise BenchError(f"smtp-source exited {proc.returncode}: {err}")
+    return seconds
+
+
+# --- (a) + (b): ticketd serve -------------------------------------------------------------------------
+
+def header_summary(raw: bytes) -> dict[str, Any]:
+    """What one smtp-source message looks like: its header fields and body size."""
+    m = _HEADER_END.search(raw)
+    head = raw[: m.start()] if m else raw
+    body = raw[m.end():] if m else b""
+    fields = [line.decode(errors="replace") for line in re.split(rb"\r?\n", head) if line]
+    return {"headers": fields, "body_bytes": len(body), "body_start": body[:40].decode(errors="replace")}
+
+
+def log_problems(path: Path) -> dict[str, Any]:
+    """How many ERROR/WARNING lines the daemon logged, and the first of them."""
+    counts: dict[str, Any] = {}
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return counts
+    for line in text.splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) > 2 and parts[1] in ("ERROR", "WARNING", "CRITICAL"):
+            counts[parts[1]] = counts.get(parts[1], 0) + 1
+            counts.setdefault("first", line[:300])
+    return counts
+
+
+def body_digest(raw: bytes) -> str:
+    m = _HEADER_END.search(raw)
+    return hashlib.sha256(raw[m.end():] if m else b"").hexdigest()
+
+
+def run_ticketd_smtp(binary: str, messages: int, work: Path, drain_timeout: float) -> dict[str, Any]:
+    inst = Instance(work)
+    say(f"ticketd serve: smtp-source -s {SESSIONS} -m {messages} -l {MESSAGE_SIZE}"
+        f" -> 127.0.0.1:{inst.smtp_port}")
+    result: dict[str, Any] = {}
+    try:
+        inst.start()
+        assert inst.proc is not None
+        pid = inst.proc.pid
+        cpu0 = cpu_seconds(pid)
+        seconds = run_smtp_source(binary, inst.smtp_port, messages, timeout=max(60.0, messages / 20))
+        cpu1 = cpu_seconds(pid)
+        accepted = count_rows(inst.db_path, "inbound")
+        if accepted != messages:
+            raise BenchError(f"smtp-source finished but the spool holds {accepted} of {messages} messages")
+        deadline = time.monotonic() + drain_timeout
+        while (done := count_rows(inst.db_path, "import_log")) < messages:
+            if inst.proc.poll() is not None:
+                raise BenchError(f"ticketd serve exited {inst.proc.returncode}: {inst.log_tail()}")
+            if time.monotonic() > deadline:  # keep (a); (b) covers what was logged so far
+                result["error"] = (f"(b) incomplete: only {done} of {messages} import_log rows"
+                                   f" {drain_timeout:.0f} s after smtp-source finished")
+                break
+            time.sleep(0.05)
+        cpu2 = cpu_seconds(pid)
+        rows = inst.query(
+            "SELECT i.received_at, l.processed_at, l.outcome, l.message_id"
+            " FROM import_log l JOIN inbound i ON i.id = l.inbound_id ORDER BY i.id"
+        )
+        spooled = inst.query("SELECT received_at, raw FROM inbound ORDER BY id")
+        spool_stamps = [r[0] for r in spooled]
+        raws = [bytes(r[1]) for r in spooled]
+    finally:
+        code = inst.stop()
+    problems = log_problems(inst.log_path)
+    if code != 0:
+        raise BenchError(f"ticketd serve exited {code} after SIGTERM (expected 0): {inst.log_tail()}")
+    if not rows:
+        raise BenchError(f"no import_log rows at all: {problems or inst.log_tail()}")
+
+    received = [parse_stamp(r["received_at"]) for r in rows]
+    processed = [parse_stamp(r["processed_at"]) for r in rows]
+    latencies = [(p - r).total_seconds() for r, p in zip(received, processed, strict=True)]
+    span = (max(processed) - min(received)).total_seconds()
+    accept_span = (max(received) - min(received)).total_seconds()
+    # One received_at stamp per spool group commit: how often the spool committed, and its longest pause.
+    commits = sorted({parse_stamp(stamp) for stamp in spool_stamps})
+    gaps = [(b - a).total_seconds() for a, b in zip(commits, commits[1:], strict=False)]
+    outcomes: dict[str, int] = {}
+    for r in rows:
+        outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+    result.update(
+        messages=messages,
+        logged=len(rows),
+        log_problems=problems,
+        seconds=round(seconds, 3),
+        accepted_per_s=messages / seconds,
+        e2e_seconds=round(span, 3),
+        e2e_per_s=len(rows) / span if span > 0 else float("inf"),
+        latency_p50_s=percentile(latencies, 50),
+        latency_p99_s=percentile(latencies, 99),
+        latency_max_s=max(latencies),
+        drain_after_last_accept_s=(max(processed) - max(received)).total_seconds(),
+        spool_span_s=accept_span,
+        spool_commits=len(commits),
+        spool_commit_gap_p50_ms=percentile(gaps, 50) * 1000,
+        spool_commit_gap_max_ms=max(gaps, default=0.0) * 1000,
+        outcomes=dict(sorted(outcomes.items())),
+        distinct_message_ids=len({r["message_id"] for r in rows}),
+        distinct_bodies=len({body_digest(raw) for raw in raws}),
+        sample=header_summary(raws[0]) if raws else {},
+        daemon_exit=code,
+    )
+    if cpu0 is not None and cpu1 is not None and cpu2 is not None:
+        result.update(daemon_cpu_accept_s=round(cpu1 - cpu0, 3), daemon_cpu_total_s=round(cpu2 - cpu0, 3),
+                      daemon_cpu_ms_per_msg=round((cpu2 - cpu0) * 1000 / messages, 3))
+    return result
+
+
+# --- (c): the no-op aiosmtpd sink, in its own process ------------------------------------------------
+
+def sink_main(listen: str) -> int:
+    """``--sink HOST:PORT``: an aiosmtpd server whose handle_DATA returns 250 and does nothing else.
+
+    Built like ticketd's listener (same SMTP options) so that the ratio measures ticketd's own work.
+    On SIGTERM it prints the number of messages it accepted and exits 0."""
+    from aiosmtpd.smtp import SMTP, Envelope, Session
+
+    host, _, port = listen.rpartition(":")
+
+    class Sink(SMTP):
+        line_length_limit = 1 << 20
+
+    class Handler:
+        count = 0
+
+        async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+            self.count += 1
+            return "250 OK"
+
+    async def serve() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        handler = Handler()
+
+        def factory() -> SMTP:
+            return Sink(handler, hostname="helpdesk.example", ident="sink ESMTP",
+                        data_size_limit=25 * 1024**2, enable_SMTPUTF8=True, decode_data=False, loop=loop)
+
+        server = await loop.create_server(factory, host=host, port=int(port))
+        await stop.wait()
+        server.close()
+        await server.wait_closed()
+        return handler.count
+
+    count = asyncio.run(serve())
+    print(json.dumps({"messages": count}), flush=True)
+    return 0
+
+
+def run_sink(binary: str, messages: int) -> dict[str, Any]:
+    port = free_port()
+    say(f"no-op aiosmtpd sink: smtp-source -s {SESSIONS} -m {messages} -l {MESSAGE_SIZE} -> 127.0.0.1:{port}")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--sink", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_port(port, proc, time.monotonic() + 30)
+        cpu0 = cpu_seconds(proc.pid)
+        seconds = run_smtp_source(binary, port, messages, timeout=max(60.0, messages / 20))
+        cpu1 = cpu_seconds(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    if proc.returncode != 0:
+        raise BenchError(f"the sink exited {proc.returncode}: {err.decode(errors='replace')[-1000:]}")
+    got = json.loads(out.decode().strip().splitlines()[-1])["messages"]
+    if got != messages:
+        raise BenchError(f"the sink accepted {got} of {messages} messages")
+    result: dict[str, Any] = {"messages": messages, "seconds": round(seconds, 3),
+                              "accepted_per_s": messages / seconds}
+    if cpu0 is not None and cpu1 is not None:
+        result["sink_cpu_ms_per_msg"] = round((cpu1 - cpu0) * 1000 / messages, 3)
+    return result
+
+
+# --- (d): ticketd ingest of the corpus ----------------------------------------------------------------
+
+def with_message_id(raw: bytes, message_id: str) -> bytes:
+    """``raw`` with its first Message-ID field (and its folded lines) dropped and a fresh one on top.
+
+    The new field goes first, after a leading mbox ``From `` line if there is one; every other byte
+    stays as it was. The line ending follows the message's first line."""
+    lines = raw.splitlines(keepends=True)
+    eol = b"\r\n" if lines and lines[0].endswith(b"\r\n") else b"\n"
+    i = 0
+    while i < len(lines) and lines[i] not in (b"\n", b"\r\n", b"\r"):  # the header block
+        if _MESSAGE_ID_FIELD.match(lines[i]):
+            end = i + 1
+            while end < len(lines) and lines[end][:1] in (b" ", b"\t") and lines[end].strip():
+                end += 1
+            del lines[i:end]
+            break
+        i += 1
+    at = 1 if lines and lines[0].startswith(b"From ") else 0
+    lines.insert(at, f"Message-ID: <{message_id}>".encode() + eol)
+    return b"".join(lines)
+
+
+def build_corpus_copies(dest: Path, count: int) -> list[Path]:
+    files = sorted(CORPUS.rglob("*.eml"))
+    if not files:
+        raise BenchError(f"no .eml files under {CORPUS}")
+    dest.mkdir(parents=True, exist_ok=True)
+    raws = [f.read_bytes() for f in files]
+    for n in range(count):
+        (dest / f"{n:05d}.eml").write_bytes(with_message_id(raws[n % len(raws)], f"bench.{n}@bench.example"))
+    return files
+
+
+def run_ingest(messages: int, work: Path) -> dict[str, Any]:
+    inst = Instance(work)
+    folder = work / "eml"
+    sources = build_corpus_copies(folder, messages)
+    say(f"ticketd ingest: {messages} .eml files cycled from {len(sources)} corpus files")
+    cmd = inst.command("ingest", str(folder), "--department", "Technical Support", "--json")
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=max(120.0, messages / 10))
+    except subprocess.TimeoutExpired:
+        raise BenchError("ticketd ingest timed out") from None
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace")[-2000:]
+        raise BenchError(f"ticketd ingest exited {proc.returncode}: {err}")
+    summary = json.loads(proc.stdout)
+    if summary["messages"] != messages:
+        raise BenchError(f"ticketd ingest reported {summary['messages']} of {messages} messages")
+    return {
+        "messages": messages,
+        "corpus_files": len(sources),
+        "seconds": round(seconds, 3),
+        "reported_seconds": summary["seconds"],
+        "per_s": messages / seconds,
+        "outcomes": summary["outcomes"],
+    }
+
+
+# --- (e): ticketd pipe ----------------------------------------------------------------------------------
+
+def pipe_message(n: int) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Alice Client <alice@client.example>"
+    msg["To"] = RECIPIENT
+    msg["Subject"] = f"Pipe benchmark {n}"
+    msg["Message-ID"] = f"<pipe.{n}@bench.example>"
+    line = "The printer on the third floor is on fire again; please send help.\n"
+    msg.set_content(line * (MESSAGE_SIZE // len(line) + 1))
+    return msg.as_bytes()
+
+
+def run_pipe(runs: int, work: Path) -> dict[str, Any]:
+    inst = Instance(work)
+    cmd = inst.command("pipe", "--sender", "alice@client.example", "--recipient", RECIPIENT)
+    say(f"ticketd pipe: 1 warm-up + {runs} runs of {' '.join(cmd[:1])} ... pipe")
+    times: list[float] = []
+    for n in range(runs + 1):
+        data = pipe_message(n)
+        started = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, input=data, capture_output=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            raise BenchError("ticketd pipe did not exit within 30 s") from None
+        elapsed = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise BenchError(f"ticketd pipe exited {proc.returncode}: {proc.stderr.decode(errors='replace')}")
+        if n:  # the first run creates the database
+            times.append(elapsed)
+    spooled = count_rows(inst.db_path, "inbound")
+    if spooled != runs + 1:
+        raise BenchError(f"the spool holds {spooled} of {runs + 1} piped messages")
+    return {
+        "runs": runs,
+        "command": ticketd_command(),
+        "message_bytes": len(pipe_message(0)),
+        "median_ms": statistics.median(times) * 1000,
+        "min_ms": min(times) * 1000,
+        "p90_ms": percentile(times, 90) * 1000,
+    }
+
+
+# --- the whole run ----------------------------------------------------------------------------------
+
+def median_of(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in runs))
+
+
+def measure(args: argparse.Namespace, top: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    report: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        },
+        "errors": [],
+    }
+    errors: list[str] = report["errors"]
+
+    def cleanup(work: Path) -> None:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def attempt(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+        try:
+            return fn()
+        except (BenchError, OSError, ValueError, KeyError) as exc:
+            errors.append(f"{name}: {exc}")
+            say(f"{name} FAILED: {exc}")
+            return None
+
+    binary = smtp_source_path()
+    serve_runs: list[dict[str, Any]] = []
+    sink_runs: list[dict[str, Any]] = []
+    if binary is None:
+        errors.append("smtp-source not found (apt-get install postfix): (a), (b), (c) skipped")
+    else:
+        for i in range(args.runs):
+            pair_started = time.monotonic()
+            work = Path(tempfile.mkdtemp(prefix=f"serve{i}-", dir=top))
+            got = attempt(f"(a)/(b) run {i + 1}", lambda work=work: run_ticketd_smtp(
+                binary, args.messages, work, args.drain_timeout))
+            if got:
+                serve_runs.append(got)
+                if "error" in got:
+                    errors.append(f"(a)/(b) run {i + 1}: {got['error']}")
+                    say(got["error"])
+                if got["log_problems"]:
+                    say(f"daemon log: {got['log_problems']}")
+            cleanup(work)
+            got = attempt(f"(c) run {i + 1}", lambda: run_sink(binary, args.messages))
+            if got:
+                sink_runs.append(got)
+            pair = time.monotonic() - pair_started
+            left = args.budget - (time.monotonic() - started) - args.reserve
+            if i + 1 < args.runs and pair > left:
+                say(f"stopping after {i + 1} run(s) of (a)/(c): another would exceed the"
+                    f" {args.budget:.0f} s budget")
+                break
+    if serve_runs:
+        report["smtp"] = {
+            "accepted_per_s": median_of(serve_runs, "accepted_per_s"),
+            "e2e_per_s": median_of(serve_runs, "e2e_per_s"),
+            "latency_p50_s": median_of(serve_runs, "latency_p50_s"),
+            "latency_p99_s": median_of(serve_runs, "latency_p99_s"),
+            "runs": serve_runs,
+        }
+    if sink_runs:
+        report["sink"] = {"accepted_per_s": median_of(sink_runs, "accepted_per_s"), "runs": sink_runs}
+    if serve_runs and sink_runs:
+        ratio = report["smtp"]["accepted_per_s"] / report["sink"]["accepted_per_s"]
+        report["ratio"] = {"value": ratio, "target": TARGET_RATIO, "verdict": verdict(ratio, TARGET_RATIO)}
+
+    work = Path(tempfile.mkdtemp(prefix="ingest-", dir=top))
+    got = attempt("(d) ingest", lambda: run_ingest(args.ingest_messages, work))
+    cleanup(work)
+    if got:
+        got.update(target=TARGET_INGEST, verdict=verdict(got["per_s"], TARGET_INGEST))
+        report["ingest"] = got
+
+    work = Path(tempfile.mkdtemp(prefix="pipe-", dir=top))
+    got = attempt("(e) pipe", lambda: run_pipe(args.pipe_runs, work))
+    cleanup(work)
+    if got:
+        got.update(target=TARGET_PIPE_MS,
+                   verdict=verdict(got["median_ms"], TARGET_PIPE_MS, higher_is_better=False))
+        report["pipe"] = got
+    report["total_seconds"] = round(time.monotonic() - started, 1)
+    return report
+
+
+def _runs(runs: list[dict[str, Any]], key: str, fmt: str = "{:.0f}") -> str:
+    return " ".join(fmt.format(r[key]) for r in runs)
+
+
+def smtp_source_note(run: dict[str, Any]) -> str:
+    sample = run.get("sample") or {}
+    names = [h.split(":", 1)[0] for h in sample.get("headers", [])]
+    mid = next((h.split(":", 1)[1].strip() for h in sample.get("headers", [])
+                if h.lower().startswith("message-id:")), None)
+    outcomes = ", ".join(f"{k} {v}" for k, v in run["outcomes"].items())
+    return (f"smtp-source messages: header fields {', '.join(names) or 'none'}"
+            f"{f' (e.g. Message-Id {mid})' if mid else ' (no Message-ID)'}; "
+            f"body {sample.get('body_bytes', '?')} bytes of numbered 'XXX...' lines; "
+            f"{run['distinct_message_ids']} distinct Message-IDs and {run['distinct_bodies']} distinct bodies"
+            f" in {run['messages']} messages -> outcomes: {outcomes}")
+
+
+def print_text(report: dict[str, Any], args: argparse.Namespace) -> None:
+    m = report["machine"]
+    load = " ".join(f"{x:.2f}" for x in m["load_average_at_start"])
+    print(f"ticketd inbound benchmark: {m['cpus']} CPUs (load average {load} at start),"
+          f" Python {m['python']}, smtp-source -s {SESSIONS} -m {args.messages} -l {MESSAGE_SIZE}")
+    smtp, sink, ratio = report.get("smtp"), report.get("sink"), report.get("ratio")
+    if smtp:
+        runs = smtp["runs"]
+        print(f"(a) accepted by ticketd serve   {smtp['accepted_per_s']:8.0f} msg/s   "
+              f"(median of {len(runs)}: {_runs(runs, 'accepted_per_s')}; target: (a)/(c) >= {TARGET_RATIO})")
+        print(f"(b) end to end (to import_log)  {smtp['e2e_per_s']:8.0f} msg/s   "
+              f"p50 {smtp['latency_p50_s'] * 1000:.0f} ms, p99 {smtp['latency_p99_s'] * 1000:.0f} ms "
+              f"(runs: {_runs(runs, 'e2e_per_s')} msg/s; no target)")
+        last = runs[-1]
+        for n, run in enumerate(runs, 1):
+            if run["logged"] < run["messages"]:
+                print(f"    run {n}: INCOMPLETE, {run['logged']} of {run['messages']} messages logged"
+                      f" in time; figures cover those")
+            if run["log_problems"]:
+                print(f"    run {n}: daemon log {run['log_problems']}")
+        extra = (f"    run {len(runs)}: spool span {last['spool_span_s']:.2f} s, pipeline finished "
+                 f"{last['drain_after_last_accept_s']:.2f} s after the last accept, max latency "
+                 f"{last['latency_max_s']:.2f} s")
+        if "daemon_cpu_ms_per_msg" in last:
+            extra += (f"; daemon CPU {last['daemon_cpu_ms_per_msg']:.2f} ms/msg "
+                      f"({last['daemon_cpu_accept_s']:.1f} s while accepting,"
+                      f" {last['daemon_cpu_total_s']:.1f} s in all)")
+        print(extra)
+        per_commit = last["messages"] / last["spool_commits"]
+        print(f"    run {len(runs)}: {last['spool_commits']} spool group commits ({per_commit:.1f} msgs each;"
+              f" {SESSIONS} sessions at most), gap between commits p50"
+              f" {last['spool_commit_gap_p50_ms']:.0f} ms, max {last['spool_commit_gap_max_ms']:.0f} ms")
+        print(f"    {smtp_source_note(last)}")
+    else:
+        print("(a)/(b) not measured")
+    if sink:
+        runs = sink["runs"]
+        cpu = runs[-1].get("sink_cpu_ms_per_msg")
+        print(f"(c) no-op aiosmtpd sink         {sink['accepted_per_s']:8.0f} msg/s   "
+              f"(median of {len(runs)}: {_runs(runs, 'accepted_per_s')}"
+              f"{f'; sink CPU {cpu:.2f} ms/msg' if cpu is not None else ''})")
+    else:
+        print("(c) not measured")
+    if ratio:
+        print(f"    ratio (a)/(c)               {ratio['value']:8.2f}         target >= {TARGET_RATIO}   "
+              f"{ratio['verdict']}")
+    ingest = report.get("ingest")
+    if ingest:
+        outcomes = ", ".join(f"{k} {v}" for k, v in ingest["outcomes"].items())
+        print(f"(d) ticketd ingest              {ingest['per_s']:8.0f} msg/s   "
+              f"target >= {TARGET_INGEST:.0f}   {ingest['verdict']}   ({ingest['messages']} msgs in"
+              f" {ingest['seconds']:.2f} s wall, {ingest['reported_seconds']:.2f} s reported)")
+        print(f"    outcomes: {outcomes}")
+    else:
+        print("(d) not measured")
+    pipe = report.get("pipe")
+    if pipe:
+        print(f"(e) ticketd pipe, one message   {pipe['median_ms']:8.1f} ms      "
+              f"target <= {TARGET_PIPE_MS:.0f} ms  {pipe['verdict']}   (median of {pipe['runs']};"
+              f" min {pipe['min_ms']:.1f}, p90 {pipe['p90_ms']:.1f}; {pipe['message_bytes']} bytes)")
+    else:
+        print("(e) not measured")
+    for err in report["errors"]:
+        print(f"ERROR {err}")
+    print(f"total {report['total_seconds']:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument("--messages", type=int, default=3000, help="smtp-source messages per run (3000)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of (a)/(c), median taken (3)")
+    parser.add_argument("--ingest-messages", type=int, default=2000, help="messages for (d) (2000)")
+    parser.add_argument("--pipe-runs", type=int, default=30, help="timed ticketd pipe runs for (e) (30)")
+    parser.add_argument("--budget", type=float, default=170, help="seconds; fewer (a)/(c) runs beyond it")
+    parser.add_argument("--reserve", type=float, default=30, help="seconds kept for (d) and (e) (30)")
+    parser.add_argument("--drain-timeout", type=float, default=60,
+                        help="seconds to wait for the pipeline to log every message (60)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--sink", metavar="HOST:PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.sink:
+        return sink_main(args.sink)
+    top = Path(tempfile.mkdtemp(prefix="ticketd-bench-"))
+    try:
+        report = measure(args, top)
+    finally:
+        if args.keep:
+            say(f"kept {top}")
+        else:
+            shutil.rmtree(top, ignore_errors=True)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print_text(report, args)
+    return 1 if report["errors"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

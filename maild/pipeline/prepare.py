@@ -1,0 +1,73 @@
+"""Prepare: the CPU-bound part of the pipeline (parsing, decoding), outside the database transaction.
+
+Small batches are parsed in a thread; big ones are split across a pool of worker processes, so that on a
+multi-core machine parsing runs beside the event loop instead of competing with it for one core.
+A broken pool (a worker killed) is replaced, and the batch is parsed in a thread instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from maild.pipeline.parse import ParsedMail, parse
+
+log = logging.getLogger("ticketd.pipeline")
+
+POOL_MIN_ROWS = 8              # below this, the round trip to another process costs more than it saves
+POOL_MIN_BYTES = 512 * 1024    # ... unless the batch is big in bytes
+
+
+def parse_all(raws: list[bytes]) -> list[ParsedMail | BaseException]:
+    out: list[ParsedMail | BaseException] = []
+    for raw in raws:
+        try:
+            out.append(parse(raw))
+        except Exception as exc:  # parse() is built not to raise; if it does, the message is parked
+            out.append(exc)
+    return out
+
+
+def _warm() -> None:
+    import mailparser  # noqa: F401  (the first parse should not pay for imports)
+
+
+class Preparer:
+    def __init__(self, processes: int = 0) -> None:
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # forkserver: never fork the daemon itself, whose threads (aiosqlite) hold locks.
+            ctx = multiprocessing.get_context("forkserver")
+            self._pool = ProcessPoolExecutor(self.processes, mp_context=ctx, initializer=_warm)
+        return self._pool
+
+    async def prepare(self, raws: list[bytes]) -> list[ParsedMail | BaseException]:
+        big = len(raws) >= POOL_MIN_ROWS or sum(map(len, raws)) >= POOL_MIN_BYTES
+        if self.processes < 1 or not big or len(raws) < 2:
+            return await asyncio.to_thread(parse_all, raws)
+        loop = asyncio.get_running_loop()
+        n = min(self.processes, len(raws))
+        # Interleave so that one huge message does not leave the other workers idle.
+        chunks = [raws[i::n] for i in range(n)]
+        try:
+            pool = self._get_pool()
+            parts = await asyncio.gather(*(loop.run_in_executor(pool, parse_all, c) for c in chunks))
+        except BrokenProcessPool:
+            log.warning("parser pool broke; replacing it and parsing this batch in a thread")
+            self.close()
+            return await asyncio.to_thread(parse_all, raws)
+        out: list[ParsedMail | BaseException] = [None] * len(raws)  # type: ignore[list-item]
+        for i, part in enumerate(parts):
+            out[i::n] = part
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
