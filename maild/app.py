@@ -13,7 +13,7 @@ from maild.config import Listen, Settings
 from maild.pipeline.context import Env
 from maild.pipeline.prepare import Preparer
 from maild.pipeline.worker import Worker
-from maild.spool import SpoolWriter
+from maild.spoolwriter import SpoolWriter
 from maild.store import departments
 from maild.store.db import Database
 from maild.store.files import FileStore
@@ -70,8 +70,9 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
         loop.add_signal_handler(sig, stop.set)
 
     async with App(settings, parsers=settings.worker_parsers) as app:
-        assert app.worker is not None
-        spool_db = await Database.open(settings.db_path)   # receivers commit on their own connection
+        assert app.worker is not None and app.db is not None
+        # Receivers commit on their own connection; both take turns at the write lock through one gate.
+        spool_db = await Database.open(settings.db_path, gate=app.db.gate)
         spool = SpoolWriter(spool_db, app.clock)
         spool.on_commit(app.worker.wake)
         spool.start()

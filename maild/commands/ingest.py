@@ -15,7 +15,8 @@ from maild.commands.output import print_json
 from maild.config import Settings
 from maild.pipeline.worker import Result
 from maild.receive.ingest import SourceError, count_messages, iter_messages
-from maild.spool import Incoming, spool_many
+from maild.spool import Incoming
+from maild.spoolwriter import spool_many
 
 SPOOL_BATCH = 200
 

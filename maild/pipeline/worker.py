@@ -133,17 +133,30 @@ class Worker:
 
     async def _apply(self, rows: Sequence[tuple[InboundRow, bytes]], parsed: list[ParsedMail | BaseException],
                      from_state: str) -> list[Result]:
+        """Apply a batch in as few transactions as possible, but hand the write lock over as soon as the
+        receivers need it (they hold an SMTP client waiting for its 250)."""
         db = self.env.db
         results: list[Result] = []
-        async with db.transaction():
-            # Claim the whole batch at once; rows another worker took meanwhile drop out.
-            mine = await inbound.claim_many(db, [row.id for row, _ in rows], "done", from_state)
-            for (row, raw), mail in zip(rows, parsed, strict=True):
-                if row.id in mine:
-                    results.append(Result(row, await self._one(row, raw, mail)))
-        self.processed += len(results)
-        for result in results:
-            _log_outcome(result)
+        todo = list(zip(rows, parsed, strict=True))
+        while todo:
+            committed: list[Result] = []
+            async with db.transaction():
+                # Claim the rows at once; those another worker took meanwhile drop out.
+                mine = await inbound.claim_many(db, [row.id for (row, _), _ in todo], "done", from_state)
+                done = 0
+                for (row, raw), mail in todo:
+                    done += 1
+                    if row.id in mine:
+                        committed.append(Result(row, await self._one(row, raw, mail)))
+                    if db.others_waiting() and done < len(todo):
+                        rest = [row.id for (row, _), _ in todo[done:] if row.id in mine]
+                        await inbound.release(db, rest, from_state)
+                        break
+            todo = todo[done:]
+            self.processed += len(committed)
+            for result in committed:
+                _log_outcome(result)
+            results.extend(committed)
         return results
 
     async def _one(self, row: InboundRow, raw: bytes, mail: ParsedMail | BaseException) -> Outcome:

@@ -16,7 +16,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from maild.addressbook import AddressBook
 from maild.receive import codes
-from maild.spool import Incoming, SpoolError, SpoolWriter
+from maild.spool import Incoming, SpoolError
+from maild.spoolwriter import SpoolWriter
 
 log = logging.getLogger("ticketd.receive")
 

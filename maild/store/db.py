@@ -89,16 +89,42 @@ def connect_sync(path: Path) -> sqlite3.Connection:
     return conn
 
 
+class WriteGate:
+    """Orders the write transactions of this process's connections (the receivers' spool writer and the
+    pipeline worker) in an asyncio queue, instead of SQLite's sleep-and-retry busy handler, whose naps
+    would stall SMTP answers. ``waiting`` lets a long writer see that someone needs the lock."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self._lock = asyncio.Lock()
+        self.waiting = 0
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        self.waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+
 class Database:
     """An aiosqlite connection in autocommit mode; write transactions are explicit and IMMEDIATE."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path, gate: WriteGate | None = None) -> None:
         self.conn = conn
         self.path = path
+        self.gate = gate or WriteGate()
         self._in_tx = False
 
     @classmethod
-    async def open(cls, path: Path) -> Database:
+    async def open(cls, path: Path, gate: WriteGate | None = None) -> Database:
+        """Open (and create or migrate) the database; connections of one process share ``gate``."""
         import asyncio
 
         import aiosqlite
@@ -108,7 +134,11 @@ class Database:
         conn.row_factory = sqlite3.Row
         for pragma in PRAGMAS:
             await conn.execute(pragma)
-        return cls(conn, path)
+        return cls(conn, path, gate)
+
+    def others_waiting(self) -> bool:
+        """Another writer of this process waits for the write lock."""
+        return self.gate.waiting > 0
 
     async def close(self) -> None:
         await self.conn.close()
@@ -136,11 +166,17 @@ class Database:
         """``BEGIN IMMEDIATE`` … ``COMMIT``: takes the write lock up front, so it never deadlocks."""
         if self._in_tx:
             raise RuntimeError("nested transaction; use savepoint()")
+        async with self.gate.hold():
+            async with self._transaction():
+                yield self
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
         await self.conn.execute("BEGIN IMMEDIATE")
         self._in_tx = True
         try:
             try:
-                yield self
+                yield
             except BaseException:
                 await self.conn.execute("ROLLBACK")
                 raise

@@ -68,3 +68,13 @@ async def set_state(db: Database, inbound_id: int, state: str) -> None:
 
 async def count_pending(db: Database) -> int:
     return int(await db.scalar("SELECT count(*) FROM inbound WHERE state = 'new'") or 0)
+
+
+async def release(db: Database, ids: list[int], state: str, from_state: str = "done") -> None:
+    """Undo :func:`claim_many` for rows a worker claimed but left for its next transaction."""
+    if ids:
+        marks = ",".join("?" * len(ids))
+        await db.execute(
+            f"UPDATE inbound SET state = ?, attempts = attempts - 1 WHERE state = ? AND id IN ({marks})",
+            (state, from_state, *ids),
+        )
