@@ -17,8 +17,8 @@ from maild.pipeline.parse import ParsedMail, parse
 
 log = logging.getLogger("ticketd.pipeline")
 
-POOL_MIN_ROWS = 8              # below this, the round trip to another process costs more than it saves
-POOL_MIN_BYTES = 512 * 1024    # ... unless the batch is big in bytes
+# Shipping a batch to another process costs more than parsing small mail in a thread; big batches pay.
+POOL_MIN_BYTES = 256 * 1024
 
 
 def parse_all(raws: list[bytes]) -> list[ParsedMail | BaseException]:
@@ -48,8 +48,7 @@ class Preparer:
         return self._pool
 
     async def prepare(self, raws: list[bytes]) -> list[ParsedMail | BaseException]:
-        big = len(raws) >= POOL_MIN_ROWS or sum(map(len, raws)) >= POOL_MIN_BYTES
-        if self.processes < 1 or not big or len(raws) < 2:
+        if self.processes < 1 or len(raws) < 2 or sum(map(len, raws)) < POOL_MIN_BYTES:
             return await asyncio.to_thread(parse_all, raws)
         loop = asyncio.get_running_loop()
         n = min(self.processes, len(raws))

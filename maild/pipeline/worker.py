@@ -41,6 +41,10 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+class _Careful(Exception):
+    """A message failed in an optimistic batch: roll it back and run it again with savepoints."""
+
+
 @dataclass(frozen=True)
 class Result:
     inbound: InboundRow
@@ -138,20 +142,25 @@ class Worker:
         db = self.env.db
         results: list[Result] = []
         todo = list(zip(rows, parsed, strict=True))
+        careful = False
         while todo:
             committed: list[Result] = []
-            async with db.transaction():
-                # Claim the rows at once; those another worker took meanwhile drop out.
-                mine = await inbound.claim_many(db, [row.id for (row, _), _ in todo], "done", from_state)
-                done = 0
-                for (row, raw), mail in todo:
-                    done += 1
-                    if row.id in mine:
-                        committed.append(Result(row, await self._one(row, raw, mail)))
-                    if db.others_waiting() and done < len(todo):
-                        rest = [row.id for (row, _), _ in todo[done:] if row.id in mine]
-                        await inbound.release(db, rest, from_state)
-                        break
+            try:
+                async with db.transaction():
+                    # Claim the rows at once; those another worker took meanwhile drop out.
+                    mine = await inbound.claim_many(db, [row.id for (row, _), _ in todo], "done", from_state)
+                    done = 0
+                    for (row, raw), mail in todo:
+                        done += 1
+                        if row.id in mine:
+                            committed.append(Result(row, await self._one(row, raw, mail, careful)))
+                        if db.others_waiting() and done < len(todo):
+                            rest = [row.id for (row, _), _ in todo[done:] if row.id in mine]
+                            await inbound.release(db, rest, from_state)
+                            break
+            except _Careful:
+                careful = True  # the batch rolled back whole; again, one savepoint per message
+                continue
             todo = todo[done:]
             self.processed += len(committed)
             for result in committed:
@@ -159,13 +168,20 @@ class Worker:
             results.extend(committed)
         return results
 
-    async def _one(self, row: InboundRow, raw: bytes, mail: ParsedMail | BaseException) -> Outcome:
+    async def _one(self, row: InboundRow, raw: bytes, mail: ParsedMail | BaseException, careful: bool) -> Outcome:
+        """Run the chain on one message. Optimistically without a savepoint (two round trips saved per
+        message); the first failure rolls the batch back and it runs again ``careful``ly, where a failing
+        message's changes are undone alone and it is parked as ``failed``."""
         db = self.env.db
         ctx = None
         try:
             if isinstance(mail, BaseException):
                 raise mail
             ctx = MessageContext(inbound=row, raw=raw, mail=mail)
+            if not careful:
+                outcome = await chain.run(ctx, self.env)
+                await importlog.record(db, _entry(row, ctx, outcome), self.env.clock.stamp())
+                return outcome
             async with db.savepoint("message"):
                 outcome = await chain.run(ctx, self.env)
                 await importlog.record(db, _entry(row, ctx, outcome), self.env.clock.stamp())
@@ -173,6 +189,8 @@ class Worker:
         except Exception as exc:
             if is_transient(exc):
                 raise
+            if not careful:
+                raise _Careful from exc
             outcome = Failed(reason=type(exc).__name__, detail="".join(traceback.format_exception(exc)))
             await inbound.set_state(db, row.id, "failed")
             try:
