@@ -52,3 +52,17 @@ def test_ingest_human_summary(instance: Instance, tmp_path):
     (tmp_path / "a.eml").write_bytes(make_mail().as_bytes())
     out = instance.cli("ingest", str(tmp_path)).stdout.decode()
     assert "1 messages" in out and "new_ticket" in out
+
+
+def test_ingest_beside_a_running_daemon(daemon: Instance, tmp_path):
+    """Two workers on one spool: each message is processed once, by whichever claims it first."""
+    folder = tmp_path / "mails"
+    folder.mkdir()
+    for i in range(600):
+        (folder / f"{i:04}.eml").write_bytes(make_mail(subject=f"migrated {i}").as_bytes())
+    out = daemon.cli_json("ingest", str(folder))
+    assert out["messages"] == 600
+    assert out["outcomes"] == {"new_ticket": 600}
+    assert daemon.query("SELECT count(*) AS n FROM tickets")[0]["n"] == 600
+    assert daemon.query("SELECT count(*) AS n FROM import_log")[0]["n"] == 600
+    assert daemon.query("SELECT max(attempts) AS n FROM inbound")[0]["n"] == 1

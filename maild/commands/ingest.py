@@ -17,8 +17,11 @@ from maild.pipeline.worker import Result
 from maild.receive.ingest import SourceError, count_messages, iter_messages
 from maild.spool import Incoming
 from maild.spoolwriter import spool_many
+from maild.store import importlog
+from maild.store.db import Database
 
 SPOOL_BATCH = 200
+AHEAD = 2000          # messages spooled but not yet processed, at most
 
 
 class Progress:
@@ -41,23 +44,18 @@ class Progress:
             print(file=sys.stderr)
 
 
-def _summary(results: list[Result], seconds: float) -> dict:
-    counts = Counter(r.outcome.label for r in results)
+def _summary(rows: list[dict], seconds: float) -> dict:
+    counts = Counter(f"{r['outcome']}:{r['reason']}" if r["outcome"] == "blocked" else r["outcome"] for r in rows)
     return {
-        "messages": len(results),
+        "messages": len(rows),
         "seconds": round(seconds, 3),
         "outcomes": dict(sorted(counts.items())),
-        "items": [
-            {
-                "queue_id": r.inbound.id,
-                "source_ref": r.inbound.source_ref,
-                "outcome": r.outcome.name,
-                "reason": r.outcome.reason,
-                "ticket": r.tid,
-            }
-            for r in results
-        ],
+        "items": rows,
     }
+
+
+def _item(queue_id: int, source_ref: str | None, outcome: str, reason: str, tid: str | None) -> dict:
+    return {"queue_id": queue_id, "source_ref": source_ref, "outcome": outcome, "reason": reason, "ticket": tid}
 
 
 def _print(summary: dict, as_json: bool) -> None:
@@ -74,30 +72,62 @@ def _print(summary: dict, as_json: bool) -> None:
 
 
 async def _ingest(args: argparse.Namespace, settings: Settings, dept: str | None) -> dict:
+    """Read and spool on one side while the worker processes on the other; at most ``AHEAD`` messages
+    wait in the spool, so a big mbox runs in bounded memory. The summary is read back from the import
+    log, so messages that a ``serve`` running beside us processed are counted too."""
     started = time.monotonic()
     progress = Progress(count_messages(args.paths))
-    mine: set[int] = set()
-    results: list[Result] = []
+    mine: list[int] = []
+    seen: set[int] = set()
+    moved = asyncio.Event()
+
+    def on_result(result: Result) -> None:
+        seen.add(result.inbound.id)
+        progress.show(len(seen))
+        moved.set()
+
     async with App(settings, parsers=settings.worker_parsers) as app:
         db, worker = app.db, app.worker
         assert db is not None and worker is not None
-        batch: list[Incoming] = []
+        spool_db = await Database.open(settings.db_path, gate=db.gate)
+        stop = asyncio.Event()
+        worker.listeners.append(on_result)
+        task = asyncio.create_task(worker.run(stop), name="pipeline-worker")
 
-        async def flush() -> None:
-            ids = await spool_many(db, batch, app.clock.stamp())
-            mine.update(ids)
-            batch.clear()
-            results.extend(r for r in await worker.drain() if r.inbound.id in mine)
-            progress.show(len(results))
+        async def wait_until(pending: int) -> None:
+            while len(mine) - len(seen) > pending:
+                if task.done():
+                    await task  # raises what stopped it
+                    raise RuntimeError("the pipeline worker stopped early")
+                moved.clear()
+                waiter = asyncio.ensure_future(moved.wait())
+                done, _ = await asyncio.wait([waiter, task], timeout=1, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if not done:  # no news for a second: another worker may have taken our rows
+                    unseen = [i for i in mine if i not in seen]
+                    seen.update(r["inbound_id"] for r in await importlog.outcomes_for(db, unseen))
 
-        for raw, ref in iter_messages(args.paths):
-            batch.append(Incoming(raw=raw, source="ingest", source_ref=ref, department_hint=dept))
-            if len(batch) >= SPOOL_BATCH:
-                await flush()
-        if batch:
-            await flush()
+        try:
+            batch: list[Incoming] = []
+            for raw, ref in iter_messages(args.paths):
+                batch.append(Incoming(raw=raw, source="ingest", source_ref=ref, department_hint=dept))
+                if len(batch) >= SPOOL_BATCH:
+                    mine.extend(await spool_many(spool_db, batch, app.clock.stamp()))
+                    batch.clear()
+                    worker.wake()
+                    await wait_until(AHEAD)
+            if batch:
+                mine.extend(await spool_many(spool_db, batch, app.clock.stamp()))
+                worker.wake()
+            await wait_until(0)
+        finally:
+            stop.set()
+            await task
+            await spool_db.close()
+        rows = await importlog.outcomes_for(db, mine)
     progress.end()
-    return _summary(results, time.monotonic() - started)
+    items = [_item(r["inbound_id"], r["source_ref"], r["outcome"], r["reason"], r["tid"]) for r in rows]
+    return _summary(items, time.monotonic() - started)
 
 
 async def _process(settings: Settings) -> dict:
@@ -105,7 +135,8 @@ async def _process(settings: Settings) -> dict:
     async with App(settings) as app:
         assert app.worker is not None
         results = await app.worker.drain()
-    return _summary(results, time.monotonic() - started)
+    items = [_item(r.inbound.id, r.inbound.source_ref, r.outcome.name, r.outcome.reason, r.tid) for r in results]
+    return _summary(items, time.monotonic() - started)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

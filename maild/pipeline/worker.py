@@ -13,7 +13,7 @@ import asyncio
 import logging
 import sqlite3
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from maild.outcomes import Failed, Outcome
@@ -64,6 +64,7 @@ class Worker:
         self._high = 0                 # highest queue id fetched; the next fetch starts above it
         self._next: tuple[list[tuple[InboundRow, bytes]], asyncio.Future] | None = None
         self.processed = 0
+        self.listeners: list[Callable[[Result], None]] = []   # told of each outcome once committed
 
     def wake(self) -> None:
         self._wake.set()
@@ -165,6 +166,8 @@ class Worker:
             self.processed += len(committed)
             for result in committed:
                 _log_outcome(result)
+                for listener in self.listeners:
+                    listener(result)
             results.extend(committed)
         return results
 

@@ -98,3 +98,18 @@ async def counts(db: Database, inbound_ids: tuple[int, int] | None = None) -> di
     )
     return {(f"{r['outcome']}:{r['reason']}" if r["outcome"] == "blocked" else r["outcome"]): r["n"]
             for r in rows}
+
+
+async def outcomes_for(db: Database, inbound_ids: list[int]) -> list[sqlite3.Row]:
+    """Outcome rows of these queue ids (those processed so far), in queue order."""
+    rows: list[sqlite3.Row] = []
+    for i in range(0, len(inbound_ids), 500):
+        chunk = inbound_ids[i:i + 500]
+        marks = ",".join("?" * len(chunk))
+        rows += await db.fetchall(
+            "SELECT l.inbound_id, l.outcome, l.reason, t.tid, i.source_ref FROM import_log l"
+            " JOIN inbound i ON i.id = l.inbound_id LEFT JOIN tickets t ON t.id = l.ticket_id"
+            f" WHERE l.inbound_id IN ({marks})",
+            chunk,
+        )
+    return sorted(rows, key=lambda r: r["inbound_id"])
