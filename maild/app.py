@@ -42,7 +42,7 @@ class App:
             files=FileStore(self.settings.attachments_dir),
             departments=dept_ids,
         )
-        self.worker = Worker(self.env, preparer=Preparer(self.parsers))
+        self.worker = Worker(self.env, preparer=Preparer(self.parsers, self.settings.attachments_dir))
         return self
 
     async def close(self) -> None:

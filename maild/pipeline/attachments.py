@@ -37,20 +37,26 @@ def safe_filename(name: str | None, index: int, content_type: str) -> str:
 
 
 async def store(ctx: MessageContext, env: Env) -> Outcome | None:
+    """Name the parts; their bytes are normally stored already by the prepare step."""
     parts = ctx.mail.content.parts
     if not parts:
         return None
-    shas = await asyncio.to_thread(lambda: [env.files.put(p.data) for p in parts])
+    missing = [p for p in parts if p.sha256 is None]
+    if missing:
+        shas = await asyncio.to_thread(lambda: [env.files.put(p.data) for p in missing])
+        for part, sha in zip(missing, shas, strict=True):
+            part.sha256 = sha
     unnamed = 0
-    for part, sha in zip(parts, shas, strict=True):
+    for part in parts:
         if not part.filename:
             unnamed += 1
+        assert part.sha256 is not None
         ctx.files.append(
             StoredFile(
                 filename=safe_filename(part.filename, unnamed, part.content_type),
                 content_type=part.content_type,
-                size=len(part.data),
-                sha256=sha,
+                size=part.size,
+                sha256=part.sha256,
                 content_id=part.content_id,
                 inline=part.inline,
             )

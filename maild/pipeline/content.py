@@ -46,6 +46,8 @@ class Part:
     data: bytes
     content_id: str | None = None
     inline: bool = False
+    size: int = 0
+    sha256: str | None = None      # set once the bytes are in the file store (and ``data`` emptied)
 
 
 @dataclass
@@ -156,13 +158,15 @@ class _Walker:
         self.count = 0
 
     def attach(self, part: Message, data: bytes | None = None, ctype: str | None = None) -> None:
+        payload = _payload(part) if data is None else data
         self.content.parts.append(
             Part(
                 filename=_filename(part),
                 content_type=ctype or part.get_content_type(),
-                data=_payload(part) if data is None else data,
+                data=payload,
                 content_id=_content_id(part),
                 inline=_disposition(part) == "inline",
+                size=len(payload),
             )
         )
 

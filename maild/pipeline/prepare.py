@@ -12,8 +12,11 @@ import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
+from pathlib import Path
 
 from maild.pipeline.parse import ParsedMail, parse
+from maild.store.files import FileStore
 
 log = logging.getLogger("ticketd.pipeline")
 
@@ -21,12 +24,21 @@ log = logging.getLogger("ticketd.pipeline")
 POOL_MIN_BYTES = 256 * 1024
 
 
-def parse_all(raws: list[bytes]) -> list[ParsedMail | BaseException]:
+def parse_all(raws: list[bytes], files_root: Path | None = None) -> list[ParsedMail | BaseException]:
+    """Parse each message; with ``files_root``, also store its attachment bytes there (fsync'd,
+    content-addressed) so that the database transaction never waits for the disk on their account.
+    Files of messages that end up blocked or duplicate are orphans, collected by housekeeping."""
+    store = FileStore(files_root) if files_root is not None else None
     out: list[ParsedMail | BaseException] = []
     for raw in raws:
         try:
-            out.append(parse(raw))
-        except Exception as exc:  # parse() is built not to raise; if it does, the message is parked
+            mail = parse(raw)
+            if store is not None:
+                for part in mail.content.parts:
+                    part.sha256 = store.put(part.data)
+                    part.data = b""
+            out.append(mail)
+        except Exception as exc:  # parse() is built not to raise; a storage error is retried later
             out.append(exc)
     return out
 
@@ -36,8 +48,9 @@ def _warm() -> None:
 
 
 class Preparer:
-    def __init__(self, processes: int = 0) -> None:
+    def __init__(self, processes: int = 0, files_root: Path | None = None) -> None:
         self.processes = processes
+        self.parse_all = partial(parse_all, files_root=files_root)
         self._pool: ProcessPoolExecutor | None = None
 
     def _get_pool(self) -> ProcessPoolExecutor:
@@ -49,18 +62,18 @@ class Preparer:
 
     async def prepare(self, raws: list[bytes]) -> list[ParsedMail | BaseException]:
         if self.processes < 1 or len(raws) < 2 or sum(map(len, raws)) < POOL_MIN_BYTES:
-            return await asyncio.to_thread(parse_all, raws)
+            return await asyncio.to_thread(self.parse_all, raws)
         loop = asyncio.get_running_loop()
         n = min(self.processes, len(raws))
         # Interleave so that one huge message does not leave the other workers idle.
         chunks = [raws[i::n] for i in range(n)]
         try:
             pool = self._get_pool()
-            parts = await asyncio.gather(*(loop.run_in_executor(pool, parse_all, c) for c in chunks))
+            parts = await asyncio.gather(*(loop.run_in_executor(pool, self.parse_all, c) for c in chunks))
         except BrokenProcessPool:
             log.warning("parser pool broke; replacing it and parsing this batch in a thread")
             self.close()
-            return await asyncio.to_thread(parse_all, raws)
+            return await asyncio.to_thread(self.parse_all, raws)
         out: list[ParsedMail | BaseException] = [None] * len(raws)  # type: ignore[list-item]
         for i, part in enumerate(parts):
             out[i::n] = part
