@@ -21,6 +21,10 @@ from maild.store.files import FileStore
 log = logging.getLogger("ticketd")
 
 
+class StartupError(Exception):
+    """The daemon cannot start for a reason the admin must fix (a port in use, ...)."""
+
+
 @dataclass
 class App:
     settings: Settings
@@ -83,8 +87,12 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
                 if listen is None:
                     continue
                 handler = SpoolHandler(spool, book, name)
-                server = await start_server(handler, listen.host, listen.port, settings.domain,
-                                            settings.max_message_size, lmtp=(name == "lmtp"))
+                try:
+                    server = await start_server(handler, listen.host, listen.port, settings.domain,
+                                                settings.max_message_size, lmtp=(name == "lmtp"))
+                except OSError as exc:
+                    raise StartupError(f"cannot listen for {name.upper()} on {listen} ({exc.strerror or exc});"
+                                       f" change '{name}.listen' in {settings.source} or pass --{name}") from None
                 port = server.sockets[0].getsockname()[1]
                 log.info("listening", extra={"kv": {"protocol": name, "address": f"{listen.host}:{port}"}})
                 servers.append((name, server, handler))

@@ -17,6 +17,7 @@ EX_OK = 0
 EX_USAGE = 64
 EX_DATAERR = 65
 EX_NOINPUT = 66
+EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
 EX_CONFIG = 78
@@ -120,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from maild import logs
 
     logs.setup(os.environ.get("TICKETD_LOG_LEVEL") or settings.log_level)
+    import sqlite3
+
+    from maild.app import StartupError
     from maild.commands import dispatch
 
     try:
@@ -127,6 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"ticketd: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    except StartupError as exc:
+        print(f"ticketd: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    except (sqlite3.Error, OSError) as exc:
+        print(f"ticketd: storage error: {exc} (database {settings.db_path}); check that the state directory"
+              " exists, is writable and has free space", file=sys.stderr)
+        return EX_TEMPFAIL
     except KeyboardInterrupt:
         return 130
 

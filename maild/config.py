@@ -234,9 +234,9 @@ def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = N
         raise mail.error("default_priority", f"must be one of {', '.join(PRIORITIES)}, got {priority!r}")
     mail.finish()
     listens = {}
-    for name in ("smtp", "lmtp", "web"):
+    for name, default in (("smtp", "127.0.0.1:2525"), ("lmtp", "127.0.0.1:2424"), ("web", "127.0.0.1:8025")):
         table = root.sub(name)
-        listens[name] = parse_listen(file, f"{name}.listen", table.get("listen", (str, bool), False))
+        listens[name] = parse_listen(file, f"{name}.listen", table.get("listen", (str, bool), default))
         table.finish()
     log = root.sub("log")
     level = log.get("level", str, "info").lower()

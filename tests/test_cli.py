@@ -142,3 +142,16 @@ def test_ticket_list_and_show(instance: Instance):
     text = instance.cli("ticket", "show", tid).stdout.decode()
     assert f"#{tid}" in text and "Customer-Reply" in text
     assert instance.cli("ticket", "show", "000000", check=False).returncode == 66
+
+
+def test_serve_with_port_in_use_says_which_setting(instance: Instance):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", instance.smtp_port))
+        busy.listen()
+        proc = instance.cli("serve", check=False)
+    assert proc.returncode == 69
+    err = proc.stderr.decode()
+    assert f"127.0.0.1:{instance.smtp_port}" in err and "smtp.listen" in err
+    assert "Traceback" not in err

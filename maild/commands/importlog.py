@@ -79,7 +79,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print_json({**row, "detail": detail})
             return 0
         for key, value in row.items():
-            print(f"{key:14} {value if value is not None else ''}")
+            shown = ", ".join(value) if isinstance(value, list) else ("" if value is None else value)
+            print(f"{key:14} {shown}")
         if detail:
             print(f"\n{detail}")
         return 0

@@ -225,8 +225,13 @@ def extract(message: Message) -> Content:
     if walker.htmls:
         content.html = "\n".join(walker.htmls)
     if walker.texts:
-        content.text = "\n\n".join(t.strip("\n") for t in walker.texts)
+        content.text = "\n\n".join(_lines(t).strip("\n") for t in walker.texts)
     elif content.html is not None:
         content.text = html_to_text(content.html)
-    content.text = content.text.replace("\r\n", "\n").replace("\x00", "")
+    content.text = _lines(content.text).replace("\x00", "")
     return content
+
+
+def _lines(text: str) -> str:
+    """CRLF (SMTP) and lone CR (old Mac mail) line ends to LF."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
