@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from maild.clock import Clock
 from maild.config import Listen, Settings
@@ -17,6 +18,9 @@ from maild.spoolwriter import SpoolWriter
 from maild.store import departments
 from maild.store.db import Database
 from maild.store.files import FileStore
+
+if TYPE_CHECKING:
+    from maild.receive.imap import ImapService
 
 log = logging.getLogger("ticketd")
 
@@ -82,6 +86,8 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
         spool.start()
         book = AddressBook(settings)
         servers: list[tuple[str, asyncio.AbstractServer, SpoolHandler]] = []
+        imap: ImapService | None = None
+        imap_db: Database | None = None
         try:
             for name, listen in (("smtp", smtp), ("lmtp", lmtp)):
                 if listen is None:
@@ -97,12 +103,21 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
                 log.info("listening", extra={"kv": {"protocol": name, "address": f"{listen.host}:{port}"}})
                 servers.append((name, server, handler))
             worker_task = asyncio.create_task(app.worker.run(stop), name="pipeline-worker")
+            if settings.imap:
+                from maild.receive.imap import ImapService
+
+                imap_db = await Database.open(settings.db_path, gate=app.db.gate)
+                imap = ImapService(settings.imap, imap_db, settings.max_message_size, app.clock, app.worker.wake)
+                imap.start()
+                log.info("imap started", extra={"kv": {"accounts": ",".join(a.name for a in settings.imap)}})
             log.info("started", extra={"kv": {"config": settings.source, "state_dir": settings.state_dir,
                                               "departments": len(settings.departments)}})
             await stop.wait()
             log.info("stopping: no new connections; finishing the messages in hand")
             for _, server, _ in servers:
                 server.close()
+            if imap is not None:
+                await imap.stop()
             for _, _, handler in servers:
                 try:
                     await asyncio.wait_for(handler.idle.wait(), timeout=30)
@@ -113,5 +128,9 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
         finally:
             await spool.close()
             await spool_db.close()
+            if imap is not None:
+                await imap.stop()
+            if imap_db is not None:
+                await imap_db.close()
     log.info("stopped")
     return 0

@@ -91,6 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int, metavar="ID")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    p = command("imap", "import from IMAP mailboxes: status, sync, test")
+    i_sub = p.add_subparsers(dest="imap_command", metavar="ACTION", required=True)
+    st = i_sub.add_parser("status", help="per mailbox: connected, last sync, last error, counts")
+    _globals(st, suppress=True)
+    st.add_argument("--json", action="store_true", help="print JSON")
+    sy = i_sub.add_parser("sync", help="import from one mailbox (or all) without the SMTP/LMTP listeners",
+                          description="Import from the [[imap]] mailbox NAME (or all). With --once, import what "
+                          "is there now, process it, and exit (for tests and cron-style setups); without, keep "
+                          "importing until SIGTERM. Exit 77 when the login is refused, 66 for a missing folder, "
+                          "75 when the server cannot be reached.")
+    _globals(sy, suppress=True)
+    sy.add_argument("name", nargs="?", metavar="NAME")
+    sy.add_argument("--once", action="store_true", help="import what is there now, process it, then exit")
+    sy.add_argument("--json", action="store_true", help="print the summary as JSON (with --once)")
+    te = i_sub.add_parser("test", help="log in, list folders, report capabilities")
+    _globals(te, suppress=True)
+    te.add_argument("name", metavar="NAME")
+    te.add_argument("--json", action="store_true", help="print JSON")
+
     p = command("ticket", "list and show tickets")
     t_sub = p.add_subparsers(dest="ticket_command", metavar="ACTION", required=True)
     lst = t_sub.add_parser("list", help="list tickets, most recent activity first")

@@ -42,6 +42,46 @@ class Department:
 
 
 @dataclass(frozen=True)
+class ImapAccount:
+    """One mailbox to import from (``[[imap]]``)."""
+
+    name: str
+    host: str
+    port: int
+    security: str                  # tls | starttls | none
+    username: str
+    password: str | None
+    password_file: Path | None
+    folders: tuple[str, ...]
+    department: str
+    after_import: str              # seen | move:FOLDER | delete
+    poll_seconds: int
+    batch: int
+    idle: bool
+    timeout: int
+
+    @property
+    def move_to(self) -> str | None:
+        return self.after_import[5:] if self.after_import.startswith("move:") else None
+
+    def secret(self) -> str:
+        """The password, read from ``password_file`` each time (so a rotated secret is picked up)."""
+        if self.password is not None:
+            return self.password
+        assert self.password_file is not None
+        return self.password_file.read_text().strip()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "host": self.host, "port": self.port, "security": self.security,
+            "username": self.username, "password": "***" if self.password is not None else None,
+            "password_file": str(self.password_file) if self.password_file else None,
+            "folders": list(self.folders), "department": self.department, "after_import": self.after_import,
+            "poll_seconds": self.poll_seconds, "batch": self.batch, "idle": self.idle, "timeout": self.timeout,
+        }
+
+
+@dataclass(frozen=True)
 class Settings:
     """The effective configuration. Paths are absolute."""
 
@@ -59,6 +99,7 @@ class Settings:
     log_level: str = "info"
     worker_batch: int = 100
     worker_parsers: int = 0
+    imap: tuple[ImapAccount, ...] = ()
 
     @property
     def db_path(self) -> Path:
@@ -95,6 +136,7 @@ class Settings:
             "log_level": self.log_level,
             "worker": {"batch": self.worker_batch, "parsers": self.worker_parsers},
             "departments": [{"name": d.name, "addresses": list(d.addresses)} for d in self.departments],
+            "imap": [a.as_dict() for a in self.imap],
         }
 
 
@@ -196,6 +238,70 @@ def _departments(file: Path, value: Any) -> tuple[Department, ...]:
     return tuple(result)
 
 
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def _imap_accounts(file: Path, value: Any, departments: tuple[Department, ...]) -> tuple[ImapAccount, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(file, "imap", "expected [[imap]] tables (an array of tables)")
+    accounts: list[ImapAccount] = []
+    for i, table in enumerate(value):
+        r = _Reader(file, f"imap[{i}]", table)
+        name = r.get("name", str, "")
+        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", name):
+            raise r.error("name", f"needs a short name of letters, digits, '.', '_' or '-', got {name!r}")
+        if any(a.name == name for a in accounts):
+            raise r.error("name", f"mailbox name {name!r} is used twice")
+        host = r.get("host", str, "")
+        if not host:
+            raise r.error("host", "the IMAP server's host name is required")
+        security = r.get("security", str, "tls")
+        if security not in ("tls", "starttls", "none"):
+            raise r.error("security", f"must be tls, starttls or none, got {security!r}")
+        if security == "none" and host not in _LOOPBACK and not host.startswith("127."):
+            raise r.error("security", f"'none' sends the password in clear text; refused for {host} "
+                                      "(allowed only for a loopback host)")
+        port = r.get("port", int, 993 if security == "tls" else 143)
+        if not 1 <= port <= 65535:
+            raise r.error("port", f"must be 1-65535, got {port}")
+        username = r.get("username", str, "")
+        if not username:
+            raise r.error("username", "required")
+        password = r.get("password", str, None)
+        pw_file = r.get("password_file", str, None)
+        if (password is None) == (pw_file is None):
+            raise r.error("password_file", "give exactly one of password or password_file")
+        pw_path = (file.parent / pw_file) if pw_file else None
+        folders = r.get("folders", list, ["INBOX"])
+        if not folders or not all(isinstance(f, str) and f for f in folders):
+            raise r.error("folders", f"expected a list of folder names, got {folders!r}")
+        dept = r.get("department", str, departments[0].name)
+        match = next((d for d in departments if d.name.lower() == dept.lower()), None)
+        if match is None:
+            names = ", ".join(d.name for d in departments)
+            raise r.error("department", f"{dept!r} is not a configured department ({names})")
+        after = r.get("after_import", str, "seen")
+        if after not in ("seen", "delete") and not (after.startswith("move:") and len(after) > 5):
+            raise r.error("after_import", f"must be \"seen\", \"move:FOLDER\" or \"delete\", got {after!r}")
+        poll = r.get("poll_seconds", int, 60)
+        if not 1 <= poll <= 86400:
+            raise r.error("poll_seconds", f"must be 1-86400, got {poll}")
+        batch = r.get("batch", int, 100)
+        if not 1 <= batch <= 1000:
+            raise r.error("batch", f"must be 1-1000, got {batch}")
+        idle = r.get("idle", bool, True)
+        timeout = r.get("timeout", int, 60)
+        if not 5 <= timeout <= 3600:
+            raise r.error("timeout", f"must be 5-3600 seconds, got {timeout}")
+        r.finish()
+        accounts.append(ImapAccount(
+            name=name, host=host, port=port, security=security, username=username, password=password,
+            password_file=pw_path, folders=tuple(folders), department=match.name, after_import=after,
+            poll_seconds=poll, batch=batch, idle=idle, timeout=timeout,
+        ))
+    return tuple(accounts)
+
+
 def load(path: str | Path | None = None, state_dir: str | Path | None = None) -> Settings:
     """Read and check the configuration; ``path`` defaults to ``$TICKETD_CONFIG`` or ``./ticketd.toml``."""
     file = Path(path or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
@@ -253,6 +359,7 @@ def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = N
         raise worker.error("parsers", f"must be between 0 and 64, got {parsers}")
     worker.finish()
     departments = _departments(file, root.table.pop("departments", None))
+    imap = _imap_accounts(file, root.table.pop("imap", []), departments)
     root.finish()
     return Settings(
         source=file,
@@ -269,4 +376,5 @@ def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = N
         log_level=level,
         worker_batch=batch,
         worker_parsers=parsers,
+        imap=imap,
     )

@@ -31,6 +31,7 @@ class Incoming:
     source_ref: str | None = None
     department_hint: str | None = None
     received_at: str = field(default="")
+    size: int | None = None        # the size as received, when ``raw`` is not all of it (too large)
 
     def row(self, stamp: str) -> tuple:
         return (
@@ -41,7 +42,7 @@ class Incoming:
             self.envelope_from,
             json.dumps(list(self.envelope_to)),
             self.department_hint,
-            len(self.raw),
+            self.size if self.size is not None else len(self.raw),
             self.raw,
         )
 

@@ -15,6 +15,7 @@ MODULES = {
     "import-log": "importlog",
     "reprocess": "importlog",
     "ticket": "tickets",
+    "imap": "imap",
 }
 
 

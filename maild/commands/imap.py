@@ -1,0 +1,176 @@
+"""``ticketd imap status | sync [NAME] [--once] | test NAME``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections import Counter
+
+from imapclient.exceptions import IMAPClientError, LoginError
+
+from maild.app import App
+from maild.cli import EX_NOINPUT, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE
+from maild.commands.output import print_json, print_table
+from maild.config import ImapAccount, Settings
+from maild.receive.imap import Bridge, FolderMissing, ImapService, Importer, connect
+from maild.store import imap as store
+from maild.store.db import Database
+
+EX_NOPERM = 77
+
+
+def _accounts(settings: Settings, name: str | None) -> list[ImapAccount] | None:
+    if name is None:
+        return list(settings.imap)
+    found = [a for a in settings.imap if a.name == name]
+    return found or None
+
+
+def _no_account(settings: Settings, name: str | None) -> int:
+    names = ", ".join(a.name for a in settings.imap) or "none configured"
+    print(f"ticketd imap: no [[imap]] mailbox named {name!r} in {settings.source} ({names})", file=sys.stderr)
+    return EX_USAGE
+
+
+async def _status(settings: Settings) -> list[dict]:
+    async with App(settings) as app:
+        assert app.db is not None
+        status = {r["account"]: r for r in await store.status_rows(app.db)}
+        folders = await store.folder_rows(app.db)
+        counts = await store.counts(app.db)
+    out = []
+    for account in settings.imap:
+        row = status.get(account.name)
+        out.append({
+            "name": account.name,
+            "host": f"{account.host}:{account.port}",
+            "username": account.username,
+            "state": row["state"] if row else "never_run",
+            "connected": bool(row["connected"]) if row else False,
+            "last_sync": row["last_sync"] if row else None,
+            "last_error": row["last_error"] if row else None,
+            "last_error_at": row["last_error_at"] if row else None,
+            "next_try_at": row["next_try_at"] if row else None,
+            "updated_at": row["updated_at"] if row else None,
+            "folders": {f["folder"]: {"uidvalidity": f["uidvalidity"], "last_uid": f["last_uid"]}
+                        for f in folders if f["account"] == account.name},
+            **counts.get(account.name, {"imported": 0, "too_large": 0, "waiting": 0}),
+        })
+    return out
+
+
+async def _sync_once(settings: Settings, accounts: list[ImapAccount]) -> tuple[int, dict]:
+    code = 0
+    report: dict = {"accounts": {}, "outcomes": {}}
+    async with App(settings, parsers=settings.worker_parsers) as app:
+        assert app.db is not None and app.worker is not None
+        imap_db = await Database.open(settings.db_path, gate=app.db.gate)
+        loop = asyncio.get_running_loop()
+        try:
+            for account in accounts:
+                importer = Importer(account, imap_db, Bridge(loop), settings.max_message_size, app.clock)
+                entry: dict = {"spooled": 0, "error": None}
+                try:
+                    await asyncio.to_thread(importer.run, True)
+                except LoginError as exc:
+                    entry["error"], code = f"login refused for {account.username}: {exc}", code or EX_NOPERM
+                except FolderMissing as exc:
+                    entry["error"], code = str(exc), code or EX_NOINPUT
+                except (IMAPClientError, OSError, EOFError) as exc:
+                    entry["error"] = f"{account.host}:{account.port}: {type(exc).__name__}: {exc}"
+                    code = code or EX_TEMPFAIL
+                if entry["error"]:
+                    await store.set_status(imap_db, account.name, app.clock.stamp(), state="error", connected=0,
+                                           last_error=entry["error"], last_error_at=app.clock.stamp())
+                entry["spooled"] = importer.imported
+                report["accounts"][account.name] = entry
+        finally:
+            await imap_db.close()
+        results = await app.worker.drain()
+    report["outcomes"] = dict(sorted(Counter(r.outcome.label for r in results).items()))
+    return code, report
+
+
+async def _sync_forever(settings: Settings, accounts: list[ImapAccount]) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with App(settings, parsers=settings.worker_parsers) as app:
+        assert app.db is not None and app.worker is not None
+        imap_db = await Database.open(settings.db_path, gate=app.db.gate)
+        service = ImapService(accounts, imap_db, settings.max_message_size, app.clock, app.worker.wake)
+        service.start()
+        try:
+            await app.worker.run(stop)
+        finally:
+            await service.stop()
+            await imap_db.close()
+    return 0
+
+
+def _test(account: ImapAccount) -> tuple[int, dict]:
+    result: dict = {"name": account.name, "host": f"{account.host}:{account.port}", "security": account.security}
+    try:
+        client = connect(account)
+    except LoginError as exc:
+        result["error"] = f"login refused for {account.username}: {exc}"
+        return EX_NOPERM, result
+    except (IMAPClientError, OSError, EOFError) as exc:
+        result["error"] = f"cannot connect: {type(exc).__name__}: {exc}"
+        return EX_UNAVAILABLE, result
+    try:
+        result["capabilities"] = sorted(c.decode() for c in client.capabilities())
+        result["folders"] = sorted(name for _, _, name in client.list_folders())
+        result["missing_folders"] = [f for f in account.folders if not client.folder_exists(f)]
+        if account.move_to:
+            result["move_to_exists"] = client.folder_exists(account.move_to)
+    finally:
+        client.logout()
+    return (EX_NOINPUT if result["missing_folders"] else 0), result
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.imap_command == "status":
+        rows = asyncio.run(_status(settings))
+        if args.json:
+            print_json(rows)
+        elif not rows:
+            print(f"no [[imap]] mailboxes in {settings.source}")
+        else:
+            print_table(["NAME", "STATE", "CONNECTED", "LAST SYNC", "IMPORTED", "TOO LARGE", "LAST ERROR"],
+                        [[r["name"], r["state"], "yes" if r["connected"] else "no", (r["last_sync"] or "")[:19],
+                          r["imported"], r["too_large"], r["last_error"] or ""] for r in rows])
+        return 0
+    accounts = _accounts(settings, args.name)
+    if accounts is None:
+        return _no_account(settings, args.name)
+    if not accounts:
+        print(f"ticketd imap: no [[imap]] mailboxes in {settings.source}", file=sys.stderr)
+        return EX_USAGE
+    if args.imap_command == "test":
+        code, result = _test(accounts[0])
+        if args.json:
+            print_json(result)
+        else:
+            for key, value in result.items():
+                print(f"{key:16} {' '.join(value) if isinstance(value, list) else value}")
+        return code
+    if not args.once:
+        return asyncio.run(_sync_forever(settings, accounts))
+    code, report = asyncio.run(_sync_once(settings, accounts))
+    if args.json:
+        print_json(report)
+    else:
+        for name, entry in report["accounts"].items():
+            print(f"{name}: {entry['spooled']} messages imported" + (f"; error: {entry['error']}"
+                                                                     if entry["error"] else ""))
+        for label, n in report["outcomes"].items():
+            print(f"  {label:32} {n}")
+    if code:
+        for name, entry in report["accounts"].items():
+            if entry["error"]:
+                print(f"ticketd imap sync: {name}: {entry['error']}", file=sys.stderr)
+    return code
