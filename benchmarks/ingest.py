@@ -4,7 +4,12 @@ Figures, each printed with its target and PASS/MISS (``--json`` for a JSON objec
 
 (a) accepted msg/s: ``smtp-source -s 8 -m N -l 4096`` against ``ticketd serve`` (wall clock of the run);
 (b) end to end (accepted -> import_log row committed): N / (max(processed_at) - min(received_at)), and
-    the p50/p99 of processed_at - received_at per message;
+    the p50/p99 of processed_at - received_at per message, during that saturating run (no verdict:
+    the pipeline falls behind the receivers there, so its latency only measures the backlog);
+(b2) the same end-to-end figures at a steady offered load (``--paced-rate`` msg/s of 4 KB mail for
+    ``--paced-seconds``, default 300 msg/s for 10 s) against a fresh ``ticketd serve``: small
+    smtp-source batches started on a fixed timetable. The achieved offered rate is measured from the
+    spool's received_at stamps. The (b) target, >= 300 msg/s with p99 <= 200 ms, is judged here;
 (c) the same smtp-source run against a no-op aiosmtpd sink in its own process, and the ratio (a)/(c);
 (d) ``ticketd ingest`` of 2,000 .eml files cycled from the shared corpus, each with a fresh Message-ID;
 (e) the median wall time of one ``ticketd pipe`` delivery (4 KB mail) with a warm state directory.
@@ -56,6 +61,11 @@ MESSAGE_SIZE = 4096
 SESSIONS = 8
 
 TARGET_RATIO = 0.5        # (a)/(c)
+TARGET_E2E = 300.0        # msg/s end to end at a steady offered load, judged on (b2)
+TARGET_P99_MS = 200.0     # p99 of accepted -> import_log row committed, judged on (b2)
+PACED_TICK = 0.05         # (b2): seconds between smtp-source batch starts
+PACED_SESSIONS = 2        # (b2): sessions per smtp-source batch
+PACED_MAX_IN_FLIGHT = 100  # (b2): give up when this many batches are still running (server stuck)
 TARGET_INGEST = 500.0     # msg/s
 TARGET_PIPE_MS = 100.0    # median wall time
 
@@ -198,6 +208,188 @@ def run_ticketd_smtp(binary: str, messages: int, work: Path, drain_timeout: floa
     if cpu0 is not None and cpu1 is not None and cpu2 is not None:
         result.update(daemon_cpu_accept_s=round(cpu1 - cpu0, 3), daemon_cpu_total_s=round(cpu2 - cpu0, 3),
                       daemon_cpu_ms_per_msg=round((cpu2 - cpu0) * 1000 / messages, 3))
+    return result
+
+
+# --- (b2): ticketd serve at a steady offered load ------------------------------------------------------
+
+def e2e_target_floor(messages: int) -> float:
+    """The lowest end-to-end figure that still meets the (b) target over ``messages`` messages.
+
+    N / (last processed_at - first received_at) over a finite run of N messages arriving at exactly
+    TARGET_E2E msg/s spans (N - 1) / TARGET_E2E plus the last message's latency, so it stays a little
+    under TARGET_E2E even for a pipeline that keeps up perfectly; with that latency at the p99 bound
+    (TARGET_P99_MS) it is N / ((N - 1) / TARGET_E2E + TARGET_P99_MS / 1000): 294.2 msg/s for 3000."""
+    return messages / ((messages - 1) / TARGET_E2E + TARGET_P99_MS / 1000)
+
+
+def paced_plan(rate: float, seconds: float) -> list[int]:
+    """Messages per smtp-source batch, one batch every PACED_TICK s: round(rate * seconds) in all."""
+    total = max(1, round(rate * seconds))
+    ticks = max(1, round(seconds / PACED_TICK))
+    return [round(total * (k + 1) / ticks) - round(total * k / ticks) for k in range(ticks)]
+
+
+def run_paced_source(binary: str, port: int, plan: list[int], work: Path, timeout: float) -> dict[str, Any]:
+    """Start one smtp-source batch of ``plan[k]`` messages at t0 + k * PACED_TICK (open loop: batches
+    start on time whether or not the previous ones finished); wait for all of them.
+
+    Each batch names itself in -M (HELO and the Message-Id domain), so Message-IDs stay distinct across
+    batches even if a pid is reused. Returns the client's own figures (launch lag, batches in flight,
+    CPU time of the pacer and of the smtp-source processes)."""
+    errlog = work / "smtp-source.err"
+    running: list[tuple[int, subprocess.Popen[bytes]]] = []
+    failed: list[str] = []
+    lags: list[float] = []
+    max_in_flight = 0
+    cpu_self0, children0 = time.process_time(), os.times()
+
+    def reap() -> None:
+        for item in list(running):
+            n, proc = item
+            if proc.poll() is not None:
+                running.remove(item)
+                if proc.returncode != 0:
+                    failed.append(f"batch of {n} exited {proc.returncode}")
+
+    with open(errlog, "ab") as err:
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        try:
+            for k, n in enumerate(plan):
+                delay = t0 + k * PACED_TICK - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                lags.append(max(0.0, -delay))
+                reap()
+                if len(running) >= PACED_MAX_IN_FLIGHT:
+                    raise BenchError(f"{len(running)} smtp-source batches still running at"
+                                     f" {k * PACED_TICK:.1f} s: the server does not keep up with accepting")
+                if n:
+                    cmd = [binary, "-s", str(min(PACED_SESSIONS, n)), "-m", str(n), "-l", str(MESSAGE_SIZE),
+                           "-M", f"b{k}.paced.bench.example", "-f", SENDER, "-t", RECIPIENT,
+                           f"127.0.0.1:{port}"]
+                    running.append((n, subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                                        stdout=subprocess.DEVNULL, stderr=err)))
+                max_in_flight = max(max_in_flight, len(running))
+            last_start = time.monotonic()
+            while running:
+                reap()
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{len(running)} smtp-source batches still running {timeout:.0f} s"
+                                     f" after the first one started")
+                time.sleep(0.005)
+            finished = time.monotonic()
+        finally:
+            for _, proc in running:
+                proc.kill()
+                proc.wait(timeout=10)
+    if failed:
+        tail = errlog.read_text(errors="replace").strip()[-1000:]
+        raise BenchError(f"{len(failed)} smtp-source batches failed ({failed[0]}): {tail}")
+    children1 = os.times()
+    return {
+        "batches": sum(1 for n in plan if n),
+        "client_seconds": finished - t0,
+        "client_per_s": sum(plan) / (finished - t0),
+        "tail_after_last_start_s": finished - last_start,
+        "launch_lag_max_ms": max(lags, default=0.0) * 1000,
+        "max_batches_in_flight": max_in_flight,
+        "pacer_cpu_s": time.process_time() - cpu_self0,
+        "smtp_source_cpu_s": (children1.children_user + children1.children_system
+                              - children0.children_user - children0.children_system),
+    }
+
+
+def run_ticketd_paced(binary: str, rate: float, seconds: float, work: Path,
+                      drain_timeout: float) -> dict[str, Any]:
+    plan = paced_plan(rate, seconds)
+    messages = sum(plan)
+    inst = Instance(work)
+    say(f"ticketd serve, paced: {messages} msgs at {rate:g} msg/s offered ({len(plan)} smtp-source batches"
+        f" of ~{max(plan)}, -s {PACED_SESSIONS} -l {MESSAGE_SIZE}, every {PACED_TICK * 1000:.0f} ms)"
+        f" -> 127.0.0.1:{inst.smtp_port}")
+    result: dict[str, Any] = {"offered_rate": rate, "offered_seconds": seconds, "messages": messages}
+    try:
+        inst.start()
+        assert inst.proc is not None
+        pid = inst.proc.pid
+        cpu0 = cpu_seconds(pid)
+        client = run_paced_source(binary, inst.smtp_port, plan, work, timeout=seconds + 60)
+        accepted = count_rows(inst.db_path, "inbound")
+        if accepted != messages:
+            raise BenchError(f"smtp-source finished but the spool holds {accepted} of {messages} messages")
+        deadline = time.monotonic() + drain_timeout
+        while (done := count_rows(inst.db_path, "import_log")) < messages:
+            if inst.proc.poll() is not None:
+                raise BenchError(f"ticketd serve exited {inst.proc.returncode}: {inst.log_tail()}")
+            if time.monotonic() > deadline:
+                result["error"] = (f"(b2) incomplete: only {done} of {messages} import_log rows"
+                                   f" {drain_timeout:.0f} s after the last smtp-source batch finished")
+                break
+            time.sleep(0.02)
+        cpu1 = cpu_seconds(pid)
+        rows = inst.query(
+            "SELECT i.received_at, l.processed_at, l.outcome, l.message_id"
+            " FROM import_log l JOIN inbound i ON i.id = l.inbound_id ORDER BY i.id"
+        )
+        spool_stamps = [r[0] for r in inst.query("SELECT received_at FROM inbound ORDER BY id")]
+    finally:
+        code = inst.stop()
+    problems = log_problems(inst.log_path)
+    if code != 0:
+        raise BenchError(f"ticketd serve exited {code} after SIGTERM (expected 0): {inst.log_tail()}")
+    if not rows:
+        raise BenchError(f"no import_log rows at all: {problems or inst.log_tail()}")
+
+    received = [parse_stamp(r["received_at"]) for r in rows]
+    processed = [parse_stamp(r["processed_at"]) for r in rows]
+    latencies = [(p - r).total_seconds() for r, p in zip(received, processed, strict=True)]
+    span = (max(processed) - min(received)).total_seconds()
+    # The offered load as the server saw it: arrivals per second over the spool's received_at stamps.
+    spooled = sorted(parse_stamp(stamp) for stamp in spool_stamps)
+    first = spooled[0]
+    spool_span = (spooled[-1] - first).total_seconds()
+    per_second: dict[int, int] = {}
+    for stamp in spooled:
+        second = int((stamp - first).total_seconds())
+        per_second[second] = per_second.get(second, 0) + 1
+    full_seconds = [per_second.get(s, 0) for s in range(int(spool_span))]  # the last, partial one left out
+    outcomes: dict[str, int] = {}
+    for r in rows:
+        outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+    result.update(
+        client,
+        logged=len(rows),
+        log_problems=problems,
+        achieved_offered_per_s=(len(spooled) - 1) / spool_span if spool_span > 0 else float("inf"),
+        spool_span_s=spool_span,
+        spool_per_second_min=min(full_seconds, default=len(spooled)),
+        spool_per_second_max=max(full_seconds, default=len(spooled)),
+        spool_commits=len(set(spool_stamps)),
+        e2e_seconds=round(span, 3),
+        e2e_per_s=len(rows) / span if span > 0 else float("inf"),
+        latency_p50_s=percentile(latencies, 50),
+        latency_p90_s=percentile(latencies, 90),
+        latency_p99_s=percentile(latencies, 99),
+        latency_max_s=max(latencies),
+        outcomes=dict(sorted(outcomes.items())),
+        distinct_message_ids=len({r["message_id"] for r in rows}),
+        daemon_exit=code,
+    )
+    if cpu0 is not None and cpu1 is not None:
+        result.update(daemon_cpu_s=round(cpu1 - cpu0, 3),
+                      daemon_cpu_ms_per_msg=round((cpu1 - cpu0) * 1000 / messages, 3))
+    floor = e2e_target_floor(len(rows))
+    complete = len(rows) == messages and "error" not in result
+    result.update(
+        target_per_s=TARGET_E2E,
+        target_floor_per_s=floor,
+        target_p99_ms=TARGET_P99_MS,
+        verdict="PASS" if (complete and verdict(result["e2e_per_s"], floor) == "PASS"
+                           and verdict(result["latency_p99_s"] * 1000, TARGET_P99_MS, False) == "PASS")
+        else "MISS",
+    )
     return result
 
 
@@ -452,6 +644,19 @@ def measure(args: argparse.Namespace, top: Path) -> dict[str, Any]:
         ratio = report["smtp"]["accepted_per_s"] / report["sink"]["accepted_per_s"]
         report["ratio"] = {"value": ratio, "target": TARGET_RATIO, "verdict": verdict(ratio, TARGET_RATIO)}
 
+    if binary is not None:
+        work = Path(tempfile.mkdtemp(prefix="paced-", dir=top))
+        got = attempt("(b2) paced", lambda: run_ticketd_paced(
+            binary, args.paced_rate, args.paced_seconds, work, args.drain_timeout))
+        cleanup(work)
+        if got:
+            report["paced"] = got
+            if "error" in got:
+                errors.append(f"(b2): {got['error']}")
+                say(got["error"])
+            if got["log_problems"]:
+                say(f"daemon log: {got['log_problems']}")
+
     work = Path(tempfile.mkdtemp(prefix="ingest-", dir=top))
     got = attempt("(d) ingest", lambda: run_ingest(args.ingest_messages, work))
     cleanup(work)
@@ -487,6 +692,42 @@ def smtp_source_note(run: dict[str, Any]) -> str:
             f" in {run['messages']} messages -> outcomes: {outcomes}")
 
 
+def print_paced(paced: dict[str, Any] | None) -> None:
+    if not paced:
+        print(f"(b2) not measured: the (b) target (>= {TARGET_E2E:.0f} msg/s, p99 <= {TARGET_P99_MS:.0f} ms)"
+              f" is not judged   MISS")
+        return
+    print(f"(b2) end to end, paced          {paced['e2e_per_s']:8.0f} msg/s   "
+          f"p50 {paced['latency_p50_s'] * 1000:.0f} ms, p99 {paced['latency_p99_s'] * 1000:.0f} ms "
+          f"at {paced['offered_rate']:g} msg/s offered ({paced['achieved_offered_per_s']:.1f} achieved)")
+    print(f"    (b) target, judged on (b2): >= {paced['target_per_s']:.0f} msg/s end to end"
+          f" (>= {paced['target_floor_per_s']:.1f} over {paced['logged']} msgs: a steady"
+          f" {paced['target_per_s']:.0f} msg/s with the last message logged {TARGET_P99_MS:.0f} ms after"
+          f" its arrival) and p99 <= {paced['target_p99_ms']:.0f} ms   {paced['verdict']}")
+    if paced["logged"] < paced["messages"]:
+        print(f"    INCOMPLETE: {paced['logged']} of {paced['messages']} messages logged in time")
+    if paced["achieved_offered_per_s"] < 0.99 * paced["offered_rate"]:
+        print(f"    NOTE: the achieved offered rate is under {paced['offered_rate']:g} msg/s: the server did"
+              f" not accept at the offered rate, or the client fell behind")
+    if paced["log_problems"]:
+        print(f"    daemon log {paced['log_problems']}")
+    outcomes = ", ".join(f"{k} {v}" for k, v in paced["outcomes"].items())
+    print(f"    offered: {paced['messages']} msgs of {MESSAGE_SIZE} bytes in {paced['batches']} smtp-source"
+          f" batches (-s {PACED_SESSIONS}) started every {PACED_TICK * 1000:.0f} ms for"
+          f" {paced['offered_seconds']:g} s; spool span {paced['spool_span_s']:.2f} s, arrivals per"
+          f" whole second {paced['spool_per_second_min']}-{paced['spool_per_second_max']},"
+          f" {paced['spool_commits']} spool group commits; client side {paced['client_per_s']:.1f} msg/s"
+          f" ({paced['client_seconds']:.2f} s to the last batch's exit)")
+    daemon_cpu = (f"daemon CPU {paced['daemon_cpu_ms_per_msg']:.2f} ms/msg"
+                  f" ({paced['daemon_cpu_s']:.1f} s); " if "daemon_cpu_s" in paced else "")
+    print(f"    latency p90 {paced['latency_p90_s'] * 1000:.0f} ms, max {paced['latency_max_s'] * 1000:.0f} ms;"
+          f" {daemon_cpu}client CPU {paced['smtp_source_cpu_s']:.2f} s smtp-source +"
+          f" {paced['pacer_cpu_s']:.2f} s pacer; at most {paced['max_batches_in_flight']} batches in flight,"
+          f" launch lag max {paced['launch_lag_max_ms']:.0f} ms")
+    print(f"    {paced['distinct_message_ids']} distinct Message-IDs in {paced['logged']} messages"
+          f" -> outcomes: {outcomes}")
+
+
 def print_text(report: dict[str, Any], args: argparse.Namespace) -> None:
     m = report["machine"]
     load = " ".join(f"{x:.2f}" for x in m["load_average_at_start"])
@@ -499,7 +740,7 @@ def print_text(report: dict[str, Any], args: argparse.Namespace) -> None:
               f"(median of {len(runs)}: {_runs(runs, 'accepted_per_s')}; target: (a)/(c) >= {TARGET_RATIO})")
         print(f"(b) end to end (to import_log)  {smtp['e2e_per_s']:8.0f} msg/s   "
               f"p50 {smtp['latency_p50_s'] * 1000:.0f} ms, p99 {smtp['latency_p99_s'] * 1000:.0f} ms "
-              f"(runs: {_runs(runs, 'e2e_per_s')} msg/s; no target)")
+              f"(runs: {_runs(runs, 'e2e_per_s')} msg/s; saturated, so no verdict: see (b2))")
         last = runs[-1]
         for n, run in enumerate(runs, 1):
             if run["logged"] < run["messages"]:
@@ -522,6 +763,7 @@ def print_text(report: dict[str, Any], args: argparse.Namespace) -> None:
         print(f"    {smtp_source_note(last)}")
     else:
         print("(a)/(b) not measured")
+    print_paced(report.get("paced"))
     if sink:
         runs = sink["runs"]
         cpu = runs[-1].get("sink_cpu_ms_per_msg")
@@ -565,9 +807,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reserve", type=float, default=30, help="seconds kept for (d) and (e) (30)")
     parser.add_argument("--drain-timeout", type=float, default=60,
                         help="seconds to wait for the pipeline to log every message (60)")
+    parser.add_argument("--paced-rate", type=float, default=TARGET_E2E,
+                        help=f"(b2): offered msg/s of the paced run ({TARGET_E2E:.0f})")
+    parser.add_argument("--paced-seconds", type=float, default=10,
+                        help="(b2): seconds of offered load in the paced run (10)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--sink", metavar="HOST:PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.paced_rate <= 0 or args.paced_seconds <= 0:
+        parser.error("--paced-rate and --paced-seconds must be positive")
     if args.sink:
         return sink_main(args.sink)
     top = Path(tempfile.mkdtemp(prefix="ticketd-bench-"))

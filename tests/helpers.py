@@ -66,6 +66,7 @@ class Instance:
     smtp_port: int = field(default_factory=free_port)
     lmtp_port: int = field(default_factory=free_port)
     max_size: int = 1024 * 1024
+    extra_config: str = ""         # appended to the file, e.g. [[imap]] tables
     proc: subprocess.Popen | None = None
 
     def __post_init__(self) -> None:
@@ -75,7 +76,7 @@ class Instance:
 
     def write_config(self) -> None:
         self.config.write_text(CONFIG.format(state=self.state, smtp=self.smtp_port, lmtp=self.lmtp_port,
-                                             max_size=self.max_size))
+                                             max_size=self.max_size) + self.extra_config)
 
     @property
     def db_path(self) -> Path:
