@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -102,7 +103,10 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
                 port = server.sockets[0].getsockname()[1]
                 log.info("listening", extra={"kv": {"protocol": name, "address": f"{listen.host}:{port}"}})
                 servers.append((name, server, handler))
-            worker_task = asyncio.create_task(app.worker.run(stop), name="pipeline-worker")
+            if settings.worker_process:
+                worker_task = asyncio.create_task(supervise_worker(settings, stop), name="pipeline-process")
+            else:
+                worker_task = asyncio.create_task(app.worker.run(stop), name="pipeline-worker")
             if settings.imap:
                 from maild.receive.imap import ImapService
 
@@ -134,3 +138,71 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
                 await imap_db.close()
     log.info("stopped")
     return 0
+
+
+# -- the pipeline worker in a process of its own ----------------------------------------------------------
+# With two or more cores, receiving (the SMTP/LMTP protocol, group commits) and processing (parsing, the
+# database round trips of the stages) each get a core instead of sharing one event loop and one GIL.
+# The two meet only in the database, as `ticketd pipe` and the daemon always have.
+
+CHILD_POLL_SECONDS = 0.02
+CHILD_MAX_TX_SECONDS = 0.02
+
+
+def worker_process_main(settings: Settings, parent: int) -> None:
+    """Entry point of the worker process: process the spool until SIGTERM/SIGINT or the parent's death."""
+    from maild import logs
+
+    logs.setup(settings.log_level)
+    asyncio.run(_worker_process(settings, parent))
+
+
+async def _worker_process(settings: Settings, parent: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def watch_parent() -> None:
+        while not stop.is_set():
+            if os.getppid() != parent:  # the daemon was killed: an orphan must not live on
+                log.warning("worker process: the daemon is gone; stopping")
+                stop.set()
+            await asyncio.sleep(0.5)
+
+    watcher = asyncio.create_task(watch_parent())
+    async with App(settings, parsers=settings.worker_parsers) as app:
+        assert app.worker is not None
+        app.worker.poll_seconds = CHILD_POLL_SECONDS
+        # The receivers are in another process, where we cannot see them wait: hand the lock over often.
+        app.worker.max_tx_seconds = CHILD_MAX_TX_SECONDS
+        await app.worker.run(stop)
+    watcher.cancel()
+
+
+async def supervise_worker(settings: Settings, stop: asyncio.Event) -> None:
+    """Run the worker process; restart it if it dies; on ``stop``, SIGTERM it and wait for its batch."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # never fork a process with threads (aiosqlite)
+    restarts = 0
+    while not stop.is_set():
+        # Not a daemonic process: it runs a parser pool of its own. It exits by itself if we die.
+        proc = ctx.Process(target=worker_process_main, args=(settings, os.getpid()), name="ticketd-worker")
+        proc.start()
+        log.info("worker process started", extra={"kv": {"pid": proc.pid}})
+        while proc.is_alive() and not stop.is_set():
+            await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=0.5)
+        if stop.is_set():
+            proc.terminate()
+            await asyncio.to_thread(proc.join, 60)
+            if proc.is_alive():
+                log.error("worker process did not stop in 60 s; killing it (its batch rolls back)")
+                proc.kill()
+                await asyncio.to_thread(proc.join, 5)
+            return
+        restarts += 1
+        delay = min(30.0, 0.5 * 2 ** min(restarts, 6))
+        log.error("worker process died; restarting it", extra={"kv": {"exitcode": proc.exitcode,
+                                                                     "retry_in": f"{delay:.1f}s"}})
+        await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=delay)

@@ -99,6 +99,7 @@ class Settings:
     log_level: str = "info"
     worker_batch: int = 100
     worker_parsers: int = 0
+    worker_process: bool = False
     imap: tuple[ImapAccount, ...] = ()
 
     @property
@@ -134,7 +135,8 @@ class Settings:
             "lmtp": str(self.lmtp) if self.lmtp else None,
             "web": str(self.web) if self.web else None,
             "log_level": self.log_level,
-            "worker": {"batch": self.worker_batch, "parsers": self.worker_parsers},
+            "worker": {"batch": self.worker_batch, "parsers": self.worker_parsers,
+                       "process": self.worker_process},
             "departments": [{"name": d.name, "addresses": list(d.addresses)} for d in self.departments],
             "imap": [a.as_dict() for a in self.imap],
         }
@@ -357,6 +359,7 @@ def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = N
     parsers = worker.get("parsers", int, min(2, cpus) if cpus > 1 else 0)
     if not 0 <= parsers <= 64:
         raise worker.error("parsers", f"must be between 0 and 64, got {parsers}")
+    process = worker.get("process", bool, cpus > 1)
     worker.finish()
     departments = _departments(file, root.table.pop("departments", None))
     imap = _imap_accounts(file, root.table.pop("imap", []), departments)
@@ -376,5 +379,6 @@ def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = N
         log_level=level,
         worker_batch=batch,
         worker_parsers=parsers,
+        worker_process=process,
         imap=imap,
     )

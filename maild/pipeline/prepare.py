@@ -74,6 +74,11 @@ class Preparer:
             log.warning("parser pool broke; replacing it and parsing this batch in a thread")
             self.close()
             return await asyncio.to_thread(self.parse_all, raws)
+        except (OSError, RuntimeError, AssertionError) as exc:  # no pool can be had here at all
+            log.error("parser pool unavailable (%s); parsing in a thread from now on", exc)
+            self.close()
+            self.processes = 0
+            return await asyncio.to_thread(self.parse_all, raws)
         out: list[ParsedMail | BaseException] = [None] * len(raws)  # type: ignore[list-item]
         for i, part in enumerate(parts):
             out[i::n] = part

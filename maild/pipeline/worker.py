@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from maild.store.inbound import InboundRow
 log = logging.getLogger("ticketd.pipeline")
 
 POLL_SECONDS = 0.5            # rows spooled by other processes (ticketd pipe) are found this fast
+MAX_TX_SECONDS = 0.25         # hold the write lock no longer (in-process writers are seen waiting anyway)
 RETRY_SECONDS = (1, 2, 5, 10, 30, 60)
 _TRANSIENT = ("locked", "busy", "disk", "full", "i/o", "unable to open", "readonly", "read-only")
 
@@ -56,8 +58,11 @@ class Result:
 
 
 class Worker:
-    def __init__(self, env: Env, batch: int | None = None, preparer: Preparer | None = None) -> None:
+    def __init__(self, env: Env, batch: int | None = None, preparer: Preparer | None = None,
+                 poll_seconds: float = POLL_SECONDS, max_tx_seconds: float = MAX_TX_SECONDS) -> None:
         self.env = env
+        self.poll_seconds = poll_seconds
+        self.max_tx_seconds = max_tx_seconds
         self.batch = batch or env.settings.worker_batch
         self.preparer = preparer or Preparer(0)
         self._wake = asyncio.Event()
@@ -90,7 +95,7 @@ class Worker:
                     continue
                 if not results and self._next is None:
                     self._wake.clear()
-                    await _wait_any(stop, self._wake, POLL_SECONDS)
+                    await _wait_any(stop, self._wake, self.poll_seconds)
         finally:
             self._forget_prefetch()
 
@@ -148,6 +153,7 @@ class Worker:
             committed: list[Result] = []
             try:
                 async with db.transaction():
+                    began = time.monotonic()
                     # Claim the rows at once; those another worker took meanwhile drop out.
                     mine = await inbound.claim_many(db, [row.id for (row, _), _ in todo], "done", from_state)
                     done = 0
@@ -155,7 +161,8 @@ class Worker:
                         done += 1
                         if row.id in mine:
                             committed.append(Result(row, await self._one(row, raw, mail, careful)))
-                        if db.others_waiting() and done < len(todo):
+                        busy = db.others_waiting() or time.monotonic() - began > self.max_tx_seconds
+                        if busy and done < len(todo):
                             rest = [row.id for (row, _), _ in todo[done:] if row.id in mine]
                             await inbound.release(db, rest, from_state)
                             break

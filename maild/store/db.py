@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_MS = 15000
+ASYNC_BUSY_TIMEOUT_MS = 2
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
@@ -134,6 +135,9 @@ class Database:
         conn.row_factory = sqlite3.Row
         for pragma in PRAGMAS:
             await conn.execute(pragma)
+        # Waiting for another process's write lock is done by BEGIN's own short retries (below), not by
+        # SQLite's busy handler, whose naps grow to 100 ms and would stall SMTP answers.
+        await conn.execute(f"PRAGMA busy_timeout={ASYNC_BUSY_TIMEOUT_MS}")
         return cls(conn, path, gate)
 
     def others_waiting(self) -> bool:
@@ -172,7 +176,7 @@ class Database:
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[None]:
-        await self.conn.execute("BEGIN IMMEDIATE")
+        await self._begin()
         self._in_tx = True
         try:
             try:
@@ -189,6 +193,22 @@ class Database:
                 raise
         finally:
             self._in_tx = False
+
+    async def _begin(self) -> None:
+        import asyncio
+        import time
+
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        delay = 0.0005
+        while True:
+            try:
+                await self.conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.005)
 
     @asynccontextmanager
     async def savepoint(self, name: str = "sp") -> AsyncIterator[Database]:
