@@ -27,7 +27,7 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
 from maild.clock import Clock
 from maild.config import ImapAccount
@@ -155,8 +155,13 @@ class Importer:
         a = self.account
         try:
             info = client.select_folder(folder)
+        except IMAPClientAbortError:
+            raise  # the connection broke: reconnect, the folder is not to blame
         except IMAPClientError as exc:
-            raise FolderMissing(f"cannot open folder {folder!r} of {a.name}: {_text(exc)}") from exc
+            if client.folder_exists(folder):
+                raise
+            raise FolderMissing(f"folder {folder!r} does not exist in {a.name} ({a.username}@{a.host}):"
+                                f" {_text(exc)}") from exc
         uidvalidity = int(info[b"UIDVALIDITY"])
         state = self.bridge(store.folder_state(self.db, a.name, folder))
         if state is None or state[0] != uidvalidity:
