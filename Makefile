@@ -36,8 +36,9 @@ lint: $(VENV)/.installed-test ## ruff check
 	$(BIN)/ruff check .
 
 # smtp-source (Debian's postfix package) drives the SMTP figures; BENCH_ARGS, e.g. "--json --runs 1".
-bench: test-deps $(VENV)/.installed-test ## run benchmarks/ingest.py and print its figures (BENCH_ARGS=...)
+bench: test-deps $(VENV)/.installed-test ## run benchmarks/ingest.py (BENCH_ARGS=...) and benchmarks/imap.py, print figures
 	$(BIN)/python benchmarks/ingest.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/imap.py
 
 clean: ## remove var/ (the local database and spool!) and caches; keeps .venv
 	rm -rf var/ .pytest_cache/ .ruff_cache/ .hypothesis/
