@@ -147,6 +147,7 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
 
 CHILD_POLL_SECONDS = 0.02
 CHILD_MAX_TX_SECONDS = 0.02
+WORKER_NICENESS = 10
 
 
 def worker_process_main(settings: Settings, parent: int) -> None:
@@ -154,6 +155,9 @@ def worker_process_main(settings: Settings, parent: int) -> None:
     from maild import logs
 
     logs.setup(settings.log_level)
+    # Answering SMTP clients comes first: under a burst the pipeline may lag (the mail is safe in the
+    # spool) but the senders must not time out. Parser processes inherit this.
+    os.nice(WORKER_NICENESS)
     asyncio.run(_worker_process(settings, parent))
 
 
