@@ -88,7 +88,6 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
         book = AddressBook(settings)
         servers: list[tuple[str, asyncio.AbstractServer, SpoolHandler]] = []
         imap: ImapService | None = None
-        imap_db: Database | None = None
         try:
             for name, listen in (("smtp", smtp), ("lmtp", lmtp)):
                 if listen is None:
@@ -110,9 +109,9 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
             if settings.imap:
                 from maild.receive.imap import ImapService
 
-                imap_db = await Database.open(settings.db_path, gate=app.db.gate)
-                imap = ImapService(settings.imap, imap_db, settings.max_message_size, app.clock, app.worker.wake)
-                imap.start()
+                imap = ImapService(settings.imap, settings.db_path, app.db.gate, settings.max_message_size,
+                                   app.clock, app.worker.wake)
+                await imap.start()
                 log.info("imap started", extra={"kv": {"accounts": ",".join(a.name for a in settings.imap)}})
             log.info("started", extra={"kv": {"config": settings.source, "state_dir": settings.state_dir,
                                               "departments": len(settings.departments)}})
@@ -134,8 +133,6 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
             await spool_db.close()
             if imap is not None:
                 await imap.stop()
-            if imap_db is not None:
-                await imap_db.close()
     log.info("stopped")
     return 0
 
@@ -193,7 +190,13 @@ async def supervise_worker(settings: Settings, stop: asyncio.Event) -> None:
     while not stop.is_set():
         # Not a daemonic process: it runs a parser pool of its own. It exits by itself if we die.
         proc = ctx.Process(target=worker_process_main, args=(settings, os.getpid()), name="ticketd-worker")
-        proc.start()
+        try:
+            proc.start()
+        except OSError as exc:  # out of processes or memory: keep receiving, try again
+            restarts += 1
+            log.error("cannot start the worker process; retrying", extra={"kv": {"error": str(exc)}})
+            await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=min(30.0, 2.0 * restarts))
+            continue
         log.info("worker process started", extra={"kv": {"pid": proc.pid}})
         while proc.is_alive() and not stop.is_set():
             await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=0.5)

@@ -285,6 +285,9 @@ def _imap_accounts(file: Path, value: Any, departments: tuple[Department, ...]) 
         after = r.get("after_import", str, "seen")
         if after not in ("seen", "delete") and not (after.startswith("move:") and len(after) > 5):
             raise r.error("after_import", f"must be \"seen\", \"move:FOLDER\" or \"delete\", got {after!r}")
+        if after.startswith("move:") and after[5:] in folders:
+            raise r.error("after_import", f"cannot move to {after[5:]!r}, a folder it imports from (the mail"
+                                          " would come back with a new UID at every sync)")
         poll = r.get("poll_seconds", int, 60)
         if not 1 <= poll <= 86400:
             raise r.error("poll_seconds", f"must be 1-86400, got {poll}")
@@ -316,6 +319,8 @@ def load(path: str | Path | None = None, state_dir: str | Path | None = None) ->
         raise ConfigError(file, "", f"cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, "", f"not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     return from_dict(file.resolve(), data, state_dir)
 
 

@@ -37,14 +37,26 @@ class Incoming:
         return (
             self.received_at or stamp,
             self.source,
-            self.source_ref,
-            self.peer,
-            self.envelope_from,
-            json.dumps(list(self.envelope_to)),
-            self.department_hint,
+            storable(self.source_ref),
+            storable(self.peer),
+            storable(self.envelope_from),
+            json.dumps([storable(a) for a in self.envelope_to]),
+            storable(self.department_hint),
             self.size if self.size is not None else len(self.raw),
             self.raw,
         )
+
+
+def storable(text: str | None) -> str | None:
+    """Envelope text as it can be stored: 8-bit garbage in MAIL FROM (decoded by aiosmtpd or Python with
+    surrogate escapes) becomes visible escapes instead of failing the commit, and the batch with it."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class SpoolError(Exception):

@@ -77,7 +77,7 @@ def test_import_as_tickets_by_uid_then_flag_seen(instance: Instance, dovecot: Do
     again = sync_once(instance)
     assert again["accounts"]["support-inbox"]["spooled"] == 0
     status = json.loads(instance.cli("imap", "status", "--json").stdout)[0]
-    assert status["state"] == "connected" and status["last_sync"] and status["imported"] == 4
+    assert status["state"] == "synced" and status["last_sync"] and status["imported"] == 4
     assert status["folders"]["INBOX"]["last_uid"] == max(dovecot.uids(mailbox))
 
 
@@ -267,3 +267,43 @@ def test_plain_imap_to_a_remote_host_is_refused_by_config(instance: Instance):
     instance.write_config()
     proc = instance.cli("check-config", check=False)
     assert proc.returncode == 78 and b"imap[0].security" in proc.stderr
+
+
+def test_delete_mode_never_deletes_a_too_large_message(instance: Instance, dovecot: Dovecot, mailbox: str):
+    """Only its header was downloaded: deleting it would lose the mail. It stays, flagged \\Seen."""
+    instance.max_size = 64 * 1024
+    with_imap(instance, dovecot, mailbox, after_import="delete")
+    big = make_mail(subject="too big to delete")
+    big.add_attachment(b"\0" * (200 * 1024), maintype="application", subtype="zip", filename="big.zip")
+    dovecot.append(mailbox, big.as_bytes())
+    dovecot.append(mailbox, make_mail(subject="small").as_bytes())
+    assert sync_once(instance)["outcomes"] == {"blocked:too_large": 1, "new_ticket": 1}
+    left = dovecot.messages(mailbox)
+    assert len(left) == 1 and b"too big to delete" in next(iter(left.values()))
+    assert all(b"\\Seen" in f for f in dovecot.flags(mailbox).values())
+    assert sync_once(instance)["accounts"]["support-inbox"]["spooled"] == 0  # and not imported again
+
+
+def test_moving_into_an_imported_folder_is_refused_by_config(instance: Instance, dovecot: Dovecot, mailbox: str):
+    with_imap(instance, dovecot, mailbox, after_import="move:INBOX")
+    proc = instance.cli("check-config", check=False)
+    assert proc.returncode == 78 and b"imap[0].after_import" in proc.stderr
+
+
+def test_two_mailboxes_import_side_by_side(tmp_path: Path, dovecot: Dovecot):
+    """Each mailbox has its own thread and connection: neither gets in the other's way."""
+    first, second = dovecot.unused.pop(0), dovecot.unused.pop(0)  # type: ignore[attr-defined]
+    inst = Instance(tmp_path)
+    inst.extra_config = imap_config(dovecot, first) + imap_config(dovecot, second, name="sales-inbox",
+                                                                  department="Sales")
+    inst.write_config()
+    for i in range(60):
+        dovecot.append(first, make_mail(subject=f"first {i}").as_bytes())
+        dovecot.append(second, make_mail(subject=f"second {i}", to="sales@helpdesk.example").as_bytes())
+    inst.start()
+    try:
+        rows = inst.wait_outcomes(120, timeout=60)
+    finally:
+        assert inst.stop() == 0
+    assert {r["outcome"] for r in rows} == {"new_ticket"}
+    assert "Traceback" not in inst.daemon_log()

@@ -100,14 +100,13 @@ async def _sync_forever(settings: Settings, accounts: list[ImapAccount]) -> int:
         loop.add_signal_handler(sig, stop.set)
     async with App(settings, parsers=settings.worker_parsers) as app:
         assert app.db is not None and app.worker is not None
-        imap_db = await Database.open(settings.db_path, gate=app.db.gate)
-        service = ImapService(accounts, imap_db, settings.max_message_size, app.clock, app.worker.wake)
-        service.start()
+        service = ImapService(accounts, settings.db_path, app.db.gate, settings.max_message_size, app.clock,
+                              app.worker.wake)
+        await service.start()
         try:
             await app.worker.run(stop)
         finally:
             await service.stop()
-            await imap_db.close()
     return 0
 
 

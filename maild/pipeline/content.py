@@ -11,7 +11,6 @@ import html
 import re
 from dataclasses import dataclass, field
 from email.message import Message
-from html.parser import HTMLParser
 
 MAX_DEPTH = 50
 MAX_PARTS = 2000
@@ -74,45 +73,40 @@ def decode_text(data: bytes, charset: str | None) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-class _TextRenderer(HTMLParser):
-    BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "hr",
-             "table", "ul", "ol"}
-    SKIP = {"script", "style", "head", "title"}
+_BLOCK_TAG = re.compile(r"<\s*/?\s*(?:p|div|br|tr|li|h[1-6]|blockquote|pre|hr|table|ul|ol)\b[^<>]*>", re.I)
+_LI_TAG = re.compile(r"<\s*li\b[^<>]*>", re.I)
+_ANY_TAG = re.compile(r"<[^<>]*>")      # [^<>]: a stray '<' ends the attempt, so this stays linear
+_HIDDEN = ("script", "style", "head", "title")
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self.skip = 0
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.SKIP:
-            self.skip += 1
-        elif tag in self.BLOCK:
-            self.out.append("\n")
-        if tag == "li":
-            self.out.append("- ")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP:
-            self.skip = max(0, self.skip - 1)
-        elif tag in self.BLOCK:
-            self.out.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skip:
-            self.out.append(re.sub(r"[ \t\r\n]+", " ", data))
+def _cut_between(text: str, start: str, end: str) -> str:
+    """Remove every ``start``…``end`` span (case-insensitive), in one linear pass; an unterminated one
+    removes the rest. (Regexes and html.parser are quadratic on unterminated comments.)"""
+    low = text.lower()
+    out, pos = [], 0
+    while True:
+        i = low.find(start, pos)
+        if i < 0:
+            out.append(text[pos:])
+            return "".join(out)
+        out.append(text[pos:i])
+        j = low.find(end, i + len(start))
+        if j < 0:
+            return "".join(out)
+        pos = j + len(end)
 
 
 def html_to_text(markup: str) -> str:
-    renderer = _TextRenderer()
-    try:
-        renderer.feed(markup)
-        renderer.close()
-    except Exception:  # HTMLParser is lenient, but never let markup stop a message
-        return html.unescape(re.sub(r"<[^>]*>", " ", markup)).strip()
-    text = "".join(renderer.out)
-    text = "\n".join(line.strip() for line in text.splitlines())
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+    """A readable text rendering of HTML for the thread, in linear time on any input."""
+    text = _cut_between(markup, "<!--", "-->")
+    for tag in _HIDDEN:
+        text = _cut_between(text, f"<{tag}", f"</{tag}>")
+    text = _LI_TAG.sub("\n- ", text)
+    text = _BLOCK_TAG.sub("\n", text)
+    text = _ANY_TAG.sub(" ", text)
+    text = html.unescape(text)
+    lines = (re.sub(r"[ \t\r\f\v\xa0]+", " ", line).strip() for line in text.split("\n"))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 def _payload(part: Message) -> bytes:
@@ -181,7 +175,10 @@ class _Walker:
         if ctype == "message/rfc822" or (ctype.startswith("message/") and part.is_multipart()):
             # A forwarded message is kept whole, as an .eml attachment.
             inner = part.get_payload()
-            raw = inner[0].as_bytes() if isinstance(inner, list) and inner else _payload(part)
+            try:
+                raw = inner[0].as_bytes() if isinstance(inner, list) and inner else _payload(part)
+            except Exception:  # a malformed nested message cannot be flattened again: keep what we can
+                raw = _payload(part)
             self.attach(part, data=raw, ctype="message/rfc822")
             return
         if part.is_multipart():
@@ -205,10 +202,10 @@ class _Walker:
 
     def _alternative(self, children: list, depth: int) -> None:
         # Prefer the plain text of the alternatives; keep the HTML one for display.
-        messages = [c for c in children if isinstance(c, Message)]
+        messages = [c for c in children[:MAX_PARTS] if isinstance(c, Message)]
         plain = [c for c in messages if c.get_content_type() == "text/plain"]
         htmls = [c for c in messages if c.get_content_type() == "text/html"]
-        rest = [c for c in messages if c not in plain and c not in htmls]
+        rest = [c for c in messages if c.get_content_type() not in ("text/plain", "text/html")]
         if plain:
             self.texts.append(decode_text(_payload(plain[-1]), plain[-1].get_content_charset()))
         if htmls:

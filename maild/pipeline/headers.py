@@ -12,9 +12,13 @@ _MSGID_RE = re.compile(r"<[^<>\s]+>")
 _WS_RE = re.compile(r"\s+")
 
 
+MAX_DECODE = 16 * 1024
+MAX_ADDRESS_HEADER = 256 * 1024   # the stdlib decoder is quadratic on broken words; no header we show is longer
+
+
 def decode_words(value: object) -> str:
     """RFC 2047 words to text, tolerating bad charsets, bad encodings and raw 8-bit bytes."""
-    text = str(value) if value is not None else ""
+    text = str(value)[:MAX_DECODE] if value is not None else ""
     if "=?" not in text:
         return _WS_RE.sub(" ", text).strip()
     try:
@@ -30,7 +34,7 @@ def decode_words(value: object) -> str:
 def addresses(values: list[str]) -> list[tuple[str, str]]:
     """(name, lower-cased address) pairs from address headers; junk entries are dropped."""
     try:
-        pairs = getaddresses([str(v) for v in values])
+        pairs = getaddresses([str(v)[:MAX_ADDRESS_HEADER] for v in values[:50]])
     except Exception:
         return []
     result = []

@@ -24,6 +24,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from imapclient import IMAPClient
@@ -32,7 +33,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginEr
 from maild.clock import Clock
 from maild.config import ImapAccount
 from maild.store import imap as store
-from maild.store.db import Database
+from maild.store.db import Database, WriteGate
 
 log = logging.getLogger("ticketd.imap")
 
@@ -80,6 +81,7 @@ class Importer:
         self.on_spooled = on_spooled or (lambda: None)
         self.stop = threading.Event()
         self.imported = 0
+        self.skipped = 0               # messages the server would not hand out, in the current sync
         self._last_error = ""
 
     # -- status ---------------------------------------------------------------------------------------
@@ -111,14 +113,18 @@ class Importer:
                 self._status(state="connected", connected=1, next_try_at=None,
                              capabilities=" ".join(c.decode() for c in client.capabilities()))
                 while not self.stop.is_set():
+                    self.skipped = 0
                     self.sync(client)
                     backoff, login_backoff = 1.0, LOGIN_BACKOFF[0]
                     if self._last_error:
                         log.info("imap recovered", extra={"kv": {"account": self.account.name}})
                         self._last_error = ""
-                    self._status(state="connected", last_sync=self.clock.stamp(), last_error=None)
+                    # A message skipped in this sync keeps its error in the status; otherwise it is cleared.
+                    cleared = {} if self.skipped else {"last_error": None}
                     if once:
+                        self._status(state="synced", connected=0, last_sync=self.clock.stamp(), **cleared)
                         return
+                    self._status(state="connected", last_sync=self.clock.stamp(), **cleared)
                     self.wait_for_mail(client)
             except LoginError as exc:
                 if once:
@@ -185,10 +191,15 @@ class Importer:
         started = time.monotonic()
         for batch in self._batches(client, uids):
             items = self._download(client, batch)
+            # A too-large message is only its header here: never delete it from the server.
+            keep = {it.uid for it in items if it.size > self.max_size} if a.after_import == "delete" else set()
+            act = [it.uid for it in items if it.uid not in keep]
             ids = self.bridge(store.commit_batch(self.db, a.name, folder, uidvalidity, a.department, items,
-                                                 max(u for u, _ in batch), self.clock.stamp()))
+                                                 max(u for u, _ in batch), self.clock.stamp(), act))
             self.on_spooled()
-            self._after_import(client, folder, uidvalidity, [it.uid for it in items])
+            if keep:
+                client.add_flags(sorted(keep), [SEEN], silent=True)
+            self._after_import(client, folder, uidvalidity, act)
             spooled += len(ids)
             self.imported += len(ids)
             if len(uids) > 100:
@@ -219,17 +230,48 @@ class Importer:
                 yield group
 
     def _download(self, client: IMAPClient, batch: list[tuple[int, int]]) -> list[store.Fetched]:
+        """The batch's messages; a message over the limit as its header only. A message the server will
+        not hand out is logged and skipped, so it cannot hold up the rest of the folder."""
+        try:
+            return self._fetch(client, batch)
+        except IMAPClientAbortError:
+            raise
+        except IMAPClientError as exc:
+            if len(batch) == 1:
+                uid = batch[0][0]
+                message = f"server refused to send message UID {uid}: {_text(exc)}; skipped"
+                log.error("imap fetch failed", extra={"kv": {"account": self.account.name, "uid": uid,
+                                                             "error": _text(exc)}})
+                self._status(last_error=message, last_error_at=self.clock.stamp())
+                self.skipped += 1
+                return []
+        return [it for one in batch for it in self._download(client, [one])]
+
+    def _fetch(self, client: IMAPClient, batch: list[tuple[int, int]]) -> list[store.Fetched]:
         small = [uid for uid, size in batch if size <= self.max_size]
         large = [uid for uid, size in batch if size > self.max_size]
         got: dict[int, bytes] = {}
         if small:
             for uid, data in client.fetch(small, ["BODY.PEEK[]"]).items():
-                got[uid] = bytes(data.get(b"BODY[]") or b"")
+                if b"BODY[]" in data:
+                    got[uid] = bytes(data[b"BODY[]"] or b"")
         if large:  # header only: enough for the import log to say whose mail was too large
             for uid, data in client.fetch(large, ["BODY.PEEK[HEADER]"]).items():
-                got[uid] = bytes(data.get(b"BODY[HEADER]") or b"")
+                if b"BODY[HEADER]" in data:
+                    got[uid] = bytes(data[b"BODY[HEADER]"] or b"")
         sizes = dict(batch)
-        return [store.Fetched(uid, got[uid], sizes[uid]) for uid, _ in batch if uid in got]
+        missing = [uid for uid in sizes if uid not in got]
+        if missing and len(batch) == 1:
+            raise IMAPClientError(f"no message body in the FETCH response for UID {missing[0]}")
+        if missing:  # find out one by one which ones the server does not hand out
+            raise IMAPClientError(f"FETCH response without a body for UIDs {missing[:5]}")
+        items = []
+        for uid, _ in batch:
+            raw, size = got[uid], max(sizes[uid], len(got[uid]))  # a server may not report sizes
+            if size > self.max_size and len(raw) > self.max_size:
+                raw = raw[:_header_end(raw)]
+            items.append(store.Fetched(uid, raw, size))
+        return items
 
     def _after_import(self, client: IMAPClient, folder: str, uidvalidity: int, uids: Sequence[int]) -> None:
         if not uids:
@@ -289,6 +331,14 @@ class Importer:
                 pass
 
 
+def _header_end(raw: bytes) -> int:
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        i = raw.find(sep)
+        if i >= 0:
+            return i + len(sep)
+    return min(len(raw), 64 * 1024)
+
+
 def connect(a: ImapAccount) -> IMAPClient:
     """A logged-in client for the account (TLS, STARTTLS or, on loopback only, plain)."""
     context = ssl.create_default_context()
@@ -321,19 +371,22 @@ def _close(client: IMAPClient) -> None:
 
 
 class ImapService:
-    """All accounts' importers, each in its own thread, for ``serve`` and ``imap sync``."""
+    """All accounts' importers, each in its own thread with its own database connection (transactions
+    of one connection cannot interleave), for ``serve`` and ``imap sync``."""
 
-    def __init__(self, accounts: Sequence[ImapAccount], db: Database, max_size: int, clock: Clock,
-                 on_spooled: Callable[[], None]) -> None:
+    def __init__(self, accounts: Sequence[ImapAccount], db_path: Path, gate: WriteGate, max_size: int,
+                 clock: Clock, on_spooled: Callable[[], None]) -> None:
         self.accounts = accounts
-        self.db = db
+        self.db_path = db_path
+        self.gate = gate
         self.max_size = max_size
         self.clock = clock
         self.on_spooled = on_spooled
         self.importers: list[Importer] = []
         self.threads: list[threading.Thread] = []
+        self.dbs: list[Database] = []
 
-    def start(self) -> None:
+    async def start(self) -> None:
         loop = asyncio.get_running_loop()
         notify = self.on_spooled
 
@@ -341,7 +394,9 @@ class ImapService:
             loop.call_soon_threadsafe(notify)
 
         for account in self.accounts:
-            importer = Importer(account, self.db, Bridge(loop), self.max_size, self.clock, on_spooled)
+            db = await Database.open(self.db_path, gate=self.gate)
+            self.dbs.append(db)
+            importer = Importer(account, db, Bridge(loop), self.max_size, self.clock, on_spooled)
             thread = threading.Thread(target=self._run, args=(importer,), name=f"imap-{account.name}",
                                       daemon=True)
             self.importers.append(importer)
@@ -364,3 +419,7 @@ class ImapService:
         deadline = time.monotonic() + timeout
         for thread in self.threads:
             await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
+        for db, thread in zip(self.dbs, self.threads, strict=True):
+            if not thread.is_alive():
+                await db.close()
+        self.importers, self.threads, self.dbs = [], [], []

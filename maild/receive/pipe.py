@@ -58,6 +58,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except SpoolError as exc:
         _err(f"cannot store the message in {settings.db_path}: {exc}; the MTA should retry (exit 75)")
         return EX_TEMPFAIL
+    except Exception as exc:  # never exit 1 (a permanent failure to the MTA) for a message not stored
+        _err(f"unexpected error storing the message: {type(exc).__name__}: {exc}; the MTA should retry (exit 75)")
+        return EX_TEMPFAIL
     finally:
         conn.close()
     if os.environ.get("TICKETD_PIPE_VERBOSE"):

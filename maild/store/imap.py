@@ -42,10 +42,12 @@ async def reset_folder(db: Database, account: str, folder: str, uidvalidity: int
 
 async def commit_batch(
     db: Database, account: str, folder: str, uidvalidity: int, department: str, items: Sequence[Fetched],
-    last_uid: int, stamp: str,
+    last_uid: int, stamp: str, act_on: Sequence[int] | None = None,
 ) -> list[int]:
-    """Spool the messages, remember their after-import action and the new high UID: one transaction.
-    A message already spooled (a re-fetch after a crash) is not spooled again."""
+    """Spool the messages, remember their after-import action (for the UIDs in ``act_on``, default all)
+    and the new high UID: one transaction. A message already spooled (a re-fetch after a crash) is not
+    spooled again."""
+    act = set(act_on) if act_on is not None else {it.uid for it in items}
     refs = [source_ref(account, folder, uidvalidity, it.uid) for it in items]
     async with db.transaction():
         known: set[str] = set()
@@ -63,11 +65,12 @@ async def commit_batch(
                 incoming = Incoming(raw=item.raw, source="imap", source_ref=ref, department_hint=department,
                                     size=item.size)
                 ids.append(await db.execute(INSERT_SQL, incoming.row(stamp)))
-            await db.execute(
-                "INSERT INTO imap_pending (account, folder, uidvalidity, uid) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                (account, folder, uidvalidity, item.uid),
-            )
+            if item.uid in act:
+                await db.execute(
+                    "INSERT INTO imap_pending (account, folder, uidvalidity, uid) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT DO NOTHING",
+                    (account, folder, uidvalidity, item.uid),
+                )
         await db.execute(
             "UPDATE imap_folders SET last_uid = max(last_uid, ?), updated_at = ? WHERE account = ? AND folder = ?",
             (last_uid, stamp, account, folder),

@@ -38,10 +38,26 @@ class InboundRow:
         )
 
 
-async def pending(db: Database, limit: int, after: int = 0) -> list[tuple[InboundRow, bytes]]:
-    """The oldest rows not yet processed (above queue id ``after``), with their raw bytes."""
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+
+
+async def pending(db: Database, limit: int, after: int = 0,
+                  max_bytes: int = MAX_BATCH_BYTES) -> list[tuple[InboundRow, bytes]]:
+    """The oldest rows not yet processed (above queue id ``after``), with their raw bytes: at most
+    ``limit`` rows and, past the first, ``max_bytes`` of mail, so a burst of big mail stays in bounds."""
+    sizes = await db.fetchall(
+        "SELECT id, length(raw) AS n FROM inbound WHERE state = 'new' AND id > ? ORDER BY id LIMIT ?", (after, limit)
+    )
+    ids, total = [], 0
+    for row in sizes:
+        if ids and total + row["n"] > max_bytes:
+            break
+        ids.append(row["id"])
+        total += row["n"]
+    if not ids:
+        return []
     rows = await db.fetchall(
-        f"SELECT {COLUMNS}, raw FROM inbound WHERE state = 'new' AND id > ? ORDER BY id LIMIT ?", (after, limit)
+        f"SELECT {COLUMNS}, raw FROM inbound WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id", ids
     )
     return [(InboundRow.from_row(r), bytes(r["raw"])) for r in rows]
 
