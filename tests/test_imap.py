@@ -307,3 +307,17 @@ def test_two_mailboxes_import_side_by_side(tmp_path: Path, dovecot: Dovecot):
         assert inst.stop() == 0
     assert {r["outcome"] for r in rows} == {"new_ticket"}
     assert "Traceback" not in inst.daemon_log()
+
+
+def test_polling_when_idle_is_off(tmp_path: Path, dovecot: Dovecot, mailbox: str):
+    inst = Instance(tmp_path)
+    with_imap(inst, dovecot, mailbox, idle=False, poll_seconds=1)
+    inst.start()
+    try:
+        wait_status(inst, "connected")
+        dovecot.append(mailbox, make_mail(subject="polled").as_bytes())
+        rows = inst.wait_outcomes(1, timeout=15)
+        assert rows[0]["outcome"] == "new_ticket"
+        assert inst.query("SELECT state FROM imap_status")[0]["state"] == "connected"  # never 'idle'
+    finally:
+        assert inst.stop() == 0
