@@ -38,6 +38,10 @@ listen = "127.0.0.1:{lmtp}"
 [web]
 listen = false
 
+# The load generators send every message from one address.
+[limits]
+new_tickets_per_sender = {rate_limit}
+
 [[departments]]
 name = "Technical Support"
 addresses = ["support@helpdesk.example", "help@helpdesk.example"]
@@ -81,7 +85,7 @@ class Instance:
         self.lmtp_port = free_port()
         while self.lmtp_port == self.smtp_port:
             self.lmtp_port = free_port()
-        self.config.write_text(CONFIG.format(state=self.state, smtp=self.smtp_port, lmtp=self.lmtp_port))
+        self.config.write_text(CONFIG.format(state=self.state, smtp=self.smtp_port, lmtp=self.lmtp_port, rate_limit=0))
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "daemon.log"
         self._log: IO[bytes] | None = None

@@ -101,6 +101,8 @@ class Settings:
     worker_parsers: int = 0
     worker_process: bool = False
     imap: tuple[ImapAccount, ...] = ()
+    rate_limit: int = 30                  # new tickets per sender per window; 0 turns the limit off
+    rate_window_minutes: int = 60
 
     @property
     def db_path(self) -> Path:
@@ -135,6 +137,7 @@ class Settings:
             "lmtp": str(self.lmtp) if self.lmtp else None,
             "web": str(self.web) if self.web else None,
             "log_level": self.log_level,
+            "limits": {"new_tickets_per_sender": self.rate_limit, "window_minutes": self.rate_window_minutes},
             "worker": {"batch": self.worker_batch, "parsers": self.worker_parsers,
                        "process": self.worker_process},
             "departments": [{"name": d.name, "addresses": list(d.addresses)} for d in self.departments],
@@ -360,6 +363,14 @@ def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = N
     batch = worker.get("batch", int, 100)
     if not 1 <= batch <= 10000:
         raise worker.error("batch", f"must be between 1 and 10000, got {batch}")
+    limits = root.sub("limits")
+    rate_limit = limits.get("new_tickets_per_sender", int, 30)
+    if not 0 <= rate_limit <= 100000:
+        raise limits.error("new_tickets_per_sender", f"must be 0 (off) to 100000, got {rate_limit}")
+    rate_window = limits.get("window_minutes", int, 60)
+    if not 1 <= rate_window <= 10080:
+        raise limits.error("window_minutes", f"must be 1-10080 (a week), got {rate_window}")
+    limits.finish()
     cpus = os.cpu_count() or 1
     parsers = worker.get("parsers", int, min(2, cpus) if cpus > 1 else 0)
     if not 0 <= parsers <= 64:
@@ -386,4 +397,6 @@ def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = N
         worker_parsers=parsers,
         worker_process=process,
         imap=imap,
+        rate_limit=rate_limit,
+        rate_window_minutes=rate_window,
     )

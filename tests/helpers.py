@@ -44,6 +44,10 @@ listen = "127.0.0.1:{lmtp}"
 [web]
 listen = false
 
+# Most tests send many new tickets from one address; the rate limit has tests of its own.
+[limits]
+new_tickets_per_sender = {rate_limit}
+
 [[departments]]
 name = "Technical Support"
 addresses = ["support@helpdesk.example", "help@helpdesk.example"]
@@ -67,6 +71,7 @@ class Instance:
     lmtp_port: int = field(default_factory=free_port)
     max_size: int = 1024 * 1024
     extra_config: str = ""         # appended to the file, e.g. [[imap]] tables
+    rate_limit: int = 0            # limits.new_tickets_per_sender
     proc: subprocess.Popen | None = None
 
     def __post_init__(self) -> None:
@@ -76,7 +81,8 @@ class Instance:
 
     def write_config(self) -> None:
         self.config.write_text(CONFIG.format(state=self.state, smtp=self.smtp_port, lmtp=self.lmtp_port,
-                                             max_size=self.max_size) + self.extra_config)
+                                             max_size=self.max_size, rate_limit=self.rate_limit)
+                               + self.extra_config)
 
     @property
     def db_path(self) -> Path:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 
 from maild.pipeline import content as content_mod
+from maild.pipeline.dsn import Report, read_report
 from maild.pipeline.headers import addresses, decode_words, message_ids, one_message_id
 
 # mail-parser logs a warning for every MIME type it has no special handling for: noise for us.
@@ -43,6 +44,7 @@ class ParsedMail:
     body_hash: str = ""
     dedupe_key: str = ""
     notes: list[str] = field(default_factory=list)
+    report: Report | None = None   # a delivery status notification, when the mail is one
 
     def header(self, name: str) -> str:
         values = self.headers.get(name.lower())
@@ -125,6 +127,10 @@ def _fill(mail: ParsedMail, message: Message) -> None:
     mail.in_reply_to = message_ids(" ".join(headers.get("in-reply-to", [])))
     mail.references = message_ids(" ".join(headers.get("references", [])))
     mail.priority = _priority(headers)
+    try:
+        mail.report = read_report(message)
+    except Exception as exc:  # a broken report is still a message; the bounce guard sees the content type
+        mail.notes.append(f"unreadable delivery report: {type(exc).__name__}")
     try:
         mail.content = content_mod.extract(message)
     except RecursionError:

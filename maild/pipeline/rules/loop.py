@@ -1,0 +1,22 @@
+"""loop: mail that is our own coming back — our X-Loop marker, or From one of our department addresses."""
+
+from __future__ import annotations
+
+from maild.outcomes import LOOP, Blocked, Outcome
+from maild.pipeline.context import Env, MessageContext
+
+
+def loop_marker(domain: str) -> str:
+    """The X-Loop value our outbound mail carries (RFC 3834 section 5 suggests such a header)."""
+    return f"ticketd@{domain}"
+
+
+async def check(ctx: MessageContext, env: Env) -> Outcome | None:
+    marker = loop_marker(env.settings.domain)
+    for value in ctx.mail.headers.get("x-loop", []):
+        if value.strip().lower() == marker:
+            return Blocked(reason=LOOP, detail=f"X-Loop: {marker} (our own mail came back)")
+    sender = ctx.mail.from_addr
+    if sender and env.book.department_for(sender):
+        return Blocked(reason=LOOP, detail=f"From {sender} is one of our department addresses")
+    return None

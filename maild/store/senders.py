@@ -1,0 +1,61 @@
+"""Queries on senders: the ban list, permanently bouncing addresses, recent tickets per sender."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from maild.store.db import Database
+
+
+def ban_patterns(address: str) -> list[str]:
+    """The patterns that would ban ``address``: itself and ``*@its-domain``."""
+    addr = address.strip().lower()
+    domain = addr.rpartition("@")[2]
+    return [addr, f"*@{domain}"] if domain else [addr]
+
+
+async def banned(db: Database, address: str) -> sqlite3.Row | None:
+    pats = ban_patterns(address)
+    return await db.fetchone(
+        f"SELECT * FROM banned_senders WHERE pattern IN ({','.join('?' * len(pats))}) ORDER BY pattern LIMIT 1",
+        pats,
+    )
+
+
+async def ban(db: Database, pattern: str, reason: str, by: str, stamp: str) -> bool:
+    async with db.transaction():
+        changed = await db.execute(
+            "INSERT INTO banned_senders (pattern, reason, created_by, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (pattern) DO NOTHING",
+            (pattern.lower(), reason, by, stamp),
+        )
+    return bool(changed)
+
+
+async def unban(db: Database, pattern: str) -> bool:
+    async with db.transaction():
+        return bool(await db.execute("DELETE FROM banned_senders WHERE pattern = ?", (pattern.lower(),)))
+
+
+async def bans(db: Database) -> list[sqlite3.Row]:
+    return await db.fetchall("SELECT * FROM banned_senders ORDER BY pattern")
+
+
+async def record_bounce(db: Database, address: str, status: str, diagnostic: str, ticket_id: int | None,
+                        stamp: str) -> None:
+    await db.execute(
+        "INSERT INTO bounced_addresses (address, status, diagnostic, ticket_id, first_at, last_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (address) DO UPDATE SET status = excluded.status,"
+        " diagnostic = excluded.diagnostic, ticket_id = coalesce(excluded.ticket_id, ticket_id),"
+        " bounces = bounces + 1, last_at = excluded.last_at",
+        (address, status, diagnostic, ticket_id, stamp, stamp),
+    )
+
+
+async def is_bouncing(db: Database, address: str) -> bool:
+    return await db.fetchone("SELECT 1 FROM bounced_addresses WHERE address = ?", (address.lower(),)) is not None
+
+
+async def tickets_opened_since(db: Database, address: str, since: str) -> int:
+    return int(await db.scalar(
+        "SELECT count(*) FROM tickets WHERE client_email = ? AND created_at >= ?", (address, since)) or 0)
