@@ -100,9 +100,9 @@ class Instance:
         return json.loads(self.cli(*args, "--json").stdout)
 
     def start(self) -> None:
-        self.log = open(self.root / "daemon.log", "ab")
-        self.proc = subprocess.Popen([*TICKETD, "--config", str(self.config), "serve"], cwd=ROOT,
-                                     stdout=self.log, stderr=self.log)
+        with open(self.root / "daemon.log", "ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen([*TICKETD, "--config", str(self.config), "serve"], cwd=ROOT,
+                                         stdout=log, stderr=log)
         deadline = time.monotonic() + 30
         for port in (self.smtp_port, self.lmtp_port):
             while True:
@@ -121,7 +121,6 @@ class Instance:
         self.proc.send_signal(sig)
         code = self.proc.wait(timeout=timeout)
         self.proc = None
-        self.log.close()
         return code
 
     def daemon_log(self) -> str:

@@ -16,6 +16,7 @@ MODULES = {
     "reprocess": "importlog",
     "ticket": "tickets",
     "imap": "imap",
+    "ban": "ban",
 }
 
 

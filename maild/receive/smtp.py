@@ -74,7 +74,7 @@ class SpoolHandler:
         item = Incoming(
             raw=bytes(raw),
             source=self.source,
-            envelope_from=envelope.mail_from or "",
+            envelope_from="" if envelope.mail_from in (None, "", "<>") else envelope.mail_from,
             envelope_to=list(envelope.rcpt_tos),
             peer=_peer(session),
         )

@@ -37,6 +37,6 @@ def why_automatic(mail: ParsedMail) -> str | None:
 
 async def check(ctx: MessageContext, env: Env) -> Outcome | None:
     reason = why_automatic(ctx.mail)
-    if reason is None and ctx.inbound.envelope_from == "" and ctx.inbound.source in ("smtp", "lmtp"):
+    if reason is None and ctx.inbound.envelope_from == "":  # known and empty; None means unknown (files, IMAP)
         reason = "null return path (MAIL FROM:<>)"
     return Blocked(reason=AUTO_REPLY, detail=reason) if reason else None

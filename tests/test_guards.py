@@ -1,0 +1,156 @@
+"""Guards: auto-replies, bounces, loops, banned senders and floods end as ``blocked`` with a reason,
+raw mail kept, no ticket opened."""
+
+from __future__ import annotations
+
+import smtplib
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import CORPUS, Instance, make_mail
+
+
+def ingest(instance: Instance, tmp_path: Path, *messages: bytes) -> list[dict]:
+    folder = tmp_path / f"in{len(list(tmp_path.iterdir()))}"
+    folder.mkdir()
+    for i, raw in enumerate(messages):
+        (folder / f"{i:04}.eml").write_bytes(raw)
+    return instance.cli_json("ingest", str(folder))["items"]
+
+
+def with_headers(**headers: str) -> bytes:
+    msg = make_mail(subject=headers.pop("subject", "Hello"))
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    return msg.as_bytes()
+
+
+AUTO_REPLIES = {
+    "auto-submitted": {"Auto_Submitted": "auto-replied"},
+    "auto-generated": {"Auto_Submitted": "auto-generated; owner-email=x@y"},
+    "precedence bulk": {"Precedence": "bulk"},
+    "precedence junk": {"Precedence": "junk"},
+    "precedence list": {"Precedence": "list"},
+    "x-autoreply": {"X_Autoreply": "yes"},
+    "x-autorespond": {"X_Autorespond": "Vacation"},
+    "exchange oof": {"X_Auto_Response_Suppress": "All", "subject": "Automatic reply: Printer on fire"},
+}
+
+
+@pytest.mark.parametrize("name", list(AUTO_REPLIES))
+def test_auto_replies_are_blocked(instance: Instance, tmp_path, name):
+    items = ingest(instance, tmp_path, with_headers(**AUTO_REPLIES[name]))
+    assert (items[0]["outcome"], items[0]["reason"]) == ("blocked", "auto_reply")
+    assert instance.cli_json("ticket", "list") == []
+    log = instance.cli_json("import-log")[0]
+    assert instance.cli("import-log", "show", str(log["id"]), "--raw").stdout.startswith(b"From:")
+
+
+def test_auto_submitted_no_and_plain_mail_pass(instance: Instance, tmp_path):
+    items = ingest(instance, tmp_path, with_headers(Auto_Submitted="no"),
+                   with_headers(X_Auto_Response_Suppress="All", subject="Meeting notes"))
+    assert [i["outcome"] for i in items] == ["new_ticket", "new_ticket"]
+
+
+def test_an_auto_reply_to_a_ticket_is_not_added(instance: Instance, tmp_path):
+    first = make_mail(subject="Help")
+    ingest(instance, tmp_path, first.as_bytes())
+    oof = make_mail(subject="Automatic reply: Help", in_reply_to=first["Message-ID"])
+    oof["Auto-Submitted"] = "auto-replied"
+    items = ingest(instance, tmp_path, oof.as_bytes())
+    assert (items[0]["outcome"], items[0]["reason"]) == ("blocked", "auto_reply")
+    assert len(instance.query("SELECT * FROM messages")) == 1
+
+
+def test_null_return_path_over_smtp_is_automatic(daemon: Instance):
+    with smtplib.SMTP("127.0.0.1", daemon.smtp_port, timeout=30) as smtp:
+        smtp.send_message(make_mail(subject="from nobody"), from_addr="")
+    rows = daemon.wait_outcomes(1)
+    assert (rows[0]["outcome"], rows[0]["reason"]) == ("blocked", "auto_reply")
+
+
+def dsn(original_id: str, recipient: str, status: str, action: str = "failed") -> bytes:
+    report = EmailMessage()
+    report["From"] = "Mail Delivery System <MAILER-DAEMON@mx.client.example>"
+    report["To"] = "support@helpdesk.example"
+    report["Subject"] = "Undelivered Mail Returned to Sender"
+    report["Message-ID"] = f"<dsn.{status}.{recipient}@mx.client.example>"
+    report["Auto-Submitted"] = "auto-replied"
+    report.set_content("This is the mail system. Your message could not be delivered.\n")
+    report.make_mixed()
+    raw = report.as_bytes().replace(b"multipart/mixed", b"multipart/report; report-type=delivery-status", 1)
+    boundary = report.get_boundary().encode()
+    status_part = (b"--" + boundary + b"\nContent-Type: message/delivery-status\n\n"
+                   b"Reporting-MTA: dns; mx.client.example\n\n"
+                   b"Final-Recipient: rfc822; " + recipient.encode() + b"\nAction: " + action.encode()
+                   + b"\nStatus: " + status.encode() + b"\nDiagnostic-Code: smtp; 550 5.1.1 no such user\n\n"
+                   b"--" + boundary + b"\nContent-Type: text/rfc822-headers\n\n"
+                   b"From: support@helpdesk.example\nTo: " + recipient.encode() + b"\nMessage-ID: "
+                   + original_id.encode() + b"\nSubject: [Ticket #1] reply\n\n")
+    return raw.replace(b"--" + boundary + b"--", status_part + b"--" + boundary + b"--")
+
+
+def test_bounce_is_recorded_on_its_ticket_and_marks_the_address(instance: Instance, tmp_path):
+    first = make_mail(subject="Please help", sender="gone@client.example")
+    ingest(instance, tmp_path, first.as_bytes())
+    tid = instance.query("SELECT tid FROM tickets")[0]["tid"]
+    items = ingest(instance, tmp_path, dsn(first["Message-ID"], "gone@client.example", "5.1.1"),
+                   dsn(first["Message-ID"], "slow@client.example", "4.4.1", action="delayed"))
+    assert [(i["outcome"], i["reason"], i["ticket"]) for i in items] == [("blocked", "bounce", tid)] * 2
+    marked = instance.query("SELECT address, status FROM bounced_addresses")
+    assert [tuple(r) for r in marked] == [("gone@client.example", "5.1.1")]  # a delay is not a failure
+    events = [e for e in instance.cli_json("ticket", "show", tid)["log"] if e["event"] == "bounce"]
+    assert [(e["detail"]["recipient"], e["detail"]["status"]) for e in events] == [
+        ("gone@client.example", "5.1.1"), ("slow@client.example", "4.4.1")]
+    assert len(instance.query("SELECT * FROM tickets")) == 1
+
+
+def test_mailer_daemon_without_a_report_is_a_bounce(instance: Instance, tmp_path):
+    msg = make_mail(subject="failure notice", sender="MAILER-DAEMON@mx.client.example")
+    items = ingest(instance, tmp_path, msg.as_bytes())
+    assert (items[0]["outcome"], items[0]["reason"]) == ("blocked", "bounce")
+
+
+def test_corpus_delivery_reports_are_bounces(instance: Instance, tmp_path):
+    reports = [p for p in sorted(CORPUS.rglob("*.eml"))
+               if b"report-type=delivery-status" in p.read_bytes().lower().replace(b'"', b"")]
+    assert len(reports) >= 20, "expected the corpus's delivery reports"
+    items = ingest(instance, tmp_path, *(p.read_bytes() for p in reports))
+    reasons = [i["reason"] for i in items if i["outcome"] != "duplicate"]
+    assert reasons and all(r == "bounce" for r in reasons), reasons
+
+
+def test_loops_are_blocked(instance: Instance, tmp_path):
+    ours = with_headers(X_Loop="ticketd@helpdesk.example", subject="our own notification")
+    from_us = make_mail(subject="from ourselves", sender="billing@helpdesk.example").as_bytes()
+    items = ingest(instance, tmp_path, ours, from_us)
+    assert [(i["outcome"], i["reason"]) for i in items] == [("blocked", "loop")] * 2
+
+
+def test_banned_sender_and_domain(instance: Instance, tmp_path):
+    instance.cli("ban", "add", "spammer@client.example", "--reason", "abuse")
+    instance.cli("ban", "add", "*@junk.example")
+    items = ingest(instance, tmp_path, make_mail(sender="spammer@client.example").as_bytes(),
+                   make_mail(sender="anyone@junk.example").as_bytes(),
+                   make_mail(sender="friend@client.example").as_bytes())
+    assert [(i["outcome"], i["reason"]) for i in items] == [
+        ("blocked", "banned"), ("blocked", "banned"), ("new_ticket", "")]
+    assert [b["pattern"] for b in instance.cli_json("ban", "list")] == ["*@junk.example", "spammer@client.example"]
+    assert instance.cli("ban", "remove", "*@junk.example").returncode == 0
+    assert instance.cli("ban", "remove", "*@junk.example", check=False).returncode == 66
+    assert instance.cli("ban", "add", "not-an-address", check=False).returncode == 65
+    items = ingest(instance, tmp_path, make_mail(sender="anyone@junk.example", subject="again").as_bytes())
+    assert items[0]["outcome"] == "new_ticket"
+
+
+def test_flood_from_one_sender_is_rate_limited(tmp_path):
+    inst = Instance(tmp_path, rate_limit=3)
+    first = make_mail(subject="flood 0")
+    mails = [first.as_bytes()] + [make_mail(subject=f"flood {i}").as_bytes() for i in range(1, 6)]
+    mails.append(make_mail(subject="Re: flood 0", in_reply_to=first["Message-ID"]).as_bytes())
+    mails.append(make_mail(subject="someone else", sender="other@client.example").as_bytes())
+    items = ingest(inst, tmp_path, *mails)
+    assert [(i["outcome"], i["reason"]) for i in items] == [("new_ticket", "")] * 3 + [
+        ("blocked", "rate_limited")] * 3 + [("reply", ""), ("new_ticket", "")]
