@@ -51,7 +51,8 @@ class App:
             files=FileStore(self.settings.attachments_dir),
             departments=dept_ids,
         )
-        self.worker = Worker(self.env, preparer=Preparer(self.parsers, self.settings.attachments_dir))
+        self.worker = Worker(self.env, preparer=Preparer(
+            self.parsers, self.settings.attachments_dir, self.settings.attachment_policy))
         return self
 
     async def close(self) -> None:

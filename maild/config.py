@@ -101,6 +101,9 @@ class Settings:
     worker_parsers: int = 0
     worker_process: bool = False
     imap: tuple[ImapAccount, ...] = ()
+    allowed_extensions: tuple[str, ...] = ("png", "jpg", "jpeg", "gif", "pdf", "txt", "log", "csv", "zip", "eml")
+    max_attachment_size: int = 10 * 1024 * 1024
+    max_attachments_total: int = 25 * 1024 * 1024
     rate_limit: int = 30                  # new tickets per sender per window; 0 turns the limit off
     rate_window_minutes: int = 60
 
@@ -111,6 +114,13 @@ class Settings:
     @property
     def attachments_dir(self) -> Path:
         return self.state_dir / "attachments"
+
+    @property
+    def attachment_policy(self) -> Any:
+        from maild.pipeline.attachments import AttachmentPolicy
+
+        return AttachmentPolicy(frozenset(self.allowed_extensions), self.max_attachment_size,
+                                self.max_attachments_total)
 
     def with_state_dir(self, state_dir: str | Path) -> Settings:
         return replace(self, state_dir=Path(state_dir).resolve())
@@ -137,6 +147,8 @@ class Settings:
             "lmtp": str(self.lmtp) if self.lmtp else None,
             "web": str(self.web) if self.web else None,
             "log_level": self.log_level,
+            "attachments": {"allowed_extensions": list(self.allowed_extensions),
+                            "max_file_size": self.max_attachment_size, "max_total_size": self.max_attachments_total},
             "limits": {"new_tickets_per_sender": self.rate_limit, "window_minutes": self.rate_window_minutes},
             "worker": {"batch": self.worker_batch, "parsers": self.worker_parsers,
                        "process": self.worker_process},
@@ -363,6 +375,13 @@ def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = N
     batch = worker.get("batch", int, 100)
     if not 1 <= batch <= 10000:
         raise worker.error("batch", f"must be between 1 and 10000, got {batch}")
+    att = root.sub("attachments")
+    allowed = att.get("allowed_extensions", list, list(Settings.allowed_extensions))
+    if not all(isinstance(e, str) and re.match(r"^[A-Za-z0-9]{1,16}$", e) for e in allowed):
+        raise att.error("allowed_extensions", f"expected extensions without dots such as \"pdf\", got {allowed!r}")
+    max_file = parse_size(file, "attachments.max_file_size", att.get("max_file_size", (int, str), "10MB"))
+    max_total = parse_size(file, "attachments.max_total_size", att.get("max_total_size", (int, str), "25MB"))
+    att.finish()
     limits = root.sub("limits")
     rate_limit = limits.get("new_tickets_per_sender", int, 30)
     if not 0 <= rate_limit <= 100000:
@@ -398,5 +417,8 @@ def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = N
         worker_process=process,
         imap=imap,
         rate_limit=rate_limit,
+        allowed_extensions=tuple(e.lower() for e in allowed),
+        max_attachment_size=max_file,
+        max_attachments_total=max_total,
         rate_window_minutes=rate_window,
     )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import struct
+import zlib
 from email.message import EmailMessage
 
 from tests.helpers import Instance, make_mail
@@ -16,22 +19,93 @@ def _ingest_one(instance: Instance, tmp_path, raw: bytes) -> dict:
     return instance.cli_json("ticket", "show", out["items"][0]["ticket"])
 
 
+def tiny_png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
+
+
+def import_log_detail(instance: Instance) -> str:
+    row = instance.cli_json("import-log")[0]
+    return json.loads(instance.cli("import-log", "show", str(row["id"]), "--json").stdout)["detail"]
+
+
 def test_attachments_are_stored_content_addressed_with_safe_names(instance: Instance, tmp_path):
     msg = make_mail(subject="Logs attached")
     pdf = b"%PDF-1.4 fake but fine\n"
     msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="../../etc/passwd.pdf")
     msg.add_attachment(b"line\n", maintype="text", subtype="plain", filename="\u202egnp.exe")
-    msg.add_attachment(b"\x89PNG\r\n\x1a\n", maintype="image", subtype="png")
+    msg.add_attachment(tiny_png(), maintype="image", subtype="png")
+    msg.add_attachment(b"col1,col2\n1,2\n", maintype="text", subtype="csv", filename="..report.csv")
     t = _ingest_one(instance, tmp_path, bytes(msg))
     files = t["messages"][0]["attachments"]
-    assert [f["filename"] for f in files] == ["passwd.pdf", "gnp.exe", "attachment_1.png"]
+    assert [f["filename"] for f in files] == ["passwd.pdf", "attachment_1.png", "report.csv"]
+    assert [f["content_type"] for f in files] == ["application/pdf", "image/png", "text/plain"]
     assert files[0]["sha256"] == hashlib.sha256(pdf).hexdigest() and files[0]["size"] == len(pdf)
     stored = instance.state / "attachments" / files[0]["sha256"][:2] / files[0]["sha256"]
     assert stored.read_bytes() == pdf
-    # Nothing was written outside the attachments store.
-    written = {p.name for p in instance.state.rglob("*") if p.is_file()}
-    assert "passwd.pdf" not in written and "passwd" not in written
+    # Nothing was written outside the attachments store, and nothing under a name from the mail.
+    written = [p for p in instance.state.rglob("*") if p.is_file()]
+    assert all(p.parent.parent.name == "attachments" or p.parent == instance.state for p in written), written
     assert t["messages"][0]["body"].startswith("Hello,")
+    # The refused one is named in the import log, not dropped silently.
+    assert "dropped attachment 'gnp.exe'" in import_log_detail(instance)
+
+
+def test_executable_in_disguise_and_unknown_content_are_dropped(instance: Instance, tmp_path):
+    msg = make_mail(subject="Invoice")
+    msg.add_attachment(b"MZ\x90\x00" + b"\x00" * 400, maintype="application", subtype="pdf", filename="invoice.pdf")
+    msg.add_attachment(b"#!/bin/sh\nrm -rf /\n", maintype="text", subtype="plain", filename="notes.txt")
+    msg.add_attachment(bytes(range(256)) * 4, maintype="application", subtype="octet-stream")
+    t = _ingest_one(instance, tmp_path, bytes(msg))
+    assert t["messages"][0]["attachments"] == []
+    detail = import_log_detail(instance)
+    assert "'invoice.pdf'" in detail and "executable" in detail
+    assert "'notes.txt'" in detail
+    assert "'attachment_1.unknown'" in detail
+    assert list((instance.state / "attachments").rglob("*")) == [] or all(
+        p.is_dir() for p in (instance.state / "attachments").rglob("*"))
+
+
+def test_size_limits_per_file_and_per_message(tmp_path):
+    inst = Instance(tmp_path, extra_config='\n[attachments]\nmax_file_size = "4kB"\nmax_total_size = "5kB"\n')
+    msg = make_mail(subject="Big logs")
+    for i, size in enumerate((5000, 3000, 3000)):
+        msg.add_attachment(b"x" * size, maintype="text", subtype="plain", filename=f"log{i}.txt")
+    t = _ingest_one(inst, tmp_path, bytes(msg))
+    assert [f["filename"] for f in t["messages"][0]["attachments"]] == ["log1.txt"]
+    detail = import_log_detail(inst)
+    assert "'log0.txt'" in detail and "per file" in detail
+    assert "'log2.txt'" in detail and "exceed" in detail
+
+
+def test_inline_images_forwarded_mail_and_winmail_dat_are_kept(instance: Instance, tmp_path):
+    msg = make_mail(subject="Screenshot")
+    msg.add_alternative('<p>See <img src="cid:shot1@client.example"></p>', subtype="html")
+    html_part = msg.get_payload()[1]
+    html_part.add_related(tiny_png(), maintype="image", subtype="png", cid="<shot1@client.example>")
+    inner = make_mail(subject="The original")
+    msg.make_mixed()
+    msg.attach(_rfc822(inner))
+    msg.add_attachment(b"\x78\x9f\x3e\x22" + b"\x00" * 64, maintype="application", subtype="ms-tnef",
+                       filename="winmail.dat")
+    t = _ingest_one(instance, tmp_path, bytes(msg))
+    files = {f["filename"]: f for f in t["messages"][0]["attachments"]}
+    png = next(f for f in files.values() if f["content_type"] == "image/png")
+    assert png["content_id"] == "shot1@client.example" and png["inline"]
+    eml = next(f for name, f in files.items() if name.endswith(".eml"))
+    assert eml["content_type"] == "message/rfc822"
+    assert "winmail.dat" in files
+
+
+def _rfc822(inner):
+    from email.message import EmailMessage
+
+    part = EmailMessage()
+    part.set_content(inner)
+    return part
 
 
 def test_html_only_mail_gets_a_text_rendering(instance: Instance, tmp_path):

@@ -1,7 +1,9 @@
-"""Attachments: give every non-body part a safe name and store its bytes, content-addressed.
+"""Attachments: safe names, types judged by content, the allow-list and size limits (WHMCS 8.3 rules),
+then the bytes stored content-addressed.
 
 Names from mail are never used on disk (the file store names files by hash); the safe name is what the
-desk shows and offers for download.
+desk shows and offers for download. :func:`judge` is pure and runs in the prepare step; every file it
+refuses is named in the import-log row, never dropped silently.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import asyncio
 import mimetypes
 import re
 import unicodedata
+from dataclasses import dataclass
 
 from maild.outcomes import Outcome
+from maild.pipeline.content import Part
 from maild.pipeline.context import Env, MessageContext, StoredFile
 
 MAX_NAME = 120
@@ -36,9 +40,84 @@ def safe_filename(name: str | None, index: int, content_type: str) -> str:
     return clean
 
 
+DEFAULT_ALLOWED = ("png", "jpg", "jpeg", "gif", "pdf", "txt", "log", "csv", "zip", "eml")
+EXECUTABLE_TYPES = {
+    "application/x-dosexec", "application/x-executable", "application/x-sharedlib", "application/x-mach-binary",
+    "application/x-msdownload", "application/x-msi", "application/x-ms-shortcut", "application/x-elf",
+    "application/x-pie-executable", "application/vnd.microsoft.portable-executable", "text/x-shellscript",
+    "application/x-shellscript", "text/x-msdos-batch", "application/x-bat", "application/hta",
+}
+TNEF = "application/vnd.ms-tnef"
+VAGUE_TYPES = {"application/octet-stream", "application/x-empty", "inode/x-empty", ""}
+EXTENSIONS = {"text/plain": "txt", "image/jpeg": "jpg", "message/rfc822": "eml", TNEF: "dat",
+              "application/zip": "zip", "application/pdf": "pdf", "text/csv": "csv"}
+
+
+@dataclass(frozen=True)
+class AttachmentPolicy:
+    allowed: frozenset[str] = frozenset(DEFAULT_ALLOWED)
+    max_file: int = 10 * 1024 * 1024
+    max_total: int = 25 * 1024 * 1024
+
+
+def sniff(data: bytes) -> str:
+    """The MIME type by content (libmagic), '' when it cannot tell."""
+    try:
+        import magic
+
+        return str(magic.from_buffer(data[:65536], mime=True) or "")
+    except Exception:  # libmagic trouble must not stop a message
+        return ""
+
+
+def _extension(name: str) -> str:
+    stem, dot, ext = name.rpartition(".")
+    return ext.lower() if dot and stem and len(ext) <= 16 else ""
+
+
+def judge(parts: list[Part], policy: AttachmentPolicy) -> list[str]:
+    """Name, type and judge every part in place: a refused one gets ``dropped`` and loses its bytes.
+    Returns one note per refused part, for the import log."""
+    notes = []
+    unnamed = total = 0
+    for part in parts:
+        detected = sniff(part.data)
+        specific = detected if detected not in VAGUE_TYPES else ""
+        if not part.filename:
+            unnamed += 1
+        name = safe_filename(part.filename, unnamed, "")
+        ext = _extension(name)
+        if not ext:  # no extension: typed by content, '.unknown' when that fails (WHMCS 8.3)
+            ext = EXTENSIONS.get(specific) or (mimetypes.guess_extension(specific) or ".unknown").lstrip(".")
+            name = f"{name}.{ext}"
+        size = len(part.data)
+        if detected in EXECUTABLE_TYPES:
+            reason = f"the content is an executable ({detected}), whatever its name says"
+        elif detected == TNEF or part.content_type == TNEF:
+            reason = None  # Outlook's winmail.dat: kept as it is (no maintained TNEF library to unpack it)
+        elif ext not in policy.allowed:
+            reason = f".{ext} is not an allowed file type ({', '.join(sorted(policy.allowed))})"
+        elif size > policy.max_file:
+            reason = f"{size} bytes is over the {policy.max_file}-byte limit per file"
+        elif total + size > policy.max_total:
+            reason = f"the message's attachments would exceed {policy.max_total} bytes"
+        else:
+            reason = None
+        if reason:
+            part.dropped = reason
+            part.data = b""
+            notes.append(f"dropped attachment {name!r} ({specific or part.content_type}, {size} bytes): {reason}")
+            continue
+        total += size
+        part.filename = name
+        if specific:
+            part.content_type = specific  # judged by content, not by the sender's label
+    return notes
+
+
 async def store(ctx: MessageContext, env: Env) -> Outcome | None:
     """Name the parts; their bytes are normally stored already by the prepare step."""
-    parts = ctx.mail.content.parts
+    parts = [p for p in ctx.mail.content.parts if p.dropped is None]
     if not parts:
         return None
     missing = [p for p in parts if p.sha256 is None]

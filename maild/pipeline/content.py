@@ -47,6 +47,7 @@ class Part:
     inline: bool = False
     size: int = 0
     sha256: str | None = None      # set once the bytes are in the file store (and ``data`` emptied)
+    dropped: str | None = None     # why the attachment policy refused it (then it is not stored)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
 
+from maild.pipeline.attachments import AttachmentPolicy, judge
 from maild.pipeline.parse import ParsedMail, parse
 from maild.store.files import FileStore
 
@@ -24,7 +25,8 @@ log = logging.getLogger("ticketd.pipeline")
 POOL_MIN_BYTES = 256 * 1024
 
 
-def parse_all(raws: list[bytes], files_root: Path | None = None) -> list[ParsedMail | BaseException]:
+def parse_all(raws: list[bytes], files_root: Path | None = None,
+              policy: AttachmentPolicy | None = None) -> list[ParsedMail | BaseException]:
     """Parse each message; with ``files_root``, also store its attachment bytes there (fsync'd,
     content-addressed) so that the database transaction never waits for the disk on their account.
     Files of messages that end up blocked or duplicate are orphans, collected by housekeeping."""
@@ -33,10 +35,12 @@ def parse_all(raws: list[bytes], files_root: Path | None = None) -> list[ParsedM
     for raw in raws:
         try:
             mail = parse(raw)
+            mail.notes += judge(mail.content.parts, policy or AttachmentPolicy())
             if store is not None:
                 for part in mail.content.parts:
-                    part.sha256 = store.put(part.data)
-                    part.data = b""
+                    if part.dropped is None:
+                        part.sha256 = store.put(part.data)
+                        part.data = b""
             out.append(mail)
         except Exception as exc:  # parse() is built not to raise; a storage error is retried later
             out.append(exc)
@@ -48,9 +52,10 @@ def _warm() -> None:
 
 
 class Preparer:
-    def __init__(self, processes: int = 0, files_root: Path | None = None) -> None:
+    def __init__(self, processes: int = 0, files_root: Path | None = None,
+                 policy: AttachmentPolicy | None = None) -> None:
         self.processes = processes
-        self.parse_all = partial(parse_all, files_root=files_root)
+        self.parse_all = partial(parse_all, files_root=files_root, policy=policy)
         self._pool: ProcessPoolExecutor | None = None
 
     def _get_pool(self) -> ProcessPoolExecutor:
