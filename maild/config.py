@@ -39,6 +39,8 @@ class Listen:
 class Department:
     name: str
     addresses: tuple[str, ...]
+    accept_new: str = "anyone"         # anyone | registered (others: blocked:unregistered)
+    closed_replies: str = "reopen"     # reopen | new_ticket | block (blocked:closed_ticket)
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,8 @@ class Settings:
             "limits": {"new_tickets_per_sender": self.rate_limit, "window_minutes": self.rate_window_minutes},
             "worker": {"batch": self.worker_batch, "parsers": self.worker_parsers,
                        "process": self.worker_process},
-            "departments": [{"name": d.name, "addresses": list(d.addresses)} for d in self.departments],
+            "departments": [{"name": d.name, "addresses": list(d.addresses), "accept_new": d.accept_new,
+                             "closed_replies": d.closed_replies} for d in self.departments],
             "imap": [a.as_dict() for a in self.imap],
         }
 
@@ -250,8 +253,14 @@ def _departments(file: Path, value: Any) -> tuple[Department, ...]:
                 raise r.error("addresses", f"{addr} is already used by department {seen_addrs[low]!r}")
             seen_addrs[low] = name
             clean.append(low)
+        accept = r.get("accept_new", str, "anyone")
+        if accept not in ("anyone", "registered"):
+            raise r.error("accept_new", f"must be \"anyone\" or \"registered\", got {accept!r}")
+        closed = r.get("closed_replies", str, "reopen")
+        if closed not in ("reopen", "new_ticket", "block"):
+            raise r.error("closed_replies", f"must be \"reopen\", \"new_ticket\" or \"block\", got {closed!r}")
         r.finish()
-        result.append(Department(name.strip(), tuple(clean)))
+        result.append(Department(name.strip(), tuple(clean), accept, closed))
     return tuple(result)
 
 

@@ -11,7 +11,7 @@ import sqlite3
 
 from maild.outcomes import NewTicket, Outcome, Reply
 from maild.pipeline.context import Env, MessageContext
-from maild.store import messages, tickets
+from maild.store import messages, people, tickets
 
 MAX_TID_TRIES = 50
 
@@ -34,6 +34,7 @@ async def create_ticket(ctx: MessageContext, env: Env, stamp: str) -> tuple[int,
                 department_id=ctx.department.id,
                 client_email=ctx.author_email,
                 client_name=ctx.mail.from_name,
+                client_id=ctx.client_id,
                 stamp=stamp,
             )
         except sqlite3.IntegrityError as exc:
@@ -52,7 +53,7 @@ async def _add_message(ctx: MessageContext, env: Env, ticket_id: int, stamp: str
         kind="reply",
         author_email=ctx.author_email,
         author_name=mail.from_name,
-        badge="Guest",
+        badge=ctx.badge,
         subject=mail.subject,
         body=mail.content.text,
         body_full=mail.content.text,
@@ -77,6 +78,9 @@ async def apply(ctx: MessageContext, env: Env) -> Outcome | None:
         assert ctx.department is not None
         ticket_id, tid = await create_ticket(ctx, env, stamp)
         await _add_message(ctx, env, ticket_id, stamp)
+        # Whoever the client copied (not us, not the client) is a CC recipient: their replies are welcome.
+        others = {a for _, a in ctx.mail.to + ctx.mail.cc} - {ctx.author_email}
+        await people.add_cc(env.db, ticket_id, sorted(a for a in others if not env.book.department_for(a)))
         await tickets.log_event(env.db, ticket_id, "opened", actor, stamp, source=ctx.inbound.source,
                                 queue_id=ctx.inbound.id, department=ctx.department.name)
         return NewTicket(ticket_id=ticket_id, tid=tid)

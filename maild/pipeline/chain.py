@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from maild.outcomes import Outcome
-from maild.pipeline import apply, attachments, dedupe, route, thread
+from maild.pipeline import apply, attachments, authorise, dedupe, identity, route, thread
 from maild.pipeline.context import Env, MessageContext
 from maild.pipeline.rules import auto_reply, banned, bounce, loop, rate_limited, too_large, unknown_recipient
 
@@ -32,6 +32,9 @@ CHAIN: tuple[Stage, ...] = (
     Stage("banned", "the sender is on the ban list", banned.check),
     Stage("route", "department from the recipients", route.route),
     Stage("thread", "reply to a known ticket: Message-IDs, then subject token", thread.thread),
+    Stage("identify", "who wrote it, relative to the ticket's account: the badge", identity.identify),
+    Stage("authorise", "replies from the ticket's people only; closed-ticket and new-ticket policies",
+          authorise.authorise),
     Stage("rate_limited", "too many new tickets from one sender", rate_limited.check),
     Stage("unknown_recipient", "a new ticket needs a department", unknown_recipient.check),
     Stage("attachments", "safe names; bytes stored content-addressed", attachments.store),

@@ -42,6 +42,10 @@ class MessageContext:
     threaded_by: str = ""                      # how it was matched: in-reply-to, references, subject
     files: list[StoredFile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    badge: str = "Guest"                       # Owner, Authorized User, Sub-account, Registered User, Guest, Operator
+    client_id: int | None = None               # the account a new ticket belongs to
+    roles: dict[int, str] = field(default_factory=dict)   # account id → owner/user/contact of the author
+    staff: sqlite3.Row | None = None
 
     @property
     def author_email(self) -> str:

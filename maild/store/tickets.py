@@ -32,12 +32,13 @@ async def create(
     department_id: int,
     client_email: str,
     client_name: str,
+    client_id: int | None,
     stamp: str,
 ) -> int:
     return await db.execute(
-        "INSERT INTO tickets (tid, subject, status, priority, department_id, client_email, client_name,"
-        " created_at, updated_at, last_reply_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (tid, subject, status, priority, department_id, client_email, client_name, stamp, stamp, stamp),
+        "INSERT INTO tickets (tid, subject, status, priority, department_id, client_email, client_name, client_id,"
+        " created_at, updated_at, last_reply_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (tid, subject, status, priority, department_id, client_email, client_name, client_id, stamp, stamp, stamp),
     )
 
 

@@ -1,0 +1,82 @@
+"""Queries on people: client accounts and their owner/users/contacts, registered users, staff, and a
+ticket's CC recipients."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+
+from maild.store.db import Database
+
+ROLES = ("owner", "user", "contact")
+
+
+async def client_by_name(db: Database, name: str) -> sqlite3.Row | None:
+    return await db.fetchone("SELECT * FROM clients WHERE lower(name) = lower(?)", (name,))
+
+
+async def add_person(db: Database, account: str | None, email: str, name: str, role: str, stamp: str) -> str:
+    """Add one person; ``role`` is owner/user/contact (with an account) or registered (without)."""
+    email = email.strip().lower()
+    if role == "registered":
+        await db.execute("INSERT INTO registered_users (email, name, created_at) VALUES (?, ?, ?)"
+                         " ON CONFLICT (email) DO UPDATE SET name = excluded.name", (email, name, stamp))
+        return "registered user"
+    assert account and role in ROLES
+    client = await client_by_name(db, account)
+    if client is None:
+        client_id = await db.execute("INSERT INTO clients (name, created_at) VALUES (?, ?)", (account, stamp))
+    else:
+        client_id = client["id"]
+    if role == "owner":  # one owner per account: a new owner makes the old one an authorised user
+        await db.execute("UPDATE client_people SET role = 'user' WHERE client_id = ? AND role = 'owner'"
+                         " AND email != ?", (client_id, email))
+    await db.execute(
+        "INSERT INTO client_people (client_id, email, name, role) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (client_id, email) DO UPDATE SET name = excluded.name, role = excluded.role",
+        (client_id, email, name, role),
+    )
+    return f"{role} of {account}"
+
+
+async def accounts_of(db: Database, email: str) -> list[sqlite3.Row]:
+    """(client_id, role) for every account ``email`` belongs to."""
+    return await db.fetchall("SELECT client_id, role FROM client_people WHERE email = ?", (email.lower(),))
+
+
+async def is_registered(db: Database, email: str) -> bool:
+    return await db.fetchone("SELECT 1 FROM registered_users WHERE email = ?", (email.lower(),)) is not None
+
+
+async def staff_by_email(db: Database, email: str) -> sqlite3.Row | None:
+    return await db.fetchone("SELECT * FROM staff WHERE email = ?", (email.lower(),))
+
+
+async def add_staff(db: Database, email: str, name: str, username: str, stamp: str) -> None:
+    await db.execute(
+        "INSERT INTO staff (email, name, username, created_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (email) DO UPDATE SET name = excluded.name, username = excluded.username",
+        (email.lower(), name, username, stamp),
+    )
+
+
+async def listing(db: Database) -> list[sqlite3.Row]:
+    return await db.fetchall(
+        "SELECT c.name AS account, p.email, p.name, p.role FROM client_people p JOIN clients c ON c.id = p.client_id"
+        " UNION ALL SELECT NULL, email, name, 'registered' FROM registered_users ORDER BY 1, 4, 2"
+    )
+
+
+async def staff_listing(db: Database) -> list[sqlite3.Row]:
+    return await db.fetchall("SELECT email, name, username, created_at FROM staff ORDER BY username")
+
+
+async def add_cc(db: Database, ticket_id: int, addresses: Iterable[str]) -> None:
+    for address in addresses:
+        await db.execute("INSERT INTO cc_recipients (ticket_id, address) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                         (ticket_id, address.lower()))
+
+
+async def is_cc(db: Database, ticket_id: int, address: str) -> bool:
+    return await db.fetchone("SELECT 1 FROM cc_recipients WHERE ticket_id = ? AND address = ?",
+                             (ticket_id, address.lower())) is not None
