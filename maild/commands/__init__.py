@@ -17,6 +17,8 @@ MODULES = {
     "ticket": "tickets",
     "imap": "imap",
     "ban": "ban",
+    "clients": "people",
+    "staff": "people",
 }
 
 
