@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("id", type=int, metavar="ID")
     show.add_argument("--raw", action="store_true", help="print the raw message as received")
     show.add_argument("--json", action="store_true", help="print JSON")
+    imp = log_sub.add_parser("import", help="import a blocked message into a ticket (once)")
+    _globals(imp, suppress=True)
+    imp.add_argument("id", type=int, metavar="ID")
+    imp.add_argument("--ticket", required=True, metavar="TID", help="the ticket to add it to")
+    imp.add_argument("--as", dest="kind", choices=("reply", "note"), default="reply",
+                     help="a client reply (default; sets Customer-Reply) or a private staff note")
 
     p = command("reprocess", "run a failed import-log entry through the pipeline again")
     p.add_argument("id", type=int, metavar="ID")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 
 from maild.app import App
@@ -12,6 +13,7 @@ from maild.commands.output import print_json, print_table
 from maild.commands.views import import_log_row
 from maild.config import Settings
 from maild.outcomes import OUTCOME_NAMES
+from maild.pipeline.manual import Imported, ImportRefused, import_blocked
 from maild.store import importlog, inbound
 
 
@@ -49,7 +51,22 @@ async def _reprocess(settings: Settings, log_id: int) -> tuple[str, dict | None]
         return "done", import_log_row(new)
 
 
+async def _import(settings: Settings, args: argparse.Namespace) -> Imported:
+    async with App(settings) as app:
+        assert app.env is not None and app.worker is not None
+        return await import_blocked(app.env, app.worker.preparer, args.id, args.ticket, args.kind,
+                                    f"cli:{getpass.getuser()}")
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "log_command", None) == "import":
+        try:
+            done = asyncio.run(_import(settings, args))
+        except ImportRefused as exc:
+            print(f"ticketd import-log import: {exc}", file=sys.stderr)
+            return EX_DATAERR
+        print(f"entry {done.log_id} imported into ticket #{done.tid} as a {done.kind}")
+        return 0
     if args.command == "reprocess":
         status, row = asyncio.run(_reprocess(settings, args.id))
         if status == "missing":

@@ -45,12 +45,13 @@ async def create_ticket(ctx: MessageContext, env: Env, stamp: str) -> tuple[int,
     raise RuntimeError(f"no free {digits}-digit ticket number after {MAX_TID_TRIES} tries; raise ticket_id_digits")
 
 
-async def _add_message(ctx: MessageContext, env: Env, ticket_id: int, stamp: str) -> int:
+async def add_message(ctx: MessageContext, env: Env, ticket_id: int, stamp: str, kind: str = "reply") -> int:
+    """The message, its attachments and its Message-ID (for threading) on the ticket."""
     mail = ctx.mail
     message_id = await messages.add(
         env.db,
         ticket_id=ticket_id,
-        kind="reply",
+        kind=kind,
         author_email=ctx.author_email,
         author_name=mail.from_name,
         badge=ctx.badge,
@@ -77,7 +78,7 @@ async def apply(ctx: MessageContext, env: Env) -> Outcome | None:
     if ctx.ticket is None:
         assert ctx.department is not None
         ticket_id, tid = await create_ticket(ctx, env, stamp)
-        await _add_message(ctx, env, ticket_id, stamp)
+        await add_message(ctx, env, ticket_id, stamp)
         # Whoever the client copied (not us, not the client) is a CC recipient: their replies are welcome.
         others = {a for _, a in ctx.mail.to + ctx.mail.cc} - {ctx.author_email}
         await people.add_cc(env.db, ticket_id, sorted(a for a in others if not env.book.department_for(a)))
@@ -85,7 +86,7 @@ async def apply(ctx: MessageContext, env: Env) -> Outcome | None:
                                 queue_id=ctx.inbound.id, department=ctx.department.name)
         return NewTicket(ticket_id=ticket_id, tid=tid)
     ticket = ctx.ticket
-    await _add_message(ctx, env, ticket["id"], stamp)
+    await add_message(ctx, env, ticket["id"], stamp)
     if ticket["status"] == tickets.CLOSED:
         await tickets.log_event(env.db, ticket["id"], "reopened", actor, stamp, by="client_reply")
     await tickets.touch_reply(env.db, ticket["id"], tickets.CUSTOMER_REPLY, stamp)

@@ -113,3 +113,12 @@ async def outcomes_for(db: Database, inbound_ids: list[int]) -> list[sqlite3.Row
             chunk,
         )
     return sorted(rows, key=lambda r: r["inbound_id"])
+
+
+async def mark_imported(db: Database, log_id: int, ticket_id: int, by: str, stamp: str) -> bool:
+    """Record who imported a blocked message into which ticket; False if it was imported already."""
+    changed = await db.execute(
+        "UPDATE import_log SET imported_by = ?, imported_at = ?, ticket_id = ? WHERE id = ? AND imported_at IS NULL",
+        (by, stamp, ticket_id, log_id),
+    )
+    return changed == 1

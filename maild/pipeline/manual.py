@@ -1,0 +1,58 @@
+"""An admin's import of a blocked message into a ticket (seed: Blocked Client Replies). It bypasses the
+guards that blocked it — that is the point — but not the attachment policy, and it happens once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from maild.pipeline import apply, attachments, identity
+from maild.pipeline.context import Env, MessageContext
+from maild.pipeline.prepare import Preparer
+from maild.store import importlog, inbound, tickets
+
+
+class ImportRefused(Exception):
+    """Why the entry cannot be imported (not blocked, imported already, no such ticket)."""
+
+
+@dataclass(frozen=True)
+class Imported:
+    log_id: int
+    tid: str
+    message_id: int
+    kind: str
+
+
+async def import_blocked(env: Env, preparer: Preparer, log_id: int, tid: str, kind: str, by: str) -> Imported:
+    entry = await importlog.get(env.db, log_id)
+    if entry is None:
+        raise ImportRefused(f"no import-log entry {log_id}")
+    if entry["outcome"] != "blocked":
+        raise ImportRefused(f"entry {log_id} is '{entry['outcome']}', not blocked; only blocked mail is imported")
+    if entry["imported_at"]:
+        raise ImportRefused(f"entry {log_id} was imported already, by {entry['imported_by']} at {entry['imported_at']}")
+    ticket = await tickets.by_tid(env.db, tid.lstrip("#"))
+    if ticket is None:
+        raise ImportRefused(f"no ticket #{tid}")
+    ticket = await tickets.resolve_merged(env.db, ticket)
+    found = await inbound.get(env.db, entry["inbound_id"])
+    assert found is not None
+    row, raw = found
+    (mail,) = await preparer.prepare([raw])
+    if isinstance(mail, BaseException):
+        raise mail
+    ctx = MessageContext(inbound=row, raw=raw, mail=mail, ticket=ticket)
+    stamp = env.clock.stamp()
+    async with env.db.transaction():
+        if not await importlog.mark_imported(env.db, log_id, ticket["id"], by, stamp):
+            raise ImportRefused(f"entry {log_id} was imported already")
+        await identity.identify(ctx, env)
+        await attachments.store(ctx, env)
+        message_id = await apply.add_message(ctx, env, ticket["id"], stamp, kind)
+        if kind == "reply":
+            if ticket["status"] == tickets.CLOSED:
+                await tickets.log_event(env.db, ticket["id"], "reopened", by, stamp, by_import=log_id)
+            await tickets.touch_reply(env.db, ticket["id"], tickets.CUSTOMER_REPLY, stamp)
+        await tickets.log_event(env.db, ticket["id"], "blocked_mail_imported", by, stamp, import_log=log_id,
+                                reason=entry["reason"], kind=kind, author=ctx.author_email)
+    return Imported(log_id, ticket["tid"], message_id, kind)

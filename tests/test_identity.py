@@ -1,0 +1,157 @@
+"""Identity and authorisation: badges, who may reply to a ticket, department policies, and an admin
+importing a blocked reply."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Instance, make_mail
+
+POLICIES = """
+[[departments]]
+name = "Partners"
+addresses = ["partners@helpdesk.example"]
+accept_new = "registered"
+closed_replies = "block"
+
+[[departments]]
+name = "Legal"
+addresses = ["legal@helpdesk.example"]
+closed_replies = "new_ticket"
+"""
+
+
+@pytest.fixture
+def desk(tmp_path: Path) -> Instance:
+    inst = Instance(tmp_path, extra_config=POLICIES)
+    inst.cli("clients", "add", "owner@acme.example", "--account", "Acme", "--name", "Olivia Owner")
+    inst.cli("clients", "add", "user@acme.example", "--account", "Acme", "--role", "user")
+    inst.cli("clients", "add", "contact@acme.example", "--account", "Acme", "--role", "contact")
+    inst.cli("clients", "add", "both@acme.example", "--account", "Acme", "--role", "user")
+    inst.cli("clients", "add", "both@acme.example", "--account", "Globex", "--role", "user")
+    inst.cli("clients", "add", "solo@example.org", "--role", "registered")
+    inst.cli("staff", "add", "sam@helpdesk.example", "--name", "Sam Staff")
+    return inst
+
+
+def feed(inst: Instance, *mails) -> list[dict]:
+    folder = inst.root / f"batch{len(list(inst.root.glob('batch*')))}"
+    folder.mkdir()
+    for i, msg in enumerate(mails):
+        (folder / f"{i:03}.eml").write_bytes(msg.as_bytes())
+    return inst.cli_json("ingest", str(folder))["items"]
+
+
+def badges(inst: Instance, tid: str) -> list[tuple[str, str]]:
+    return [(m["author_email"], m["badge"]) for m in inst.cli_json("ticket", "show", tid)["messages"]]
+
+
+def test_badges_and_the_people_who_may_reply(desk: Instance):
+    first = make_mail(subject="Server down", sender="owner@acme.example", cc="colleague@partner.example")
+    (opened,) = feed(desk, first)
+    tid = opened["ticket"]
+    replies = [make_mail(subject=f"Re: Server down [Ticket #{tid}]", sender=s, in_reply_to=first["Message-ID"])
+               for s in ("user@acme.example", "contact@acme.example", "colleague@partner.example",
+                         "sam@helpdesk.example", "both@acme.example")]
+    items = feed(desk, *replies)
+    assert [i["outcome"] for i in items] == ["reply"] * 5
+    assert badges(desk, tid) == [
+        ("owner@acme.example", "Owner"),
+        ("user@acme.example", "Authorized User"),
+        ("contact@acme.example", "Sub-account"),
+        ("colleague@partner.example", "Guest"),      # a CC recipient of the first mail
+        ("sam@helpdesk.example", "Operator"),
+        ("both@acme.example", "Authorized User"),    # of this ticket's account, though in two accounts
+    ]
+
+
+def test_new_ticket_badges(desk: Instance):
+    items = feed(desk, make_mail(subject="a", sender="solo@example.org"),
+                 make_mail(subject="b", sender="both@acme.example"),
+                 make_mail(subject="c", sender="nobody@example.net"))
+    got = [badges(desk, i["ticket"])[0][1] for i in items]
+    assert got == ["Registered User", "Guest", "Guest"]  # two accounts: we cannot tell which
+
+
+def test_stranger_with_a_valid_token_is_blocked_then_imported_by_an_admin(desk: Instance):
+    first = make_mail(subject="Invoice question", sender="owner@acme.example")
+    (opened,) = feed(desk, first)
+    tid = opened["ticket"]
+    stranger = make_mail(subject=f"Re: [Ticket #{tid}] Invoice question", sender="mallory@evil.example",
+                         body="Please send the invoice to me instead.")
+    (blocked,) = feed(desk, stranger)
+    assert (blocked["outcome"], blocked["reason"], blocked["ticket"]) == ("blocked", "unauthorised_sender", tid)
+    assert len(desk.cli_json("ticket", "show", tid)["messages"]) == 1
+    assert desk.cli_json("ticket", "show", tid)["status"] == "Open"
+
+    log_id = desk.cli_json("import-log", "--outcome", "blocked:unauthorised_sender")[0]["id"]
+    out = desk.cli("import-log", "import", str(log_id), "--ticket", tid, "--as", "note")
+    assert f"#{tid}" in out.stdout.decode()
+    t = desk.cli_json("ticket", "show", tid)
+    assert [(m["kind"], m["author_email"]) for m in t["messages"]][-1] == ("note", "mallory@evil.example")
+    assert t["status"] == "Open"  # a note does not change the status
+    row = json.loads(desk.cli("import-log", "show", str(log_id), "--json").stdout)
+    assert row["imported_by"].startswith("cli:") and row["imported_at"]
+    again = desk.cli("import-log", "import", str(log_id), "--ticket", tid, check=False)
+    assert again.returncode == 65 and b"already" in again.stderr
+    ok_id = desk.cli_json("import-log", "--outcome", "new_ticket")[0]["id"]
+    assert desk.cli("import-log", "import", str(ok_id), "--ticket", tid, check=False).returncode == 65
+
+
+def test_import_as_reply_sets_customer_reply(desk: Instance):
+    (opened,) = feed(desk, make_mail(subject="x", sender="owner@acme.example"))
+    tid = opened["ticket"]
+    feed(desk, make_mail(subject=f"[Ticket #{tid}]", sender="new-colleague@acme.example"))
+    log_id = desk.cli_json("import-log", "--outcome", "blocked")[0]["id"]
+    desk.cli("import-log", "import", str(log_id), "--ticket", tid)
+    t = desk.cli_json("ticket", "show", tid)
+    assert t["status"] == "Customer-Reply" and t["messages"][-1]["kind"] == "reply"
+
+
+def test_registered_only_department(desk: Instance):
+    items = feed(desk, make_mail(to="partners@helpdesk.example", sender="nobody@example.net"),
+                 make_mail(to="partners@helpdesk.example", sender="solo@example.org"),
+                 make_mail(to="partners@helpdesk.example", sender="contact@acme.example"))
+    assert [(i["outcome"], i["reason"]) for i in items] == [
+        ("blocked", "unregistered"), ("new_ticket", ""), ("new_ticket", "")]
+
+
+def close(inst: Instance, tid: str) -> None:
+    conn = sqlite3.connect(inst.db_path)
+    with conn:
+        conn.execute("UPDATE tickets SET status = 'Closed' WHERE tid = ?", (tid,))
+    conn.close()
+
+
+def test_closed_ticket_policies(desk: Instance):
+    blocked_first = make_mail(to="partners@helpdesk.example", sender="owner@acme.example", subject="p")
+    new_first = make_mail(to="legal@helpdesk.example", sender="owner@acme.example", subject="l")
+    a, b = feed(desk, blocked_first, new_first)
+    close(desk, a["ticket"])
+    close(desk, b["ticket"])
+    r1, r2 = feed(desk, make_mail(sender="owner@acme.example", in_reply_to=blocked_first["Message-ID"]),
+                  make_mail(sender="owner@acme.example", in_reply_to=new_first["Message-ID"], subject="Re: l",
+                            to="legal@helpdesk.example"))
+    assert (r1["outcome"], r1["reason"], r1["ticket"]) == ("blocked", "closed_ticket", a["ticket"])
+    assert r2["outcome"] == "new_ticket" and r2["ticket"] != b["ticket"]
+    assert desk.cli_json("ticket", "show", r2["ticket"])["department"] == "Legal"
+    assert desk.cli_json("ticket", "show", b["ticket"])["status"] == "Closed"
+
+
+def test_clients_import_csv(instance: Instance, tmp_path):
+    good = tmp_path / "people.csv"
+    good.write_text("account,email,name,role\nInitech,peter@initech.example,Peter,owner\n"
+                    "Initech,milton@initech.example,Milton,contact\n,bob@example.org,Bob,registered\n")
+    out = instance.cli("clients", "import", str(good)).stdout.decode()
+    assert "contact of Initech" in out and "registered user" in out
+    assert len(instance.cli_json("clients", "list")) == 3
+    bad = tmp_path / "bad.csv"
+    bad.write_text("account,email,name,role\nInitech,not-an-address,X,owner\nInitech,a@b.example,A,boss\n")
+    proc = instance.cli("clients", "import", str(bad), check=False)
+    assert proc.returncode == 65
+    assert b"bad.csv:2" in proc.stderr and b"bad.csv:3" in proc.stderr
+    assert len(instance.cli_json("clients", "list")) == 3  # all or nothing
