@@ -70,6 +70,7 @@ async def ticket_full(db: Database, row: sqlite3.Row) -> dict[str, Any]:
             "subject": m["subject"],
             "body": m["body"],
             "body_full": m["body_full"],
+            "body_html": m["body_html"],
             "message_id": m["message_id"],
             "queue_id": m["inbound_id"],
             "created_at": m["created_at"],

@@ -10,6 +10,7 @@ import secrets
 import sqlite3
 
 from maild.outcomes import NewTicket, Outcome, Reply
+from maild.pipeline import quotes
 from maild.pipeline.context import Env, MessageContext
 from maild.store import messages, people, tickets
 
@@ -56,9 +57,10 @@ async def add_message(ctx: MessageContext, env: Env, ticket_id: int, stamp: str,
         author_name=mail.from_name,
         badge=ctx.badge,
         subject=mail.subject,
-        body=mail.content.text,
+        # A reply shows what is new; the quoted history stays in body_full. A new ticket shows it all.
+        body=(quotes.visible(mail.content.text) or mail.content.text) if ctx.ticket is not None else mail.content.text,
         body_full=mail.content.text,
-        body_html=None,
+        body_html=mail.content.safe_html,
         message_id=mail.message_id,
         inbound_id=ctx.inbound.id,
         stamp=stamp,

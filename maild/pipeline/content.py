@@ -54,6 +54,7 @@ class Part:
 class Content:
     text: str = ""
     html: str | None = None
+    safe_html: str | None = None   # the HTML as the desk may show it (nh3: no scripts, handlers, styles)
     parts: list[Part] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -108,6 +109,20 @@ def html_to_text(markup: str) -> str:
     text = html.unescape(text)
     lines = (re.sub(r"[ \t\r\f\v\xa0]+", " ", line).strip() for line in text.split("\n"))
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+URL_SCHEMES = {"http", "https", "mailto", "cid"}   # cid: inline images stay linked to their attachment
+
+
+def sanitise_html(markup: str) -> str | None:
+    """HTML safe to display: nh3 (ammonia) keeps formatting and drops scripts, event handlers, forms and
+    dangerous URLs."""
+    try:
+        import nh3
+
+        return nh3.clean(markup, url_schemes=URL_SCHEMES, link_rel="noopener noreferrer nofollow")
+    except Exception:  # no rendering beats an unsafe one
+        return None
 
 
 def _payload(part: Message) -> bytes:
@@ -222,6 +237,7 @@ def extract(message: Message) -> Content:
     content = walker.content
     if walker.htmls:
         content.html = "\n".join(walker.htmls)
+        content.safe_html = sanitise_html(content.html)
     if walker.texts:
         content.text = "\n\n".join(_lines(t).strip("\n") for t in walker.texts)
     elif content.html is not None:

@@ -1,0 +1,58 @@
+"""Quoted history and reply separators, stripped from replies so the thread shows what is new.
+The whole text is always kept as ``body_full``. Pure and linear: runs on any text.
+
+Covers Gmail, Apple Mail, Thunderbird ("On … wrote:", also over two lines and in other languages),
+Outlook desktop and web (a From:/Sent: header block, "-----Original Message-----", a line of
+underscores), Yahoo/AOL/Comcast, ``>`` quoted lines, and our own "reply above this line" marker."""
+
+from __future__ import annotations
+
+import re
+
+REPLY_MARKER = "##- Please type your reply above this line -##"
+
+_WROTE = re.compile(
+    r"^[\s>-]*(on\b|am\b|le\b|el\b|il\b|op\b|den\b|w dniu\b|\d{1,4}[./-]\d{1,2}[./-]\d{1,4}).{0,300}?"
+    r"(wrote|schrieb|a écrit|escribió|ha scritto|scrisse|schreef|skrev|napisał|написал[а]?|kirjoitti)\s*:\s*$",
+    re.IGNORECASE,
+)
+_SEPARATOR = re.compile(
+    r"^\s*(-{2,}\s*(original message|original message -|ursprüngliche nachricht|message d'origine|"
+    r"mensaje original|messaggio originale|forwarded message)\s*-*|_{10,})\s*$",
+    re.IGNORECASE,
+)
+_HEADER_FROM = re.compile(r"^\s*\**(from|von|de|van|da)\s*:\**\s+\S", re.IGNORECASE)
+_HEADER_NEXT = re.compile(r"^\s*\**(sent|date|gesendet|envoyé|enviado|to|an|subject|betreff)\s*:", re.IGNORECASE)
+
+
+def _reply_header(lines: list[str], i: int) -> int:
+    """How many lines from ``i`` form the header of a quoted reply (0: none)."""
+    line = lines[i]
+    if REPLY_MARKER.lower() in line.lower() or _SEPARATOR.match(line):
+        return 1
+    if _WROTE.match(line):
+        return 1
+    if i + 1 < len(lines) and len(line) < 300 and _WROTE.match(f"{line} {lines[i + 1]}"):
+        return 2
+    if _HEADER_FROM.match(line) and any(_HEADER_NEXT.match(n) for n in lines[i + 1:i + 4]):
+        return 1
+    return 0
+
+
+def visible(text: str) -> str:
+    """The new part of a reply: what comes before the quoted history, without ``>`` lines."""
+    lines = text.split("\n")
+    kept: list[str] = []
+    i = 0
+    while i < len(lines):
+        span = _reply_header(lines, i)
+        if span:
+            if any(line.strip() and not line.lstrip().startswith(">") for line in kept):
+                break  # top-posted: everything from here on is history
+            i += span  # bottom-posted (the new text comes after the quote): drop the header, read on
+            continue
+        if not lines[i].lstrip().startswith(">"):
+            kept.append(lines[i].rstrip())
+        i += 1
+    out = "\n".join(kept).strip("\n")
+    return re.sub(r"\n{3,}", "\n\n", out).strip()
