@@ -94,3 +94,75 @@ def test_hostile_mail_parses_in_bounded_time(name, tmp_path):
             "m = parse(open(sys.argv[1], 'rb').read()); print(len(m.content.text))")
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _msg(headers: bytes, body: bytes) -> bytes:
+    return headers + b"\r\n" + body
+
+
+def _ingest_all(instance: Instance, tmp_path, mails: dict[str, bytes]) -> dict[str, dict]:
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    for name, raw in mails.items():
+        (folder / f"{name}.eml").write_bytes(raw)
+    out = instance.cli_json("ingest", "--department", "Sales", str(folder))
+    return {item["source_ref"].rsplit("/", 1)[-1][:-4]: item for item in out["items"]}
+
+
+def test_malformed_mail_is_stored_with_an_outcome_never_failed(instance: Instance, tmp_path):
+    deep = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i) for i in range(100))
+    many = b"".join(b"--M\r\nContent-Type: text/plain\r\n\r\npart %d\r\n" % i for i in range(1000)) + b"--M--\r\n"
+    mails = {
+        "nul": _msg(b"From: a@client.example\x00\r\nTo: support@helpdesk.example\r\nSubject: n\x00ul\r\n",
+                    b"body \x00 with NUL\r\n"),
+        "deep": _msg(b"From: a@client.example\r\nSubject: deep\r\nMIME-Version: 1.0\r\n", deep + b"inner\r\n"),
+        "many": _msg(b"From: a@client.example\r\nSubject: many\r\nMIME-Version: 1.0\r\n"
+                     b"Content-Type: multipart/mixed; boundary=M\r\n", many),
+        "base64": _msg(b"From: a@client.example\r\nSubject: b64\r\nContent-Transfer-Encoding: base64\r\n",
+                       b"SGVsbG8g!!!d29y===bGQ\r\n"),
+        "qp": _msg(b"From: a@client.example\r\nSubject: qp\r\nContent-Transfer-Encoding: quoted-printable\r\n",
+                   b"caf=E9 =ZZ broken=\r\n=\r\n"),
+        "encoded_words": _msg(b"From: =?utf-8?b?!!!?= <a@client.example>\r\nSubject: =?x-unknown?q?caf=E9?= "
+                              b"=?utf-8?q?unterminated\r\n", b"hi\r\n"),
+        "no_from": _msg(b"Subject: who am I\r\n", b"anonymous\r\n"),
+        "no_message_id": _msg(b"From: a@client.example\r\nSubject: no id\r\n", b"hello\r\n"),
+        "long_header": _msg(b"From: a@client.example\r\nSubject: long\r\nX-Long: " + b"x" * 1_000_000 + b"\r\n",
+                            b"hello\r\n"),
+    }
+    got = _ingest_all(instance, tmp_path, mails)
+    assert set(got) == set(mails)
+    assert all(item["outcome"] != "failed" for item in got.values()), got
+    assert instance.query("SELECT count(*) AS n FROM import_log")[0]["n"] == len(mails)
+
+
+def test_html_is_sanitised_for_display(instance: Instance, tmp_path):
+    raw = _msg(b"From: a@client.example\r\nTo: support@helpdesk.example\r\nSubject: html\r\n"
+               b"Content-Type: text/html; charset=utf-8\r\n",
+               b'<p onclick="steal()">Hi <b>there</b><script>alert(1)</script>'
+               b'<a href="javascript:alert(2)">x</a><img src="cid:logo@x" onerror="y()"></p>')
+    got = _ingest_all(instance, tmp_path, {"html": raw})
+    msg = instance.cli_json("ticket", "show", got["html"]["ticket"])["messages"][0]
+    assert "<b>there</b>" in msg["body_html"] and 'src="cid:logo@x"' in msg["body_html"]
+    for bad in ("script", "onclick", "onerror", "javascript:"):
+        assert bad not in msg["body_html"]
+    assert msg["body"] == "Hi there x"
+
+
+CHARSETS = {
+    # label, bytes, expected text: labels that lie are decoded by the superset the sender really used.
+    "gb2312_really_gbk": (b"gb2312", "朱镕基说：你好".encode("gbk"), "朱镕基说：你好"),
+    "iso2022jp": (b"iso-2022-jp", "こんにちは、世界".encode("iso2022_jp"), "こんにちは、世界"),
+    "shift_jis": (b"shift_jis", "ｶﾀｶﾅと①".encode("cp932"), "ｶﾀｶﾅと①"),
+    "windows1258": (b"windows-1258", b"Vi\xeat Nam \xd0\xf2ng", b"Vi\xeat Nam \xd0\xf2ng".decode("cp1258")),
+    "utf8_labelled_latin1": (b"utf-8", "Grüße".encode("latin-1"), "Grüße"),
+    "unknown_charset": (b"x-no-such-charset", "naïve".encode(), "naïve"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHARSETS))
+def test_charsets(instance: Instance, tmp_path, name):
+    label, body, expected = CHARSETS[name]
+    raw = _msg(b"From: a@client.example\r\nTo: support@helpdesk.example\r\nSubject: cs\r\n"
+               b"Content-Type: text/plain; charset=" + label + b"\r\n", body + b"\r\n")
+    got = _ingest_all(instance, tmp_path, {name: raw})
+    assert instance.cli_json("ticket", "show", got[name]["ticket"])["messages"][0]["body"] == expected

@@ -13,7 +13,8 @@ REPLY_MARKER = "##- Please type your reply above this line -##"
 
 _WROTE = re.compile(
     r"^[\s>-]*(on\b|am\b|le\b|el\b|il\b|op\b|den\b|w dniu\b|\d{1,4}[./-]\d{1,2}[./-]\d{1,4}).{0,300}?"
-    r"(wrote|schrieb|a écrit|escribió|ha scritto|scrisse|schreef|skrev|napisał|написал[а]?|kirjoitti)\s*:\s*$",
+    r"(wrote|schrieb|a écrit|escribió|ha scritto|scrisse|schreef|skrev|napisał|написал[а]?|kirjoitti)"
+    r"(\s[^:]{0,200})?:\s*$",  # German and others put the name after the verb
     re.IGNORECASE,
 )
 _SEPARATOR = re.compile(
