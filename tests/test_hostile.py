@@ -166,3 +166,21 @@ def test_charsets(instance: Instance, tmp_path, name):
                b"Content-Type: text/plain; charset=" + label + b"\r\n", body + b"\r\n")
     got = _ingest_all(instance, tmp_path, {name: raw})
     assert instance.cli_json("ticket", "show", got[name]["ticket"])["messages"][0]["body"] == expected
+
+
+def test_rfc2231_filename_and_a_1mb_header_line_over_smtp(daemon: Instance):
+    raw = (b"From: a@client.example\r\nTo: support@helpdesk.example\r\nSubject: 2231\r\n"
+           b"X-Long: " + b"y" * 1_000_000 + b"\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=Z\r\n\r\n--Z\r\nContent-Type: text/plain\r\n\r\nsee file\r\n"
+           b"--Z\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment;\r\n"
+           b" filename*0*=utf-8''Rechnung%20M%C3%A4rz;\r\n filename*1*=.pdf\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJSBmYWtlCg==\r\n--Z--\r\n")
+    import smtplib
+
+    with smtplib.SMTP("127.0.0.1", daemon.smtp_port, timeout=60) as smtp:
+        assert smtp.sendmail("a@client.example", ["support@helpdesk.example"], raw) == {}
+    rows = daemon.wait_outcomes(1)
+    assert rows[0]["outcome"] == "new_ticket"
+    tid = daemon.query("SELECT tid FROM tickets")[0]["tid"]
+    files = daemon.cli_json("ticket", "show", tid)["messages"][0]["attachments"]
+    assert [f["filename"] for f in files] == ["Rechnung März.pdf"]
