@@ -22,48 +22,15 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
 STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
-CONFIG = """\
-[storage]
-state_dir = "{state}"
+# One configuration template for the test suite and the benchmarks (tests/helpers.py).
+sys.path.insert(0, str(ROOT))
+from tests.helpers import CONFIG, free_port  # noqa: E402
 
-[mail]
-domain = "helpdesk.example"
-
-[smtp]
-listen = "127.0.0.1:{smtp}"
-
-[lmtp]
-listen = "127.0.0.1:{lmtp}"
-
-[web]
-listen = false
-
-# The load generators send every message from one address.
-[limits]
-new_tickets_per_sender = {rate_limit}
-
-[[departments]]
-name = "Technical Support"
-addresses = ["support@helpdesk.example", "help@helpdesk.example"]
-
-[[departments]]
-name = "Billing"
-addresses = ["billing@helpdesk.example"]
-
-[[departments]]
-name = "Sales"
-addresses = ["sales@helpdesk.example"]
-"""
+MAX_SIZE = 25 * 1024 * 1024
 
 
 class BenchError(Exception):
     """A benchmark could not be measured (a process failed, a wait timed out)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ticketd_command() -> list[str]:
@@ -85,7 +52,8 @@ class Instance:
         self.lmtp_port = free_port()
         while self.lmtp_port == self.smtp_port:
             self.lmtp_port = free_port()
-        self.config.write_text(CONFIG.format(state=self.state, smtp=self.smtp_port, lmtp=self.lmtp_port, rate_limit=0))
+        self.config.write_text(CONFIG.format(state=self.state, smtp=self.smtp_port, lmtp=self.lmtp_port,
+                                             max_size=MAX_SIZE, rate_limit=0))  # load comes from one address
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "daemon.log"
         self._log: IO[bytes] | None = None

@@ -31,6 +31,13 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="where the database, spool, attachments and logs live (overrides the config)")
 
 
+def _action(subparsers: argparse._SubParsersAction, name: str, **kwargs: str) -> argparse.ArgumentParser:
+    """A sub-subcommand (``ticketd import-log show``) that also takes the global options."""
+    parser = subparsers.add_parser(name, **kwargs)
+    _globals(parser, suppress=True)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ticketd",
@@ -41,8 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=description or help_text)
-        _globals(p, suppress=True)
+        p = _action(sub, name, help=help_text, description=description or help_text)
         return p
 
     p = command("serve", "run the daemon: SMTP and LMTP listeners and the pipeline worker",
@@ -81,13 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", metavar="N", type=int, default=50, help="at most N rows (default 50)")
     p.add_argument("--json", action="store_true", help="print JSON")
     log_sub = p.add_subparsers(dest="log_command", metavar="ACTION")
-    show = log_sub.add_parser("show", help="one entry, with its detail (and --raw for the message)")
-    _globals(show, suppress=True)
+    show = _action(log_sub, "show", help="one entry, with its detail (and --raw for the message)")
     show.add_argument("id", type=int, metavar="ID")
     show.add_argument("--raw", action="store_true", help="print the raw message as received")
     show.add_argument("--json", action="store_true", help="print JSON")
-    imp = log_sub.add_parser("import", help="import a blocked message into a ticket (once)")
-    _globals(imp, suppress=True)
+    imp = _action(log_sub, "import", help="import a blocked message into a ticket (once)")
     imp.add_argument("id", type=int, metavar="ID")
     imp.add_argument("--ticket", required=True, metavar="TID", help="the ticket to add it to")
     imp.add_argument("--as", dest="kind", choices=("reply", "note"), default="reply",
@@ -99,71 +103,58 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("imap", "import from IMAP mailboxes: status, sync, test")
     i_sub = p.add_subparsers(dest="imap_command", metavar="ACTION", required=True)
-    st = i_sub.add_parser("status", help="per mailbox: connected, last sync, last error, counts")
-    _globals(st, suppress=True)
+    st = _action(i_sub, "status", help="per mailbox: connected, last sync, last error, counts")
     st.add_argument("--json", action="store_true", help="print JSON")
-    sy = i_sub.add_parser("sync", help="import from one mailbox (or all) without the SMTP/LMTP listeners",
+    sy = _action(i_sub, "sync", help="import from one mailbox (or all) without the SMTP/LMTP listeners",
                           description="Import from the [[imap]] mailbox NAME (or all). With --once, import what "
                           "is there now, process it, and exit (for tests and cron-style setups); without, keep "
                           "importing until SIGTERM. Exit 77 when the login is refused, 66 for a missing folder, "
                           "75 when the server cannot be reached.")
-    _globals(sy, suppress=True)
     sy.add_argument("name", nargs="?", metavar="NAME")
     sy.add_argument("--once", action="store_true", help="import what is there now, process it, then exit")
     sy.add_argument("--json", action="store_true", help="print the summary as JSON (with --once)")
-    te = i_sub.add_parser("test", help="log in, list folders, report capabilities")
-    _globals(te, suppress=True)
+    te = _action(i_sub, "test", help="log in, list folders, report capabilities")
     te.add_argument("name", metavar="NAME")
     te.add_argument("--json", action="store_true", help="print JSON")
 
     p = command("ban", "the banned senders list: mail from them is blocked (reason banned)")
     b_sub = p.add_subparsers(dest="ban_command", metavar="ACTION", required=True)
-    ba = b_sub.add_parser("add", help="ban an address or *@domain")
-    _globals(ba, suppress=True)
+    ba = _action(b_sub, "add", help="ban an address or *@domain")
     ba.add_argument("pattern", metavar="PATTERN", help="user@example.com or *@example.com")
     ba.add_argument("--reason", help="why (shown in the list and in the import log)")
-    br = b_sub.add_parser("remove", help="lift a ban")
-    _globals(br, suppress=True)
+    br = _action(b_sub, "remove", help="lift a ban")
     br.add_argument("pattern", metavar="PATTERN")
-    bl = b_sub.add_parser("list", help="the banned addresses and domains")
-    _globals(bl, suppress=True)
+    bl = _action(b_sub, "list", help="the banned addresses and domains")
     bl.add_argument("--json", action="store_true", help="print JSON")
 
     p = command("clients", "client accounts and their people (owner, authorised users, contacts)")
     c_sub = p.add_subparsers(dest="clients_command", metavar="ACTION", required=True)
-    ca = c_sub.add_parser("add", help="add a person to an account (created if new), or a registered user")
-    _globals(ca, suppress=True)
+    ca = _action(c_sub, "add", help="add a person to an account (created if new), or a registered user")
     ca.add_argument("email", metavar="EMAIL")
     ca.add_argument("--account", metavar="NAME", help="the client account (company or person)")
     ca.add_argument("--role", choices=("owner", "user", "contact", "registered"), default="owner",
                     help="owner (default), user (authorised user), contact (sub-account), or registered (no account)")
     ca.add_argument("--name", help="the person's name")
-    ci = c_sub.add_parser("import", help="add people from a CSV file with columns account,email,name,role")
-    _globals(ci, suppress=True)
+    ci = _action(c_sub, "import", help="add people from a CSV file with columns account,email,name,role")
     ci.add_argument("file", metavar="FILE.csv")
-    cl = c_sub.add_parser("list", help="accounts, their people and registered users")
-    _globals(cl, suppress=True)
+    cl = _action(c_sub, "list", help="accounts, their people and registered users")
     cl.add_argument("--json", action="store_true", help="print JSON")
 
     p = command("staff", "staff members (their replies carry the Operator badge)")
     s_sub = p.add_subparsers(dest="staff_command", metavar="ACTION", required=True)
-    sa = s_sub.add_parser("add", help="add or update a staff member")
-    _globals(sa, suppress=True)
+    sa = _action(s_sub, "add", help="add or update a staff member")
     sa.add_argument("email", metavar="EMAIL")
     sa.add_argument("--name", help="display name")
     sa.add_argument("--username", help="login name (default: the address's local part)")
-    sl = s_sub.add_parser("list", help="staff members")
-    _globals(sl, suppress=True)
+    sl = _action(s_sub, "list", help="staff members")
     sl.add_argument("--json", action="store_true", help="print JSON")
 
     p = command("ticket", "list and show tickets")
     t_sub = p.add_subparsers(dest="ticket_command", metavar="ACTION", required=True)
-    lst = t_sub.add_parser("list", help="list tickets, most recent activity first")
-    _globals(lst, suppress=True)
+    lst = _action(t_sub, "list", help="list tickets, most recent activity first")
     lst.add_argument("--status", metavar="S", help="only this status (Open, Customer-Reply, Closed, ...)")
     lst.add_argument("--json", action="store_true", help="print JSON")
-    shw = t_sub.add_parser("show", help="one ticket with its messages")
-    _globals(shw, suppress=True)
+    shw = _action(t_sub, "show", help="one ticket with its messages")
     shw.add_argument("tid", metavar="TID")
     shw.add_argument("--json", action="store_true", help="print JSON")
     return parser

@@ -11,7 +11,10 @@ import pytest
 from tests.helpers import ROOT, TICKETD, Instance, make_mail
 
 COMMANDS = [["serve"], ["pipe"], ["ingest"], ["process"], ["check-config"], ["import-log"],
-            ["import-log", "show"], ["reprocess"], ["ticket"], ["ticket", "list"], ["ticket", "show"]]
+            ["import-log", "show"], ["import-log", "import"], ["reprocess"], ["ticket"], ["ticket", "list"],
+            ["ticket", "show"], ["imap"], ["imap", "status"], ["imap", "sync"], ["imap", "test"], ["ban"],
+            ["ban", "add"], ["ban", "remove"], ["ban", "list"], ["clients"], ["clients", "add"],
+            ["clients", "import"], ["clients", "list"], ["staff"], ["staff", "add"], ["staff", "list"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
