@@ -132,3 +132,20 @@ def test_priority_header_sets_priority(instance: Instance, tmp_path):
     msg = make_mail(subject="Urgent")
     msg["X-Priority"] = "1 (Highest)"
     assert _ingest_one(instance, tmp_path, bytes(msg))["priority"] == "High"
+
+
+def test_active_content_and_a_false_tnef_label_are_dropped(instance: Instance, tmp_path):
+    msg = make_mail(subject="Tricks")
+    msg.add_attachment(b"<html><script>alert(1)</script></html>", maintype="application", subtype="pdf",
+                       filename="invoice.pdf")
+    msg.add_attachment(b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+                       maintype="image", subtype="png", filename="logo.png")
+    msg.add_attachment(b"<html><body><script>x()</script></body></html>", maintype="application",
+                       subtype="vnd.ms-tnef", filename="evil.hta")
+    msg.add_attachment(b"%PDF-1.4 fine\n", maintype="application", subtype="pdf", filename="a\u2028b\u061c.pdf")
+    t = _ingest_one(instance, tmp_path, bytes(msg))
+    (kept,) = [f["filename"] for f in t["messages"][0]["attachments"]]
+    assert kept.startswith("a") and kept.endswith("b.pdf") and "\u2028" not in kept and "\u061c" not in kept
+    detail = import_log_detail(instance)
+    for name in ("invoice.pdf", "logo.png", "evil.hta"):
+        assert f"'{name}'" in detail

@@ -22,13 +22,14 @@ MAX_NAME = 120
 # C0/C1 controls, bidi overrides/isolates and zero-width characters: they disguise names.
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 _RESERVED = re.compile(r'[<>:"|?*]')
+_HIDDEN = ("Cc", "Cf", "Zl", "Zp")  # controls, format characters (bidi marks, U+061C), line/paragraph separators
 
 
 def safe_filename(name: str | None, index: int, content_type: str) -> str:
     """A name safe to show and to download: no path parts, controls, bidi tricks or leading dots."""
     clean = unicodedata.normalize("NFC", name or "")
     clean = clean.replace("\\", "/").rsplit("/", 1)[-1]
-    clean = _UNSAFE_CHARS.sub("", clean)
+    clean = "".join(ch for ch in _UNSAFE_CHARS.sub("", clean) if unicodedata.category(ch) not in _HIDDEN)
     clean = _RESERVED.sub("_", clean).strip().lstrip(".").strip()
     if clean in ("", ".", ".."):
         ext = mimetypes.guess_extension(content_type) or ""
@@ -48,6 +49,18 @@ EXECUTABLE_TYPES = {
     "application/x-shellscript", "text/x-msdos-batch", "application/x-bat", "application/hta",
 }
 TNEF = "application/vnd.ms-tnef"
+# Content a browser would run if the desk ever served it inline, whatever the file is called.
+ACTIVE_TYPES = {"text/html", "application/xhtml+xml", "image/svg+xml", "application/javascript", "text/javascript",
+                "application/x-httpd-php", "text/x-php"}
+# What the content of an allowed extension may be. Extensions not listed here are judged by the
+# executable and active-content rules only.
+EXPECTED = {
+    "png": {"image/png"}, "jpg": {"image/jpeg"}, "jpeg": {"image/jpeg"}, "gif": {"image/gif"},
+    "pdf": {"application/pdf"}, "zip": {"application/zip", "application/x-zip-compressed"},
+    "txt": {"text/plain", "text/csv", "application/csv", "text/x-log"},
+    "log": {"text/plain", "text/x-log"}, "csv": {"text/plain", "text/csv", "application/csv"},
+    "eml": {"message/rfc822", "text/plain"},
+}
 VAGUE_TYPES = {"application/octet-stream", "application/x-empty", "inode/x-empty", ""}
 EXTENSIONS = {"text/plain": "txt", "image/jpeg": "jpg", "message/rfc822": "eml", TNEF: "dat",
               "application/zip": "zip", "application/pdf": "pdf", "text/csv": "csv"}
@@ -89,14 +102,16 @@ def judge(parts: list[Part], policy: AttachmentPolicy) -> list[str]:
         ext = _extension(name)
         if not ext:  # no extension: typed by content, '.unknown' when that fails (WHMCS 8.3)
             ext = EXTENSIONS.get(specific) or (mimetypes.guess_extension(specific) or ".unknown").lstrip(".")
-            name = f"{name}.{ext}"
+            name = f"{name[:MAX_NAME - len(ext) - 1]}.{ext}"
         size = len(part.data)
         if detected in EXECUTABLE_TYPES:
             reason = f"the content is an executable ({detected}), whatever its name says"
-        elif detected == TNEF or part.content_type == TNEF:
-            reason = None  # Outlook's winmail.dat: kept as it is (no maintained TNEF library to unpack it)
-        elif ext not in policy.allowed:
+        elif detected in ACTIVE_TYPES and ext not in ("html", "htm", "svg"):
+            reason = f"the content is {detected}, not what .{ext} says"
+        elif detected != TNEF and ext not in policy.allowed:
             reason = f".{ext} is not an allowed file type ({', '.join(sorted(policy.allowed))})"
+        elif specific and ext in EXPECTED and specific not in EXPECTED[ext]:
+            reason = f"the content is {specific}, not what .{ext} says"
         elif size > policy.max_file:
             reason = f"{size} bytes is over the {policy.max_file}-byte limit per file"
         elif total + size > policy.max_total:
@@ -110,8 +125,9 @@ def judge(parts: list[Part], policy: AttachmentPolicy) -> list[str]:
             continue
         total += size
         part.filename = name
-        if specific:
-            part.content_type = specific  # judged by content, not by the sender's label
+        # Judged by content, never by the sender's label; what libmagic cannot tell is plain bytes.
+        # (Outlook's winmail.dat, detected as TNEF, is kept as it is: no maintained library unpacks it.)
+        part.content_type = specific or "application/octet-stream"
     return notes
 
 

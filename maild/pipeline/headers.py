@@ -56,3 +56,29 @@ def one_message_id(value: object) -> str:
         return found[0]
     text = str(value or "").strip()
     return f"<{text}>" if text and " " not in text else ""
+
+
+def single_author(values: list[str]) -> tuple[str, str, str]:
+    """(name, address, problem) of the From header. Exactly one header with exactly one well-formed mailbox
+    gives an address; anything else (``owner@a <attacker@b>``, two mailboxes, two From headers) gives none
+    and says why, so that no one can pass as someone else by a trick of syntax."""
+    if not values:
+        return "", "", ""
+    if len(values) > 1:
+        return "", "", "several From headers"
+    from email.errors import InvalidHeaderDefect
+    from email.headerregistry import HeaderRegistry
+
+    try:
+        header = HeaderRegistry()("From", values[0][:MAX_DECODE])  # it decodes encoded words itself
+        mailboxes = list(header.addresses)
+        invalid = [d for d in header.defects if isinstance(d, InvalidHeaderDefect)]
+    except Exception as exc:
+        return "", "", f"unreadable From header ({type(exc).__name__})"
+    if invalid or len(mailboxes) != 1:
+        return "", "", f"ambiguous From header: {values[0][:200]!r}"
+    box = mailboxes[0]
+    addr = (box.addr_spec or "").strip().lower()
+    if "@" not in addr or " " in addr or not box.domain:
+        return "", "", f"no valid address in the From header: {values[0][:200]!r}"
+    return str(box.display_name or ""), addr, ""

@@ -16,7 +16,7 @@ from email.message import Message
 
 from maild.pipeline import content as content_mod
 from maild.pipeline.dsn import Report, read_report
-from maild.pipeline.headers import addresses, decode_words, message_ids, one_message_id
+from maild.pipeline.headers import addresses, decode_words, message_ids, one_message_id, single_author
 
 # mail-parser logs a warning for every MIME type it has no special handling for: noise for us.
 logging.getLogger("mailparser").setLevel(logging.ERROR)
@@ -115,9 +115,9 @@ def _fill(mail: ParsedMail, message: Message) -> None:
         headers.setdefault(str(name).lower(), []).append(_header_text(value))
     mail.headers = headers
     mail.subject = decode_words((headers.get("subject") or [""])[0])
-    froms = addresses(headers.get("from", []))
-    if froms:
-        mail.from_name, mail.from_addr = froms[0]
+    mail.from_name, mail.from_addr, problem = single_author(headers.get("from", []))
+    if problem:
+        mail.notes.append(f"{problem}; the sender is treated as unknown")
     mail.reply_to = addresses(headers.get("reply-to", []))
     mail.to = addresses(headers.get("to", []))
     mail.cc = addresses(headers.get("cc", []))

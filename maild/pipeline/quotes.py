@@ -22,22 +22,39 @@ _SEPARATOR = re.compile(
     r"mensaje original|messaggio originale|forwarded message)\s*-*|_{10,})\s*$",
     re.IGNORECASE,
 )
-_HEADER_FROM = re.compile(r"^\s*\**(from|von|de|van|da)\s*:\**\s+\S", re.IGNORECASE)
-_HEADER_NEXT = re.compile(r"^\s*\**(sent|date|gesendet|envoyé|enviado|to|an|subject|betreff)\s*:", re.IGNORECASE)
+_HEADER_FROM = re.compile(r"^\s*\**(from|von|de|van|da)\s*:\**\s+\S.*(@|<)", re.IGNORECASE)
+_HEADER_DATE = re.compile(r"^\s*\**(sent|date|gesendet|envoyé|enviado|datum)\s*:", re.IGNORECASE)
+_HEADER_OTHER = re.compile(r"^\s*\**(to|an|à|para|subject|betreff|objet|asunto)\s*:", re.IGNORECASE)
+_ATTRIBUTION_HINT = re.compile(r"@|\d")   # "On <date>, <someone> wrote:" names a date or an address
 
 
 def _reply_header(lines: list[str], i: int) -> int:
     """How many lines from ``i`` form the header of a quoted reply (0: none)."""
     line = lines[i]
-    if REPLY_MARKER.lower() in line.lower() or _SEPARATOR.match(line):
+    if REPLY_MARKER.lower() in line.lower():
         return 1
-    if _WROTE.match(line):
+    if _SEPARATOR.match(line):
+        # A line of underscores is also a table rule: only a quoted header block after it makes it a separator.
+        if line.strip().startswith("_") and not any(_is_header_block(lines, j) for j in range(i + 1, i + 3)):
+            return 0
         return 1
-    if i + 1 < len(lines) and len(line) < 300 and _WROTE.match(f"{line} {lines[i + 1]}"):
-        return 2
-    if _HEADER_FROM.match(line) and any(_HEADER_NEXT.match(n) for n in lines[i + 1:i + 4]):
+    if _WROTE.match(line) and _ATTRIBUTION_HINT.search(line):
+        return 1
+    if i + 1 < len(lines) and len(line) < 300:
+        joined = f"{line} {lines[i + 1]}"
+        if _WROTE.match(joined) and _ATTRIBUTION_HINT.search(joined):
+            return 2
+    if _is_header_block(lines, i):
         return 1
     return 0
+
+
+def _is_header_block(lines: list[str], i: int) -> bool:
+    """Outlook's quoted header: From: with an address, then a Sent:/Date: line and a To:/Subject: line."""
+    if i >= len(lines) or not _HEADER_FROM.match(lines[i]):
+        return False
+    following = lines[i + 1:i + 5]
+    return any(_HEADER_DATE.match(n) for n in following) and any(_HEADER_OTHER.match(n) for n in following)
 
 
 def visible(text: str) -> str:

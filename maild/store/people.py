@@ -56,7 +56,7 @@ async def add_staff(db: Database, email: str, name: str, username: str, stamp: s
     await db.execute(
         "INSERT INTO staff (email, name, username, created_at) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (email) DO UPDATE SET name = excluded.name, username = excluded.username",
-        (email.lower(), name, username, stamp),
+        (email.strip().lower(), name, username, stamp),
     )
 
 

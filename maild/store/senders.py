@@ -10,8 +10,9 @@ from maild.store.db import Database
 def ban_patterns(address: str) -> list[str]:
     """The patterns that would ban ``address``: itself and ``*@its-domain``."""
     addr = address.strip().lower()
-    domain = addr.rpartition("@")[2]
-    return [addr, f"*@{domain}"] if domain else [addr]
+    local, _, domain = addr.rpartition("@")
+    plain = f"{local.split('+', 1)[0]}@{domain}"  # spammer+anything@ is still spammer@
+    return list(dict.fromkeys([addr, plain, f"*@{domain}"])) if domain else [addr]
 
 
 async def banned(db: Database, address: str) -> sqlite3.Row | None:
@@ -48,7 +49,7 @@ async def record_bounce(db: Database, address: str, status: str, diagnostic: str
         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (address) DO UPDATE SET status = excluded.status,"
         " diagnostic = excluded.diagnostic, ticket_id = coalesce(excluded.ticket_id, ticket_id),"
         " bounces = bounces + 1, last_at = excluded.last_at",
-        (address, status, diagnostic, ticket_id, stamp, stamp),
+        (address.strip().lower(), status, diagnostic, ticket_id, stamp, stamp),
     )
 
 

@@ -16,9 +16,10 @@ OOF_SUBJECTS = ("automatic reply:", "auto:", "out of office", "autosvar:", "abwe
 def why_automatic(mail: ParsedMail) -> str | None:
     """The header that gives a message away as automatic, or None."""
     h = mail.header
-    auto = h("auto-submitted").split(";", 1)[0].strip().lower()
-    if auto and auto != "no":
-        return f"Auto-Submitted: {auto}"
+    for value in mail.headers.get("auto-submitted", []):  # every one of them: "no" first must not hide the rest
+        auto = value.split(";", 1)[0].strip().lower()
+        if auto and auto != "no":
+            return f"Auto-Submitted: {auto}"
     precedence = h("precedence").strip().lower()
     if precedence in ("bulk", "junk", "list", "auto_reply"):
         return f"Precedence: {precedence}"

@@ -7,21 +7,36 @@ from maild.outcomes import BOUNCE, Blocked, Outcome
 from maild.pipeline.context import Env, MessageContext
 from maild.store import senders, tickets
 
-DAEMON_LOCALPARTS = ("mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon")
+DAEMON_LOCALPARTS = ("mailer-daemon", "mail-daemon", "mailerdaemon")
+
+
+def null_return_path(ctx: MessageContext) -> bool:
+    """MAIL FROM:<> as received; for mail from files or IMAP, the Return-Path header the MTA wrote."""
+    if ctx.inbound.envelope_from is not None:
+        return ctx.inbound.envelope_from == ""
+    return "return-path" in ctx.mail.headers and ctx.mail.header("return-path").strip() in ("<>", "")
 
 
 def is_bounce(ctx: MessageContext) -> bool:
+    """A delivery report from a null return path, or mail from a mailer-daemon. A report from an ordinary
+    sender is not trusted as a bounce: anyone can write one, and it would silence an address."""
     mail = ctx.mail
-    if mail.report is not None and mail.report.report_type in ("delivery-status", ""):
-        return True
     local = mail.from_addr.partition("@")[0]
-    if local in DAEMON_LOCALPARTS:
+    return_path = mail.header("return-path").strip().strip("<>").lower().partition("@")[0]
+    raw_from = mail.header("from").lower()
+    if local in DAEMON_LOCALPARTS or return_path in DAEMON_LOCALPARTS or (
+            not mail.from_addr and ("mailer-daemon" in raw_from or "mailer daemon" in raw_from)):
+        return True
+    report = mail.report is not None and mail.report.report_type in ("delivery-status", "")
+    if report and local == "postmaster":  # Exchange and Office 365 send their reports from postmaster@
+        return True
+    if not null_return_path(ctx):
+        return False
+    if report:
         return True
     # Some MTAs send plain-text bounces from a null sender: the subject gives them away.
-    subject = mail.subject.lower()
-    null_sender = ctx.inbound.envelope_from == ""
-    return null_sender and any(w in subject for w in ("undeliver", "delivery status", "returned mail",
-                                                       "delivery failure", "failure notice"))
+    return any(w in mail.subject.lower() for w in ("undeliver", "delivery status", "returned mail",
+                                                   "delivery failure", "failure notice"))
 
 
 async def check(ctx: MessageContext, env: Env) -> Outcome | None:
