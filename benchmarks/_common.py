@@ -53,7 +53,7 @@ class Instance:
         while self.lmtp_port == self.smtp_port:
             self.lmtp_port = free_port()
         self.config.write_text(CONFIG.format(state=self.state, smtp=self.smtp_port, lmtp=self.lmtp_port,
-                                             max_size=MAX_SIZE, rate_limit=0))  # load comes from one address
+                                             max_size=MAX_SIZE, rate_limit=0, mail_extra=""))  # load: one address
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "daemon.log"
         self._log: IO[bytes] | None = None

@@ -108,6 +108,7 @@ class Settings:
     max_attachments_total: int = 25 * 1024 * 1024
     rate_limit: int = 30                  # new tickets per sender per window; 0 turns the limit off
     rate_window_minutes: int = 60
+    trusted_authserv_ids: tuple[str, ...] = ()   # MTAs whose Authentication-Results header we believe
 
     @property
     def db_path(self) -> Path:
@@ -144,6 +145,7 @@ class Settings:
                 "subject_token": self.subject_token,
                 "ticket_id_digits": self.ticket_id_digits,
                 "default_priority": self.default_priority,
+                "trusted_authserv_ids": list(self.trusted_authserv_ids),
             },
             "smtp": str(self.smtp) if self.smtp else None,
             "lmtp": str(self.lmtp) if self.lmtp else None,
@@ -369,6 +371,10 @@ def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = N
     priority = mail.get("default_priority", str, "Medium")
     if priority not in PRIORITIES:
         raise mail.error("default_priority", f"must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+    authserv = mail.get("trusted_authserv_ids", list, [])
+    if not all(isinstance(a, str) and re.match(r"^[A-Za-z0-9._-]{1,253}$", a) for a in authserv):
+        raise mail.error("trusted_authserv_ids", "expected the host names your MTA writes at the start of"
+                         f" its Authentication-Results header, such as \"mx.example.com\", got {authserv!r}")
     mail.finish()
     listens = {}
     for name, default in (("smtp", "127.0.0.1:2525"), ("lmtp", "127.0.0.1:2424"), ("web", "127.0.0.1:8025")):
@@ -430,4 +436,5 @@ def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = N
         max_attachment_size=max_file,
         max_attachments_total=max_total,
         rate_window_minutes=rate_window,
+        trusted_authserv_ids=tuple(a.lower().rstrip(".") for a in authserv),
     )

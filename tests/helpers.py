@@ -34,6 +34,7 @@ state_dir = "{state}"
 [mail]
 domain = "helpdesk.example"
 max_message_size = {max_size}
+{mail_extra}
 
 [smtp]
 listen = "127.0.0.1:{smtp}"
@@ -72,6 +73,7 @@ class Instance:
     max_size: int = 1024 * 1024
     extra_config: str = ""         # appended to the file, e.g. [[imap]] tables
     rate_limit: int = 0            # limits.new_tickets_per_sender
+    mail_extra: str = ""           # more keys of the [mail] table
     proc: subprocess.Popen | None = None
 
     def __post_init__(self) -> None:
@@ -81,7 +83,8 @@ class Instance:
 
     def write_config(self) -> None:
         self.config.write_text(CONFIG.format(state=self.state, smtp=self.smtp_port, lmtp=self.lmtp_port,
-                                             max_size=self.max_size, rate_limit=self.rate_limit)
+                                             max_size=self.max_size, rate_limit=self.rate_limit,
+                                             mail_extra=self.mail_extra)
                                + self.extra_config)
 
     @property

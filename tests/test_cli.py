@@ -70,8 +70,11 @@ def test_config_from_environment(instance: Instance):
          "departments[1].addresses", "already used"),
         (lambda t: t + "\n[log]\nlevel = 'loud'\n", "log.level", "must be one of"),
         (lambda t: t.replace("[storage]", "[storage"), "", "not valid TOML"),
+        (lambda t: t.replace("[smtp]", 'trusted_authserv_ids = ["mx example"]\n[smtp]'),
+         "mail.trusted_authserv_ids", "Authentication-Results"),
     ],
-    ids=["unknown-key", "bad-size", "bad-type", "bad-address", "address-twice", "bad-level", "toml-syntax"],
+    ids=["unknown-key", "bad-size", "bad-type", "bad-address", "address-twice", "bad-level", "toml-syntax",
+         "bad-authserv"],
 )
 def test_bad_config_fails_at_start_naming_file_and_key(instance: Instance, edit, key, words):
     instance.config.write_text(edit(instance.config.read_text()))

@@ -27,7 +27,7 @@ closed_replies = "new_ticket"
 
 @pytest.fixture
 def desk(tmp_path: Path) -> Instance:
-    inst = Instance(tmp_path, extra_config=POLICIES)
+    inst = Instance(tmp_path, extra_config=POLICIES, mail_extra='trusted_authserv_ids = ["mx.helpdesk.example"]')
     inst.cli("clients", "add", "owner@acme.example", "--account", "Acme", "--name", "Olivia Owner")
     inst.cli("clients", "add", "user@acme.example", "--account", "Acme", "--role", "user")
     inst.cli("clients", "add", "contact@acme.example", "--account", "Acme", "--role", "contact")
@@ -42,12 +42,15 @@ def feed(inst: Instance, *mails) -> list[dict]:
     folder = inst.root / f"batch{len(list(inst.root.glob('batch*')))}"
     folder.mkdir()
     for i, msg in enumerate(mails):
-        (folder / f"{i:03}.eml").write_bytes(msg.as_bytes())
+        (folder / f"{i:03}.eml").write_bytes(msg if isinstance(msg, bytes) else msg.as_bytes())
     return inst.cli_json("ingest", str(folder))["items"]
 
 
 def badges(inst: Instance, tid: str) -> list[tuple[str, str]]:
     return [(m["author_email"], m["badge"]) for m in inst.cli_json("ticket", "show", tid)["messages"]]
+
+
+VERIFIED = "mx.helpdesk.example; dkim=pass (2048-bit key) header.d=helpdesk.example header.s=s1; spf=pass"
 
 
 def test_badges_and_the_people_who_may_reply(desk: Instance):
@@ -57,6 +60,7 @@ def test_badges_and_the_people_who_may_reply(desk: Instance):
     replies = [make_mail(subject=f"Re: Server down [Ticket #{tid}]", sender=s, in_reply_to=first["Message-ID"])
                for s in ("user@acme.example", "contact@acme.example", "colleague@partner.example",
                          "sam@helpdesk.example", "both@acme.example")]
+    replies[3]["Authentication-Results"] = VERIFIED  # our MTA checked sam's DKIM signature
     items = feed(desk, *replies)
     assert [i["outcome"] for i in items] == ["reply"] * 5
     assert badges(desk, tid) == [
@@ -67,6 +71,60 @@ def test_badges_and_the_people_who_may_reply(desk: Instance):
         ("sam@helpdesk.example", "Operator"),
         ("both@acme.example", "Authorized User"),    # of this ticket's account, though in two accounts
     ]
+    kinds = [m["kind"] for m in desk.cli_json("ticket", "show", tid)["messages"]]
+    assert kinds == ["reply", "reply", "reply", "reply", "staff_reply", "reply"]
+
+
+def test_verified_staff_reply_answers_the_ticket(desk: Instance):
+    first = make_mail(subject="Backup failed", sender="owner@acme.example")
+    (opened,) = feed(desk, first)
+    answer = make_mail(subject="Re: Backup failed", sender="sam@helpdesk.example", in_reply_to=first["Message-ID"])
+    answer["Authentication-Results"] = "mx.helpdesk.example; dmarc=pass (p=reject) header.from=helpdesk.example"
+    (item,) = feed(desk, answer)
+    assert item["outcome"] == "reply"
+    t = desk.cli_json("ticket", "show", opened["ticket"])
+    assert t["status"] == "Answered"
+    assert (t["messages"][-1]["kind"], t["messages"][-1]["badge"]) == ("staff_reply", "Operator")
+
+
+def test_a_staff_address_in_from_alone_earns_nothing(desk: Instance):
+    """Anyone can write a staff address into From; only a trusted server's verification counts."""
+    first = make_mail(subject="Refund", sender="owner@acme.example")
+    (opened,) = feed(desk, first)
+    tid = opened["ticket"]
+
+    def forged(results: list[str], sender: str = "Sam <sam@helpdesk.example>") -> bytes:
+        msg = make_mail(subject=f"Re: Refund [Ticket #{tid}]", in_reply_to=first["Message-ID"],
+                        body="Refund approved, send the money to mallory.")
+        msg.replace_header("From", sender)
+        return b"".join(f"Authentication-Results: {r}\r\n".encode() for r in results) + msg.as_bytes()
+
+    attempts = [
+        forged([]),                                                           # nothing verified it
+        forged(["evil.example; dkim=pass header.d=helpdesk.example"]),      # a server we do not trust
+        forged(["mx.helpdesk.example; dkim=pass header.d=evil.example"]),   # signed, but by another domain
+        forged(["mx.helpdesk.example; dkim=fail header.d=helpdesk.example; spf=pass",
+                "mx.helpdesk.example; dkim=pass header.d=helpdesk.example"]),  # a forged copy below ours
+        forged(["mx.helpdesk.example; spf=pass smtp.mailfrom=helpdesk.example"]),  # SPF says nothing of From
+        forged([VERIFIED], sender="owner@acme.example <mallory@evil.example>"),  # display-name trick
+    ]
+    items = feed(desk, *attempts)
+    assert [(i["outcome"], i["reason"]) for i in items] == [("blocked", "unauthorised_sender")] * len(attempts)
+    t = desk.cli_json("ticket", "show", tid)
+    assert len(t["messages"]) == 1 and t["status"] == "Open"
+    with sqlite3.connect(desk.db_path) as conn:
+        detail = conn.execute("SELECT detail FROM import_log WHERE inbound_id = ?", (items[0]["queue_id"],)).fetchone()
+    assert "claims staff member sam" in detail[0]
+
+
+def test_ambiguous_from_is_nobody(desk: Instance):
+    first = make_mail(subject="Domains", sender="owner@acme.example")
+    (opened,) = feed(desk, first)
+    for sender in ("owner@acme.example, mallory@evil.example", "owner@acme.example <mallory@evil.example>"):
+        msg = make_mail(subject=f"Re: Domains [Ticket #{opened['ticket']}]", in_reply_to=first["Message-ID"])
+        msg.replace_header("From", sender)
+        (item,) = feed(desk, msg)
+        assert (item["outcome"], item["reason"]) == ("blocked", "unauthorised_sender"), sender
 
 
 def test_new_ticket_badges(desk: Instance):

@@ -1,7 +1,8 @@
 """Apply: create the ticket, or add the reply to the ticket it threads to (one transaction per message).
 
 Status rules from the seed (client doc): a new ticket is Open; a client reply sets Customer-Reply; a reply
-to a Closed ticket reopens it.
+to a Closed ticket reopens it; a reply from verified staff (identity stage) is a staff reply and sets
+Answered (admin doc).
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ async def apply(ctx: MessageContext, env: Env) -> Outcome | None:
                                 queue_id=ctx.inbound.id, department=ctx.department.name)
         return NewTicket(ticket_id=ticket_id, tid=tid)
     ticket = ctx.ticket
+    if ctx.staff is not None:  # verified staff answering by mail (identity stage): the seed's Answered
+        await add_message(ctx, env, ticket["id"], stamp, kind="staff_reply")
+        await tickets.touch_reply(env.db, ticket["id"], tickets.ANSWERED, stamp)
+        await tickets.log_event(env.db, ticket["id"], "staff_reply", ctx.staff["username"], stamp,
+                                queue_id=ctx.inbound.id, threaded_by=ctx.threaded_by, previous_status=ticket["status"])
+        return Reply(ticket_id=ticket["id"], tid=ticket["tid"])
     await add_message(ctx, env, ticket["id"], stamp)
     if ticket["status"] == tickets.CLOSED:
         await tickets.log_event(env.db, ticket["id"], "reopened", actor, stamp, by="client_reply")

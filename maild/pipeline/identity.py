@@ -1,10 +1,14 @@
 """Identity: who wrote this, relative to the ticket's account — the reply badge of the seed:
 Owner, Authorized User, Sub-account, Registered User, Guest (unknown, or tied to more than one account),
-Operator (staff). A badge is a label; what a sender may do is the authorise stage's business."""
+Operator (staff — never on the From header's word alone: the From domain must have been verified by a
+mail server named in ``mail.trusted_authserv_ids``, see :mod:`maild.pipeline.authres`; the notifications'
+HMAC reply tokens will be a second proof, ROADMAP 1). A badge is a label; what a sender may do is the
+authorise stage's business."""
 
 from __future__ import annotations
 
 from maild.outcomes import Outcome
+from maild.pipeline import authres
 from maild.pipeline.context import Env, MessageContext
 from maild.store import people
 
@@ -16,10 +20,16 @@ async def identify(ctx: MessageContext, env: Env) -> Outcome | None:
     ctx.badge, ctx.client_id, ctx.roles, ctx.staff = "Guest", None, {}, None
     if not email:
         return None
-    ctx.staff = await people.staff_by_email(env.db, email)
-    if ctx.staff is not None:
-        ctx.badge = "Operator"
-        return None
+    claimed = await people.staff_by_email(env.db, email)
+    if claimed is not None and ctx.mail.from_addr == email:
+        proof = authres.verified_by(ctx.mail.headers.get("authentication-results", []),
+                                    env.settings.trusted_authserv_ids, email.rpartition("@")[2])
+        if proof:
+            ctx.staff, ctx.badge = claimed, "Operator"
+            ctx.notes.append(f"staff member {claimed['username']}: From domain verified, {proof}")
+            return None
+        ctx.notes.append(f"From claims staff member {claimed['username']} but no trusted mail server verified"
+                         " its domain (mail.trusted_authserv_ids); treated as any other sender")
     ctx.roles = {row["client_id"]: row["role"] for row in await people.accounts_of(env.db, email)}
     account = ctx.ticket["client_id"] if ctx.ticket is not None else None
     if account is not None and account in ctx.roles:
