@@ -149,3 +149,37 @@ def test_active_content_and_a_false_tnef_label_are_dropped(instance: Instance, t
     detail = import_log_detail(instance)
     for name in ("invoice.pdf", "logo.png", "evil.hta"):
         assert f"'{name}'" in detail
+
+
+def test_names_lose_controls_are_composed_capped_and_numbered(instance: Instance, tmp_path):
+    msg = make_mail(subject="Names")
+    pdf = b"%PDF-1.4 fine\n"
+    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="re\x07po\x1brt\x7f.pdf")
+    msg.add_attachment(pdf + b"2", maintype="application", subtype="pdf", filename="Re\u0301sume\u0301.pdf")
+    msg.add_attachment(pdf + b"3", maintype="application", subtype="pdf", filename="a" * 300 + ".pdf")
+    msg.add_attachment(tiny_png(), maintype="image", subtype="png")
+    msg.add_attachment(tiny_png() + b"\x00", maintype="image", subtype="png")
+    msg.add_attachment(b"\x78\x9f\x3e\x22" + b"\x00" * 64, maintype="application", subtype="ms-tnef",
+                       filename="evil.exe")
+    t = _ingest_one(instance, tmp_path, bytes(msg))
+    names = [f["filename"] for f in t["messages"][0]["attachments"]]
+    assert names[0] == "report.pdf"
+    assert names[1] == "R\u00e9sum\u00e9.pdf"                    # NFC: one code point per letter
+    assert names[2].endswith(".pdf") and names[2].startswith("aaa") and len(names[2]) <= 255
+    assert names[3:5] == ["attachment_1.png", "attachment_2.png"]
+    assert names[5] == "evil.dat"  # TNEF passes the allow-list, so it never keeps a name it chose itself
+    assert len(names) == 6
+
+
+def test_allowed_extensions_come_from_the_config(tmp_path):
+    inst = Instance(tmp_path, extra_config='\n[attachments]\nallowed_extensions = ["PDF", "docx"]\n')
+    msg = make_mail(subject="Allow list")
+    msg.add_attachment(b"%PDF-1.4 fine\n", maintype="application", subtype="pdf", filename="a.PDF")
+    msg.add_attachment(b"PK\x03\x04" + b"\x00" * 100, maintype="application", subtype="octet-stream",
+                       filename="b.docx")
+    msg.add_attachment(b"plain words\n", maintype="text", subtype="plain", filename="c.txt")
+    msg.add_attachment(tiny_png(), maintype="image", subtype="png", filename="d.png")
+    t = _ingest_one(inst, tmp_path, bytes(msg))
+    assert [f["filename"] for f in t["messages"][0]["attachments"]] == ["a.PDF", "b.docx"]
+    detail = import_log_detail(inst)
+    assert "'c.txt'" in detail and "'d.png'" in detail and "not an allowed file type (docx, pdf)" in detail

@@ -4,6 +4,7 @@ raw mail kept, no ticket opened."""
 from __future__ import annotations
 
 import smtplib
+import sqlite3
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -92,19 +93,49 @@ def dsn(original_id: str, recipient: str, status: str, action: str = "failed") -
     return raw.replace(b"--" + boundary + b"--", status_part + b"--" + boundary + b"--")
 
 
+def sent_by_us(inst: Instance, tid: str, message_id: str) -> None:
+    """Record a Message-ID as mail we sent on the ticket, as the outbox will (ROADMAP 1: notifications)."""
+    conn = sqlite3.connect(inst.db_path)
+    with conn:
+        conn.execute("INSERT INTO mail_ids (message_id, ticket_id, direction)"
+                     " SELECT ?, id, 'out' FROM tickets WHERE tid = ?", (message_id, tid))
+    conn.close()
+
+
 def test_bounce_is_recorded_on_its_ticket_and_marks_the_address(instance: Instance, tmp_path):
-    first = make_mail(subject="Please help", sender="gone@client.example")
+    first = make_mail(subject="Please help", sender="gone@client.example", cc="slow@client.example")
     ingest(instance, tmp_path, first.as_bytes())
     tid = instance.query("SELECT tid FROM tickets")[0]["tid"]
-    items = ingest(instance, tmp_path, dsn(first["Message-ID"], "gone@client.example", "5.1.1"),
-                   dsn(first["Message-ID"], "slow@client.example", "4.4.1", action="delayed"))
-    assert [(i["outcome"], i["reason"], i["ticket"]) for i in items] == [("blocked", "bounce", tid)] * 2
-    marked = instance.query("SELECT address, status FROM bounced_addresses")
-    assert [tuple(r) for r in marked] == [("gone@client.example", "5.1.1")]  # a delay is not a failure
+    ours = "<notify.1.abc@helpdesk.example>"
+    sent_by_us(instance, tid, ours)
+    items = ingest(instance, tmp_path, dsn(ours, "gone@client.example", "5.1.1"),
+                   dsn(ours, "slow@client.example", "4.4.1", action="delayed"),
+                   dsn(ours, "bystander@else.example", "5.1.1"))
+    assert [(i["outcome"], i["reason"], i["ticket"]) for i in items] == [("blocked", "bounce", tid)] * 3
+    marked = instance.query("SELECT address, status, ticket_id FROM bounced_addresses")
+    # a delay is not a failure; an address the ticket never mails is not ours to mark
+    assert [tuple(r)[:2] for r in marked] == [("gone@client.example", "5.1.1")] and marked[0]["ticket_id"]
     events = [e for e in instance.cli_json("ticket", "show", tid)["log"] if e["event"] == "bounce"]
     assert [(e["detail"]["recipient"], e["detail"]["status"]) for e in events] == [
-        ("gone@client.example", "5.1.1"), ("slow@client.example", "4.4.1")]
+        ("gone@client.example", "5.1.1"), ("slow@client.example", "4.4.1"), ("bystander@else.example", "5.1.1")]
     assert len(instance.query("SELECT * FROM tickets")) == 1
+
+
+def test_a_forged_bounce_about_mail_we_did_not_send_changes_nothing(instance: Instance, tmp_path):
+    """A real-looking report from any mailer-daemon, quoting a Message-ID a client sent us (or none we
+    know), is blocked and kept, but marks no address and tells no ticket."""
+    first = make_mail(subject="Please help", sender="victim@client.example")
+    ingest(instance, tmp_path, first.as_bytes())
+    tid = instance.query("SELECT tid FROM tickets")[0]["tid"]
+    forged = dsn(first["Message-ID"], "victim@client.example", "5.1.1").replace(
+        b"MAILER-DAEMON@mx.client.example", b"mailer-daemon@evil.example")
+    unknown = dsn("<never.sent@helpdesk.example>", "victim@client.example", "5.1.1")
+    items = ingest(instance, tmp_path, forged, unknown)
+    assert [(i["outcome"], i["reason"], i["ticket"]) for i in items] == [("blocked", "bounce", None)] * 2
+    assert instance.query("SELECT count(*) AS n FROM bounced_addresses")[0]["n"] == 0
+    assert not [e for e in instance.cli_json("ticket", "show", tid)["log"] if e["event"] == "bounce"]
+    assert "not about mail we sent" in instance.query("SELECT detail FROM import_log WHERE outcome = 'blocked'"
+                                                      " ORDER BY id LIMIT 1")[0]["detail"]
 
 
 def test_mailer_daemon_without_a_report_is_a_bounce(instance: Instance, tmp_path):
@@ -157,6 +188,14 @@ def test_flood_from_one_sender_is_rate_limited(tmp_path):
     items = ingest(inst, tmp_path, *mails)
     assert [(i["outcome"], i["reason"]) for i in items] == [("new_ticket", "")] * 3 + [
         ("blocked", "rate_limited")] * 3 + [("reply", ""), ("new_ticket", "")]
+    # An hour later (the default window) the sender may open tickets again: move the three back 61 minutes.
+    conn = sqlite3.connect(inst.db_path)
+    with conn:
+        conn.execute("UPDATE tickets SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', created_at, '-61 minutes')")
+    conn.close()
+    later = ingest(inst, tmp_path, make_mail(subject="flood again").as_bytes(),
+                   make_mail(subject="flood again 2").as_bytes())
+    assert [i["outcome"] for i in later] == ["new_ticket", "new_ticket"]
 
 
 def test_a_report_from_an_ordinary_sender_is_not_a_bounce(instance: Instance, tmp_path):

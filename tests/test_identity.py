@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from email.utils import make_msgid
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,8 @@ def test_verified_staff_reply_answers_the_ticket(desk: Instance):
     t = desk.cli_json("ticket", "show", opened["ticket"])
     assert t["status"] == "Answered"
     assert (t["messages"][-1]["kind"], t["messages"][-1]["badge"]) == ("staff_reply", "Operator")
+    assert [(m["email"], m["name"], m["username"]) for m in desk.cli_json("staff", "list")] == [
+        ("sam@helpdesk.example", "Sam Staff", "sam")]
 
 
 def test_a_staff_address_in_from_alone_earns_nothing(desk: Instance):
@@ -125,6 +128,17 @@ def test_ambiguous_from_is_nobody(desk: Instance):
         msg.replace_header("From", sender)
         (item,) = feed(desk, msg)
         assert (item["outcome"], item["reason"]) == ("blocked", "unauthorised_sender"), sender
+        # Nor does the envelope stand in for an unclear From: piped with SENDER=owner, still nobody.
+        env = {"SENDER": "owner@acme.example", "RECIPIENT": "support@helpdesk.example"}
+        msg.replace_header("Message-ID", make_msgid(domain="client.example"))  # not a duplicate of the above
+        assert desk.cli("pipe", input=msg.as_bytes(), env=env).returncode == 0
+        (piped,) = desk.cli_json("process")["items"]
+        assert (piped["outcome"], piped["reason"]) == ("blocked", "unauthorised_sender"), sender
+    plain = make_mail(subject=f"Re: Domains [Ticket #{opened['ticket']}]", in_reply_to=first["Message-ID"])
+    del plain["From"]  # no From at all: the envelope sender is all there is, and it is the owner
+    desk.cli("pipe", input=plain.as_bytes(), env={"SENDER": "owner@acme.example",
+                                                  "RECIPIENT": "support@helpdesk.example"})
+    assert desk.cli_json("process")["items"][0]["outcome"] == "reply"
 
 
 def test_new_ticket_badges(desk: Instance):

@@ -103,6 +103,9 @@ def judge(parts: list[Part], policy: AttachmentPolicy) -> list[str]:
         if not ext:  # no extension: typed by content, '.unknown' when that fails (WHMCS 8.3)
             ext = EXTENSIONS.get(specific) or (mimetypes.guess_extension(specific) or ".unknown").lstrip(".")
             name = f"{name[:MAX_NAME - len(ext) - 1]}.{ext}"
+        if detected == TNEF and ext != "dat":  # kept outside the allow-list, so never under a name it chose
+            stem = name.rpartition(".")[0] or name
+            name, ext = f"{stem[:MAX_NAME - 4]}.dat", "dat"
         size = len(part.data)
         if detected in EXECUTABLE_TYPES:
             reason = f"the content is an executable ({detected}), whatever its name says"

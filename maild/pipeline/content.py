@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import html
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from email.message import Message
 
@@ -33,6 +34,12 @@ CHARSET_SUPERSETS = {
     "windows-874": "cp874",
     "unicode-1-1-utf-7": "utf-7",
     "utf8": "utf-8",
+}
+# Labels with more than one superset, none of which covers the others: each is tried in turn.
+CHARSET_FAMILIES = {
+    # Half-width katakana (ESC ( I) only in _ext; JIS X 0212 and the 2004 planes in the others.
+    "iso-2022-jp": ("iso2022_jp_ext", "iso2022_jp_2", "iso2022_jp_2004"),
+    "csiso2022jp": ("iso2022_jp_ext", "iso2022_jp_2", "iso2022_jp_2004"),
 }
 
 
@@ -59,20 +66,35 @@ class Content:
     notes: list[str] = field(default_factory=list)
 
 
+def _latin1_for_undefined(exc: UnicodeError) -> tuple[str, int]:
+    """cp1252 leaves 0x81, 0x8D, 0x8F, 0x90 and 0x9D undefined: take them as latin-1 (the C1 controls)."""
+    assert isinstance(exc, UnicodeDecodeError)
+    return exc.object[exc.start:exc.end].decode("latin-1"), exc.end
+
+
+codecs.register_error("ticketd-cp1252", _latin1_for_undefined)
+
+
 def decode_text(data: bytes, charset: str | None) -> str:
-    """Bytes of a text part to str: the declared charset (or its superset), then UTF-8, then cp1252."""
+    """Bytes of a text part to str: the declared charset (or its supersets), then UTF-8, then cp1252 with
+    latin-1 for its five undefined bytes — which decodes any byte, so nothing is lost or replaced."""
     tried: list[str] = []
     label = (charset or "").strip().strip('"').lower()
     if label:
-        tried.append(CHARSET_SUPERSETS.get(label, label))
-    tried += ["utf-8", "cp1252"]
-    for name in tried:
+        tried += CHARSET_FAMILIES.get(label, (CHARSET_SUPERSETS.get(label, label),))
+    for name in [*tried, "utf-8"]:
         try:
             codecs.lookup(name)
-            return data.decode(name)
+            return _nfc(data.decode(name))
         except (LookupError, UnicodeDecodeError, ValueError):
             continue
-    return data.decode("utf-8", errors="replace")
+    return _nfc(data.decode("cp1252", errors="ticketd-cp1252"))
+
+
+def _nfc(text: str) -> str:
+    """Composed form, so that Windows-1258's base letter + combining tone mark reads (and searches) as the
+    one letter everybody else writes. Cheap when the text already is NFC, as nearly all is."""
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
 _BLOCK_TAG = re.compile(r"<\s*/?\s*(?:p|div|br|tr|li|h[1-6]|blockquote|pre|hr|table|ul|ol)\b[^<>]*>", re.I)
@@ -166,6 +188,7 @@ class _Walker:
         self.texts: list[str] = []
         self.htmls: list[str] = []
         self.count = 0
+        self.truncated = False
 
     def attach(self, part: Message, data: bytes | None = None, ctype: str | None = None) -> None:
         payload = _payload(part) if data is None else data
@@ -183,8 +206,10 @@ class _Walker:
     def walk(self, part: Message, depth: int = 0) -> None:
         self.count += 1
         if depth > MAX_DEPTH or self.count > MAX_PARTS:
-            if "structure_truncated" not in self.content.notes:
-                self.content.notes.append("structure_truncated")
+            if not self.truncated:
+                self.truncated = True
+                self.content.notes.append(f"MIME structure truncated: parts deeper than {MAX_DEPTH} levels or past"
+                                          f" the first {MAX_PARTS} were not read (the raw mail keeps them)")
             return
         ctype = part.get_content_type()
         disposition = _disposition(part)

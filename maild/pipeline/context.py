@@ -49,7 +49,11 @@ class MessageContext:
 
     @property
     def author_email(self) -> str:
-        return self.mail.from_addr or (self.inbound.envelope_from or "").lower()
+        """The From address; the envelope sender only when there is no From header at all (an unclear
+        one, such as ``owner@a <attacker@b>``, makes the author unknown rather than the envelope's)."""
+        if self.mail.from_addr or self.mail.from_unclear:
+            return self.mail.from_addr
+        return (self.inbound.envelope_from or "").lower()
 
 
 @dataclass

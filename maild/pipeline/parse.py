@@ -30,6 +30,7 @@ _SURROGATE = re.compile("[\udc80-\udcff]")
 class ParsedMail:
     subject: str = ""
     from_addr: str = ""
+    from_unclear: bool = False     # a From header that names no one for sure (see headers.single_author)
     from_name: str = ""
     reply_to: list[tuple[str, str]] = field(default_factory=list)
     to: list[tuple[str, str]] = field(default_factory=list)
@@ -117,6 +118,7 @@ def _fill(mail: ParsedMail, message: Message) -> None:
     mail.subject = decode_words((headers.get("subject") or [""])[0])
     mail.from_name, mail.from_addr, problem = single_author(headers.get("from", []))
     if problem:
+        mail.from_unclear = True
         mail.notes.append(f"{problem}; the sender is treated as unknown")
     mail.reply_to = addresses(headers.get("reply-to", []))
     mail.to = addresses(headers.get("to", []))
@@ -133,6 +135,7 @@ def _fill(mail: ParsedMail, message: Message) -> None:
         mail.notes.append(f"unreadable delivery report: {type(exc).__name__}")
     try:
         mail.content = content_mod.extract(message)
+        mail.notes += mail.content.notes
     except RecursionError:
         mail.notes.append("MIME structure too deep; body kept as raw text")
         mail.content = content_mod.Content(text="")

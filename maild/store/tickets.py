@@ -62,16 +62,19 @@ async def resolve_merged(db: Database, ticket: sqlite3.Row) -> sqlite3.Row:
     return ticket
 
 
-async def by_mail_ids(db: Database, message_ids: Sequence[str]) -> sqlite3.Row | None:
-    """The ticket of the latest of ``message_ids`` that we know (References list the oldest first)."""
+async def by_mail_ids(db: Database, message_ids: Sequence[str], direction: str | None = None
+                      ) -> sqlite3.Row | None:
+    """The ticket of the latest of ``message_ids`` that we know (References list the oldest first);
+    with ``direction="out"``, only among the Message-IDs of mail we sent."""
     wanted = list(dict.fromkeys(message_ids))[-100:]  # a hostile References header can be huge
     if not wanted:
         return None
     marks = ",".join("?" * len(wanted))
+    only = " AND m.direction = ?" if direction else ""
     rows = await db.fetchall(
         f"{SELECT.replace('SELECT t.*', 'SELECT m.message_id AS matched, t.*')}"
-        f" JOIN mail_ids m ON m.ticket_id = t.id WHERE m.message_id IN ({marks}) ORDER BY t.id",
-        wanted,
+        f" JOIN mail_ids m ON m.ticket_id = t.id WHERE m.message_id IN ({marks}){only} ORDER BY t.id",
+        [*wanted, direction] if direction else wanted,
     )
     if not rows:
         return None

@@ -1,11 +1,14 @@
-"""bounce: a delivery failure report. When it is about mail of a ticket, it is recorded on that ticket;
-an address that fails permanently (5.x.x) is marked, so that we stop mailing it."""
+"""bounce: a delivery failure report. When it is about mail we sent (a Message-ID of ours, direction
+"out"), it is recorded on that ticket, and a recipient of that ticket that fails permanently (5.x.x) is
+marked, so that we stop mailing it. A report about anything else is blocked and kept, and changes nothing."""
 
 from __future__ import annotations
 
+import sqlite3
+
 from maild.outcomes import BOUNCE, Blocked, Outcome
 from maild.pipeline.context import Env, MessageContext
-from maild.store import senders, tickets
+from maild.store import people, senders, tickets
 
 DAEMON_LOCALPARTS = ("mailer-daemon", "mail-daemon", "mailerdaemon")
 
@@ -39,24 +42,35 @@ def is_bounce(ctx: MessageContext) -> bool:
                                                    "delivery failure", "failure notice"))
 
 
+async def _we_mailed(env: Env, ticket: sqlite3.Row, address: str) -> bool:
+    """Is ``address`` someone the ticket's mail goes to: its client, a CC recipient, staff?"""
+    address = address.lower()
+    return (address == (ticket["client_email"] or "").lower() or await people.is_cc(env.db, ticket["id"], address)
+            or await people.staff_by_email(env.db, address) is not None)
+
+
 async def check(ctx: MessageContext, env: Env) -> Outcome | None:
     if not is_bounce(ctx):
         return None
     report = ctx.mail.report
     ticket = None
     if report is not None and report.original_ids:
-        ticket = await tickets.by_mail_ids(env.db, report.original_ids)
+        # Only a report about mail we sent counts: anyone can quote a Message-ID a client sent us.
+        ticket = await tickets.by_mail_ids(env.db, report.original_ids, direction="out")
     stamp = env.clock.stamp()
     lines = []
     for rcpt in report.recipients if report else []:
         lines.append(f"{rcpt.address} {rcpt.action or '?'} {rcpt.status or '?'}")
-        if rcpt.permanent:
+        if ticket is None:
+            continue
+        if rcpt.permanent and await _we_mailed(env, ticket, rcpt.address):
             await senders.record_bounce(env.db, rcpt.address, rcpt.status or "5.0.0", rcpt.diagnostic,
-                                        ticket["id"] if ticket else None, stamp)
-        if ticket is not None:
-            await tickets.log_event(env.db, ticket["id"], "bounce", ctx.author_email or "mailer-daemon", stamp,
-                                    recipient=rcpt.address, action=rcpt.action, status=rcpt.status,
-                                    diagnostic=rcpt.diagnostic, queue_id=ctx.inbound.id)
+                                        ticket["id"], stamp)
+        await tickets.log_event(env.db, ticket["id"], "bounce", ctx.author_email or "mailer-daemon", stamp,
+                                recipient=rcpt.address, action=rcpt.action, status=rcpt.status,
+                                diagnostic=rcpt.diagnostic, queue_id=ctx.inbound.id)
+    if report is not None and report.recipients and ticket is None:
+        ctx.notes.append("the report is not about mail we sent: no address marked, no ticket told")
     detail = "; ".join(lines) or "delivery failure (no machine-readable report)"
     return Blocked(reason=BOUNCE, detail=detail, ticket_id=ticket["id"] if ticket else None,
                    tid=ticket["tid"] if ticket else None)
