@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print JSON")
     imp = _action(log_sub, "import", help="import a blocked message into a ticket (once)")
     imp.add_argument("id", type=int, metavar="ID")
-    imp.add_argument("--ticket", required=True, metavar="TID", help="the ticket to add it to")
+    imp.add_argument("--ticket", metavar="TID",
+                     help="the ticket to add it to (default: the ticket the mail was blocked from replying to)")
+    imp.add_argument("--force", action="store_true", help="allow a ticket other than the one it replied to")
     imp.add_argument("--as", dest="kind", choices=("reply", "note"), default="reply",
                      help="a client reply (default; sets Customer-Reply) or a private staff note")
 

@@ -22,8 +22,7 @@ def test_parse_real_headers():
     assert [(r.method, r.result) for r in g.results] == [("dkim", "pass"), ("spf", "pass"), ("dmarc", "pass")]
     assert g.results[0].props["header.i"] == "@example.com"
     assert g.results[1].props["smtp.mailfrom"] == "alice@example.com"  # the comment's words are not props
-    m = parse(MICROSOFT)  # Microsoft writes no authserv-id: the first word is then a result, not an id
-    assert m is not None and m.authserv_id == "spf=pass"
+    assert parse(MICROSOFT) is None  # Microsoft 365 writes no authserv-id: nothing to trust it by
     r = parse(RSPAMD)
     assert r is not None and r.results[0].props["header.b"] == "qDa;Yx="  # quoted ";" does not split
     assert [x.method for x in r.results] == ["dkim", "dmarc", "spf"]
@@ -49,6 +48,29 @@ def test_only_the_topmost_trusted_header_counts():
     assert verified_by([other, forged], trusted, "helpdesk.example") != ""  # others' headers are skipped
     assert verified_by(["mx.helpdesk.example; dkim=pass header.d=example"], trusted, "helpdesk.example") == ""
     assert verified_by(["mx.helpdesk.example; dkim=pass header.d=ample.example"], trusted, "example") == ""
+
+
+def test_nothing_in_a_comment_or_a_quoted_string_poses_as_a_result():
+    """Text the sender controls (the envelope sender, quoted in the MTA's comment) must stay inside it,
+    escaped brackets and quotes included."""
+    trusted = ("mx.helpdesk.example",)
+    escaped = ('mx.helpdesk.example; dkim=none; spf=pass (mx.helpdesk.example: domain of\r\n '
+               '"a\\);dkim=pass header.d=helpdesk.example;\\(b"@evil.example designates 203.0.113.9 as permitted'
+               ' sender)\r\n smtp.mailfrom=evil.example; dmarc=fail (p=reject) header.from=helpdesk.example')
+    unescaped = ('mx.helpdesk.example; dkim=none; spf=pass (domain of "a);dkim=pass header.d=helpdesk.example;(b"'
+                 '@evil.example designates 203.0.113.9) smtp.mailfrom=evil.example')
+    for value in (escaped, unescaped):
+        found = parse(value)
+        assert found is not None
+        assert [(r.method, r.result) for r in found.results][:2] == [("dkim", "none"), ("spf", "pass")], value
+        assert "dkim=pass" not in str(found.results)
+        assert verified_by([value], trusted, "helpdesk.example") == ""
+    in_reason = 'mx.helpdesk.example; dkim=fail reason="x; dkim=pass header.d=helpdesk.example"'
+    assert verified_by([in_reason], trusted, "helpdesk.example") == ""
+    assert parse('mx.helpdesk.example; dkim=pass header.d=helpdesk.example (open comment') is None
+    assert parse('mx.helpdesk.example; dkim=pass header.d="helpdesk.example') is None
+    spaced = "mx.helpdesk.example ; dkim = pass header.d = helpdesk.example"
+    assert verified_by([spaced], trusted, "helpdesk.example").startswith("dkim=pass")
 
 
 def test_hostile_values_do_not_break_the_parser():

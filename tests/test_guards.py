@@ -108,16 +108,18 @@ def test_bounce_is_recorded_on_its_ticket_and_marks_the_address(instance: Instan
     tid = instance.query("SELECT tid FROM tickets")[0]["tid"]
     ours = "<notify.1.abc@helpdesk.example>"
     sent_by_us(instance, tid, ours)
+    instance.cli("staff", "add", "sam@helpdesk.example")
     items = ingest(instance, tmp_path, dsn(ours, "gone@client.example", "5.1.1"),
                    dsn(ours, "slow@client.example", "4.4.1", action="delayed"),
-                   dsn(ours, "bystander@else.example", "5.1.1"))
-    assert [(i["outcome"], i["reason"], i["ticket"]) for i in items] == [("blocked", "bounce", tid)] * 3
+                   dsn(ours, "bystander@else.example", "5.1.1"), dsn(ours, "sam@helpdesk.example", "5.1.1"))
+    assert [(i["outcome"], i["reason"], i["ticket"]) for i in items] == [("blocked", "bounce", tid)] * 4
     marked = instance.query("SELECT address, status, ticket_id FROM bounced_addresses")
-    # a delay is not a failure; an address the ticket never mails is not ours to mark
+    # a delay is not a failure; an address the ticket never mails is not ours to mark; staff never are
     assert [tuple(r)[:2] for r in marked] == [("gone@client.example", "5.1.1")] and marked[0]["ticket_id"]
     events = [e for e in instance.cli_json("ticket", "show", tid)["log"] if e["event"] == "bounce"]
     assert [(e["detail"]["recipient"], e["detail"]["status"]) for e in events] == [
-        ("gone@client.example", "5.1.1"), ("slow@client.example", "4.4.1"), ("bystander@else.example", "5.1.1")]
+        ("gone@client.example", "5.1.1"), ("slow@client.example", "4.4.1"), ("bystander@else.example", "5.1.1"),
+        ("sam@helpdesk.example", "5.1.1")]
     assert len(instance.query("SELECT * FROM tickets")) == 1
 
 

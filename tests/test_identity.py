@@ -110,14 +110,19 @@ def test_a_staff_address_in_from_alone_earns_nothing(desk: Instance):
                 "mx.helpdesk.example; dkim=pass header.d=helpdesk.example"]),  # a forged copy below ours
         forged(["mx.helpdesk.example; spf=pass smtp.mailfrom=helpdesk.example"]),  # SPF says nothing of From
         forged([VERIFIED], sender="owner@acme.example <mallory@evil.example>"),  # display-name trick
+        b"Subject: Re: [Ticket #000000] steered\r\n" + forged([VERIFIED]),  # a header added on top of a signed mail
+        forged(['mx.helpdesk.example; spf=pass (domain of "a);dkim=pass header.d=helpdesk.example;(b"@evil.example'
+                ' designates 203.0.113.9) smtp.mailfrom=evil.example']),  # the sender's words in the MTA's comment
     ]
     items = feed(desk, *attempts)
     assert [(i["outcome"], i["reason"]) for i in items] == [("blocked", "unauthorised_sender")] * len(attempts)
     t = desk.cli_json("ticket", "show", tid)
     assert len(t["messages"]) == 1 and t["status"] == "Open"
     with sqlite3.connect(desk.db_path) as conn:
-        detail = conn.execute("SELECT detail FROM import_log WHERE inbound_id = ?", (items[0]["queue_id"],)).fetchone()
-    assert "claims staff member sam" in detail[0]
+        details = [conn.execute("SELECT detail FROM import_log WHERE inbound_id = ?", (i["queue_id"],)).fetchone()[0]
+                   for i in items]
+    assert "claims staff member sam" in details[0]
+    assert "repeats subject" in details[6]
 
 
 def test_ambiguous_from_is_nobody(desk: Instance):
@@ -172,6 +177,26 @@ def test_stranger_with_a_valid_token_is_blocked_then_imported_by_an_admin(desk: 
     assert again.returncode == 65 and b"already" in again.stderr
     ok_id = desk.cli_json("import-log", "--outcome", "new_ticket")[0]["id"]
     assert desk.cli("import-log", "import", str(ok_id), "--ticket", tid, check=False).returncode == 65
+
+
+def test_import_goes_to_the_ticket_it_replied_to_unless_forced(desk: Instance):
+    (mine,) = feed(desk, make_mail(subject="Mine", sender="owner@acme.example"))
+    (other,) = feed(desk, make_mail(subject="Someone else's", sender="solo@example.org"))
+    feed(desk, make_mail(subject=f"Re: [Ticket #{mine['ticket']}]", sender="stranger@example.net"))
+    log_id = str(desk.cli_json("import-log", "--outcome", "blocked")[0]["id"])
+    wrong = desk.cli("import-log", "import", log_id, "--ticket", other["ticket"], check=False)
+    assert wrong.returncode == 65 and f"#{mine['ticket']}".encode() in wrong.stderr and b"--force" in wrong.stderr
+    assert len(desk.cli_json("ticket", "show", other["ticket"])["messages"]) == 1
+    assert f"#{mine['ticket']}" in desk.cli("import-log", "import", log_id).stdout.decode()  # its own ticket
+    assert len(desk.cli_json("ticket", "show", mine["ticket"])["messages"]) == 2
+    feed(desk, make_mail(subject=f"Re: [Ticket #{mine['ticket']}] again", sender="stranger@example.net"))
+    log_id = str(desk.cli_json("import-log", "--outcome", "blocked")[0]["id"])
+    desk.cli("import-log", "import", log_id, "--ticket", other["ticket"], "--force", "--as", "note")
+    assert desk.cli_json("ticket", "show", other["ticket"])["messages"][-1]["kind"] == "note"
+    (new,) = feed(desk, make_mail(to="partners@helpdesk.example", sender="nobody@example.net"))  # no ticket
+    log_id = str(desk.cli_json("import-log", "--outcome", "blocked:unregistered")[0]["id"])
+    nowhere = desk.cli("import-log", "import", log_id, check=False)
+    assert nowhere.returncode == 65 and b"--ticket" in nowhere.stderr
 
 
 def test_import_as_reply_sets_customer_reply(desk: Instance):

@@ -55,7 +55,7 @@ async def _import(settings: Settings, args: argparse.Namespace) -> Imported:
     async with App(settings) as app:
         assert app.env is not None and app.worker is not None
         return await import_blocked(app.env, app.worker.preparer, args.id, args.ticket, args.kind,
-                                    f"cli:{getpass.getuser()}")
+                                    f"cli:{getpass.getuser()}", force=args.force)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -13,11 +13,7 @@ it vouches for the envelope sender, not for the From header.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-
-_COMMENT = re.compile(r"\([^()]*\)")
-_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 
 @dataclass(frozen=True)
@@ -33,32 +29,108 @@ class AuthResults:
     results: tuple[Result, ...]
 
 
-def _strip_comments(text: str) -> str:
-    for _ in range(10):  # nested comments, innermost first; bounded so hostile input cannot loop long
-        stripped = _COMMENT.sub(" ", text)
-        if stripped == text:
-            break
-        text = stripped
-    return text
+def _lex(text: str) -> list[tuple[str, bool]] | None:
+    """Tokens of a header value as (text, quoted): words, ``;`` and ``=`` apart, comments dropped, quoted
+    strings whole. One left-to-right pass that honours backslash escapes, nested comments (RFC 5322 CFWS)
+    and quoted strings inside comments, so that nothing inside a comment or a quoted string can pose as a
+    result. None when a quote or a comment is left open: such a header proves nothing."""
+    tokens: list[tuple[str, bool]] = []
+    word: list[str] = []
+    i, n = 0, len(text)
+
+    def flush() -> None:
+        if word:
+            tokens.append(("".join(word), False))
+            word.clear()
+
+    while i < n:
+        ch = text[i]
+        if ch == "(":
+            flush()
+            depth = 1
+            i += 1
+            while i < n and depth:
+                c = text[i]
+                if c == "\\":
+                    i += 1
+                elif c == '"':
+                    # Not special in a comment by RFC 5322, but MTAs quote the sender's local part there
+                    # unescaped ("a);dkim=pass;(b"@evil): a quote must close before the comment can.
+                    close = text.find('"', i + 1)
+                    while close != -1 and text[close - 1] == "\\":
+                        close = text.find('"', close + 1)
+                    if close == -1:
+                        return None
+                    i = close
+                elif c == "(":
+                    depth += 1
+                elif c == ")":
+                    depth -= 1
+                i += 1
+            if depth:
+                return None
+            continue
+        if ch == '"':
+            flush()
+            value: list[str] = []
+            i += 1
+            while i < n and text[i] != '"':
+                if text[i] == "\\" and i + 1 < n:
+                    i += 1
+                value.append(text[i])
+                i += 1
+            if i >= n:
+                return None
+            tokens.append(("".join(value), True))
+            i += 1
+            continue
+        if ch in ";=":
+            flush()
+            tokens.append((ch, False))
+        elif ch.isspace():
+            flush()
+        else:
+            word.append(ch)
+        i += 1
+    flush()
+    return tokens
+
+
+def _words(group: list[tuple[str, bool]]) -> list[str]:
+    """Join ``key = value`` (spaces allowed around ``=``) into one ``key=value`` word."""
+    out: list[str] = []
+    i = 0
+    while i < len(group):
+        text, quoted = group[i]
+        if text == "=" and not quoted and out and i + 1 < len(group):
+            out[-1] = f"{out[-1]}={group[i + 1][0]}"
+            i += 2
+            continue
+        out.append(text if quoted or text != "=" else "")
+        i += 1
+    return [w for w in out if w]
 
 
 def parse(value: str) -> AuthResults | None:
-    """One header's value, or None when it has no authserv-id. Unknown or broken parts are skipped."""
-    text = _strip_comments(" ".join(value[:8192].replace("\x00", "").split()))
-    quoted: list[str] = []
-
-    def hide(match: re.Match[str]) -> str:  # quoted strings may hold ";" or "=": set them aside
-        quoted.append(match.group(1))
-        return f"\x00{len(quoted) - 1}\x00"
-
-    text = _QUOTED.sub(hide, text)
-    parts = [p.strip() for p in text.split(";")]
-    head = parts[0].split()
-    if not head:
+    """One header's value, or None when it has no authserv-id or is malformed (an open quote or comment).
+    Unknown parts are skipped."""
+    if len(value) > 16384:
         return None
+    tokens = _lex(value.replace("\x00", ""))
+    if tokens is None:
+        return None
+    groups: list[list[tuple[str, bool]]] = [[]]
+    for token in tokens:
+        if token == (";", False):
+            groups.append([])
+        else:
+            groups[-1].append(token)
+    head = _words(groups[0])
+    if not head or "=" in head[0]:
+        return None  # no authserv-id (Microsoft 365 writes none): not a header we could trust
     results = []
-    for part in parts[1:]:
-        words = part.split()
+    for group in groups[1:]:
+        words = _words(group)
         if not words or "=" not in words[0]:
             continue
         method, _, result = words[0].partition("=")
@@ -66,7 +138,7 @@ def parse(value: str) -> AuthResults | None:
         for word in words[1:]:
             key, eq, val = word.partition("=")
             if eq and key:
-                props[key.lower()] = re.sub(r"\x00(\d+)\x00", lambda m: quoted[int(m.group(1))], val)
+                props[key.lower()] = val
         results.append(Result(method.split("/")[0].lower(), result.lower(), props))
     return AuthResults(head[0].lower().rstrip("."), tuple(results))
 

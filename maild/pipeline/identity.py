@@ -13,6 +13,8 @@ from maild.pipeline.context import Env, MessageContext
 from maild.store import people
 
 BADGES = {"owner": "Owner", "user": "Authorized User", "contact": "Sub-account"}
+# Headers a message has once (RFC 5322 3.6); a second copy is a sign of tampering.
+SINGLE_HEADERS = ("from", "subject", "message-id", "in-reply-to", "references", "to", "cc", "date")
 
 
 async def identify(ctx: MessageContext, env: Env) -> Outcome | None:
@@ -24,12 +26,19 @@ async def identify(ctx: MessageContext, env: Env) -> Outcome | None:
     if claimed is not None and ctx.mail.from_addr == email:
         proof = authres.verified_by(ctx.mail.headers.get("authentication-results", []),
                                     env.settings.trusted_authserv_ids, email.rpartition("@")[2])
-        if proof:
+        doubled = [h for h in SINGLE_HEADERS if len(ctx.mail.headers.get(h, [])) > 1]
+        if proof and doubled:
+            # DKIM signs the last of a repeated header, we read the first: one added on top of a genuine
+            # signed staff mail would steer it, so a signature proves nothing here.
+            ctx.notes.append(f"From claims staff member {claimed['username']} ({proof}) but the mail repeats"
+                             f" {', '.join(doubled)}; treated as any other sender")
+        elif proof:
             ctx.staff, ctx.badge = claimed, "Operator"
             ctx.notes.append(f"staff member {claimed['username']}: From domain verified, {proof}")
             return None
-        ctx.notes.append(f"From claims staff member {claimed['username']} but no trusted mail server verified"
-                         " its domain (mail.trusted_authserv_ids); treated as any other sender")
+        else:
+            ctx.notes.append(f"From claims staff member {claimed['username']} but no trusted mail server"
+                             " verified its domain (mail.trusted_authserv_ids); treated as any other sender")
     ctx.roles = {row["client_id"]: row["role"] for row in await people.accounts_of(env.db, email)}
     account = ctx.ticket["client_id"] if ctx.ticket is not None else None
     if account is not None and account in ctx.roles:

@@ -23,7 +23,11 @@ class Imported:
     kind: str
 
 
-async def import_blocked(env: Env, preparer: Preparer, log_id: int, tid: str, kind: str, by: str) -> Imported:
+async def import_blocked(env: Env, preparer: Preparer, log_id: int, tid: str | None, kind: str, by: str,
+                         force: bool = False) -> Imported:
+    """Import entry ``log_id`` into ticket ``tid`` — by default the ticket the mail was blocked from
+    replying to. Into another ticket only with ``force``: a typo must not put one client's mail into
+    another client's ticket."""
     entry = await importlog.get(env.db, log_id)
     if entry is None:
         raise ImportRefused(f"no import-log entry {log_id}")
@@ -31,10 +35,21 @@ async def import_blocked(env: Env, preparer: Preparer, log_id: int, tid: str, ki
         raise ImportRefused(f"entry {log_id} is '{entry['outcome']}', not blocked; only blocked mail is imported")
     if entry["imported_at"]:
         raise ImportRefused(f"entry {log_id} was imported already, by {entry['imported_by']} at {entry['imported_at']}")
-    ticket = await tickets.by_tid(env.db, tid.lstrip("#"))
-    if ticket is None:
-        raise ImportRefused(f"no ticket #{tid}")
-    ticket = await tickets.resolve_merged(env.db, ticket)
+    recorded = await tickets.get(env.db, entry["ticket_id"]) if entry["ticket_id"] is not None else None
+    if recorded is not None:
+        recorded = await tickets.resolve_merged(env.db, recorded)
+    if tid is None:
+        if recorded is None:
+            raise ImportRefused(f"entry {log_id} was not a reply to any ticket; say which: --ticket TID")
+        ticket = recorded
+    else:
+        ticket = await tickets.by_tid(env.db, tid.lstrip("#"))
+        if ticket is None:
+            raise ImportRefused(f"no ticket #{tid}")
+        ticket = await tickets.resolve_merged(env.db, ticket)
+        if recorded is not None and ticket["id"] != recorded["id"] and not force:
+            raise ImportRefused(f"entry {log_id} was blocked as a reply to ticket #{recorded['tid']}, not #{tid};"
+                                " add --force to import it into another ticket")
     found = await inbound.get(env.db, entry["inbound_id"])
     assert found is not None
     row, raw = found

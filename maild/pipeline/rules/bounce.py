@@ -1,6 +1,7 @@
 """bounce: a delivery failure report. When it is about mail we sent (a Message-ID of ours, direction
-"out"), it is recorded on that ticket, and a recipient of that ticket that fails permanently (5.x.x) is
-marked, so that we stop mailing it. A report about anything else is blocked and kept, and changes nothing."""
+"out"), it is recorded on that ticket, and a client-side recipient of that ticket (its client, a CC
+recipient) that fails permanently (5.x.x) is marked, so that we stop mailing it. A report about anything
+else is blocked and kept, and changes nothing."""
 
 from __future__ import annotations
 
@@ -42,11 +43,13 @@ def is_bounce(ctx: MessageContext) -> bool:
                                                    "delivery failure", "failure notice"))
 
 
-async def _we_mailed(env: Env, ticket: sqlite3.Row, address: str) -> bool:
-    """Is ``address`` someone the ticket's mail goes to: its client, a CC recipient, staff?"""
+async def _client_side(env: Env, ticket: sqlite3.Row, address: str) -> bool:
+    """Is ``address`` one of the ticket's client-side recipients: its client or a CC recipient? Staff
+    addresses are never marked by a report: anyone on a ticket could forge one to cut staff off their mail;
+    a staff member's dead address is the admin's to fix. (A report is trusted by what it quotes; once the
+    outbox signs its return paths, ROADMAP 1, a report will have to come back to that signed address.)"""
     address = address.lower()
-    return (address == (ticket["client_email"] or "").lower() or await people.is_cc(env.db, ticket["id"], address)
-            or await people.staff_by_email(env.db, address) is not None)
+    return address == (ticket["client_email"] or "").lower() or await people.is_cc(env.db, ticket["id"], address)
 
 
 async def check(ctx: MessageContext, env: Env) -> Outcome | None:
@@ -63,7 +66,7 @@ async def check(ctx: MessageContext, env: Env) -> Outcome | None:
         lines.append(f"{rcpt.address} {rcpt.action or '?'} {rcpt.status or '?'}")
         if ticket is None:
             continue
-        if rcpt.permanent and await _we_mailed(env, ticket, rcpt.address):
+        if rcpt.permanent and await _client_side(env, ticket, rcpt.address):
             await senders.record_bounce(env.db, rcpt.address, rcpt.status or "5.0.0", rcpt.diagnostic,
                                         ticket["id"], stamp)
         await tickets.log_event(env.db, ticket["id"], "bounce", ctx.author_email or "mailer-daemon", stamp,
