@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import mailbox
+import re
 from collections import Counter
+
+import pytest
 
 from tests.helpers import Instance, corpus_files, make_mail
 
 
-def test_every_corpus_message_gets_exactly_one_outcome_and_none_fails(instance: Instance):
+@pytest.mark.parametrize("parsers", [0, 2], ids=["parse-in-thread", "parser-processes"])
+def test_every_corpus_message_gets_exactly_one_outcome_and_none_fails(tmp_path, parsers):
+    instance = Instance(tmp_path, extra_config=f"\n[worker]\nparsers = {parsers}\n")
     files = corpus_files()
-    out = instance.cli_json("ingest", "--department", "Technical Support", str(files[0].parent.parent))
+    proc = instance.cli("ingest", "--department", "Technical Support", str(files[0].parent.parent), "--json")
+    out = json.loads(proc.stdout)
     assert out["messages"] == len(files)
+    # The log an admin greps: one line per message with its outcome and queue id, and no library chatter.
+    log = proc.stderr.decode().splitlines()
+    processed = [line for line in log if " processed queue_id=" in line and " outcome=" in line]
+    assert len(processed) == len(files)
+    stray = [line for line in log if not re.match(r"\d{4}-\d\d-\d\dT[\d:.]+Z (INFO|WARNING|ERROR) ", line)
+             or "mailparser" in line or "not handled" in line]
+    assert not stray, stray[:5]
     assert [i["source_ref"] for i in out["items"]] == [str(f) for f in files]  # in order
     failed = [i for i in out["items"] if i["outcome"] == "failed"]
     assert not failed, f"failed: {failed[:5]}"
