@@ -69,6 +69,12 @@ def test_nothing_in_a_comment_or_a_quoted_string_poses_as_a_result():
     assert verified_by([in_reason], trusted, "helpdesk.example") == ""
     assert parse('mx.helpdesk.example; dkim=pass header.d=helpdesk.example (open comment') is None
     assert parse('mx.helpdesk.example; dkim=pass header.d="helpdesk.example') is None
+    # Our server's own header made unreadable by the sender's words must not let a forged one below count.
+    broken_ours = 'mx.helpdesk.example; spf=pass (domain of "a(b@evil.example designates 203.0.113.9)'
+    forged_below = "mx.helpdesk.example; dkim=pass header.d=helpdesk.example"
+    assert parse(broken_ours) is None
+    assert verified_by([broken_ours, forged_below], trusted, "helpdesk.example") == ""
+    assert verified_by(["other.example; (open", forged_below], trusted, "helpdesk.example") != ""
     spaced = "mx.helpdesk.example ; dkim = pass header.d = helpdesk.example"
     assert verified_by([spaced], trusted, "helpdesk.example").startswith("dkim=pass")
 

@@ -165,7 +165,13 @@ def verified_by(headers: list[str], trusted: tuple[str, ...], author_domain: str
     author_domain = author_domain.lower()
     for value in headers:
         found = parse(value)
-        if found is None or found.authserv_id not in ids:
+        if found is None:
+            # Unreadable. If it names a trusted server it may well be that server's own (with the sender's
+            # words in it): reading on would let a forged copy below it count. It ends the search.
+            if any(i in value.split(";", 1)[0].lower() for i in ids):
+                return ""
+            continue
+        if found.authserv_id not in ids:
             continue
         for res in found.results:  # the topmost header of a trusted server is the only one read
             if res.result != "pass":
