@@ -52,6 +52,13 @@ def test_repository_default_config_is_valid():
     }
 
 
+def test_production_example_config_is_valid(tmp_path):
+    proc = subprocess.run([*TICKETD, "--config", str(ROOT / "config" / "ticketd.production.toml"),
+                           "--state-dir", str(tmp_path), "check-config"], capture_output=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["mail"]["trusted_authserv_ids"] == ["mx.helpdesk.example"]
+
+
 def test_config_from_environment(instance: Instance):
     proc = subprocess.run([*TICKETD, "check-config"], capture_output=True, timeout=60, cwd="/",
                           env={"TICKETD_CONFIG": str(instance.config), "PATH": "/usr/bin:/bin"})
