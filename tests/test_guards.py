@@ -200,6 +200,23 @@ def test_flood_from_one_sender_is_rate_limited(tmp_path):
     assert [i["outcome"] for i in later] == ["new_ticket", "new_ticket"]
 
 
+def test_an_unclear_from_neither_hides_a_banned_sender_nor_escapes_the_limit(tmp_path):
+    inst = Instance(tmp_path, rate_limit=2)
+    inst.cli("ban", "add", "*@junk.example")
+
+    def unclear(sender: str, subject: str) -> bytes:
+        msg = make_mail(subject=subject)
+        msg.replace_header("From", sender)
+        return msg.as_bytes()
+
+    hidden = [unclear("friend@client.example <spam@junk.example>", "a"),
+              unclear("friend@client.example, spam@junk.example", "b")]
+    assert [(i["outcome"], i["reason"]) for i in ingest(inst, tmp_path, *hidden)] == [("blocked", "banned")] * 2
+    flood = [unclear(f"x{i}@client.example, y{i}@client.example", f"flood {i}") for i in range(4)]
+    assert [(i["outcome"], i["reason"]) for i in ingest(inst, tmp_path, *flood)] == [
+        ("new_ticket", ""), ("new_ticket", ""), ("blocked", "rate_limited"), ("blocked", "rate_limited")]
+
+
 def test_a_report_from_an_ordinary_sender_is_not_a_bounce(instance: Instance, tmp_path):
     """Anyone can write a delivery report; trusting one would let a stranger silence an address."""
     first = make_mail(subject="Please help", sender="owner@client.example")

@@ -1,15 +1,27 @@
-"""banned: the sender (From or envelope sender) is on the ban list (``ticketd ban``), by address or
-``*@domain``."""
+"""banned: the sender (From or envelope sender; every address in an unclear From) is on the ban list
+(``ticketd ban``), by address or ``*@domain``."""
 
 from __future__ import annotations
+
+import re
 
 from maild.outcomes import BANNED, Blocked, Outcome
 from maild.pipeline.context import Env, MessageContext
 from maild.store import senders
 
+_ANY_ADDRESS = re.compile(r"[^\s<>\"',;:()]+@[^\s<>\"',;:()]+")
+
+
+def _candidates(ctx: MessageContext) -> list[str]:
+    found = [ctx.mail.from_addr, (ctx.inbound.envelope_from or "").lower()]
+    if ctx.mail.from_unclear:  # "a@x, b@y" or "a@x <b@y>": a banned sender must not hide behind another
+        for value in ctx.mail.headers.get("from", [])[:5]:
+            found += [m.lower().rstrip(".") for m in _ANY_ADDRESS.findall(value[:4096])][:20]
+    return [a for a in dict.fromkeys(found) if a]
+
 
 async def check(ctx: MessageContext, env: Env) -> Outcome | None:
-    for address in dict.fromkeys(a for a in (ctx.mail.from_addr, (ctx.inbound.envelope_from or "").lower()) if a):
+    for address in _candidates(ctx):
         row = await senders.banned(env.db, address)
         if row is not None:
             detail = f"{address} matches {row['pattern']}" + (f" ({row['reason']})" if row["reason"] else "")

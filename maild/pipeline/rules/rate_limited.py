@@ -13,13 +13,16 @@ from maild.store import senders
 
 async def check(ctx: MessageContext, env: Env) -> Outcome | None:
     limit = env.settings.rate_limit
-    if ctx.ticket is not None or limit <= 0 or not ctx.author_email:
+    if ctx.ticket is not None or limit <= 0:
         return None
     window = env.settings.rate_window_minutes
     since = iso(env.clock.now() - timedelta(minutes=window))
-    opened = await senders.tickets_opened_since(env.db, ctx.author_email, since)
+    # Mail with no clear sender shares one allowance (tickets opened with no client address): otherwise an
+    # unclear From would be a way around the limit.
+    who = ctx.author_email
+    opened = await senders.tickets_opened_since(env.db, who, since)
     if opened >= limit:
         return Blocked(reason=RATE_LIMITED,
-                       detail=f"{ctx.author_email} opened {opened} tickets in the last {window} minutes"
-                              f" (limit {limit})")
+                       detail=f"{who or 'mail with no clear sender'} opened {opened} tickets in the last {window}"
+                              f" minutes (limit {limit})")
     return None
