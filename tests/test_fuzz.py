@@ -5,6 +5,7 @@ no file is written outside the attachments store."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -75,6 +76,12 @@ def test_mutated_corpus_messages(tmp_path: Path):
         assert outcomes[0] != "failed", f"pipeline failed on {raw[:300]!r}"
 
     check()
+    with sqlite3.connect(state / "ticketd.sqlite3") as conn:  # every message processed, none left behind
+        spooled, logged = conn.execute("SELECT (SELECT count(*) FROM inbound), (SELECT count(*) FROM import_log)"
+                                       ).fetchone()
+        left = conn.execute("SELECT count(*) FROM inbound WHERE state != 'done'").fetchone()[0]
+    conn.close()
+    assert spooled == logged >= 100 and left == 0, (spooled, logged, left)
     allowed = {state / "ticketd.sqlite3", state / "ticketd.sqlite3-wal", state / "ticketd.sqlite3-shm"}
     stray = [p for p in tmp_path.rglob("*") if p.is_file() and p not in allowed and p != conf
              and (state / "attachments") not in p.parents]
