@@ -8,8 +8,8 @@ bound every wait with a timeout.
 from __future__ import annotations
 
 import os
+import platform
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,7 +24,7 @@ STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 # One configuration template for the test suite and the benchmarks (tests/helpers.py).
 sys.path.insert(0, str(ROOT))
-from tests.helpers import CONFIG, free_port  # noqa: E402
+from tests.helpers import CONFIG, free_port, wait_listening  # noqa: E402
 
 MAX_SIZE = 25 * 1024 * 1024
 
@@ -104,18 +104,18 @@ class Instance:
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], deadline: float, log: Any = None) -> None:
     """Wait until 127.0.0.1:``port`` accepts a connection, failing if ``proc`` exits first."""
-    while True:
-        if proc.poll() is not None:
-            tail = f": {log()}" if log else ""
-            raise BenchError(f"{proc.args!r} exited {proc.returncode} before listening on {port}{tail}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                tail = f": {log()}" if log else ""
-                raise BenchError(f"port {port} never opened{tail}") from None
-            time.sleep(0.02)
+    if problem := wait_listening(port, proc.poll, deadline):
+        raise BenchError(f"{proc.args!r} {problem}" + (f": {log()}" if log else ""))
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def query(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:

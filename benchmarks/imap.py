@@ -28,11 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import select
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -43,7 +41,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from _common import CORPUS, ROOT, BenchError, Instance, count_rows, query, verdict
+from _common import CORPUS, ROOT, BenchError, Instance, count_rows, machine_info, query, verdict, wait_listening
 from ingest import with_message_id
 
 USER = "bench"
@@ -426,20 +424,6 @@ def wait_rows(inst: Instance, job: Tracked, table: str, count: int, deadline: fl
     return time.perf_counter() - job.started
 
 
-def wait_listening(port: int, job: Tracked, deadline: float) -> None:
-    """Wait until 127.0.0.1:``port`` accepts a connection (``job.poll`` reaps; never ``Popen.poll``)."""
-    while True:
-        if job.poll() is not None:
-            raise BenchError(f"ticketd serve exited {job.exit_code} before listening: {job.log_tail()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise BenchError(f"port {port} never opened: {job.log_tail()}") from None
-            time.sleep(0.02)
-
-
 def imap_state(inst: Instance) -> str:
     try:
         rows = query(inst.db_path, "SELECT state FROM imap_status WHERE account = ?", (ACCOUNT,))
@@ -456,7 +440,8 @@ def run_serve(top: Path, server: Any, messages: int, timeout: float) -> dict[str
     problems: list[str] = []
     result: dict[str, Any] = {"messages": messages}
     try:
-        wait_listening(inst.smtp_port, job, time.monotonic() + 30)
+        if problem := wait_listening(inst.smtp_port, job.poll, time.monotonic() + 30):  # job.poll reaps
+            raise BenchError(f"ticketd serve {problem}: {job.log_tail()}")
         deadline = time.monotonic() + timeout
         result["spooled_seconds"] = round(wait_rows(inst, job, "inbound", messages, deadline), 3)
         seconds = wait_rows(inst, job, "import_log", messages, deadline)
@@ -499,12 +484,7 @@ def run_serve(top: Path, server: Any, messages: int, timeout: float) -> dict[str
 def measure(args: argparse.Namespace, top: Path) -> dict[str, Any]:
     started = time.monotonic()
     report: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine_info(),
         "errors": [],
     }
     errors: list[str] = report["errors"]

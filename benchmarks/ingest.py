@@ -25,7 +25,6 @@ import asyncio
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -47,6 +46,7 @@ from _common import (
     count_rows,
     cpu_seconds,
     free_port,
+    machine_info,
     parse_stamp,
     percentile,
     ticketd_command,
@@ -132,6 +132,57 @@ def body_digest(raw: bytes) -> str:
     return hashlib.sha256(raw[m.end():] if m else b"").hexdigest()
 
 
+def wait_drained(inst: Instance, messages: int, timeout: float, poll: float) -> str:
+    """Wait until every message has its import-log row: "" then, else how far it got by ``timeout``."""
+    assert inst.proc is not None
+    deadline = time.monotonic() + timeout
+    while (done := count_rows(inst.db_path, "import_log")) < messages:
+        if inst.proc.poll() is not None:
+            raise BenchError(f"ticketd serve exited {inst.proc.returncode}: {inst.log_tail()}")
+        if time.monotonic() > deadline:
+            return f"only {done} of {messages} import_log rows {timeout:.0f} s after"
+        time.sleep(poll)
+    return ""
+
+
+def logged_rows(inst: Instance) -> list[Any]:
+    return inst.query("SELECT i.received_at, l.processed_at, l.outcome, l.message_id"
+                      " FROM import_log l JOIN inbound i ON i.id = l.inbound_id ORDER BY i.id")
+
+
+def stopped_cleanly(inst: Instance, code: int, rows: list[Any]) -> dict[str, Any]:
+    """The daemon's log problems, once it is known to have stopped well and to have logged something."""
+    problems = log_problems(inst.log_path)
+    if code != 0:
+        raise BenchError(f"ticketd serve exited {code} after SIGTERM (expected 0): {inst.log_tail()}")
+    if not rows:
+        raise BenchError(f"no import_log rows at all: {problems or inst.log_tail()}")
+    return problems
+
+
+def end_to_end(rows: list[Any]) -> dict[str, Any]:
+    """Arrival (spool) to outcome (import log) figures over the logged rows."""
+    received = [parse_stamp(r["received_at"]) for r in rows]
+    processed = [parse_stamp(r["processed_at"]) for r in rows]
+    latencies = [(p - r).total_seconds() for r, p in zip(received, processed, strict=True)]
+    span = (max(processed) - min(received)).total_seconds()
+    outcomes: dict[str, int] = {}
+    for r in rows:
+        outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+    return {
+        "logged": len(rows),
+        "e2e_seconds": round(span, 3),
+        "e2e_per_s": len(rows) / span if span > 0 else float("inf"),
+        "latency_p50_s": percentile(latencies, 50),
+        "latency_p90_s": percentile(latencies, 90),
+        "latency_p99_s": percentile(latencies, 99),
+        "latency_max_s": max(latencies),
+        "drain_after_last_accept_s": (max(processed) - max(received)).total_seconds(),
+        "outcomes": dict(sorted(outcomes.items())),
+        "distinct_message_ids": len({r["message_id"] for r in rows}),
+    }
+
+
 def run_ticketd_smtp(binary: str, messages: int, work: Path, drain_timeout: float) -> dict[str, Any]:
     inst = Instance(work)
     say(f"ticketd serve: smtp-source -s {SESSIONS} -m {messages} -l {MESSAGE_SIZE}"
@@ -147,60 +198,30 @@ def run_ticketd_smtp(binary: str, messages: int, work: Path, drain_timeout: floa
         accepted = count_rows(inst.db_path, "inbound")
         if accepted != messages:
             raise BenchError(f"smtp-source finished but the spool holds {accepted} of {messages} messages")
-        deadline = time.monotonic() + drain_timeout
-        while (done := count_rows(inst.db_path, "import_log")) < messages:
-            if inst.proc.poll() is not None:
-                raise BenchError(f"ticketd serve exited {inst.proc.returncode}: {inst.log_tail()}")
-            if time.monotonic() > deadline:  # keep (a); (b) covers what was logged so far
-                result["error"] = (f"(b) incomplete: only {done} of {messages} import_log rows"
-                                   f" {drain_timeout:.0f} s after smtp-source finished")
-                break
-            time.sleep(0.05)
+        if incomplete := wait_drained(inst, messages, drain_timeout, 0.05):  # keep (a); (b) covers the rest
+            result["error"] = f"(b) incomplete: {incomplete} smtp-source finished"
         cpu2 = cpu_seconds(pid)
-        rows = inst.query(
-            "SELECT i.received_at, l.processed_at, l.outcome, l.message_id"
-            " FROM import_log l JOIN inbound i ON i.id = l.inbound_id ORDER BY i.id"
-        )
+        rows = logged_rows(inst)
         spooled = inst.query("SELECT received_at, raw FROM inbound ORDER BY id")
         spool_stamps = [r[0] for r in spooled]
         raws = [bytes(r[1]) for r in spooled]
     finally:
         code = inst.stop()
-    problems = log_problems(inst.log_path)
-    if code != 0:
-        raise BenchError(f"ticketd serve exited {code} after SIGTERM (expected 0): {inst.log_tail()}")
-    if not rows:
-        raise BenchError(f"no import_log rows at all: {problems or inst.log_tail()}")
-
-    received = [parse_stamp(r["received_at"]) for r in rows]
-    processed = [parse_stamp(r["processed_at"]) for r in rows]
-    latencies = [(p - r).total_seconds() for r, p in zip(received, processed, strict=True)]
-    span = (max(processed) - min(received)).total_seconds()
-    accept_span = (max(received) - min(received)).total_seconds()
+    problems = stopped_cleanly(inst, code, rows)
     # One received_at stamp per spool group commit: how often the spool committed, and its longest pause.
     commits = sorted({parse_stamp(stamp) for stamp in spool_stamps})
     gaps = [(b - a).total_seconds() for a, b in zip(commits, commits[1:], strict=False)]
-    outcomes: dict[str, int] = {}
-    for r in rows:
-        outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+    received = [parse_stamp(r["received_at"]) for r in rows]
     result.update(
+        end_to_end(rows),
         messages=messages,
-        logged=len(rows),
         log_problems=problems,
         seconds=round(seconds, 3),
         accepted_per_s=messages / seconds,
-        e2e_seconds=round(span, 3),
-        e2e_per_s=len(rows) / span if span > 0 else float("inf"),
-        latency_p50_s=percentile(latencies, 50),
-        latency_p99_s=percentile(latencies, 99),
-        latency_max_s=max(latencies),
-        drain_after_last_accept_s=(max(processed) - max(received)).total_seconds(),
-        spool_span_s=accept_span,
+        spool_span_s=(max(received) - min(received)).total_seconds(),
         spool_commits=len(commits),
         spool_commit_gap_p50_ms=percentile(gaps, 50) * 1000,
         spool_commit_gap_max_ms=max(gaps, default=0.0) * 1000,
-        outcomes=dict(sorted(outcomes.items())),
-        distinct_message_ids=len({r["message_id"] for r in rows}),
         distinct_bodies=len({body_digest(raw) for raw in raws}),
         sample=header_summary(raws[0]) if raws else {},
         daemon_exit=code,
@@ -319,33 +340,14 @@ def run_ticketd_paced(binary: str, rate: float, seconds: float, work: Path,
         accepted = count_rows(inst.db_path, "inbound")
         if accepted != messages:
             raise BenchError(f"smtp-source finished but the spool holds {accepted} of {messages} messages")
-        deadline = time.monotonic() + drain_timeout
-        while (done := count_rows(inst.db_path, "import_log")) < messages:
-            if inst.proc.poll() is not None:
-                raise BenchError(f"ticketd serve exited {inst.proc.returncode}: {inst.log_tail()}")
-            if time.monotonic() > deadline:
-                result["error"] = (f"(b2) incomplete: only {done} of {messages} import_log rows"
-                                   f" {drain_timeout:.0f} s after the last smtp-source batch finished")
-                break
-            time.sleep(0.02)
+        if incomplete := wait_drained(inst, messages, drain_timeout, 0.02):
+            result["error"] = f"(b2) incomplete: {incomplete} the last smtp-source batch finished"
         cpu1 = cpu_seconds(pid)
-        rows = inst.query(
-            "SELECT i.received_at, l.processed_at, l.outcome, l.message_id"
-            " FROM import_log l JOIN inbound i ON i.id = l.inbound_id ORDER BY i.id"
-        )
+        rows = logged_rows(inst)
         spool_stamps = [r[0] for r in inst.query("SELECT received_at FROM inbound ORDER BY id")]
     finally:
         code = inst.stop()
-    problems = log_problems(inst.log_path)
-    if code != 0:
-        raise BenchError(f"ticketd serve exited {code} after SIGTERM (expected 0): {inst.log_tail()}")
-    if not rows:
-        raise BenchError(f"no import_log rows at all: {problems or inst.log_tail()}")
-
-    received = [parse_stamp(r["received_at"]) for r in rows]
-    processed = [parse_stamp(r["processed_at"]) for r in rows]
-    latencies = [(p - r).total_seconds() for r, p in zip(received, processed, strict=True)]
-    span = (max(processed) - min(received)).total_seconds()
+    problems = stopped_cleanly(inst, code, rows)
     # The offered load as the server saw it: arrivals per second over the spool's received_at stamps.
     spooled = sorted(parse_stamp(stamp) for stamp in spool_stamps)
     first = spooled[0]
@@ -355,26 +357,15 @@ def run_ticketd_paced(binary: str, rate: float, seconds: float, work: Path,
         second = int((stamp - first).total_seconds())
         per_second[second] = per_second.get(second, 0) + 1
     full_seconds = [per_second.get(s, 0) for s in range(int(spool_span))]  # the last, partial one left out
-    outcomes: dict[str, int] = {}
-    for r in rows:
-        outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+    result.update(client)
     result.update(
-        client,
-        logged=len(rows),
+        end_to_end(rows),
         log_problems=problems,
         achieved_offered_per_s=(len(spooled) - 1) / spool_span if spool_span > 0 else float("inf"),
         spool_span_s=spool_span,
         spool_per_second_min=min(full_seconds, default=len(spooled)),
         spool_per_second_max=max(full_seconds, default=len(spooled)),
         spool_commits=len(set(spool_stamps)),
-        e2e_seconds=round(span, 3),
-        e2e_per_s=len(rows) / span if span > 0 else float("inf"),
-        latency_p50_s=percentile(latencies, 50),
-        latency_p90_s=percentile(latencies, 90),
-        latency_p99_s=percentile(latencies, 99),
-        latency_max_s=max(latencies),
-        outcomes=dict(sorted(outcomes.items())),
-        distinct_message_ids=len({r["message_id"] for r in rows}),
         daemon_exit=code,
     )
     if cpu0 is not None and cpu1 is not None:
@@ -580,12 +571,7 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float:
 def measure(args: argparse.Namespace, top: Path) -> dict[str, Any]:
     started = time.monotonic()
     report: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine_info(),
         "errors": [],
     }
     errors: list[str] = report["errors"]

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -63,6 +64,21 @@ addresses = ["sales@helpdesk.example"]
 """
 
 
+def wait_listening(port: int, exit_code: Callable[[], int | None], deadline: float) -> str:
+    """Wait until 127.0.0.1:``port`` accepts a connection: "" then; else what went wrong (the process
+    ``exit_code`` reports on exited first, or the port never opened by ``deadline``)."""
+    while True:
+        if (code := exit_code()) is not None:
+            return f"exited {code} before listening on port {port}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return ""
+        except OSError:
+            if time.monotonic() > deadline:
+                return f"never opened port {port}"
+            time.sleep(0.02)
+
+
 @dataclass
 class Instance:
     """One ticketd configuration and state directory; optionally a running daemon."""
@@ -108,16 +124,8 @@ class Instance:
                                          stdout=log, stderr=log)
         deadline = time.monotonic() + 30
         for port in (self.smtp_port, self.lmtp_port):
-            while True:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"ticketd serve exited {self.proc.returncode}: {self.daemon_log()}")
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise AssertionError(f"port {port} never opened: {self.daemon_log()}") from None
-                    time.sleep(0.02)
+            if problem := wait_listening(port, self.proc.poll, deadline):
+                raise AssertionError(f"ticketd serve {problem}: {self.daemon_log()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         assert self.proc is not None
