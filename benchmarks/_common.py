@@ -24,7 +24,7 @@ STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 # One configuration template for the test suite and the benchmarks (tests/helpers.py).
 sys.path.insert(0, str(ROOT))
-from tests.helpers import CONFIG, free_port, wait_listening  # noqa: E402
+from tests.helpers import CONFIG, free_port, query, wait_listening  # noqa: E402
 
 MAX_SIZE = 25 * 1024 * 1024
 
@@ -116,16 +116,6 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
-
-
-def query(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-    """A read-only query (the daemon keeps writing meanwhile)."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def count_rows(db_path: Path, table: str) -> int:

@@ -69,16 +69,21 @@ class App:
         await self.close()
 
 
+def stop_on_signals() -> asyncio.Event:
+    """An event that SIGTERM or SIGINT sets: the long-running commands stop cleanly on either."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) -> int:
     """Run the daemon until SIGTERM/SIGINT: stop accepting, finish the message in hand, exit 0."""
     from maild.addressbook import AddressBook
     from maild.receive.smtp import SpoolHandler, start_server
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
+    stop = stop_on_signals()
     async with App(settings, parsers=settings.worker_parsers) as app:
         assert app.worker is not None and app.db is not None
         # Receivers commit on their own connection; both take turns at the write lock through one gate.

@@ -64,6 +64,16 @@ addresses = ["sales@helpdesk.example"]
 """
 
 
+def query(db_path: Path, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+    """A read-only query: the daemon keeps writing meanwhile."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
 def wait_listening(port: int, exit_code: Callable[[], int | None], deadline: float) -> str:
     """Wait until 127.0.0.1:``port`` accepts a connection: "" then; else what went wrong (the process
     ``exit_code`` reports on exited first, or the port never opened by ``deadline``)."""
@@ -139,12 +149,7 @@ class Instance:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
-        conn.row_factory = sqlite3.Row
-        try:
-            return conn.execute(sql, params).fetchall()
-        finally:
-            conn.close()
+        return query(self.db_path, sql, params)
 
     def wait_outcomes(self, count: int, timeout: float = 20) -> list[sqlite3.Row]:
         """Wait until ``count`` import-log rows exist; return them oldest first."""

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from collections import Counter
 
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from maild.app import App
+from maild.app import App, stop_on_signals
 from maild.cli import EX_NOINPUT, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE
 from maild.commands.output import print_json, print_table
 from maild.config import ImapAccount, Settings
@@ -94,10 +93,7 @@ async def _sync_once(settings: Settings, accounts: list[ImapAccount]) -> tuple[i
 
 
 async def _sync_forever(settings: Settings, accounts: list[ImapAccount]) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     async with App(settings, parsers=settings.worker_parsers) as app:
         assert app.db is not None and app.worker is not None
         service = ImapService(accounts, settings.db_path, app.db.gate, settings.max_message_size, app.clock,
