@@ -10,7 +10,7 @@ import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from maild.clock import Clock
+from maild.clock import Clock, wait_any
 from maild.config import Listen, Settings
 from maild.pipeline.context import Env
 from maild.pipeline.prepare import Preparer
@@ -165,10 +165,7 @@ def worker_process_main(settings: Settings, parent: int) -> None:
 
 
 async def _worker_process(settings: Settings, parent: int) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
 
     async def watch_parent() -> None:
         while not stop.is_set():
@@ -201,11 +198,11 @@ async def supervise_worker(settings: Settings, stop: asyncio.Event) -> None:
         except OSError as exc:  # out of processes or memory: keep receiving, try again
             restarts += 1
             log.error("cannot start the worker process; retrying", extra={"kv": {"error": str(exc)}})
-            await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=min(30.0, 2.0 * restarts))
+            await wait_any(min(30.0, 2.0 * restarts), stop)
             continue
         log.info("worker process started", extra={"kv": {"pid": proc.pid}})
         while proc.is_alive() and not stop.is_set():
-            await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=0.5)
+            await wait_any(0.5, stop)
         if stop.is_set():
             proc.terminate()
             await asyncio.to_thread(proc.join, 60)
@@ -218,4 +215,4 @@ async def supervise_worker(settings: Settings, stop: asyncio.Event) -> None:
         delay = min(30.0, 0.5 * 2 ** min(restarts, 6))
         log.error("worker process died; restarting it", extra={"kv": {"exitcode": proc.exitcode,
                                                                      "retry_in": f"{delay:.1f}s"}})
-        await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=delay)
+        await wait_any(delay, stop)

@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from maild.clock import wait_any
 from maild.outcomes import Failed, Outcome
 from maild.pipeline import chain
 from maild.pipeline.context import Env, MessageContext
@@ -91,11 +92,11 @@ class Worker:
                     failures += 1
                     log.error("pipeline batch rolled back, retrying in %ss: %s", delay, exc,
                               exc_info=not is_transient(exc))
-                    await _wait_any(stop, None, delay)
+                    await wait_any(delay, stop)
                     continue
                 if not results and self._next is None:
                     self._wake.clear()
-                    await _wait_any(stop, self._wake, self.poll_seconds)
+                    await wait_any(self.poll_seconds, stop, self._wake)
         finally:
             self._forget_prefetch()
 
@@ -251,14 +252,3 @@ def _log_outcome(result: Result) -> None:
             "size": row.size,
         }},
     )
-
-
-async def _wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout: float) -> None:
-    waiters = [asyncio.ensure_future(stop.wait())]
-    if wake is not None:
-        waiters.append(asyncio.ensure_future(wake.wait()))
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
