@@ -155,18 +155,17 @@ class Worker:
             try:
                 async with db.transaction():
                     began = time.monotonic()
-                    # Claim the rows at once; those another worker took meanwhile drop out.
-                    mine = await inbound.claim_many(db, [row.id for (row, _), _ in todo], "done", from_state)
+                    # Rows another worker took meanwhile drop out; ours stay ours while we hold the lock.
+                    mine = await inbound.owned(db, [row.id for (row, _), _ in todo], from_state)
                     done = 0
                     for (row, raw), mail in todo:
                         done += 1
                         if row.id in mine:
                             committed.append(Result(row, await self._one(row, raw, mail, careful)))
-                        busy = db.others_waiting() or time.monotonic() - began > self.max_tx_seconds
-                        if busy and done < len(todo):
-                            rest = [row.id for (row, _), _ in todo[done:] if row.id in mine]
-                            await inbound.release(db, rest, from_state)
-                            break
+                        if db.others_waiting() or time.monotonic() - began > self.max_tx_seconds:
+                            break  # the receivers need the lock: the rest waits for the next transaction
+                    await inbound.finish(db, [r.inbound.id for r in committed if not isinstance(r.outcome, Failed)],
+                                         from_state)
             except _Careful:
                 careful = True  # the batch rolled back whole; again, one savepoint per message
                 continue
@@ -203,7 +202,7 @@ class Worker:
             if not careful:
                 raise _Careful from exc
             outcome = Failed(reason=type(exc).__name__, detail="".join(traceback.format_exception(exc)))
-            await inbound.set_state(db, row.id, "failed")
+            await inbound.mark_failed(db, row.id)
             try:
                 async with db.savepoint("failed"):
                     await importlog.record(db, _entry(row, ctx, outcome), self.env.clock.stamp())

@@ -67,30 +67,26 @@ async def get(db: Database, inbound_id: int) -> tuple[InboundRow, bytes] | None:
     return (InboundRow.from_row(row), bytes(row["raw"])) if row else None
 
 
-async def claim_many(db: Database, ids: list[int], state: str, from_state: str = "new") -> set[int]:
-    """Move rows out of ``from_state`` (inside a transaction); return the ids this call moved, leaving out
-    those another worker already took."""
+async def owned(db: Database, ids: list[int], from_state: str = "new") -> set[int]:
+    """Those of ``ids`` still in ``from_state``: inside a write transaction, no other worker can take
+    them until it ends (rows another worker already took drop out)."""
     marks = ",".join("?" * len(ids))
-    rows = await db.fetchall(
-        f"UPDATE inbound SET state = ?, attempts = attempts + 1 WHERE state = ? AND id IN ({marks}) RETURNING id",
-        (state, from_state, *ids),
-    )
+    rows = await db.fetchall(f"SELECT id FROM inbound WHERE state = ? AND id IN ({marks})", (from_state, *ids))
     return {r["id"] for r in rows}
 
 
-async def set_state(db: Database, inbound_id: int, state: str) -> None:
-    await db.execute("UPDATE inbound SET state = ? WHERE id = ?", (state, inbound_id))
+async def finish(db: Database, ids: list[int], from_state: str = "new") -> None:
+    """Mark processed rows done, in the transaction that processed them. Only what was processed is
+    written: an UPDATE rewrites the whole row, raw mail included."""
+    if ids:
+        marks = ",".join("?" * len(ids))
+        await db.execute(f"UPDATE inbound SET state = 'done', attempts = attempts + 1"
+                         f" WHERE state = ? AND id IN ({marks})", (from_state, *ids))
+
+
+async def mark_failed(db: Database, inbound_id: int) -> None:
+    await db.execute("UPDATE inbound SET state = 'failed', attempts = attempts + 1 WHERE id = ?", (inbound_id,))
 
 
 async def count_pending(db: Database) -> int:
     return int(await db.scalar("SELECT count(*) FROM inbound WHERE state = 'new'") or 0)
-
-
-async def release(db: Database, ids: list[int], state: str, from_state: str = "done") -> None:
-    """Undo :func:`claim_many` for rows a worker claimed but left for its next transaction."""
-    if ids:
-        marks = ",".join("?" * len(ids))
-        await db.execute(
-            f"UPDATE inbound SET state = ?, attempts = attempts - 1 WHERE state = ? AND id IN ({marks})",
-            (state, from_state, *ids),
-        )
