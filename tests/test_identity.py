@@ -204,9 +204,14 @@ def test_import_as_reply_sets_customer_reply(desk: Instance):
     tid = opened["ticket"]
     feed(desk, make_mail(subject=f"[Ticket #{tid}]", sender="new-colleague@acme.example"))
     log_id = desk.cli_json("import-log", "--outcome", "blocked")[0]["id"]
+    close(desk, tid)  # an import into a Closed ticket reopens it, as the reply itself would have
     desk.cli("import-log", "import", str(log_id), "--ticket", tid)
     t = desk.cli_json("ticket", "show", tid)
     assert t["status"] == "Customer-Reply" and t["messages"][-1]["kind"] == "reply"
+    events = [(e["event"], e["actor"]) for e in t["log"]][-3:]
+    assert events[0] == ("reopened", "new-colleague@acme.example")
+    assert events[1] == ("client_reply", "new-colleague@acme.example")
+    assert events[2][0] == "blocked_mail_imported" and events[2][1].startswith("cli:")
 
 
 def test_registered_only_department(desk: Instance):

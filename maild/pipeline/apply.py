@@ -77,7 +77,6 @@ async def add_message(ctx: MessageContext, env: Env, ticket_id: int, stamp: str,
 
 async def apply(ctx: MessageContext, env: Env) -> Outcome | None:
     stamp = env.clock.stamp()
-    actor = ctx.author_email or "unknown"
     if ctx.ticket is None:
         assert ctx.department is not None
         ticket_id, tid = await create_ticket(ctx, env, stamp)
@@ -85,20 +84,24 @@ async def apply(ctx: MessageContext, env: Env) -> Outcome | None:
         # Whoever the client copied (not us, not the client) is a CC recipient: their replies are welcome.
         others = {a for _, a in ctx.mail.to + ctx.mail.cc} - {ctx.author_email}
         await people.add_cc(env.db, ticket_id, sorted(a for a in others if not env.book.department_for(a)))
-        await tickets.log_event(env.db, ticket_id, "opened", actor, stamp, source=ctx.inbound.source,
-                                queue_id=ctx.inbound.id, department=ctx.department.name)
+        await tickets.log_event(env.db, ticket_id, "opened", ctx.author_email or "unknown", stamp,
+                                source=ctx.inbound.source, queue_id=ctx.inbound.id, department=ctx.department.name)
         return NewTicket(ticket_id=ticket_id, tid=tid)
     ticket = ctx.ticket
-    if ctx.staff is not None:  # verified staff answering by mail (identity stage): the seed's Answered
-        await add_message(ctx, env, ticket["id"], stamp, kind="staff_reply")
-        await tickets.touch_reply(env.db, ticket["id"], tickets.ANSWERED, stamp)
-        await tickets.log_event(env.db, ticket["id"], "staff_reply", ctx.staff["username"], stamp,
-                                queue_id=ctx.inbound.id, threaded_by=ctx.threaded_by, previous_status=ticket["status"])
-        return Reply(ticket_id=ticket["id"], tid=ticket["tid"])
-    await add_message(ctx, env, ticket["id"], stamp)
-    if ticket["status"] == tickets.CLOSED:
-        await tickets.log_event(env.db, ticket["id"], "reopened", actor, stamp, by="client_reply")
-    await tickets.touch_reply(env.db, ticket["id"], tickets.CUSTOMER_REPLY, stamp)
-    await tickets.log_event(env.db, ticket["id"], "client_reply", actor, stamp, queue_id=ctx.inbound.id,
-                            threaded_by=ctx.threaded_by, previous_status=ticket["status"])
+    await add_reply(ctx, env, ticket, stamp, queue_id=ctx.inbound.id, threaded_by=ctx.threaded_by)
     return Reply(ticket_id=ticket["id"], tid=ticket["tid"])
+
+
+async def add_reply(ctx: MessageContext, env: Env, ticket: sqlite3.Row, stamp: str, **detail: object) -> int:
+    """The mail as a reply on ``ticket`` (here and for an admin's import of a blocked reply): from verified
+    staff a staff reply, setting Answered; from anyone else a client reply, setting Customer-Reply. A
+    Closed ticket reopens either way. Logs the event; returns the message's id."""
+    staff = ctx.staff is not None
+    event = "staff_reply" if staff else "client_reply"
+    actor = ctx.staff["username"] if ctx.staff is not None else ctx.author_email or "unknown"
+    message_id = await add_message(ctx, env, ticket["id"], stamp, kind=event if staff else "reply")
+    if ticket["status"] == tickets.CLOSED:
+        await tickets.log_event(env.db, ticket["id"], "reopened", actor, stamp, by=event)
+    await tickets.touch_reply(env.db, ticket["id"], tickets.ANSWERED if staff else tickets.CUSTOMER_REPLY, stamp)
+    await tickets.log_event(env.db, ticket["id"], event, actor, stamp, previous_status=ticket["status"], **detail)
+    return message_id

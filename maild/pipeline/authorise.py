@@ -24,7 +24,7 @@ async def authorise(ctx: MessageContext, env: Env) -> Outcome | None:
         blocked = await _reply(ctx, env)
         if blocked is not None or ctx.ticket is not None:
             return blocked
-        await identity.identify(ctx, env)  # the reply became a new ticket: who is it relative to that?
+        identity.assign_badge(ctx)  # the reply became a new ticket: who is it relative to that?
     return await _new_ticket(ctx, env)
 
 
@@ -34,9 +34,8 @@ async def _reply(ctx: MessageContext, env: Env) -> Outcome | None:
     author = ctx.author_email
     allowed = (
         ctx.staff is not None
-        or (author and author == ticket["client_email"])
         or (ticket["client_id"] is not None and ticket["client_id"] in ctx.roles)
-        or (author and await people.is_cc(env.db, ticket["id"], author))
+        or await people.on_ticket(env.db, ticket, author)
     )
     if not allowed:
         return Blocked(reason=UNAUTHORISED_SENDER, ticket_id=ticket["id"], tid=ticket["tid"],
@@ -63,7 +62,7 @@ async def _new_ticket(ctx: MessageContext, env: Env) -> Outcome | None:
     if dept is None or dept.accept_new == "anyone" or ctx.staff is not None:
         return None
     author = ctx.author_email
-    if ctx.roles or (author and await people.is_registered(env.db, author)):
+    if ctx.registered:
         return None
     return Blocked(reason=UNREGISTERED, detail=f"{author or 'no sender'} is not a registered client; department"
                                                f" {dept.name!r} takes new tickets from registered clients only")

@@ -46,6 +46,7 @@ class MessageContext:
     client_id: int | None = None               # the account a new ticket belongs to
     roles: dict[int, str] = field(default_factory=dict)   # account id → owner/user/contact of the author
     staff: sqlite3.Row | None = None
+    registered: bool = False                   # the author has an account or is a registered user
 
     @property
     def author_email(self) -> str:

@@ -7,6 +7,8 @@ authorise stage's business."""
 
 from __future__ import annotations
 
+import sqlite3
+
 from maild.outcomes import Outcome
 from maild.pipeline import authres
 from maild.pipeline.context import Env, MessageContext
@@ -18,35 +20,52 @@ SINGLE_HEADERS = ("from", "subject", "message-id", "in-reply-to", "references", 
 
 
 async def identify(ctx: MessageContext, env: Env) -> Outcome | None:
+    """Look the author up (staff, accounts, registered user) once; then :func:`assign_badge`."""
     email = ctx.author_email
-    ctx.badge, ctx.client_id, ctx.roles, ctx.staff = "Guest", None, {}, None
-    if not email:
+    ctx.client_id, ctx.roles, ctx.staff, ctx.registered = None, {}, None, False
+    if email:
+        claimed = await people.staff_by_email(env.db, email)
+        if claimed is not None and ctx.mail.from_addr == email:
+            ctx.staff = _verified_staff(ctx, env, claimed)
+        if ctx.staff is None:
+            ctx.roles = {row["client_id"]: row["role"] for row in await people.accounts_of(env.db, email)}
+            ctx.registered = bool(ctx.roles) or await people.is_registered(env.db, email)
+    assign_badge(ctx)
+    return None
+
+
+def _verified_staff(ctx: MessageContext, env: Env, claimed: sqlite3.Row) -> sqlite3.Row | None:
+    """``claimed`` if a trusted mail server verified the From domain, else None; a note says which."""
+    proof = authres.verified_by(ctx.mail.headers.get("authentication-results", []),
+                                env.settings.trusted_authserv_ids, ctx.mail.from_addr.rpartition("@")[2])
+    doubled = [h for h in SINGLE_HEADERS if len(ctx.mail.headers.get(h, [])) > 1]
+    name = claimed["username"]
+    if not proof:
+        ctx.notes.append(f"From claims staff member {name} but no trusted mail server verified its domain"
+                         " (mail.trusted_authserv_ids); treated as any other sender")
         return None
-    claimed = await people.staff_by_email(env.db, email)
-    if claimed is not None and ctx.mail.from_addr == email:
-        proof = authres.verified_by(ctx.mail.headers.get("authentication-results", []),
-                                    env.settings.trusted_authserv_ids, email.rpartition("@")[2])
-        doubled = [h for h in SINGLE_HEADERS if len(ctx.mail.headers.get(h, [])) > 1]
-        if proof and doubled:
-            # DKIM signs the last of a repeated header, we read the first: one added on top of a genuine
-            # signed staff mail would steer it, so a signature proves nothing here.
-            ctx.notes.append(f"From claims staff member {claimed['username']} ({proof}) but the mail repeats"
-                             f" {', '.join(doubled)}; treated as any other sender")
-        elif proof:
-            ctx.staff, ctx.badge = claimed, "Operator"
-            ctx.notes.append(f"staff member {claimed['username']}: From domain verified, {proof}")
-            return None
-        else:
-            ctx.notes.append(f"From claims staff member {claimed['username']} but no trusted mail server"
-                             " verified its domain (mail.trusted_authserv_ids); treated as any other sender")
-    ctx.roles = {row["client_id"]: row["role"] for row in await people.accounts_of(env.db, email)}
+    if doubled:
+        # DKIM signs the last of a repeated header, we read the first: one added on top of a genuine
+        # signed staff mail would steer it, so a signature proves nothing here.
+        ctx.notes.append(f"From claims staff member {name} ({proof}) but the mail repeats {', '.join(doubled)};"
+                         " treated as any other sender")
+        return None
+    ctx.notes.append(f"staff member {name}: From domain verified, {proof}")
+    return claimed
+
+
+def assign_badge(ctx: MessageContext) -> None:
+    """The badge (and the account of a new ticket) from what :func:`identify` found, relative to
+    ``ctx.ticket``: no database work, so it can run again when the ticket changes (authorise)."""
+    ctx.badge, ctx.client_id = "Guest", None
     account = ctx.ticket["client_id"] if ctx.ticket is not None else None
-    if account is not None and account in ctx.roles:
+    if ctx.staff is not None:
+        ctx.badge = "Operator"
+    elif account is not None and account in ctx.roles:
         ctx.badge, ctx.client_id = BADGES[ctx.roles[account]], account
     elif ctx.ticket is None and len(ctx.roles) == 1:
         ctx.client_id, role = next(iter(ctx.roles.items()))
         ctx.badge = BADGES[role]
-    elif len(ctx.roles) == 1 or (not ctx.roles and await people.is_registered(env.db, email)):
+    elif ctx.registered and len(ctx.roles) <= 1:
         ctx.badge = "Registered User"
     # else: unknown, or tied to several accounts so we cannot tell which: Guest
-    return None

@@ -63,11 +63,10 @@ async def import_blocked(env: Env, preparer: Preparer, log_id: int, tid: str | N
             raise ImportRefused(f"entry {log_id} was imported already")
         await identity.identify(ctx, env)
         await attachments.store(ctx, env)
-        message_id = await apply.add_message(ctx, env, ticket["id"], stamp, kind)
         if kind == "reply":
-            if ticket["status"] == tickets.CLOSED:
-                await tickets.log_event(env.db, ticket["id"], "reopened", by, stamp, by_import=log_id)
-            await tickets.touch_reply(env.db, ticket["id"], tickets.CUSTOMER_REPLY, stamp)
+            message_id = await apply.add_reply(ctx, env, ticket, stamp, import_log=log_id, imported_by=by)
+        else:
+            message_id = await apply.add_message(ctx, env, ticket["id"], stamp, kind)
         await tickets.log_event(env.db, ticket["id"], "blocked_mail_imported", by, stamp, import_log=log_id,
                                 reason=entry["reason"], kind=kind, author=ctx.author_email)
     return Imported(log_id, ticket["tid"], message_id, kind)

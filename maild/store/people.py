@@ -77,6 +77,13 @@ async def add_cc(db: Database, ticket_id: int, addresses: Iterable[str]) -> None
                          (ticket_id, address.lower()))
 
 
+async def on_ticket(db: Database, ticket: sqlite3.Row, address: str) -> bool:
+    """Is ``address`` one of the ticket's own people: the address that opened it, or a CC recipient?"""
+    address = address.lower()
+    return bool(address) and (address == (ticket["client_email"] or "").lower()
+                              or await is_cc(db, ticket["id"], address))
+
+
 async def is_cc(db: Database, ticket_id: int, address: str) -> bool:
     return await db.fetchone("SELECT 1 FROM cc_recipients WHERE ticket_id = ? AND address = ?",
                              (ticket_id, address.lower())) is not None

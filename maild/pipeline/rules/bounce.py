@@ -5,8 +5,6 @@ else is blocked and kept, and changes nothing."""
 
 from __future__ import annotations
 
-import sqlite3
-
 from maild.outcomes import BOUNCE, Blocked, Outcome
 from maild.pipeline.context import Env, MessageContext
 from maild.store import people, senders, tickets
@@ -43,15 +41,6 @@ def is_bounce(ctx: MessageContext) -> bool:
                                                    "delivery failure", "failure notice"))
 
 
-async def _client_side(env: Env, ticket: sqlite3.Row, address: str) -> bool:
-    """Is ``address`` one of the ticket's client-side recipients: its client or a CC recipient? Staff
-    addresses are never marked by a report: anyone on a ticket could forge one to cut staff off their mail;
-    a staff member's dead address is the admin's to fix. (A report is trusted by what it quotes; once the
-    outbox signs its return paths, ROADMAP 1, a report will have to come back to that signed address.)"""
-    address = address.lower()
-    return address == (ticket["client_email"] or "").lower() or await people.is_cc(env.db, ticket["id"], address)
-
-
 async def check(ctx: MessageContext, env: Env) -> Outcome | None:
     if not is_bounce(ctx):
         return None
@@ -66,7 +55,9 @@ async def check(ctx: MessageContext, env: Env) -> Outcome | None:
         lines.append(f"{rcpt.address} {rcpt.action or '?'} {rcpt.status or '?'}")
         if ticket is None:
             continue
-        if rcpt.permanent and await _client_side(env, ticket, rcpt.address):
+        if rcpt.permanent and await people.on_ticket(env.db, ticket, rcpt.address):
+            # Only the ticket's own client-side people: never staff, whom anyone on a ticket could otherwise
+            # cut off their mail with a forged report (the outbox will sign return paths, ROADMAP 1).
             await senders.record_bounce(env.db, rcpt.address, rcpt.status or "5.0.0", rcpt.diagnostic,
                                         ticket["id"], stamp)
         await tickets.log_event(env.db, ticket["id"], "bounce", ctx.author_email or "mailer-daemon", stamp,
