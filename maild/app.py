@@ -18,7 +18,6 @@ from maild.pipeline.worker import Worker
 from maild.spoolwriter import SpoolWriter
 from maild.store import departments
 from maild.store.db import Database
-from maild.store.files import FileStore
 
 if TYPE_CHECKING:
     from maild.receive.imap import ImapService
@@ -48,7 +47,6 @@ class App:
             db=self.db,
             settings=self.settings,
             clock=self.clock,
-            files=FileStore(self.settings.attachments_dir),
             departments=dept_ids,
         )
         self.worker = Worker(self.env, preparer=Preparer(

@@ -8,7 +8,6 @@ refuses is named in the import-log row, never dropped silently.
 
 from __future__ import annotations
 
-import asyncio
 import mimetypes
 import re
 import unicodedata
@@ -19,17 +18,17 @@ from maild.pipeline.content import Part
 from maild.pipeline.context import Env, MessageContext, StoredFile
 
 MAX_NAME = 120
-# C0/C1 controls, bidi overrides/isolates and zero-width characters: they disguise names.
-_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 _RESERVED = re.compile(r'[<>:"|?*]')
-_HIDDEN = ("Cc", "Cf", "Zl", "Zp")  # controls, format characters (bidi marks, U+061C), line/paragraph separators
+# They disguise names: C0/C1 controls (Cc), format characters (Cf: bidi overrides, isolates and marks,
+# zero-width characters, U+061C, BOM), line and paragraph separators.
+_HIDDEN = ("Cc", "Cf", "Zl", "Zp")
 
 
 def safe_filename(name: str | None, index: int, content_type: str) -> str:
     """A name safe to show and to download: no path parts, controls, bidi tricks or leading dots."""
     clean = unicodedata.normalize("NFC", name or "")
     clean = clean.replace("\\", "/").rsplit("/", 1)[-1]
-    clean = "".join(ch for ch in _UNSAFE_CHARS.sub("", clean) if unicodedata.category(ch) not in _HIDDEN)
+    clean = "".join(ch for ch in clean if unicodedata.category(ch) not in _HIDDEN)
     clean = _RESERVED.sub("_", clean).strip().lstrip(".").strip()
     if clean in ("", ".", ".."):
         ext = mimetypes.guess_extension(content_type) or ""
@@ -41,7 +40,6 @@ def safe_filename(name: str | None, index: int, content_type: str) -> str:
     return clean
 
 
-DEFAULT_ALLOWED = ("png", "jpg", "jpeg", "gif", "pdf", "txt", "log", "csv", "zip", "eml")
 EXECUTABLE_TYPES = {
     "application/x-dosexec", "application/x-executable", "application/x-sharedlib", "application/x-mach-binary",
     "application/x-msdownload", "application/x-msi", "application/x-ms-shortcut", "application/x-elf",
@@ -68,9 +66,11 @@ EXTENSIONS = {"text/plain": "txt", "image/jpeg": "jpg", "message/rfc822": "eml",
 
 @dataclass(frozen=True)
 class AttachmentPolicy:
-    allowed: frozenset[str] = frozenset(DEFAULT_ALLOWED)
-    max_file: int = 10 * 1024 * 1024
-    max_total: int = 25 * 1024 * 1024
+    """``[attachments]`` of the configuration (whose defaults are in :class:`maild.config.Settings`)."""
+
+    allowed: frozenset[str]
+    max_file: int
+    max_total: int
 
 
 def sniff(data: bytes) -> str:
@@ -135,28 +135,10 @@ def judge(parts: list[Part], policy: AttachmentPolicy) -> list[str]:
 
 
 async def store(ctx: MessageContext, env: Env) -> Outcome | None:
-    """Name the parts; their bytes are normally stored already by the prepare step."""
-    parts = [p for p in ctx.mail.content.parts if p.dropped is None]
-    if not parts:
-        return None
-    missing = [p for p in parts if p.sha256 is None]
-    if missing:
-        shas = await asyncio.to_thread(lambda: [env.files.put(p.data) for p in missing])
-        for part, sha in zip(missing, shas, strict=True):
-            part.sha256 = sha
-    unnamed = 0
-    for part in parts:
-        if not part.filename:
-            unnamed += 1
-        assert part.sha256 is not None
-        ctx.files.append(
-            StoredFile(
-                filename=safe_filename(part.filename, unnamed, part.content_type),
-                content_type=part.content_type,
-                size=part.size,
-                sha256=part.sha256,
-                content_id=part.content_id,
-                inline=part.inline,
-            )
-        )
+    """The kept parts, as the prepare step judged, named and stored them, become the message's files."""
+    for part in ctx.mail.content.parts:
+        if part.dropped is None:
+            assert part.sha256 is not None and part.filename  # prepare.parse_all stored and named it
+            ctx.files.append(StoredFile(filename=part.filename, content_type=part.content_type, size=part.size,
+                                        sha256=part.sha256, content_id=part.content_id, inline=part.inline))
     return None

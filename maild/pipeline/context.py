@@ -1,5 +1,5 @@
 """What every stage receives: the message in hand (:class:`MessageContext`) and the shared
-environment (:class:`Env`: database, settings, clock, file store)."""
+environment (:class:`Env`: database, settings, clock, departments)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from maild.clock import Clock
 from maild.config import Settings
 from maild.pipeline.parse import ParsedMail
 from maild.store.db import Database
-from maild.store.files import FileStore
 from maild.store.inbound import InboundRow
 
 
@@ -62,7 +61,6 @@ class Env:
     db: Database
     settings: Settings
     clock: Clock
-    files: FileStore
     departments: dict[str, int]                # name → id
     book: AddressBook = field(init=False)
     token_re: re.Pattern[str] = field(init=False)

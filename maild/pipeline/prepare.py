@@ -25,22 +25,20 @@ log = logging.getLogger("ticketd.pipeline")
 POOL_MIN_BYTES = 256 * 1024
 
 
-def parse_all(raws: list[bytes], files_root: Path | None = None,
-              policy: AttachmentPolicy | None = None) -> list[ParsedMail | BaseException]:
-    """Parse each message; with ``files_root``, also store its attachment bytes there (fsync'd,
-    content-addressed) so that the database transaction never waits for the disk on their account.
-    Files of messages that end up blocked or duplicate are orphans, collected by housekeeping."""
-    store = FileStore(files_root) if files_root is not None else None
+def parse_all(raws: list[bytes], files_root: Path, policy: AttachmentPolicy) -> list[ParsedMail | BaseException]:
+    """Parse each message, judge its attachments and store the kept ones' bytes under ``files_root``
+    (fsync'd, content-addressed), so that the database transaction never waits for the disk on their
+    account. Files of messages that end up blocked or duplicate are orphans, collected by housekeeping."""
+    store = FileStore(files_root)
     out: list[ParsedMail | BaseException] = []
     for raw in raws:
         try:
             mail = parse(raw)
-            mail.notes += judge(mail.content.parts, policy or AttachmentPolicy())
-            if store is not None:
-                for part in mail.content.parts:
-                    if part.dropped is None:
-                        part.sha256 = store.put(part.data)
-                        part.data = b""
+            mail.notes += judge(mail.content.parts, policy)
+            for part in mail.content.parts:
+                if part.dropped is None:
+                    part.sha256 = store.put(part.data)
+                    part.data = b""
             out.append(mail)
         except Exception as exc:  # parse() is built not to raise; a storage error is retried later
             out.append(exc)
@@ -52,8 +50,7 @@ def _warm() -> None:
 
 
 class Preparer:
-    def __init__(self, processes: int = 0, files_root: Path | None = None,
-                 policy: AttachmentPolicy | None = None) -> None:
+    def __init__(self, processes: int, files_root: Path, policy: AttachmentPolicy) -> None:
         self.processes = processes
         self.parse_all = partial(parse_all, files_root=files_root, policy=policy)
         self._pool: ProcessPoolExecutor | None = None

@@ -59,13 +59,13 @@ class Result:
 
 
 class Worker:
-    def __init__(self, env: Env, batch: int | None = None, preparer: Preparer | None = None,
+    def __init__(self, env: Env, preparer: Preparer, batch: int | None = None,
                  poll_seconds: float = POLL_SECONDS, max_tx_seconds: float = MAX_TX_SECONDS) -> None:
         self.env = env
         self.poll_seconds = poll_seconds
         self.max_tx_seconds = max_tx_seconds
         self.batch = batch or env.settings.worker_batch
-        self.preparer = preparer or Preparer(0)
+        self.preparer = preparer
         self._wake = asyncio.Event()
         self._high = 0                 # highest queue id fetched; the next fetch starts above it
         self._next: tuple[list[tuple[InboundRow, bytes]], asyncio.Future] | None = None
