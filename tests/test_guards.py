@@ -72,6 +72,13 @@ def test_null_return_path_over_smtp_is_automatic(daemon: Instance):
     assert (rows[0]["outcome"], rows[0]["reason"]) == ("blocked", "auto_reply")
 
 
+def test_null_return_path_in_a_file_is_automatic(instance: Instance, tmp_path):
+    """Mail from a file or IMAP has no envelope: the Return-Path its MTA wrote says the same."""
+    items = ingest(instance, tmp_path, b"Return-Path: <>\r\n" + make_mail(subject="plain words").as_bytes(),
+                   b"Return-Path: <alice@client.example>\r\n" + make_mail(subject="a person").as_bytes())
+    assert [(i["outcome"], i["reason"]) for i in items] == [("blocked", "auto_reply"), ("new_ticket", "")]
+
+
 def dsn(original_id: str, recipient: str, status: str, action: str = "failed") -> bytes:
     report = EmailMessage()
     report["From"] = "Mail Delivery System <MAILER-DAEMON@mx.client.example>"

@@ -266,8 +266,8 @@ def extract(message: Message) -> Content:
     if walker.texts:
         content.text = "\n\n".join(_lines(t).strip("\n") for t in walker.texts)
     elif content.html is not None:
-        content.text = html_to_text(content.html)
-    content.text = _lines(content.text).replace("\x00", "")
+        content.text = html_to_text(content.html)  # its lines end in LF already
+    content.text = content.text.replace("\x00", "")
     return content
 
 

@@ -48,6 +48,13 @@ class MessageContext:
     registered: bool = False                   # the author has an account or is a registered user
 
     @property
+    def null_return_path(self) -> bool:
+        """MAIL FROM:<> as received; for mail from files or IMAP, the Return-Path header the MTA wrote."""
+        if self.inbound.envelope_from is not None:
+            return self.inbound.envelope_from == ""
+        return "return-path" in self.mail.headers and self.mail.header("return-path").strip() in ("<>", "")
+
+    @property
     def author_email(self) -> str:
         """The From address; the envelope sender only when there is no From header at all (an unclear
         one, such as ``owner@a <attacker@b>``, makes the author unknown rather than the envelope's)."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from email.errors import InvalidHeaderDefect
 from email.header import decode_header
+from email.headerregistry import HeaderRegistry
 from email.utils import getaddresses
 
 from maild.pipeline.content import decode_text
 
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 _WS_RE = re.compile(r"\s+")
+_REGISTRY = HeaderRegistry()
 
 
 MAX_DECODE = 16 * 1024
@@ -66,11 +69,8 @@ def single_author(values: list[str]) -> tuple[str, str, str]:
         return "", "", ""
     if len(values) > 1:
         return "", "", "several From headers"
-    from email.errors import InvalidHeaderDefect
-    from email.headerregistry import HeaderRegistry
-
     try:
-        header = HeaderRegistry()("From", values[0][:MAX_DECODE])  # it decodes encoded words itself
+        header = _REGISTRY("From", values[0][:MAX_DECODE])
         mailboxes = list(header.addresses)
         invalid = [d for d in header.defects if isinstance(d, InvalidHeaderDefect)]
     except Exception as exc:
@@ -81,4 +81,6 @@ def single_author(values: list[str]) -> tuple[str, str, str]:
     addr = (box.addr_spec or "").strip().lower()
     if "@" not in addr or " " in addr or not box.domain:
         return "", "", f"no valid address in the From header: {values[0][:200]!r}"
-    return str(box.display_name or ""), addr, ""
+    # The name as every other header's is decoded (charset supersets), not as the registry did it.
+    pairs = addresses(values)
+    return (pairs[0][0] if len(pairs) == 1 and pairs[0][1] == addr else str(box.display_name or "")), addr, ""

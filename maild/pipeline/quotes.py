@@ -61,16 +61,18 @@ def visible(text: str) -> str:
     """The new part of a reply: what comes before the quoted history, without ``>`` lines."""
     lines = text.split("\n")
     kept: list[str] = []
+    written = False  # any new text yet (kept never holds ">" lines)
     i = 0
     while i < len(lines):
         span = _reply_header(lines, i)
         if span:
-            if any(line.strip() and not line.lstrip().startswith(">") for line in kept):
+            if written:
                 break  # top-posted: everything from here on is history
             i += span  # bottom-posted (the new text comes after the quote): drop the header, read on
             continue
         if not lines[i].lstrip().startswith(">"):
             kept.append(lines[i].rstrip())
+            written = written or bool(lines[i].strip())
         i += 1
     out = "\n".join(kept).strip("\n")
     return re.sub(r"\n{3,}", "\n\n", out).strip()

@@ -38,6 +38,6 @@ def why_automatic(mail: ParsedMail) -> str | None:
 
 async def check(ctx: MessageContext, env: Env) -> Outcome | None:
     reason = why_automatic(ctx.mail)
-    if reason is None and ctx.inbound.envelope_from == "":  # known and empty; None means unknown (files, IMAP)
-        reason = "null return path (MAIL FROM:<>)"
+    if reason is None and ctx.null_return_path:
+        reason = "null return path (MAIL FROM:<> or Return-Path: <>)"
     return Blocked(reason=AUTO_REPLY, detail=reason) if reason else None

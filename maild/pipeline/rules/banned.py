@@ -21,9 +21,9 @@ def _candidates(ctx: MessageContext) -> list[str]:
 
 
 async def check(ctx: MessageContext, env: Env) -> Outcome | None:
-    for address in _candidates(ctx):
-        row = await senders.banned(env.db, address)
-        if row is not None:
-            detail = f"{address} matches {row['pattern']}" + (f" ({row['reason']})" if row["reason"] else "")
-            return Blocked(reason=BANNED, detail=detail)
-    return None
+    found = await senders.banned(env.db, _candidates(ctx))
+    if found is None:
+        return None
+    address, row = found
+    detail = f"{address} matches {row['pattern']}" + (f" ({row['reason']})" if row["reason"] else "")
+    return Blocked(reason=BANNED, detail=detail)

@@ -12,13 +12,6 @@ from maild.store import people, senders, tickets
 DAEMON_LOCALPARTS = ("mailer-daemon", "mail-daemon", "mailerdaemon")
 
 
-def null_return_path(ctx: MessageContext) -> bool:
-    """MAIL FROM:<> as received; for mail from files or IMAP, the Return-Path header the MTA wrote."""
-    if ctx.inbound.envelope_from is not None:
-        return ctx.inbound.envelope_from == ""
-    return "return-path" in ctx.mail.headers and ctx.mail.header("return-path").strip() in ("<>", "")
-
-
 def is_bounce(ctx: MessageContext) -> bool:
     """A delivery report from a null return path, or mail from a mailer-daemon. A report from an ordinary
     sender is not trusted as a bounce: anyone can write one, and it would silence an address."""
@@ -32,7 +25,7 @@ def is_bounce(ctx: MessageContext) -> bool:
     report = mail.report is not None and mail.report.report_type in ("delivery-status", "")
     if report and local == "postmaster":  # Exchange and Office 365 send their reports from postmaster@
         return True
-    if not null_return_path(ctx):
+    if not ctx.null_return_path:
         return False
     if report:
         return True
