@@ -10,11 +10,11 @@ import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from maild.clock import Clock, wait_any
+from maild.clock import Clock
 from maild.config import Listen, Settings
 from maild.pipeline.context import Env
 from maild.pipeline.prepare import Preparer
-from maild.pipeline.worker import Worker
+from maild.pipeline.worker import Worker, wait_any
 from maild.spoolwriter import SpoolWriter
 from maild.store import departments
 from maild.store.db import Database

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -34,13 +33,3 @@ class Clock:
     def stamp(self) -> str:
         return iso(self._source())
 
-
-async def wait_any(timeout: float, *events: asyncio.Event) -> None:
-    """Sleep up to ``timeout`` seconds, less if one of ``events`` is set. Leaves no waiter behind (a loop
-    that waits twice a second for a day must not pile up tasks)."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import TICKETD, Instance, make_mail
+from tests.helpers import ROOT, TICKETD, Instance, make_mail
 
 
 def _read_only(cmd: list[str], directory: str) -> list[str]:
@@ -104,3 +104,16 @@ def test_pipe_retry_is_a_duplicate(instance: Instance):
         assert instance.cli("pipe", input=msg).returncode == 0
     out = instance.cli_json("process")
     assert out["outcomes"] == {"new_ticket": 1, "duplicate": 2}
+
+
+def test_pipe_imports_nothing_heavy(instance: Instance):
+    """An MTA runs ``ticketd pipe`` once per message: it must not pay for the daemon's imports (asyncio,
+    aiosqlite, the parsers). The speed itself is measured by benchmarks/ingest.py (e)."""
+    proc = subprocess.run([*TICKETD[:1], "-X", "importtime", *TICKETD[1:], "--config", str(instance.config),
+                           "pipe"], input=make_mail().as_bytes(), capture_output=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.decode().splitlines() if "|" in line}
+    assert "maild.spool" in imported  # the listing is real
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("asyncio", "aiosqlite", "mailparser", "magic",
+                                                                   "nh3", "imapclient", "aiosmtpd"))
+    assert not heavy, heavy

@@ -17,7 +17,6 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from maild.clock import wait_any
 from maild.outcomes import Failed, Outcome
 from maild.pipeline import chain
 from maild.pipeline.context import Env, MessageContext
@@ -251,3 +250,14 @@ def _log_outcome(result: Result) -> None:
             "size": row.size,
         }},
     )
+
+
+async def wait_any(timeout: float, *events: asyncio.Event) -> None:
+    """Sleep up to ``timeout`` seconds, less if one of ``events`` is set. Leaves no waiter behind (a loop
+    that waits twice a second for a day must not pile up tasks)."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -1,11 +1,11 @@
-"""maild.clock.wait_any: the daemon's loops wait on it many times a second, for months."""
+"""maild.pipeline.worker.wait_any: the daemon's loops wait on it many times a second, for months."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from maild.clock import wait_any
+from maild.pipeline.worker import wait_any
 
 
 def test_wait_any_returns_early_and_leaves_no_waiters():
