@@ -11,7 +11,8 @@ import logging
 from collections.abc import Callable, Sequence
 
 from maild.clock import Clock
-from maild.spool import INSERT_SQL, Incoming, SpoolError
+from maild.spool import Incoming, SpoolError
+from maild.store import inbound
 from maild.store.db import Database
 
 log = logging.getLogger("ticketd.spool")
@@ -19,11 +20,8 @@ log = logging.getLogger("ticketd.spool")
 
 async def spool_many(db: Database, items: Sequence[Incoming], stamp: str) -> list[int]:
     """Commit ``items`` in one transaction; return their queue ids in order."""
-    ids = []
     async with db.transaction():
-        for item in items:
-            ids.append(await db.execute(INSERT_SQL, item.row(stamp)))
-    return ids
+        return await inbound.insert(db, items, stamp)
 
 
 class SpoolWriter:
@@ -88,7 +86,7 @@ class SpoolWriter:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: len(batch)]
                 stamp = self.clock.stamp()
-                ids = [await self.db.execute(INSERT_SQL, item.row(stamp)) for item, _ in batch]
+                ids = await inbound.insert(self.db, [item for item, _ in batch], stamp)
         except Exception as exc:  # any storage failure: nobody gets a 250
             if not batch:  # failed before taking a batch (BEGIN itself): fail those waiting now
                 batch = self._pending[: self.max_batch]

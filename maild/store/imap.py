@@ -6,7 +6,8 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from maild.spool import INSERT_SQL, Incoming
+from maild.spool import Incoming
+from maild.store import inbound
 from maild.store.db import Database
 
 
@@ -58,13 +59,11 @@ async def commit_batch(
                 f"SELECT source_ref FROM inbound WHERE source = 'imap' AND source_ref IN ({marks})", chunk
             )
             known.update(r["source_ref"] for r in rows)
-        ids = []
-        for item, ref in zip(items, refs, strict=True):
-            if ref not in known:
-                # The server's size: a message over the limit is spooled with its header only.
-                incoming = Incoming(raw=item.raw, source="imap", source_ref=ref, department_hint=department,
-                                    size=item.size)
-                ids.append(await db.execute(INSERT_SQL, incoming.row(stamp)))
+        # The server's size: a message over the limit is spooled with its header only.
+        new = [Incoming(raw=item.raw, source="imap", source_ref=ref, department_hint=department, size=item.size)
+               for item, ref in zip(items, refs, strict=True) if ref not in known]
+        ids = await inbound.insert(db, new, stamp)
+        for item in items:
             if item.uid in act:
                 await db.execute(
                     "INSERT INTO imap_pending (account, folder, uidvalidity, uid) VALUES (?, ?, ?, ?)"

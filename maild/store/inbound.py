@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from maild.spool import INSERT_SQL, Incoming
 from maild.store.db import Database
 
 COLUMNS = "id, received_at, source, source_ref, peer, envelope_from, envelope_to, department_hint, size"
@@ -65,6 +67,11 @@ async def pending(db: Database, limit: int, after: int = 0,
 async def get(db: Database, inbound_id: int) -> tuple[InboundRow, bytes] | None:
     row = await db.fetchone(f"SELECT {COLUMNS}, raw FROM inbound WHERE id = ?", (inbound_id,))
     return (InboundRow.from_row(row), bytes(row["raw"])) if row else None
+
+
+async def insert(db: Database, items: Sequence[Incoming], stamp: str) -> list[int]:
+    """Spool ``items`` inside the caller's transaction; their queue ids, in order."""
+    return [await db.execute(INSERT_SQL, item.row(stamp)) for item in items]
 
 
 async def owned(db: Database, ids: list[int], from_state: str = "new") -> set[int]:

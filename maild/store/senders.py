@@ -62,10 +62,6 @@ async def record_bounce(db: Database, address: str, status: str, diagnostic: str
     )
 
 
-async def is_bouncing(db: Database, address: str) -> bool:
-    return await db.fetchone("SELECT 1 FROM bounced_addresses WHERE address = ?", (address.lower(),)) is not None
-
-
 async def tickets_opened_since(db: Database, address: str, since: str) -> int:
     return int(await db.scalar(
         "SELECT count(*) FROM tickets WHERE client_email = ? AND created_at >= ?", (address, since)) or 0)
