@@ -28,7 +28,7 @@ class Outcome:
 
     @property
     def label(self) -> str:
-        return f"{self.name}:{self.reason}" if self.name == "blocked" else self.name
+        return label(self.name, self.reason)
 
 
 @dataclass(frozen=True)
@@ -62,3 +62,8 @@ class Failed(Outcome):
 
 
 OUTCOME_NAMES = ("new_ticket", "reply", "note", "command", "duplicate", "blocked", "failed")
+
+
+def label(name: str, reason: str) -> str:
+    """How an outcome is counted and filtered: ``blocked:<reason>``, or the bare name."""
+    return f"{name}:{reason}" if name == "blocked" else name

@@ -159,7 +159,7 @@ class Dovecot:
     """One Dovecot instance; make it with ``Dovecot.start(...)`` and always ``cleanup()`` it."""
 
     def __init__(self, users: dict[str, str] | None = None, port: int | None = None, *,
-                 auth_penalty: bool = False) -> None:
+                 auth_penalty: bool = False, extra_config: str = "") -> None:
         """Write the temp dir, config and users; start nothing (see ``start`` and ``launch``).
 
         ``auth_penalty=True`` keeps Dovecot's defaults for failed logins: a 2 s delay, and a penalty of up to
@@ -176,7 +176,7 @@ class Dovecot:
         self.mail_dir = self.dir / "mail"
         self.proc: subprocess.Popen | None = None
         config = CONFIG.format(d=self.dir, port=self.port, host=HOST, id=self.id)
-        self.config.write_text(config if auth_penalty else config + NO_AUTH_DELAYS)
+        self.config.write_text((config if auth_penalty else config + NO_AUTH_DELAYS) + extra_config)
         self.users_dir.mkdir(mode=0o755)  # read by the auth process, which runs as the internal user
         for name, password in self.users.items():
             self.write_user(name, password)
@@ -187,9 +187,10 @@ class Dovecot:
 
     @classmethod
     def start(cls, users: dict[str, str] | None = None, port: int | None = None, *,
-              auth_penalty: bool = False) -> Dovecot:
-        """A new running instance answering ``* OK`` on ``port`` (a free loopback port by default)."""
-        server = cls(users, port, auth_penalty=auth_penalty)
+              auth_penalty: bool = False, extra_config: str = "") -> Dovecot:
+        """A new running instance answering ``* OK`` on ``port`` (a free loopback port by default);
+        ``extra_config`` is appended to dovecot.conf."""
+        server = cls(users, port, auth_penalty=auth_penalty, extra_config=extra_config)
         try:
             server.launch()
         except BaseException:

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from imapclient import IMAPClient
 
-from tests.dovecot import Dovecot
+from tests.dovecot import HOST, Dovecot
 from tests.helpers import Instance, corpus_files, make_mail
 
 PASSWORD = "s3cret"
@@ -88,6 +89,24 @@ def test_after_import_move_creates_the_folder(instance: Instance, dovecot: Dovec
     assert sync_once(instance)["outcomes"] == {"new_ticket": 3}
     assert dovecot.uids(mailbox, "INBOX") == []
     assert len(dovecot.uids(mailbox, "Processed")) == 3
+
+
+def test_after_import_move_without_the_move_extension_copies_then_deletes(instance: Instance):
+    """Servers without RFC 6851 MOVE: COPY (creating the folder on the first failure), then delete."""
+    old = Dovecot.start(users={"old": PASSWORD},
+                        extra_config="protocol imap {\n  imap_capability = IMAP4rev1 LITERAL+ IDLE UIDPLUS\n}\n")
+    try:
+        with_imap(instance, old, "old", after_import="move:Processed")
+        for i in range(3):
+            old.append("old", make_mail(subject=f"copy me {i}").as_bytes())
+        assert sync_once(instance)["outcomes"] == {"new_ticket": 3}
+        assert old.uids("old", "INBOX") == []
+        assert len(old.uids("old", "Processed")) == 3
+        with IMAPClient(HOST, port=old.port, ssl=False, timeout=10) as client:  # so the COPY path ran
+            client.login("old", PASSWORD)
+            assert b"MOVE" not in client.capabilities() and b"UIDPLUS" in client.capabilities()
+    finally:
+        old.cleanup()
 
 
 def test_after_import_delete(instance: Instance, dovecot: Dovecot, mailbox: str):

@@ -13,6 +13,7 @@ from maild.app import App
 from maild.cli import EX_NOINPUT, EX_USAGE
 from maild.commands.output import print_json
 from maild.config import Settings
+from maild.outcomes import label
 from maild.pipeline.worker import Result
 from maild.receive.ingest import SourceError, count_messages, iter_messages
 from maild.spool import Incoming
@@ -45,7 +46,7 @@ class Progress:
 
 
 def _summary(rows: list[dict], seconds: float) -> dict:
-    counts = Counter(f"{r['outcome']}:{r['reason']}" if r["outcome"] == "blocked" else r["outcome"] for r in rows)
+    counts = Counter(label(r["outcome"], r["reason"]) for r in rows)
     return {
         "messages": len(rows),
         "seconds": round(seconds, 3),
@@ -63,8 +64,8 @@ def _print(summary: dict, as_json: bool) -> None:
         print_json(summary)
         return
     print(f"{summary['messages']} messages in {summary['seconds']} s")
-    for label, n in summary["outcomes"].items():
-        print(f"  {label:32} {n}")
+    for name, n in summary["outcomes"].items():
+        print(f"  {name:32} {n}")
     for item in summary["items"]:
         if item["outcome"] == "failed":
             print(f"  failed: queue id {item['queue_id']} {item['source_ref'] or ''}"

@@ -290,9 +290,14 @@ class Importer:
                     client.create_folder(a.move_to)
                     client.move(uids, a.move_to)
             else:
-                if not client.folder_exists(a.move_to):
+                try:
+                    client.copy(uids, a.move_to)
+                except IMAPClientError:  # as for MOVE: look for the folder only when the copy failed
+                    if client.folder_exists(a.move_to):
+                        raise
+                    log.info("imap creating folder", extra={"kv": {"account": a.name, "folder": a.move_to}})
                     client.create_folder(a.move_to)
-                client.copy(uids, a.move_to)
+                    client.copy(uids, a.move_to)
                 self._delete(client, uids)
         else:
             self._delete(client, uids)

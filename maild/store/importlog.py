@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from maild.outcomes import label
 from maild.store.db import Database
 
 SELECT = (
@@ -96,8 +97,7 @@ async def counts(db: Database, inbound_ids: tuple[int, int] | None = None) -> di
     rows = await db.fetchall(
         f"SELECT outcome, reason, count(*) AS n FROM import_log {clause} GROUP BY outcome, reason", params
     )
-    return {(f"{r['outcome']}:{r['reason']}" if r["outcome"] == "blocked" else r["outcome"]): r["n"]
-            for r in rows}
+    return {label(r["outcome"], r["reason"]): r["n"] for r in rows}
 
 
 async def outcomes_for(db: Database, inbound_ids: list[int]) -> list[sqlite3.Row]:
