@@ -37,7 +37,7 @@ class AddressBook:
 
 def subject_token_pattern(settings: Settings) -> re.Pattern[str]:
     """A loose regex for ``mail.subject_token``: clients mangle spacing and case."""
-    before, _, after = settings.subject_token.partition("{tid}")
+    before, _, after = settings.mail.subject_token.partition("{tid}")
 
     def loose(literal: str) -> str:
         return r"\s*".join(re.escape(ch) for ch in literal if not ch.isspace())
@@ -46,4 +46,4 @@ def subject_token_pattern(settings: Settings) -> re.Pattern[str]:
 
 
 def subject_token(settings: Settings, tid: str) -> str:
-    return settings.subject_token.replace("{tid}", tid)
+    return settings.mail.subject_token.replace("{tid}", tid)

@@ -10,16 +10,26 @@ import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import jinja2
+
+from maild.addressbook import AddressBook
 from maild.clock import Clock
-from maild.config import Listen, Settings
+from maild.config import ConfigError, Listen, Settings
+from maild.desk.desk import Desk
+from maild.keys import load_or_create_secret
+from maild.notify.follow import Notifier
+from maild.notify.render import Renderer, TemplateMissing
+from maild.notify.tokens import Signer
 from maild.pipeline.context import Env
 from maild.pipeline.prepare import Preparer
 from maild.pipeline.worker import Worker, wait_any
 from maild.spoolwriter import SpoolWriter
 from maild.store import departments
 from maild.store.db import Database
+from maild.store.files import FileStore
 
 if TYPE_CHECKING:
+    from maild.notify.send import OutboxSender
     from maild.receive.imap import ImapService
 
 log = logging.getLogger("ticketd")
@@ -37,21 +47,52 @@ class App:
     env: Env | None = None
     worker: Worker | None = None
     parsers: int = 0               # parser processes; 0 parses in a thread (short-lived commands)
+    departments: dict[str, int] = field(default_factory=dict)
+    signer: Signer = field(init=False)
+    notifier: Notifier = field(init=False)
+    desk: Desk = field(init=False)
 
     async def open(self) -> App:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.db = await Database.open(self.settings.db_path)
         names = [d.name for d in self.settings.departments]
         dept_ids = await departments.sync(self.db, names, self.clock.stamp())
+        self.departments = dept_ids
+        self.signer = self._signer()
+        self.notifier = Notifier(self.db, self.settings, self.clock, self.signer, self._renderer(),
+                                 FileStore(self.settings.attachments_dir), AddressBook(self.settings))
+        self.desk = Desk(self.db, self.settings, self.clock, dept_ids, self.notifier)
         self.env = Env(
             db=self.db,
             settings=self.settings,
             clock=self.clock,
             departments=dept_ids,
+            desk=self.desk,
+            notifier=self.notifier,
+            signer=self.signer,
         )
         self.worker = Worker(self.env, preparer=Preparer(
-            self.parsers, self.settings.attachments_dir, self.settings.attachment_policy))
+            self.parsers, self.settings.attachments_dir, self.settings.attachments.policy))
         return self
+
+    def _signer(self) -> Signer:
+        """The installation secret signs reply tokens, bounce addresses and client links."""
+        try:
+            return Signer(load_or_create_secret(self.settings.secret_path))
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot read or create the secret {self.settings.secret_path}: {exc}") from None
+
+    def _renderer(self) -> Renderer:
+        """The mail templates; a broken override directory fails here, at start, naming the template."""
+        renderer = Renderer(self.settings.notifications.templates)
+        from maild.notify.rules import CLIENT_GROUPS, rules
+
+        try:
+            renderer.check([("client" if g in CLIENT_GROUPS else "staff", kind.value)
+                            for kind, groups in rules(self.settings.notifications.rules).items() for g in groups])
+        except (TemplateMissing, jinja2.TemplateError) as exc:
+            raise ConfigError(self.settings.source, "notifications.templates", str(exc)) from None
+        return renderer
 
     async def close(self) -> None:
         if self.worker is not None:
@@ -79,11 +120,18 @@ def stop_on_signals() -> asyncio.Event:
 async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) -> int:
     """Run the daemon until SIGTERM/SIGINT: stop accepting, finish the message in hand, exit 0."""
     from maild.addressbook import AddressBook
+    from maild.keys import load_or_create_secret
+    from maild.notify.send import OutboxSender
+    from maild.notify.tokens import Signer
     from maild.receive.smtp import SpoolHandler, start_server
 
     stop = stop_on_signals()
-    async with App(settings, parsers=settings.worker_parsers) as app:
+    async with App(settings, parsers=settings.worker.parsers) as app:
         assert app.worker is not None and app.db is not None
+        try:
+            signer = Signer(load_or_create_secret(settings.secret_path))  # signs the VERP envelope senders
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot read or create the secret {settings.secret_path}: {exc}") from None
         # Receivers commit on their own connection; both take turns at the write lock through one gate.
         spool_db = await Database.open(settings.db_path, gate=app.db.gate)
         spool = SpoolWriter(spool_db, app.clock)
@@ -92,31 +140,39 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
         book = AddressBook(settings)
         servers: list[tuple[str, asyncio.AbstractServer, SpoolHandler]] = []
         imap: ImapService | None = None
+        sender: OutboxSender | None = None
+        outbox_db: Database | None = None
         try:
             for name, listen in (("smtp", smtp), ("lmtp", lmtp)):
                 if listen is None:
                     continue
                 handler = SpoolHandler(spool, book, name)
                 try:
-                    server = await start_server(handler, listen.host, listen.port, settings.domain,
-                                                settings.max_message_size, lmtp=(name == "lmtp"))
+                    server = await start_server(handler, listen.host, listen.port, settings.mail.domain,
+                                                settings.mail.max_message_size, lmtp=(name == "lmtp"))
                 except OSError as exc:
                     raise StartupError(f"cannot listen for {name.upper()} on {listen} ({exc.strerror or exc});"
                                        f" change '{name}.listen' in {settings.source} or pass --{name}") from None
                 port = server.sockets[0].getsockname()[1]
                 log.info("listening", extra={"kv": {"protocol": name, "address": f"{listen.host}:{port}"}})
                 servers.append((name, server, handler))
-            if settings.worker_process:
+            if settings.worker.process:
                 worker_task = asyncio.create_task(supervise_worker(settings, stop), name="pipeline-process")
             else:
                 worker_task = asyncio.create_task(app.worker.run(stop), name="pipeline-worker")
             if settings.imap:
                 from maild.receive.imap import ImapService
 
-                imap = ImapService(settings.imap, settings.db_path, app.db.gate, settings.max_message_size,
+                imap = ImapService(settings.imap, settings.db_path, app.db.gate, settings.mail.max_message_size,
                                    app.clock, app.worker.wake)
                 await imap.start()
                 log.info("imap started", extra={"kv": {"accounts": ",".join(a.name for a in settings.imap)}})
+            # The outbox sender: its own connection (it must never read another writer's open transaction).
+            outbox_db = await Database.open(settings.db_path, gate=app.db.gate)
+            sender = OutboxSender(outbox_db, settings, app.clock, signer)
+            sender.start()
+            wake_sender = sender.wake   # mail queued by the in-process worker goes out without a poll
+            app.worker.listeners.append(lambda _result: wake_sender())
             log.info("started", extra={"kv": {"config": settings.source, "state_dir": settings.state_dir,
                                               "departments": len(settings.departments)}})
             await stop.wait()
@@ -131,10 +187,15 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
                 except TimeoutError:
                     log.warning("gave up waiting for a message in hand after 30 s; it was not acknowledged")
             await spool.close()
+            await sender.stop()   # the mails in flight are finished and recorded first
             await worker_task
         finally:
             await spool.close()
             await spool_db.close()
+            if sender is not None:
+                await sender.stop()
+            if outbox_db is not None:
+                await outbox_db.close()
             if imap is not None:
                 await imap.stop()
     log.info("stopped")
@@ -155,7 +216,7 @@ def worker_process_main(settings: Settings, parent: int) -> None:
     """Entry point of the worker process: process the spool until SIGTERM/SIGINT or the parent's death."""
     from maild import logs
 
-    logs.setup(settings.log_level)
+    logs.setup(settings.log.level)
     # Answering SMTP clients comes first: under a burst the pipeline may lag (the mail is safe in the
     # spool) but the senders must not time out. Parser processes inherit this.
     os.nice(WORKER_NICENESS)
@@ -173,7 +234,7 @@ async def _worker_process(settings: Settings, parent: int) -> None:
             await asyncio.sleep(0.5)
 
     watcher = asyncio.create_task(watch_parent())
-    async with App(settings, parsers=settings.worker_parsers) as app:
+    async with App(settings, parsers=settings.worker.parsers) as app:
         assert app.worker is not None
         app.worker.poll_seconds = CHILD_POLL_SECONDS
         # The receivers are in another process, where we cannot see them wait: hand the lock over often.

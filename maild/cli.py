@@ -20,6 +20,7 @@ EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
+EX_NOPERM = 77
 EX_CONFIG = 78
 
 
@@ -36,6 +37,65 @@ def _action(subparsers: argparse._SubParsersAction, name: str, **kwargs: str) ->
     parser = subparsers.add_parser(name, **kwargs)
     _globals(parser, suppress=True)
     return parser
+
+
+def _staff_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", help="display name (what clients see; never the username)")
+    p.add_argument("--admin", action="store_true", help="an admin: every department and every action")
+    p.add_argument("--departments", metavar="D,D", help="departments they work in (comma-separated; '' for none; add: default all)")
+    p.add_argument("--notify", metavar="D,D", help="departments whose new-ticket and client-reply mail they get")
+    p.add_argument("--signature-file", metavar="F", help="a file with their signature for replies")
+    p.add_argument("--json", action="store_true", help="print the staff member as JSON")
+
+
+def _ticket_actions(t_sub: argparse._SubParsersAction) -> None:
+    """``ticket open|reply|note|set|watch|unwatch|close``: each through the desk, as ``--as USERNAME``."""
+
+    def action(name: str, help_text: str, tid: bool = True, expect: bool = True) -> argparse.ArgumentParser:
+        p = _action(t_sub, name, help=help_text, description=help_text)
+        if tid:
+            p.add_argument("tid", metavar="TID")
+        p.add_argument("--as", dest="as_user", metavar="USERNAME", help="the staff member acting (or $TICKETD_AS)")
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
+        if expect:
+            p.add_argument("--expect", metavar="FIELD=VALUE", action="append",
+                           help="refuse if the ticket changed (collision detection): department, subject, priority,"
+                                " client, assigned, flagged, cc, last_reply_at, status; repeatable")
+        return p
+
+    body = {"metavar": "F", "help": "the text, from file F or - for standard input (markdown; merge fields "
+                                    "[NAME], [FIRSTNAME], [EMAIL])"}
+    op = action("open", "open a ticket on behalf of a client or any name and address", tid=False, expect=False)
+    op.add_argument("--department", required=True, metavar="D")
+    op.add_argument("--to", required=True, metavar="EMAIL", help="the client's address")
+    op.add_argument("--name", metavar="N", help="the client's name")
+    op.add_argument("--subject", required=True, metavar="S")
+    op.add_argument("--priority", metavar="P", help="Low, Medium or High (default: mail.default_priority)")
+    op.add_argument("--body-file", **body)
+    op.add_argument("--attach", metavar="PATH", action="append", help="attach a file (any type); repeatable")
+    rp = action("reply", "reply to the client (status Answered unless --status); they get it by mail")
+    rp.add_argument("--body-file", **body)
+    rp.add_argument("--attach", metavar="PATH", action="append", help="attach a file (any type); repeatable")
+    rp.add_argument("--status", metavar="S", help="the status after the reply (default Answered)")
+    nt = action("note", "a private note (never shown or mailed to a client); @username mails that admin")
+    nt.add_argument("--body-file", metavar="F", help="the text, from file F or - for standard input")
+    st = action("set", "change department, subject, status, priority, assignee, flag, CC recipients, client")
+    st.add_argument("--status", metavar="S")
+    st.add_argument("--priority", metavar="P")
+    st.add_argument("--department", metavar="D")
+    st.add_argument("--subject", metavar="S")
+    st.add_argument("--client", metavar="ACCOUNT", help="associate the client account ('' for none)")
+    who = st.add_mutually_exclusive_group()
+    who.add_argument("--assign", metavar="USER")
+    who.add_argument("--unassign", action="store_true")
+    flag = st.add_mutually_exclusive_group()
+    flag.add_argument("--flag", metavar="USER", help="flag the ticket to an admin (they get mail unless it is you)")
+    flag.add_argument("--unflag", action="store_true")
+    st.add_argument("--cc-add", metavar="ADDR", action="append", help="add (or confirm a pending) CC recipient")
+    st.add_argument("--cc-remove", metavar="ADDR", action="append")
+    action("watch", "watch a ticket: its replies, notes and changes by mail", expect=False)
+    action("unwatch", "stop watching a ticket", expect=False)
+    action("close", "close the ticket; the client gets a closure notice")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,21 +204,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("staff", "staff members (their replies carry the Operator badge)")
     s_sub = p.add_subparsers(dest="staff_command", metavar="ACTION", required=True)
-    sa = _action(s_sub, "add", help="add or update a staff member")
+    sa = _action(s_sub, "add", help="add a staff member (or update the one with that address)")
     sa.add_argument("email", metavar="EMAIL")
-    sa.add_argument("--name", help="display name")
     sa.add_argument("--username", help="login name (default: the address's local part)")
-    sl = _action(s_sub, "list", help="staff members")
+    _staff_options(sa)
+    ss = _action(s_sub, "set", help="change a staff member: the options given change, the rest stay")
+    ss.add_argument("username", metavar="USERNAME")
+    ss.add_argument("--email", help="a new address")
+    ss.add_argument("--new-username", metavar="U", help="a new login name")
+    ss.add_argument("--no-admin", action="store_true", help="no longer an admin")
+    _staff_options(ss)
+    sl = _action(s_sub, "list", help="staff members, their departments and notifications")
     sl.add_argument("--json", action="store_true", help="print JSON")
 
-    p = command("ticket", "list and show tickets")
+    p = command("ticket", "tickets: list, show, log; and staff actions (open, reply, note, set, watch, close)",
+                "List and show tickets, and act on them as a staff member (--as USERNAME or $TICKETD_AS). "
+                "Exit codes: 64 usage, 65 a value refused, 66 no such ticket/staff member/department/file, "
+                "75 the ticket changed since --expect (look again), 77 not allowed for that staff member.")
     t_sub = p.add_subparsers(dest="ticket_command", metavar="ACTION", required=True)
+    _ticket_actions(t_sub)
+    lg = _action(t_sub, "log", help="a ticket's log: every change, who made it and when")
+    lg.add_argument("tid", metavar="TID")
+    lg.add_argument("--json", action="store_true", help="print JSON")
     lst = _action(t_sub, "list", help="list tickets, most recent activity first")
     lst.add_argument("--status", metavar="S", help="only this status (Open, Customer-Reply, Closed, ...)")
     lst.add_argument("--json", action="store_true", help="print JSON")
     shw = _action(t_sub, "show", help="one ticket with its messages")
     shw.add_argument("tid", metavar="TID")
     shw.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("outbox", "the outbound mail queue: list, show, retry; test the relay",
+                "The outbox: one row per outbound mail and recipient, delivered by the daemon's sender.")
+    o_sub = p.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
+    ol = _action(o_sub, "list", help="outbox mails, newest first")
+    ol.add_argument("--state", choices=("queued", "sent", "failed"), help="only mails in this state")
+    ol.add_argument("--limit", metavar="N", type=int, default=50, help="at most N rows (default 50)")
+    ol.add_argument("--json", action="store_true", help="print JSON")
+    osh = _action(o_sub, "show", help="one mail: state, attempts, last error and headers (--raw: the message)")
+    osh.add_argument("id", type=int, metavar="ID")
+    osh.add_argument("--raw", action="store_true", help="print the message as it is sent")
+    osh.add_argument("--json", action="store_true", help="print JSON")
+    _action(o_sub, "retry", help="queue a failed mail again, due now (exit 66: no such mail; 65: already sent)"
+            ).add_argument("id", type=int, metavar="ID")
+    ot = _action(o_sub, "test", help="send one test mail through the configured transport, not via the queue",
+                 description="Send one small test mail to ADDRESS through [outbound] directly and report each "
+                 "step (connect, TLS, AUTH, MAIL, RCPT, DATA) with the server's answer; the maildir transport "
+                 "writes the file and says where. Exit 0 when it was accepted, 69 when a step failed.")
+    ot.add_argument("address", metavar="ADDRESS")
+    ot.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -178,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from maild import logs
 
-    logs.setup(os.environ.get("TICKETD_LOG_LEVEL") or settings.log_level)
+    logs.setup(os.environ.get("TICKETD_LOG_LEVEL") or settings.log.level)
     import sqlite3
 
     from maild.app import StartupError

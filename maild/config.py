@@ -1,7 +1,11 @@
 """Typed settings read from ``ticketd.toml``.
 
-Every value is checked at start; a bad one raises :class:`ConfigError` naming the file, the key and
-the problem. This module is imported by ``ticketd pipe`` on every delivery, so it imports nothing heavy.
+One frozen dataclass per TOML table (``[mail]`` → :class:`MailSettings`, reached as ``settings.mail``);
+its field defaults are *the* defaults: the reader takes only the keys a file gives and lets the dataclass
+fill in the rest. Each field says, with :func:`setting`, which TOML types it takes and how a value is
+checked. Every value is checked at start; a bad one raises :class:`ConfigError` naming the file, the key
+and the problem. This module is imported by ``ticketd pipe`` on every delivery, so it imports nothing
+heavy (the notification rules' names are imported only when a file overrides a rule).
 """
 
 from __future__ import annotations
@@ -9,12 +13,19 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from maild.pipeline.attachments import AttachmentPolicy
 
 DEFAULT_CONFIG = "ticketd.toml"
 ENV_CONFIG = "TICKETD_CONFIG"
+MB = 1024 * 1024
+PRIORITIES = ("Low", "Medium", "High")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class ConfigError(Exception):
@@ -34,6 +45,380 @@ class Listen:
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
 
+
+class _Reader:
+    """Pops typed values out of one TOML table, so that leftovers can be reported as unknown keys."""
+
+    def __init__(self, file: Path, prefix: str, table: Any) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(file, prefix, f"expected a table, got {type(table).__name__}")
+        self.file, self.prefix, self.table = file, prefix, dict(table)
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.file, self.key(name), problem)
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        if name not in self.table:
+            return default
+        value = self.table.pop(name)
+        if isinstance(value, bool) and kind is int:
+            raise self.error(name, f"expected an integer, got {value!r}")
+        if not isinstance(value, kind):
+            want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise self.error(name, f"expected {want}, got {type(value).__name__} {value!r}")
+        return value
+
+    def sub(self, name: str) -> _Reader:
+        return _Reader(self.file, self.key(name), self.table.pop(name, {}))
+
+    def finish(self) -> None:
+        for name in self.table:
+            raise self.error(name, "unknown setting (check the spelling; see README 'Configuration')")
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
+_ADDR_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def _is_loopback(host: str) -> bool:
+    return host in _LOOPBACK or host.startswith("127.")
+
+
+def parse_listen(file: Path, key: str, value: Any) -> Listen | None:
+    """``"HOST:PORT"``, or ``""``/``false`` for off."""
+    if value is False or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(file, key, f"expected \"HOST:PORT\" or false, got {value!r}")
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(file, key, f"expected \"HOST:PORT\" with a port 0-65535, got {value!r}")
+    return Listen(host, int(port))
+
+
+def parse_size(file: Path, key: str, value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        size = int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+    else:
+        raise ConfigError(file, key, f"expected a size such as 26214400 or \"25MB\", got {value!r}")
+    if size < 1024:
+        raise ConfigError(file, key, f"must be at least 1024 bytes, got {size}")
+    return size
+
+
+# -- the schema ------------------------------------------------------------------------------------------
+# A check gets the table's reader, the key's name and the raw TOML value (already of the right type) and
+# returns the value to keep, or raises ``reader.error(name, problem)``.
+
+Check = Callable[[_Reader, str, Any], Any]
+
+
+def setting(default: Any, kind: type | tuple[type, ...], check: Check | None = None, *,
+            factory: Callable[[], Any] | None = None) -> Any:
+    """A TOML key of a section: its default (the only place it is written), the TOML types it accepts and
+    the check its value goes through. A key left out keeps the default as it is, unchecked."""
+    meta = {"kind": kind, "check": check}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _range(lo: int, hi: int, note: str = "") -> Check:
+    def check(r: _Reader, name: str, value: int) -> int:
+        if not lo <= value <= hi:
+            raise r.error(name, f"must be {lo}-{hi}{note}, got {value}")
+        return value
+    return check
+
+
+def _choice(*choices: str, lower: bool = False) -> Check:
+    def check(r: _Reader, name: str, value: str) -> str:
+        if (value.lower() if lower else value) not in choices:
+            raise r.error(name, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value.lower() if lower else value
+    return check
+
+
+def _size(r: _Reader, name: str, value: int | str) -> int:
+    return parse_size(r.file, r.key(name), value)
+
+
+def _listen(r: _Reader, name: str, value: str | bool) -> Listen | None:
+    return parse_listen(r.file, r.key(name), value)
+
+
+def _path(must_be: str | None) -> Check:
+    """A path relative to the config file's folder; ``must_be`` "file" or "dir" requires it to exist."""
+    def check(r: _Reader, name: str, value: str) -> Path:
+        if not value.strip():
+            raise r.error(name, "expected a path, got an empty string (leave the key out instead)")
+        # Not resolved: a secret behind a symlink that is swapped on rotation must still be found.
+        path = Path(os.path.abspath(r.file.parent / value))
+        if must_be == "file" and not path.is_file():
+            raise r.error(name, f"no such file: {path}")
+        if must_be == "dir" and not path.is_dir():
+            raise r.error(name, f"no such directory: {path}")
+        return path
+    return check
+
+
+def _nonempty(r: _Reader, name: str, value: str) -> str:
+    if not value.strip():
+        raise r.error(name, "must not be empty")
+    return value
+
+
+def _domain(r: _Reader, name: str, value: str) -> str:
+    if not re.match(r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$", value):
+        raise r.error(name, f"expected a domain name such as helpdesk.example, got {value!r}")
+    return value.lower()
+
+
+def _subject_token(r: _Reader, name: str, value: str) -> str:
+    if value.count("{tid}") != 1:
+        raise r.error(name, f"must contain {{tid}} exactly once, got {value!r}")
+    return value
+
+
+def _authserv_ids(r: _Reader, name: str, value: list[Any]) -> tuple[str, ...]:
+    if not all(isinstance(a, str) and re.match(r"^[A-Za-z0-9._-]{1,253}$", a) for a in value):
+        raise r.error(name, "expected the host names your MTA writes at the start of its"
+                      f" Authentication-Results header, such as \"mx.example.com\", got {value!r}")
+    return tuple(a.lower().rstrip(".") for a in value)
+
+
+def _extensions(r: _Reader, name: str, value: list[Any]) -> tuple[str, ...]:
+    if not all(isinstance(e, str) and re.match(r"^[A-Za-z0-9]{1,16}$", e) for e in value):
+        raise r.error(name, f"expected extensions without dots such as \"pdf\", got {value!r}")
+    return tuple(e.lower() for e in value)
+
+
+def _public_url(r: _Reader, name: str, value: str) -> str:
+    from urllib.parse import urlsplit
+
+    url = value.strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+        ok = (parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query
+              and not parts.fragment and parts.username is None and not any(c.isspace() for c in url))
+        _ = parts.port  # raises ValueError for a bad port
+    except ValueError:
+        ok = False
+    if not ok:
+        raise r.error(name, "expected the address clients reach the helpdesk at, http:// or https:// with a"
+                      f" host and no query, such as \"https://help.example.com\", got {value!r}")
+    return url
+
+
+def _host(r: _Reader, name: str, value: str) -> str:
+    host = value.strip("[]")
+    if not re.match(r"^[A-Za-z0-9._:-]{1,253}$", host):
+        raise r.error(name, f"expected a host name or IP address such as \"smtp.example.com\", got {value!r}")
+    return host
+
+
+def _header_text(r: _Reader, name: str, value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value) or len(value) > 200:
+        raise r.error(name, f"expected one line of text (at most 200 characters), got {value!r}")
+    return value.strip()
+
+
+def _notification_rules(r: _Reader, name: str, value: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """``[notifications.rules]``: event name → list of recipient groups, replacing that event's row."""
+    from maild.desk.events import EVENT_NAMES
+    from maild.notify.rules import CLIENT_GROUPS, GROUPS, PRIVATE_EVENTS
+
+    table = _Reader(r.file, r.key(name), value)
+    result: dict[str, tuple[str, ...]] = {}
+    for event, groups in table.table.items():
+        if event not in EVENT_NAMES:
+            raise table.error(event, f"unknown event; the events are {', '.join(EVENT_NAMES)}")
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise table.error(event, f"expected a list of group names such as [\"watchers\", \"requester\"]"
+                                     f" ([] for nobody), got {groups!r}")
+        for group in groups:
+            if group not in GROUPS:
+                raise table.error(event, f"unknown group {group!r}; the groups are {', '.join(GROUPS)}")
+            if event in PRIVATE_EVENTS and group in CLIENT_GROUPS:
+                raise table.error(event, f"{event} is private to staff: it cannot go to the client group {group!r}")
+        result[event] = tuple(dict.fromkeys(groups))
+    return result
+
+
+# -- the sections: attribute names are the TOML table and key names ---------------------------------------
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """``[storage]``; read only to find :attr:`Settings.state_dir` (absolute there)."""
+
+    state_dir: str = setting("./var", str, _nonempty)
+
+
+@dataclass(frozen=True)
+class MailSettings:
+    """``[mail]``"""
+
+    domain: str = setting("helpdesk.example", str, _domain)
+    max_message_size: int = setting(25 * MB, (int, str), _size)
+    subject_token: str = setting("[Ticket #{tid}]", str, _subject_token)
+    ticket_id_digits: int = setting(6, int, _range(4, 12))
+    default_priority: str = setting("Medium", str, _choice(*PRIORITIES))
+    trusted_authserv_ids: tuple[str, ...] = setting((), list, _authserv_ids)  # MTAs whose A-R header we believe
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """``[smtp]``; ``listen`` None is off (``serve --smtp`` overrides it)."""
+
+    listen: Listen | None = setting(Listen("127.0.0.1", 2525), (str, bool), _listen)
+
+
+@dataclass(frozen=True)
+class LmtpSettings:
+    """``[lmtp]``; ``listen`` None is off (``serve --lmtp`` overrides it)."""
+
+    listen: Listen | None = setting(Listen("127.0.0.1", 2424), (str, bool), _listen)
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """``[web]``. ``public_url`` (no trailing slash) is where clients reach the helpdesk: links in their
+    mail are built from it."""
+
+    listen: Listen | None = setting(Listen("127.0.0.1", 8025), (str, bool), _listen)
+    public_url: str = setting("http://127.0.0.1:8025", str, _public_url)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """``[log]``; ``$TICKETD_LOG_LEVEL`` overrides ``level`` (in cli.py)."""
+
+    level: str = setting("info", str, _choice(*LOG_LEVELS, lower=True))
+
+
+# The worker's defaults depend on the machine: they are computed here, once, when this module is imported.
+_CPUS = os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """``[worker]``"""
+
+    batch: int = setting(100, int, _range(1, 10000))
+    parsers: int = setting(2 if _CPUS > 1 else 0, int, _range(0, 64))   # 0: parse in a thread
+    process: bool = setting(_CPUS > 1, bool)                             # serve: pipeline in its own process
+
+
+@dataclass(frozen=True)
+class AttachmentSettings:
+    """``[attachments]``"""
+
+    allowed_extensions: tuple[str, ...] = setting(
+        ("png", "jpg", "jpeg", "gif", "pdf", "txt", "log", "csv", "zip", "eml"), list, _extensions)
+    max_file_size: int = setting(10 * MB, (int, str), _size)
+    max_total_size: int = setting(25 * MB, (int, str), _size)
+
+    @property
+    def policy(self) -> AttachmentPolicy:
+        from maild.pipeline.attachments import AttachmentPolicy
+
+        return AttachmentPolicy(frozenset(self.allowed_extensions), self.max_file_size, self.max_total_size)
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """``[limits]``"""
+
+    new_tickets_per_sender: int = setting(30, int, _range(0, 100000, " (0 = off)"))
+    window_minutes: int = setting(60, int, _range(1, 10080, " minutes (a week)"))
+
+
+@dataclass(frozen=True)
+class OutboundSettings:
+    """``[outbound]``: how automatic mail leaves. ``transport`` "maildir" writes each mail under
+    ``state_dir/sent/new`` (:attr:`Settings.sent_dir`); "smtp" hands it to the relay described by the rest."""
+
+    transport: str = setting("maildir", str, _choice("maildir", "smtp"))
+    host: str = setting("localhost", str, _host)
+    port: int = setting(0, int, _range(0, 65535, " (0 = 25 for starttls or none, 465 for tls)"))
+    security: str = setting("starttls", str, _choice("starttls", "tls", "none"))
+    ca_file: Path | None = setting(None, str, _path("file"))       # trust these CAs instead of the system's
+    tls_verify: bool = setting(True, bool)
+    username: str = setting("", str)                                 # "" = no AUTH
+    password_file: Path | None = setting(None, str, _path(None))   # required with username
+    timeout: int = setting(30, int, _range(1, 600, " seconds"))
+    connections: int = setting(2, int, _range(1, 32))
+    retry_hours: int = setting(48, int, _range(1, 720, " hours"))  # temporary failures, then failed
+    max_backoff_seconds: int = setting(3600, int, _range(10, 86400, " seconds"))
+    attach_max: int = setting(10 * MB, (int, str), _size)          # bigger reply attachments go as links
+    from_name: str = setting("", str, _header_text)                # "" = the department's name
+
+    @property
+    def effective_port(self) -> int:
+        """``port``, or the default for ``security`` when it is 0: 465 for tls, else 25."""
+        return self.port or (465 if self.security == "tls" else 25)
+
+    def password(self) -> str:
+        """The relay password, read from ``password_file`` at each call (so a rotated secret is picked
+        up); "" without AUTH."""
+        return self.password_file.read_text().strip() if self.password_file is not None else ""
+
+
+def _check_outbound(r: _Reader, o: OutboundSettings) -> None:
+    if o.username and o.password_file is None:
+        raise r.error("password_file", "required when username is set: a file holding the relay password")
+    if o.password_file is not None and not o.username:
+        raise r.error("password_file", "given without username (set username too, or leave it out)")
+    if o.security == "none" and o.username and not _is_loopback(o.host):
+        raise r.error("security", f"'none' sends the password in clear text; refused for {o.host} "
+                                  "(allowed only for a loopback host)")
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    """``[notifications]``. ``rules`` maps an event name to the recipient groups that replace its row in
+    :data:`maild.notify.rules.DEFAULT_RULES`."""
+
+    templates: Path | None = setting(None, str, _path("dir"))      # overrides of templates/email/
+    auto_per_hour: int = setting(10, int, _range(0, 10000, " (0 = no cap)"))  # automatic mails per address
+    bounce_hold_days: int = setting(30, int, _range(1, 3650, " days"))
+    rules: dict[str, tuple[str, ...]] = setting(None, dict, _notification_rules, factory=dict)
+
+
+_CROSS_CHECKS: dict[type, Callable[[_Reader, Any], None]] = {OutboundSettings: _check_outbound}
+S = TypeVar("S")
+
+
+def _section(root: _Reader, name: str, cls: type[S]) -> S:
+    """Read table ``name`` into ``cls``: only the keys given are checked and passed; the rest keep the
+    dataclass defaults."""
+    r = root.sub(name)
+    given: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name in r.table:
+            value = r.get(f.name, f.metadata["kind"], None)
+            check = f.metadata["check"]
+            given[f.name] = check(r, f.name, value) if check else value
+    r.finish()
+    section = cls(**given)
+    if (cross := _CROSS_CHECKS.get(cls)) is not None:
+        cross(r, section)
+    return section
+
+
+def section(cls: type) -> Any:
+    """A field of :class:`Settings` holding one TOML table (the field's name is the table's)."""
+    return field(default_factory=cls, metadata={"section": True})
+
+
+# -- departments, mailboxes, the whole ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Department:
@@ -83,32 +468,35 @@ class ImapAccount:
         }
 
 
+def _plain(value: Any) -> Any:
+    """A setting as JSON: paths and listen addresses as strings, tuples as lists."""
+    if isinstance(value, Listen | Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
-    """The effective configuration. Paths are absolute."""
+    """The effective configuration. Paths are absolute. Each section field is one TOML table."""
 
     source: Path
     state_dir: Path
-    domain: str
     departments: tuple[Department, ...]
-    smtp: Listen | None = Listen("127.0.0.1", 2525)
-    lmtp: Listen | None = Listen("127.0.0.1", 2424)
-    web: Listen | None = Listen("127.0.0.1", 8025)
-    max_message_size: int = 25 * 1024 * 1024
-    subject_token: str = "[Ticket #{tid}]"
-    ticket_id_digits: int = 6
-    default_priority: str = "Medium"
-    log_level: str = "info"
-    worker_batch: int = 100
-    worker_parsers: int = 0
-    worker_process: bool = False
     imap: tuple[ImapAccount, ...] = ()
-    allowed_extensions: tuple[str, ...] = ("png", "jpg", "jpeg", "gif", "pdf", "txt", "log", "csv", "zip", "eml")
-    max_attachment_size: int = 10 * 1024 * 1024
-    max_attachments_total: int = 25 * 1024 * 1024
-    rate_limit: int = 30                  # new tickets per sender per window; 0 turns the limit off
-    rate_window_minutes: int = 60
-    trusted_authserv_ids: tuple[str, ...] = ()   # MTAs whose Authentication-Results header we believe
+    mail: MailSettings = section(MailSettings)
+    smtp: SmtpSettings = section(SmtpSettings)
+    lmtp: LmtpSettings = section(LmtpSettings)
+    web: WebSettings = section(WebSettings)
+    log: LogSettings = section(LogSettings)
+    worker: WorkerSettings = section(WorkerSettings)
+    attachments: AttachmentSettings = section(AttachmentSettings)
+    limits: LimitSettings = section(LimitSettings)
+    outbound: OutboundSettings = section(OutboundSettings)
+    notifications: NotificationSettings = section(NotificationSettings)
 
     @property
     def db_path(self) -> Path:
@@ -119,11 +507,13 @@ class Settings:
         return self.state_dir / "attachments"
 
     @property
-    def attachment_policy(self) -> Any:
-        from maild.pipeline.attachments import AttachmentPolicy
+    def sent_dir(self) -> Path:
+        """The maildir that ``outbound.transport = "maildir"`` delivers into (``new/`` below it)."""
+        return self.state_dir / "sent"
 
-        return AttachmentPolicy(frozenset(self.allowed_extensions), self.max_attachment_size,
-                                self.max_attachments_total)
+    @property
+    def secret_path(self) -> Path:
+        return self.state_dir / "secret.key"
 
     def with_state_dir(self, state_dir: str | Path) -> Settings:
         return replace(self, state_dir=Path(state_dir).resolve())
@@ -135,95 +525,25 @@ class Settings:
         return None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        """The effective settings as JSON: sizes in bytes, absolute paths; never a password."""
+        out: dict[str, Any] = {
             "config_file": str(self.source),
             "state_dir": str(self.state_dir),
             "database": str(self.db_path),
-            "mail": {
-                "domain": self.domain,
-                "max_message_size": self.max_message_size,
-                "subject_token": self.subject_token,
-                "ticket_id_digits": self.ticket_id_digits,
-                "default_priority": self.default_priority,
-                "trusted_authserv_ids": list(self.trusted_authserv_ids),
-            },
-            "smtp": str(self.smtp) if self.smtp else None,
-            "lmtp": str(self.lmtp) if self.lmtp else None,
-            "web": str(self.web) if self.web else None,
-            "log_level": self.log_level,
-            "attachments": {"allowed_extensions": list(self.allowed_extensions),
-                            "max_file_size": self.max_attachment_size, "max_total_size": self.max_attachments_total},
-            "limits": {"new_tickets_per_sender": self.rate_limit, "window_minutes": self.rate_window_minutes},
-            "worker": {"batch": self.worker_batch, "parsers": self.worker_parsers,
-                       "process": self.worker_process},
-            "departments": [{"name": d.name, "addresses": list(d.addresses), "accept_new": d.accept_new,
-                             "closed_replies": d.closed_replies} for d in self.departments],
-            "imap": [a.as_dict() for a in self.imap],
         }
+        for f in fields(self):
+            if f.metadata.get("section"):
+                table = getattr(self, f.name)
+                out[f.name] = {k.name: _plain(getattr(table, k.name)) for k in fields(table)}
+        out["outbound"]["port"] = self.outbound.effective_port
+        out["departments"] = [{"name": d.name, "addresses": list(d.addresses), "accept_new": d.accept_new,
+                               "closed_replies": d.closed_replies} for d in self.departments]
+        out["imap"] = [a.as_dict() for a in self.imap]
+        return out
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
-_ADDR_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-PRIORITIES = ("Low", "Medium", "High")
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-class _Reader:
-    """Pops typed values out of one TOML table, so that leftovers can be reported as unknown keys."""
-
-    def __init__(self, file: Path, prefix: str, table: Any) -> None:
-        if not isinstance(table, dict):
-            raise ConfigError(file, prefix, f"expected a table, got {type(table).__name__}")
-        self.file, self.prefix, self.table = file, prefix, dict(table)
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def error(self, name: str, problem: str) -> ConfigError:
-        return ConfigError(self.file, self.key(name), problem)
-
-    def get(self, name: str, kind: type | tuple[type, ...], default: Any) -> Any:
-        if name not in self.table:
-            return default
-        value = self.table.pop(name)
-        if isinstance(value, bool) and kind is int:
-            raise self.error(name, f"expected an integer, got {value!r}")
-        if not isinstance(value, kind):
-            want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise self.error(name, f"expected {want}, got {type(value).__name__} {value!r}")
-        return value
-
-    def sub(self, name: str) -> _Reader:
-        return _Reader(self.file, self.key(name), self.table.pop(name, {}))
-
-    def finish(self) -> None:
-        for name in self.table:
-            raise self.error(name, "unknown setting (check the spelling; see README 'Configuration')")
-
-
-def parse_listen(file: Path, key: str, value: Any) -> Listen | None:
-    """``"HOST:PORT"``, or ``""``/``false`` for off."""
-    if value is False or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(file, key, f"expected \"HOST:PORT\" or false, got {value!r}")
-    host, sep, port = value.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(file, key, f"expected \"HOST:PORT\" with a port 0-65535, got {value!r}")
-    return Listen(host, int(port))
-
-
-def parse_size(file: Path, key: str, value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        size = value
-    elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
-        size = int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
-    else:
-        raise ConfigError(file, key, f"expected a size such as 26214400 or \"25MB\", got {value!r}")
-    if size < 1024:
-        raise ConfigError(file, key, f"must be at least 1024 bytes, got {size}")
-    return size
+def _default(cls: type, name: str) -> Any:
+    return next(f.default for f in fields(cls) if f.name == name)
 
 
 def _departments(file: Path, value: Any) -> tuple[Department, ...]:
@@ -255,18 +575,15 @@ def _departments(file: Path, value: Any) -> tuple[Department, ...]:
                 raise r.error("addresses", f"{addr} is already used by department {seen_addrs[low]!r}")
             seen_addrs[low] = name
             clean.append(low)
-        accept = r.get("accept_new", str, "anyone")
+        accept = r.get("accept_new", str, _default(Department, "accept_new"))
         if accept not in ("anyone", "registered"):
             raise r.error("accept_new", f"must be \"anyone\" or \"registered\", got {accept!r}")
-        closed = r.get("closed_replies", str, "reopen")
+        closed = r.get("closed_replies", str, _default(Department, "closed_replies"))
         if closed not in ("reopen", "new_ticket", "block"):
             raise r.error("closed_replies", f"must be \"reopen\", \"new_ticket\" or \"block\", got {closed!r}")
         r.finish()
         result.append(Department(name.strip(), tuple(clean), accept, closed))
     return tuple(result)
-
-
-_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
 def _imap_accounts(file: Path, value: Any, departments: tuple[Department, ...]) -> tuple[ImapAccount, ...]:
@@ -286,7 +603,7 @@ def _imap_accounts(file: Path, value: Any, departments: tuple[Department, ...]) 
         security = r.get("security", str, "tls")
         if security not in ("tls", "starttls", "none"):
             raise r.error("security", f"must be tls, starttls or none, got {security!r}")
-        if security == "none" and host not in _LOOPBACK and not host.startswith("127."):
+        if security == "none" and not _is_loopback(host):
             raise r.error("security", f"'none' sends the password in clear text; refused for {host} "
                                       "(allowed only for a loopback host)")
         port = r.get("port", int, 993 if security == "tls" else 143)
@@ -351,90 +668,14 @@ def load(path: str | Path | None = None, state_dir: str | Path | None = None) ->
 
 
 def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = None) -> Settings:
+    """Check ``data`` (a parsed TOML file at ``file``, against whose folder relative paths are taken);
+    ``state_dir`` overrides ``storage.state_dir``."""
     root = _Reader(file, "", data)
-    storage = root.sub("storage")
-    raw_state = storage.get("state_dir", str, "./var")
-    storage.finish()
-    base = file.parent
-    state = Path(state_dir) if state_dir is not None else base / raw_state
-    mail = root.sub("mail")
-    domain = mail.get("domain", str, "helpdesk.example")
-    if not re.match(r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$", domain):
-        raise mail.error("domain", f"expected a domain name such as helpdesk.example, got {domain!r}")
-    size = parse_size(file, "mail.max_message_size", mail.get("max_message_size", (int, str), 25 * 1024**2))
-    token = mail.get("subject_token", str, "[Ticket #{tid}]")
-    if token.count("{tid}") != 1:
-        raise mail.error("subject_token", f"must contain {{tid}} exactly once, got {token!r}")
-    digits = mail.get("ticket_id_digits", int, 6)
-    if not 4 <= digits <= 12:
-        raise mail.error("ticket_id_digits", f"must be between 4 and 12, got {digits}")
-    priority = mail.get("default_priority", str, "Medium")
-    if priority not in PRIORITIES:
-        raise mail.error("default_priority", f"must be one of {', '.join(PRIORITIES)}, got {priority!r}")
-    authserv = mail.get("trusted_authserv_ids", list, [])
-    if not all(isinstance(a, str) and re.match(r"^[A-Za-z0-9._-]{1,253}$", a) for a in authserv):
-        raise mail.error("trusted_authserv_ids", "expected the host names your MTA writes at the start of"
-                         f" its Authentication-Results header, such as \"mx.example.com\", got {authserv!r}")
-    mail.finish()
-    listens = {}
-    for name, default in (("smtp", "127.0.0.1:2525"), ("lmtp", "127.0.0.1:2424"), ("web", "127.0.0.1:8025")):
-        table = root.sub(name)
-        listens[name] = parse_listen(file, f"{name}.listen", table.get("listen", (str, bool), default))
-        table.finish()
-    log = root.sub("log")
-    level = log.get("level", str, "info").lower()
-    if level not in LOG_LEVELS:
-        raise log.error("level", f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
-    log.finish()
-    worker = root.sub("worker")
-    batch = worker.get("batch", int, 100)
-    if not 1 <= batch <= 10000:
-        raise worker.error("batch", f"must be between 1 and 10000, got {batch}")
-    att = root.sub("attachments")
-    allowed = att.get("allowed_extensions", list, list(Settings.allowed_extensions))
-    if not all(isinstance(e, str) and re.match(r"^[A-Za-z0-9]{1,16}$", e) for e in allowed):
-        raise att.error("allowed_extensions", f"expected extensions without dots such as \"pdf\", got {allowed!r}")
-    max_file = parse_size(file, "attachments.max_file_size", att.get("max_file_size", (int, str), "10MB"))
-    max_total = parse_size(file, "attachments.max_total_size", att.get("max_total_size", (int, str), "25MB"))
-    att.finish()
-    limits = root.sub("limits")
-    rate_limit = limits.get("new_tickets_per_sender", int, 30)
-    if not 0 <= rate_limit <= 100000:
-        raise limits.error("new_tickets_per_sender", f"must be 0 (off) to 100000, got {rate_limit}")
-    rate_window = limits.get("window_minutes", int, 60)
-    if not 1 <= rate_window <= 10080:
-        raise limits.error("window_minutes", f"must be 1-10080 (a week), got {rate_window}")
-    limits.finish()
-    cpus = os.cpu_count() or 1
-    parsers = worker.get("parsers", int, min(2, cpus) if cpus > 1 else 0)
-    if not 0 <= parsers <= 64:
-        raise worker.error("parsers", f"must be between 0 and 64, got {parsers}")
-    process = worker.get("process", bool, cpus > 1)
-    worker.finish()
+    storage = _section(root, "storage", StorageSettings)
+    state = Path(state_dir) if state_dir is not None else file.parent / storage.state_dir
+    sections = {f.name: _section(root, f.name, f.default_factory)  # type: ignore[arg-type]
+                for f in fields(Settings) if f.metadata.get("section")}
     departments = _departments(file, root.table.pop("departments", None))
     imap = _imap_accounts(file, root.table.pop("imap", []), departments)
     root.finish()
-    return Settings(
-        source=file,
-        state_dir=state.resolve(),
-        domain=domain.lower(),
-        departments=departments,
-        smtp=listens["smtp"],
-        lmtp=listens["lmtp"],
-        web=listens["web"],
-        max_message_size=size,
-        subject_token=token,
-        ticket_id_digits=digits,
-        default_priority=priority,
-        log_level=level,
-        worker_batch=batch,
-        worker_parsers=parsers,
-        worker_process=process,
-        imap=imap,
-        rate_limit=rate_limit,
-        allowed_extensions=tuple(e.lower() for e in allowed),
-        max_attachment_size=max_file,
-        max_attachments_total=max_total,
-        rate_window_minutes=rate_window,
-        trusted_authserv_ids=tuple(a.lower().rstrip(".") for a in authserv),
-    )
+    return Settings(source=file, state_dir=state.resolve(), departments=departments, imap=imap, **sections)

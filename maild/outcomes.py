@@ -47,6 +47,14 @@ class Note(Outcome):
 
 
 @dataclass(frozen=True)
+class Command(Outcome):
+    """A staff member's mail of commands alone (``#close``, ``#priority high``): the ticket changed, no reply
+    was posted. ``reason`` is ``rejected`` when a command was bad and nothing changed."""
+
+    name: ClassVar[str] = "command"
+
+
+@dataclass(frozen=True)
 class Duplicate(Outcome):
     name: ClassVar[str] = "duplicate"
 

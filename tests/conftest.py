@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Instance
+from tests.relay import relay  # noqa: F401  (the SMTP relay fixture, for everyone's tests)
 
 
 @pytest.fixture

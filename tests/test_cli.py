@@ -27,7 +27,7 @@ def test_help_on_every_command(cmd):
 
 def test_check_config_prints_effective_settings(instance: Instance, tmp_path):
     out = json.loads(instance.cli("check-config").stdout)
-    assert out["smtp"] == f"127.0.0.1:{instance.smtp_port}"
+    assert out["smtp"]["listen"] == f"127.0.0.1:{instance.smtp_port}"
     assert [d["name"] for d in out["departments"]] == ["Technical Support", "Billing", "Sales"]
     # --state-dir overrides the file, before or after the subcommand.
     other = tmp_path / "elsewhere"
@@ -42,7 +42,9 @@ def test_repository_default_config_is_valid():
                           capture_output=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["smtp"] == "127.0.0.1:2525" and out["lmtp"] == "127.0.0.1:2424" and out["web"] == "127.0.0.1:8025"
+    assert out["smtp"]["listen"] == "127.0.0.1:2525" and out["lmtp"]["listen"] == "127.0.0.1:2424"
+    assert out["web"] == {"listen": "127.0.0.1:8025", "public_url": "http://127.0.0.1:8025"}
+    assert out["outbound"]["transport"] == "maildir" and out["notifications"]["rules"] == {}
     assert out["state_dir"] == str(ROOT / "var")
     assert out["mail"]["domain"] == "helpdesk.example"
     assert {d["name"]: d["addresses"] for d in out["departments"]} == {
@@ -56,7 +58,10 @@ def test_production_example_config_is_valid(tmp_path):
     proc = subprocess.run([*TICKETD, "--config", str(ROOT / "config" / "ticketd.production.toml"),
                            "--state-dir", str(tmp_path), "check-config"], capture_output=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["mail"]["trusted_authserv_ids"] == ["mx.helpdesk.example"]
+    out = json.loads(proc.stdout)
+    assert out["mail"]["trusted_authserv_ids"] == ["mx.helpdesk.example"]
+    assert out["outbound"]["transport"] == "smtp" and out["outbound"]["security"] == "starttls"
+    assert out["outbound"]["password_file"] == "/etc/ticketd/smtp-relay.secret" and "password" not in out["outbound"]
 
 
 def test_config_from_environment(instance: Instance):
@@ -79,9 +84,11 @@ def test_config_from_environment(instance: Instance):
         (lambda t: t.replace("[storage]", "[storage"), "", "not valid TOML"),
         (lambda t: t.replace("[smtp]", 'trusted_authserv_ids = ["mx example"]\n[smtp]'),
          "mail.trusted_authserv_ids", "Authentication-Results"),
+        (lambda t: t + '\n[notifications.rules]\nticket_eaten = ["watchers"]\n', "notifications.rules.ticket_eaten",
+         "unknown event"),
     ],
     ids=["unknown-key", "bad-size", "bad-type", "bad-address", "address-twice", "bad-level", "toml-syntax",
-         "bad-authserv"],
+         "bad-authserv", "bad-rule"],
 )
 def test_bad_config_fails_at_start_naming_file_and_key(instance: Instance, edit, key, words):
     instance.config.write_text(edit(instance.config.read_text()))

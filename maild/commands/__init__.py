@@ -19,6 +19,7 @@ MODULES = {
     "ban": "ban",
     "clients": "people",
     "staff": "people",
+    "outbox": "outbox",
 }
 
 

@@ -63,13 +63,13 @@ async def _status(settings: Settings) -> list[dict]:
 async def _sync_once(settings: Settings, accounts: list[ImapAccount]) -> tuple[int, dict]:
     code = 0
     report: dict = {"accounts": {}, "outcomes": {}}
-    async with App(settings, parsers=settings.worker_parsers) as app:
+    async with App(settings, parsers=settings.worker.parsers) as app:
         assert app.db is not None and app.worker is not None
         imap_db = await Database.open(settings.db_path, gate=app.db.gate)
         loop = asyncio.get_running_loop()
         try:
             for account in accounts:
-                importer = Importer(account, imap_db, Bridge(loop), settings.max_message_size, app.clock)
+                importer = Importer(account, imap_db, Bridge(loop), settings.mail.max_message_size, app.clock)
                 entry: dict = {"spooled": 0, "error": None}
                 try:
                     await asyncio.to_thread(importer.run, True)
@@ -94,9 +94,9 @@ async def _sync_once(settings: Settings, accounts: list[ImapAccount]) -> tuple[i
 
 async def _sync_forever(settings: Settings, accounts: list[ImapAccount]) -> int:
     stop = stop_on_signals()
-    async with App(settings, parsers=settings.worker_parsers) as app:
+    async with App(settings, parsers=settings.worker.parsers) as app:
         assert app.db is not None and app.worker is not None
-        service = ImapService(accounts, settings.db_path, app.db.gate, settings.max_message_size, app.clock,
+        service = ImapService(accounts, settings.db_path, app.db.gate, settings.mail.max_message_size, app.clock,
                               app.worker.wake)
         await service.start()
         try:

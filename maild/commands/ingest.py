@@ -87,7 +87,7 @@ async def _ingest(args: argparse.Namespace, settings: Settings, dept: str | None
         progress.show(len(seen))
         moved.set()
 
-    async with App(settings, parsers=settings.worker_parsers) as app:
+    async with App(settings, parsers=settings.worker.parsers) as app:
         db, worker = app.db, app.worker
         assert db is not None and worker is not None
         spool_db = await Database.open(settings.db_path, gate=db.gate)

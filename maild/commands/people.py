@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import csv
 import re
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -40,18 +41,76 @@ async def _add_many(settings: Settings, rows: list[tuple[str | None, str, str, s
         return done
 
 
-async def _list(settings: Settings, staff: bool) -> list[dict]:
+async def _list(settings: Settings) -> list[dict]:
     async with App(settings) as app:
         assert app.db is not None
-        rows = await (people.staff_listing(app.db) if staff else people.listing(app.db))
-        return [dict(r) for r in rows]
+        return [dict(r) for r in await people.listing(app.db)]
 
 
-async def _add_staff(settings: Settings, email: str, name: str, username: str) -> None:
+async def _save_staff(settings: Settings, args: argparse.Namespace) -> dict:
+    """``staff add EMAIL`` or ``staff set USERNAME``: the fields given change, the rest stay."""
+    from maild.store import staff
+
     async with App(settings) as app:
         assert app.db is not None
-        async with app.db.transaction():
-            await people.add_staff(app.db, email, name, username, app.clock.stamp())
+        db = app.db
+        signature = None
+        if args.signature_file:
+            path = Path(args.signature_file)
+            if not path.is_file():
+                raise LookupError(f"no such file: {path}")
+            signature = path.read_text(encoding="utf-8").rstrip()
+        member = _department_ids(app.departments, args.departments)
+        if member is None and args.staff_command == "add":
+            member = list(app.departments.values())  # a new member works everywhere until told otherwise
+        notify = _department_ids(app.departments, args.notify)
+        admin = True if args.admin else (False if getattr(args, "no_admin", False) else None)
+        async with db.transaction():
+            if args.staff_command == "add":
+                username = args.username or args.email.split("@")[0]
+                other = await staff.by_username(db, username)
+                if other is not None and other["email"] != args.email.lower():
+                    raise ValueError(f"username {username!r} is taken by {other['email']}; choose --username")
+                staff_id = await staff.save(db, email=args.email, username=username, name=args.name,
+                                            is_admin=admin, signature=signature, stamp=app.clock.stamp())
+            else:
+                row = await staff.by_username(db, args.username)
+                if row is None:
+                    raise LookupError(f"no staff member {args.username!r} (ticketd staff list)")
+                staff_id = row["id"]
+                await staff.update(db, staff_id, email=args.email, name=args.name, is_admin=admin,
+                                   signature=signature, username=args.new_username)
+            await staff.set_departments(db, staff_id, member, notify)
+        row = next(r for r in await staff.listing(db) if r["id"] == staff_id)
+        return _staff_dict(row)
+
+
+def _department_ids(known: dict[str, int], value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    ids = []
+    for name in (n.strip() for n in value.split(",")):
+        if not name:
+            continue
+        match = next((i for k, i in known.items() if k.lower() == name.lower()), None)
+        if match is None:
+            raise LookupError(f"no department {name!r}; configured: {', '.join(known)}")
+        ids.append(match)
+    return ids
+
+
+def _staff_dict(row: sqlite3.Row) -> dict:
+    return {"username": row["username"], "email": row["email"], "name": row["name"],
+            "admin": bool(row["is_admin"]), "departments": [d for d in (row["departments"] or "").split(",") if d],
+            "notify": [d for d in (row["notify"] or "").split(",") if d], "signature": row["signature"]}
+
+
+async def _list_staff(settings: Settings) -> list[dict]:
+    from maild.store import staff
+
+    async with App(settings) as app:
+        assert app.db is not None
+        return [_staff_dict(r) for r in await staff.listing(app.db)]
 
 
 def _read_csv(path: Path) -> tuple[list[tuple[str | None, str, str, str]], list[str]]:
@@ -75,20 +134,33 @@ def _read_csv(path: Path) -> tuple[list[tuple[str | None, str, str, str]], list[
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "staff":
         if args.staff_command == "list":
-            rows = asyncio.run(_list(settings, staff=True))
+            staff_rows = asyncio.run(_list_staff(settings))
             if args.json:
-                print_json(rows)
+                print_json(staff_rows)
             else:
-                print_table(["USERNAME", "EMAIL", "NAME"], [[r["username"], r["email"], r["name"]] for r in rows])
+                print_table(["USERNAME", "EMAIL", "NAME", "ADMIN", "DEPARTMENTS", "NOTIFY"],
+                            [[r["username"], r["email"], r["name"], "yes" if r["admin"] else "",
+                              ",".join(r["departments"]), ",".join(r["notify"])] for r in staff_rows])
             return 0
-        if not ADDRESS.match(args.email):
-            print(f"ticketd staff add: {args.email!r} is not an email address", file=sys.stderr)
+        email = getattr(args, "email", None)
+        if email is not None and not ADDRESS.match(email):
+            print(f"ticketd staff {args.staff_command}: {email!r} is not an email address", file=sys.stderr)
             return EX_DATAERR
-        asyncio.run(_add_staff(settings, args.email, args.name or "", args.username or args.email.split("@")[0]))
-        print(f"{args.email.lower()}: staff")
+        try:
+            saved = asyncio.run(_save_staff(settings, args))
+        except LookupError as exc:
+            print(f"ticketd staff {args.staff_command}: {exc.args[0]}", file=sys.stderr)
+            return EX_NOINPUT
+        except ValueError as exc:
+            print(f"ticketd staff {args.staff_command}: {exc}", file=sys.stderr)
+            return EX_DATAERR
+        if getattr(args, "json", False):
+            print_json(saved)
+        else:
+            print(f"{saved['email']}: staff {saved['username']}{' (admin)' if saved['admin'] else ''}")
         return 0
     if args.clients_command == "list":
-        rows = asyncio.run(_list(settings, staff=False))
+        rows = asyncio.run(_list(settings))
         if args.json:
             print_json(rows)
         else:

@@ -20,7 +20,8 @@ def _flag(settings: Settings, key: str, value: str | None, current: Listen | Non
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from maild.app import serve
 
-    smtp = _flag(settings, "smtp", args.smtp, settings.smtp)
-    lmtp = _flag(settings, "lmtp", args.lmtp, settings.lmtp)
-    settings = replace(settings, web=_flag(settings, "web", args.web, settings.web))
+    smtp = _flag(settings, "smtp", args.smtp, settings.smtp.listen)
+    lmtp = _flag(settings, "lmtp", args.lmtp, settings.lmtp.listen)
+    web = _flag(settings, "web", args.web, settings.web.listen)
+    settings = replace(settings, web=replace(settings.web, listen=web))
     return asyncio.run(serve(settings, smtp, lmtp))

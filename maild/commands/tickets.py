@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 
 from maild.app import App
@@ -30,7 +31,33 @@ async def _show(settings: Settings, tid: str) -> dict | None:
         return await ticket_full(app.db, row)
 
 
+async def _log(settings: Settings, tid: str) -> list[dict] | None:
+    async with App(settings) as app:
+        assert app.db is not None
+        row = await tickets.by_tid(app.db, tid.lstrip("#"))
+        if row is None:
+            return None
+        return [{"at": e["at"], "actor": e["actor"], "event": e["event"], "detail": json.loads(e["detail"])}
+                for e in await tickets.events(app.db, row["id"])]
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.ticket_command in ("open", "reply", "note", "set", "watch", "unwatch", "close"):
+        from maild.commands import desk
+
+        return desk.run(args, settings)
+    if args.ticket_command == "log":
+        entries = asyncio.run(_log(settings, args.tid))
+        if entries is None:
+            print(f"ticketd ticket log: no ticket #{args.tid}", file=sys.stderr)
+            return EX_NOINPUT
+        if args.json:
+            print_json(entries)
+        else:
+            print_table(["AT", "ACTOR", "EVENT", "DETAIL"],
+                        [[e["at"][:19], e["actor"], e["event"],
+                          " ".join(f"{k}={v}" for k, v in e["detail"].items())] for e in entries])
+        return 0
     if args.ticket_command == "list":
         rows = asyncio.run(_list(settings, args.status))
         if args.json:

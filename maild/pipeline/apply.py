@@ -1,107 +1,121 @@
-"""Apply: create the ticket, or add the reply to the ticket it threads to (one transaction per message).
+"""Apply: the message changes a ticket, through the desk's writers (:mod:`maild.desk.core` for a client's
+mail, the desk's actions for a staff member's), inside the worker's transaction. The events it produces
+are followed by the next stage, :func:`notify`, which writes the outbox rows in the same transaction.
 
-Status rules from the seed (client doc): a new ticket is Open; a client reply sets Customer-Reply; a reply
-to a Closed ticket reopens it; a reply from verified staff (identity stage) is a staff reply and sets
-Answered (admin doc).
+A client's mail opens a ticket or replies to one (Customer-Reply; a Closed ticket reopens). A staff
+member's mail to a ticket (signed reply token, or a From verified by a trusted server) is a staff reply
+under their name and signature, a ``#note``, or commands alone (no mail to the client).
 """
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
+from typing import Any
 
-from maild.outcomes import NewTicket, Outcome, Reply
-from maild.pipeline import quotes
+from maild.desk import core
+from maild.desk.desk import actor_of
+from maild.desk.events import Actor, Event
+from maild.desk.options import Options
+from maild.outcomes import Command, NewTicket, Note, Outcome, Reply
+from maild.pipeline import authres, quotes
 from maild.pipeline.context import Env, MessageContext
-from maild.store import messages, people, tickets
-
-MAX_TID_TRIES = 50
-
-
-async def create_ticket(ctx: MessageContext, env: Env, stamp: str) -> tuple[int, str]:
-    """Insert the ticket under a random public number of ``mail.ticket_id_digits`` digits, never
-    sequential; a number already taken is caught by the unique index and another one drawn."""
-    assert ctx.department is not None  # the unknown_recipient guard ran before us
-    digits = env.settings.ticket_id_digits
-    low = 10 ** (digits - 1)
-    for _ in range(MAX_TID_TRIES):
-        tid = str(low + secrets.randbelow(9 * low))
-        try:
-            ticket_id = await tickets.create(
-                env.db,
-                tid=tid,
-                subject=ctx.mail.subject.strip() or "(no subject)",
-                status=tickets.OPEN,
-                priority=ctx.mail.priority or env.settings.default_priority,
-                department_id=ctx.department.id,
-                client_email=ctx.author_email,
-                client_name=ctx.mail.from_name,
-                client_id=ctx.client_id,
-                stamp=stamp,
-            )
-        except sqlite3.IntegrityError as exc:
-            if "tickets.tid" not in str(exc):
-                raise
-            continue
-        return ticket_id, tid
-    raise RuntimeError(f"no free {digits}-digit ticket number after {MAX_TID_TRIES} tries; raise ticket_id_digits")
+from maild.pipeline.staffmail import read
+from maild.store import people, tickets
 
 
-async def add_message(ctx: MessageContext, env: Env, ticket_id: int, stamp: str, kind: str = "reply") -> int:
-    """The message, its attachments and its Message-ID (for threading) on the ticket."""
+def client_message(ctx: MessageContext) -> core.NewMessage:
     mail = ctx.mail
-    message_id = await messages.add(
-        env.db,
-        ticket_id=ticket_id,
-        kind=kind,
-        author_email=ctx.author_email,
-        author_name=mail.from_name,
-        badge=ctx.badge,
+    text = mail.content.text
+    return core.NewMessage(
+        kind="reply", author_email=ctx.author_email, author_name=mail.from_name, badge=ctx.badge,
         subject=mail.subject,
         # A reply shows what is new; the quoted history stays in body_full. A new ticket shows it all.
-        body=(quotes.visible(mail.content.text) or mail.content.text) if ctx.ticket is not None else mail.content.text,
-        body_full=mail.content.text,
-        body_html=mail.content.safe_html,
-        message_id=mail.message_id,
-        inbound_id=ctx.inbound.id,
-        stamp=stamp,
-    )
-    for f in ctx.files:
-        await messages.add_attachment(
-            env.db, message_id=message_id, filename=f.filename, content_type=f.content_type, size=f.size,
-            sha256=f.sha256, content_id=f.content_id, inline=f.inline,
-        )
-    await tickets.add_mail_id(env.db, ticket_id, mail.message_id, "in")
-    return message_id
+        body=(quotes.visible(text) or text) if ctx.ticket is not None else text, body_full=text,
+        body_html=mail.content.safe_html, message_id=mail.message_id, direction="in", inbound_id=ctx.inbound.id,
+        files=tuple(ctx.files))
 
 
 async def apply(ctx: MessageContext, env: Env) -> Outcome | None:
-    stamp = env.clock.stamp()
-    if ctx.ticket is None:
-        assert ctx.department is not None
-        ticket_id, tid = await create_ticket(ctx, env, stamp)
-        await add_message(ctx, env, ticket_id, stamp)
-        # Whoever the client copied (not us, not the client) is a CC recipient: their replies are welcome.
-        others = {a for _, a in ctx.mail.to + ctx.mail.cc} - {ctx.author_email}
-        await people.add_cc(env.db, ticket_id, sorted(a for a in others if not env.book.department_for(a)))
-        await tickets.log_event(env.db, ticket_id, "opened", ctx.author_email or "unknown", stamp,
-                                source=ctx.inbound.source, queue_id=ctx.inbound.id, department=ctx.department.name)
-        return NewTicket(ticket_id=ticket_id, tid=tid)
-    ticket = ctx.ticket
-    await add_reply(ctx, env, ticket, stamp, queue_id=ctx.inbound.id, threaded_by=ctx.threaded_by)
-    return Reply(ticket_id=ticket["id"], tid=ticket["tid"])
+    if ctx.ticket is not None and ctx.staff is not None:
+        ctx.events, ctx.result = await staff_mail(ctx, env, ctx.ticket, queue_id=ctx.inbound.id)
+    elif ctx.ticket is None:
+        ctx.events, ctx.result = await open_from_mail(ctx, env)
+    else:
+        ctx.events = await client_reply(ctx, env, ctx.ticket, queue_id=ctx.inbound.id, threaded_by=ctx.threaded_by)
+        ctx.result = Reply(ticket_id=ctx.ticket["id"], tid=ctx.ticket["tid"])
+    return None
 
 
-async def add_reply(ctx: MessageContext, env: Env, ticket: sqlite3.Row, stamp: str, **detail: object) -> int:
-    """The mail as a reply on ``ticket`` (here and for an admin's import of a blocked reply): from verified
-    staff a staff reply, setting Answered; from anyone else a client reply, setting Customer-Reply. A
-    Closed ticket reopens either way. Logs the event; returns the message's id."""
-    staff = ctx.staff is not None
-    event = "staff_reply" if staff else "client_reply"
-    actor = ctx.staff["username"] if ctx.staff is not None else ctx.author_email or "unknown"
-    message_id = await add_message(ctx, env, ticket["id"], stamp, kind=event if staff else "reply")
-    if ticket["status"] == tickets.CLOSED:
-        await tickets.log_event(env.db, ticket["id"], "reopened", actor, stamp, by=event)
-    await tickets.touch_reply(env.db, ticket["id"], tickets.ANSWERED if staff else tickets.CUSTOMER_REPLY, stamp)
-    await tickets.log_event(env.db, ticket["id"], event, actor, stamp, previous_status=ticket["status"], **detail)
-    return message_id
+async def notify(ctx: MessageContext, env: Env) -> Outcome | None:
+    """Follow apply's events to the outbox (same transaction); end the message with apply's outcome."""
+    await env.notifier.follow(ctx.events)
+    assert ctx.result is not None, "apply must run before notify"
+    return ctx.result
+
+
+async def open_from_mail(ctx: MessageContext, env: Env) -> tuple[list[Event], Outcome]:
+    assert ctx.department is not None  # the unknown_recipient guard ran before us
+    mail = ctx.mail
+    actor = Actor(kind="client", email=ctx.author_email, name=mail.from_name)
+    ticket_id, tid, events = await core.open_ticket(
+        env.db, actor=actor, digits=env.settings.mail.ticket_id_digits, department_id=ctx.department.id,
+        department=ctx.department.name, client_email=ctx.author_email, client_name=mail.from_name,
+        client_id=ctx.client_id, priority=mail.priority or env.settings.mail.default_priority,
+        first=client_message(ctx), stamp=env.clock.stamp(), source=ctx.inbound.source, queue_id=ctx.inbound.id)
+    # Whoever the client copied (not us, not the client) is a CC recipient: their replies are welcome. Mail
+    # goes to them only if the From cannot be a forgery that matters: an unknown sender (Guest), or a From
+    # domain a trusted server verified. Otherwise they wait, pending, until staff confirm them.
+    others = {a for _, a in mail.to + mail.cc} - {ctx.author_email}
+    others = {a for a in others if a and not env.book.department_for(a)}
+    if others:
+        trusted = ctx.badge == "Guest" or bool(authres.verified_by(
+            mail.headers.get("authentication-results", []), env.settings.mail.trusted_authserv_ids,
+            ctx.author_email.rpartition("@")[2]))
+        await people.add_cc(env.db, ticket_id, sorted(others), state="confirmed" if trusted else "pending",
+                            added_by=ctx.author_email)
+        if not trusted:
+            ctx.notes.append(f"CC recipients {', '.join(sorted(others))} pending: the From is a known client's"
+                             " and was not verified; staff confirm them with ticket set --cc-add")
+    await _thread_index(ctx, env, ticket_id)
+    return events, NewTicket(ticket_id=ticket_id, tid=tid)
+
+
+async def client_reply(ctx: MessageContext, env: Env, ticket: sqlite3.Row, **detail: Any) -> list[Event]:
+    """A client's mail as a reply on ``ticket`` (here and for an admin's import of a blocked reply)."""
+    actor = Actor(kind="client", email=ctx.author_email, name=ctx.mail.from_name)
+    _, events = await core.add_reply(env.db, ticket, client_message(ctx), actor, env.clock.stamp(), **detail)
+    await _thread_index(ctx, env, ticket["id"])
+    return events
+
+
+async def staff_mail(ctx: MessageContext, env: Env, ticket: sqlite3.Row, **detail: Any) -> tuple[list[Event], Outcome]:
+    """A staff member's mail: a reply, a #note, or commands alone; all through the desk's actions."""
+    assert ctx.staff is not None
+    text = ctx.mail.content.text
+    sm = ctx.staff_mail or read(quotes.visible(text) or text)
+    actor = actor_of(ctx.staff)
+    desk, tid = env.desk.within(), ticket["tid"]
+    await tickets.add_mail_id(env.db, ticket["id"], ctx.mail.message_id, "in")
+    events: list[Event] = []
+    opts = Options(status=sm.status, priority=sm.priority, assign=sm.assign)
+    outcome: Outcome = Command(ticket_id=ticket["id"], tid=tid, detail="; ".join(sm.commands))
+    if sm.note and (sm.body.strip() or ctx.files):
+        result = await desk.note(actor, tid, sm.body, inbound_id=ctx.inbound.id, files=tuple(ctx.files), **detail)
+        events += result.events
+        outcome = Note(ticket_id=ticket["id"], tid=tid)
+    elif not sm.note and (sm.body.strip() or ctx.files):
+        result = await desk.reply(actor, tid, sm.body, tuple(ctx.files), status=sm.status, inbound_id=ctx.inbound.id,
+                                  **detail)
+        events += result.events
+        opts.status = None  # the reply set it
+        outcome = Reply(ticket_id=ticket["id"], tid=tid)
+    if opts.status or opts.priority or opts.assign:
+        events += (await desk.set_options(actor, tid, opts)).events
+    return events, outcome
+
+
+async def _thread_index(ctx: MessageContext, env: Env, ticket_id: int) -> None:
+    """Outlook threads by Thread-Index: our next mail extends the client's latest one."""
+    value = ctx.mail.header("thread-index").strip()
+    if value:
+        await tickets.set_thread_index(env.db, ticket_id, value)

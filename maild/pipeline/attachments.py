@@ -13,9 +13,10 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from maild.desk.core import StoredFile
 from maild.outcomes import Outcome
 from maild.pipeline.content import Part
-from maild.pipeline.context import Env, MessageContext, StoredFile
+from maild.pipeline.context import Env, MessageContext
 
 MAX_NAME = 120
 _RESERVED = re.compile(r'[<>:"|?*]')

@@ -6,29 +6,29 @@ from __future__ import annotations
 import re
 import sqlite3
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from maild.addressbook import AddressBook, subject_token_pattern
 from maild.clock import Clock
 from maild.config import Settings
+from maild.desk.core import StoredFile
+from maild.desk.events import Event
 from maild.pipeline.parse import ParsedMail
 from maild.store.db import Database
 from maild.store.inbound import InboundRow
+
+if TYPE_CHECKING:
+    from maild.desk.desk import Desk
+    from maild.notify.follow import Notifier
+    from maild.notify.tokens import Signer
+    from maild.outcomes import Outcome
+    from maild.pipeline.staffmail import StaffMail
 
 
 @dataclass(frozen=True)
 class DepartmentRef:
     id: int
     name: str
-
-
-@dataclass
-class StoredFile:
-    filename: str
-    content_type: str
-    size: int
-    sha256: str
-    content_id: str | None
-    inline: bool
 
 
 @dataclass
@@ -46,6 +46,11 @@ class MessageContext:
     roles: dict[int, str] = field(default_factory=dict)   # account id → owner/user/contact of the author
     staff: sqlite3.Row | None = None
     registered: bool = False                   # the author has an account or is a registered user
+    via_token: bool = False                    # staff proven by the signed reply token of their notification
+    staff_mail: StaffMail | None = None        # a staff member's commands and text (staff_commands stage)
+    bounce: Any = None                         # what a delivery report is about (bounce rule → its action)
+    events: list[Event] = field(default_factory=list)   # what apply did, for the notify stage
+    result: Outcome | None = None              # apply's outcome, returned by the notify stage
 
     @property
     def null_return_path(self) -> bool:
@@ -69,6 +74,9 @@ class Env:
     settings: Settings
     clock: Clock
     departments: dict[str, int]                # name → id
+    desk: Desk
+    notifier: Notifier
+    signer: Signer
     book: AddressBook = field(init=False)
     token_re: re.Pattern[str] = field(init=False)
 

@@ -1,8 +1,8 @@
 """Identity: who wrote this, relative to the ticket's account — the reply badge of the seed:
 Owner, Authorized User, Sub-account, Registered User, Guest (unknown, or tied to more than one account),
-Operator (staff — never on the From header's word alone: the From domain must have been verified by a
-mail server named in ``mail.trusted_authserv_ids``, see :mod:`maild.pipeline.authres`; the notifications'
-HMAC reply tokens will be a second proof, ROADMAP 1). A badge is a label; what a sender may do is the
+Operator (staff — never on the From header's word alone: the signed reply token of their notification
+together with their From (:mod:`maild.pipeline.token`), or a From domain verified by a mail server named in
+``mail.trusted_authserv_ids``, see :mod:`maild.pipeline.authres`). A badge is a label; what a sender may do is the
 authorise stage's business."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sqlite3
 from maild.outcomes import Outcome
 from maild.pipeline import authres
 from maild.pipeline.context import Env, MessageContext
-from maild.store import people
+from maild.store import people, staff
 
 BADGES = {"owner": "Owner", "user": "Authorized User", "contact": "Sub-account"}
 # Headers a message has once (RFC 5322 3.6); a second copy is a sign of tampering.
@@ -22,9 +22,11 @@ SINGLE_HEADERS = ("from", "subject", "message-id", "in-reply-to", "references", 
 async def identify(ctx: MessageContext, env: Env) -> Outcome | None:
     """Look the author up (staff, accounts, registered user) once; then :func:`assign_badge`."""
     email = ctx.author_email
-    ctx.client_id, ctx.roles, ctx.staff, ctx.registered = None, {}, None, False
-    if email:
-        claimed = await people.staff_by_email(env.db, email)
+    ctx.client_id, ctx.roles, ctx.registered = None, {}, False
+    if not ctx.via_token:  # the signed reply token proved the staff member already
+        ctx.staff = None
+    if email and ctx.staff is None:
+        claimed = await staff.by_email(env.db, email)
         if claimed is not None and ctx.mail.from_addr == email:
             ctx.staff = _verified_staff(ctx, env, claimed)
         if ctx.staff is None:
@@ -37,7 +39,7 @@ async def identify(ctx: MessageContext, env: Env) -> Outcome | None:
 def _verified_staff(ctx: MessageContext, env: Env, claimed: sqlite3.Row) -> sqlite3.Row | None:
     """``claimed`` if a trusted mail server verified the From domain, else None; a note says which."""
     proof = authres.verified_by(ctx.mail.headers.get("authentication-results", []),
-                                env.settings.trusted_authserv_ids, ctx.mail.from_addr.rpartition("@")[2])
+                                env.settings.mail.trusted_authserv_ids, ctx.mail.from_addr.rpartition("@")[2])
     doubled = [h for h in SINGLE_HEADERS if len(ctx.mail.headers.get(h, [])) > 1]
     name = claimed["username"]
     if not proof:

@@ -3,8 +3,10 @@ guards that blocked it — that is the point — but not the attachment policy, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from maild.desk import core
+from maild.desk.events import Actor
 from maild.pipeline import apply, attachments, identity
 from maild.pipeline.context import Env, MessageContext
 from maild.pipeline.prepare import Preparer
@@ -19,7 +21,7 @@ class ImportRefused(Exception):
 class Imported:
     log_id: int
     tid: str
-    message_id: int
+    message_id: int | None
     kind: str
 
 
@@ -63,10 +65,15 @@ async def import_blocked(env: Env, preparer: Preparer, log_id: int, tid: str | N
             raise ImportRefused(f"entry {log_id} was imported already")
         await identity.identify(ctx, env)
         await attachments.store(ctx, env)
-        if kind == "reply":
-            message_id = await apply.add_reply(ctx, env, ticket, stamp, import_log=log_id, imported_by=by)
+        if kind == "reply" and ctx.staff is not None:
+            events, _ = await apply.staff_mail(ctx, env, ticket, import_log=log_id, imported_by=by)
+        elif kind == "reply":
+            events = await apply.client_reply(ctx, env, ticket, import_log=log_id, imported_by=by)
         else:
-            message_id = await apply.add_message(ctx, env, ticket["id"], stamp, kind)
+            msg = replace(apply.client_message(ctx), kind="note")
+            _, events = await core.add_note(env.db, ticket, msg, Actor.system(by), (), stamp, import_log=log_id)
         await tickets.log_event(env.db, ticket["id"], "blocked_mail_imported", by, stamp, import_log=log_id,
                                 reason=entry["reason"], kind=kind, author=ctx.author_email)
-    return Imported(log_id, ticket["tid"], message_id, kind)
+        # The same notifications as if the mail had not been blocked (staff hear of it; the client does not).
+        await env.notifier.follow(events)
+    return Imported(log_id, ticket["tid"], events[0].message_id if events else None, kind)

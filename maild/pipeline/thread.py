@@ -13,6 +13,8 @@ from maild.store import tickets
 
 
 async def thread(ctx: MessageContext, env: Env) -> Outcome | None:
+    if ctx.ticket is not None:  # the reply token stage found it
+        return None
     mail = ctx.mail
     ticket = None
     if mail.in_reply_to:

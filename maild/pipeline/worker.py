@@ -63,7 +63,7 @@ class Worker:
         self.env = env
         self.poll_seconds = poll_seconds
         self.max_tx_seconds = max_tx_seconds
-        self.batch = batch or env.settings.worker_batch
+        self.batch = batch or env.settings.worker.batch
         self.preparer = preparer
         self._wake = asyncio.Event()
         self._high = 0                 # highest queue id fetched; the next fetch starts above it

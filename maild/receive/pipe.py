@@ -31,7 +31,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         names = ", ".join(d.name for d in settings.departments)
         _err(f"{settings.source}: --department {args.department!r} is not a configured department ({names})")
         return EX_CONFIG
-    limit = settings.max_message_size
+    limit = settings.mail.max_message_size
     try:
         raw = sys.stdin.buffer.read(limit + 1)
     except OSError as exc:

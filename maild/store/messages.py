@@ -22,12 +22,13 @@ async def add(
     message_id: str,
     inbound_id: int | None,
     stamp: str,
+    staff_id: int | None = None,
 ) -> int:
     return await db.execute(
         "INSERT INTO messages (ticket_id, kind, author_email, author_name, badge, subject, body, body_full,"
-        " body_html, message_id, inbound_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " body_html, message_id, inbound_id, staff_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (ticket_id, kind, author_email, author_name, badge, subject, body, body_full, body_html,
-         message_id, inbound_id, stamp),
+         message_id, inbound_id, staff_id, stamp),
     )
 
 
@@ -59,3 +60,23 @@ async def attachments_for_ticket(db: Database, ticket_id: int) -> list[sqlite3.R
         " ORDER BY a.id",
         (ticket_id,),
     )
+
+
+async def get(db: Database, message_id: int) -> sqlite3.Row | None:
+    return await db.fetchone("SELECT * FROM messages WHERE id = ?", (message_id,))
+
+
+async def attachments_of(db: Database, message_id: int) -> list[sqlite3.Row]:
+    return await db.fetchall("SELECT * FROM attachments WHERE message_id = ? ORDER BY id", (message_id,))
+
+
+async def thread_ids(db: Database, ticket_id: int) -> list[str]:
+    """The Message-IDs of the conversation the client sees (their mail and staff replies), oldest first."""
+    rows = await db.fetchall("SELECT message_id FROM messages WHERE ticket_id = ? AND kind != 'note'"
+                             " AND message_id != '' ORDER BY id", (ticket_id,))
+    return [r["message_id"] for r in rows]
+
+
+async def last_from_client(db: Database, ticket_id: int) -> sqlite3.Row | None:
+    return await db.fetchone("SELECT * FROM messages WHERE ticket_id = ? AND kind = 'reply' ORDER BY id DESC LIMIT 1",
+                             (ticket_id,))

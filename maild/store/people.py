@@ -1,14 +1,16 @@
-"""Queries on people: client accounts and their owner/users/contacts, registered users, staff, and a
+"""Queries on people: client accounts and their owner/users/contacts, registered users, and a
 ticket's CC recipients."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterable
 
 from maild.store.db import Database
 
 ROLES = ("owner", "user", "contact")
+_ADDRESS = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
 
 
 async def client_by_name(db: Database, name: str) -> sqlite3.Row | None:
@@ -48,18 +50,6 @@ async def is_registered(db: Database, email: str) -> bool:
     return await db.fetchone("SELECT 1 FROM registered_users WHERE email = ?", (email.lower(),)) is not None
 
 
-async def staff_by_email(db: Database, email: str) -> sqlite3.Row | None:
-    return await db.fetchone("SELECT * FROM staff WHERE email = ?", (email.lower(),))
-
-
-async def add_staff(db: Database, email: str, name: str, username: str, stamp: str) -> None:
-    await db.execute(
-        "INSERT INTO staff (email, name, username, created_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (email) DO UPDATE SET name = excluded.name, username = excluded.username",
-        (email.strip().lower(), name, username, stamp),
-    )
-
-
 async def listing(db: Database) -> list[sqlite3.Row]:
     return await db.fetchall(
         "SELECT c.name AS account, p.email, p.name, p.role FROM client_people p JOIN clients c ON c.id = p.client_id"
@@ -67,14 +57,41 @@ async def listing(db: Database) -> list[sqlite3.Row]:
     )
 
 
-async def staff_listing(db: Database) -> list[sqlite3.Row]:
-    return await db.fetchall("SELECT email, name, username, created_at FROM staff ORDER BY username")
+def normalise_address(address: str) -> str:
+    """``Name <a@B.example>`` or ``a@B.example`` → ``a@b.example``; "" when it is not an address."""
+    addr = address.strip()
+    if "<" in addr and addr.endswith(">"):
+        addr = addr[addr.rindex("<") + 1:-1]
+    addr = addr.strip().lower()
+    return addr if _ADDRESS.match(addr) else ""
 
 
-async def add_cc(db: Database, ticket_id: int, addresses: Iterable[str]) -> None:
+async def add_cc(db: Database, ticket_id: int, addresses: Iterable[str], state: str = "confirmed",
+                 added_by: str = "") -> None:
+    """Add CC recipients; adding a pending one as confirmed confirms it (staff did)."""
     for address in addresses:
-        await db.execute("INSERT INTO cc_recipients (ticket_id, address) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                         (ticket_id, address.lower()))
+        await db.execute(
+            "INSERT INTO cc_recipients (ticket_id, address, state, added_by) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (ticket_id, address) DO UPDATE SET state = 'confirmed', added_by = excluded.added_by"
+            " WHERE excluded.state = 'confirmed' AND cc_recipients.state != 'confirmed'",
+            (ticket_id, address.lower(), state, added_by))
+
+
+async def remove_cc(db: Database, ticket_id: int, addresses: Iterable[str]) -> None:
+    for address in addresses:
+        await db.execute("DELETE FROM cc_recipients WHERE ticket_id = ? AND address = ?", (ticket_id, address.lower()))
+
+
+async def cc_list(db: Database, ticket_id: int) -> list[sqlite3.Row]:
+    """The ticket's CC recipients with their state (confirmed | pending)."""
+    return await db.fetchall("SELECT address, state, added_by FROM cc_recipients WHERE ticket_id = ? ORDER BY address",
+                             (ticket_id,))
+
+
+async def account_people(db: Database, client_id: int) -> list[sqlite3.Row]:
+    """The account's owner, authorised users and contacts."""
+    return await db.fetchall("SELECT email, name, role FROM client_people WHERE client_id = ? ORDER BY email",
+                             (client_id,))
 
 
 async def on_ticket(db: Database, ticket: sqlite3.Row, address: str) -> bool:

@@ -65,3 +65,20 @@ async def record_bounce(db: Database, address: str, status: str, diagnostic: str
 async def tickets_opened_since(db: Database, address: str, since: str) -> int:
     return int(await db.scalar(
         "SELECT count(*) FROM tickets WHERE client_email = ? AND created_at >= ?", (address, since)) or 0)
+
+
+async def undeliverable(db: Database, addresses: list[str], bounced_since: str) -> dict[str, str]:
+    """Which of ``addresses`` we must not mail, and why: a hard (5.x.x) bounce recorded since
+    ``bounced_since`` (the mark expires), or a ban. One query each for them all."""
+    wanted = sorted({a.lower() for a in addresses if a})
+    if not wanted:
+        return {}
+    marks = ",".join("?" * len(wanted))
+    found: dict[str, str] = {}
+    for row in await db.fetchall(f"SELECT address, status, last_at FROM bounced_addresses WHERE address IN ({marks})"
+                                 " AND status LIKE '5%' AND last_at >= ?", [*wanted, bounced_since]):
+        found[row["address"]] = f"bounced {row['status']} at {row['last_at']}"
+    for address in wanted:
+        if address not in found and (ban := await banned(db, [address])) is not None:
+            found[address] = f"banned ({ban[1]['pattern']})"
+    return found

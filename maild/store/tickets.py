@@ -18,7 +18,10 @@ CLOSED = "Closed"
 STATUSES = (OPEN, ANSWERED, CUSTOMER_REPLY, ON_HOLD, IN_PROGRESS, CLOSED)
 
 SELECT = (
-    "SELECT t.*, d.name AS department FROM tickets t JOIN departments d ON d.id = t.department_id"
+    "SELECT t.*, d.name AS department, a.username AS assigned_username, a.name AS assigned_name,"
+    " f.username AS flagged_username, f.name AS flagged_name"
+    " FROM tickets t JOIN departments d ON d.id = t.department_id"
+    " LEFT JOIN staff a ON a.id = t.assigned_to LEFT JOIN staff f ON f.id = t.flagged_to"
 )
 
 
@@ -89,6 +92,30 @@ async def add_mail_id(db: Database, ticket_id: int, message_id: str, direction: 
             " ON CONFLICT DO NOTHING",
             (message_id, ticket_id, direction),
         )
+
+
+async def set_root(db: Database, ticket_id: int, message_id: str) -> None:
+    """The ticket's thread root (first in every References we send): its first message's Message-ID."""
+    if message_id:
+        await db.execute("UPDATE tickets SET root_message_id = ? WHERE id = ? AND root_message_id = ''",
+                         (message_id, ticket_id))
+
+
+async def set_thread_index(db: Database, ticket_id: int, thread_index: str) -> None:
+    """The client's latest Outlook Thread-Index: our next mail extends it."""
+    await db.execute("UPDATE tickets SET thread_index = ? WHERE id = ?", (thread_index, ticket_id))
+
+
+async def update(db: Database, ticket_id: int, stamp: str, **fields: Any) -> None:
+    """Set ticket columns (department_id, subject, status, priority, client_id, assigned_to, flagged_to)."""
+    allowed = {"department_id", "subject", "status", "priority", "client_id", "assigned_to", "flagged_to"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValueError(f"not a ticket option: {', '.join(sorted(unknown))}")
+    if fields:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        await db.execute(f"UPDATE tickets SET {sets}, updated_at = ? WHERE id = ?",
+                         (*fields.values(), stamp, ticket_id))
 
 
 async def touch_reply(db: Database, ticket_id: int, status: str, stamp: str) -> None:

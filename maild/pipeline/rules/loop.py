@@ -12,7 +12,7 @@ def loop_marker(domain: str) -> str:
 
 
 async def check(ctx: MessageContext, env: Env) -> Outcome | None:
-    marker = loop_marker(env.settings.domain)
+    marker = loop_marker(env.settings.mail.domain)
     for value in ctx.mail.headers.get("x-loop", []):
         if value.strip().lower() == marker:
             return Blocked(reason=LOOP, detail=f"X-Loop: {marker} (our own mail came back)")

@@ -12,10 +12,10 @@ from maild.store import senders
 
 
 async def check(ctx: MessageContext, env: Env) -> Outcome | None:
-    limit = env.settings.rate_limit
+    limit = env.settings.limits.new_tickets_per_sender
     if ctx.ticket is not None or limit <= 0:
         return None
-    window = env.settings.rate_window_minutes
+    window = env.settings.limits.window_minutes
     since = iso(env.clock.now() - timedelta(minutes=window))
     # Mail with no clear sender shares one allowance (tickets opened with no client address): otherwise an
     # unclear From would be a way around the limit.

@@ -7,7 +7,7 @@ from maild.pipeline.context import Env, MessageContext
 
 
 async def check(ctx: MessageContext, env: Env) -> Outcome | None:
-    limit = env.settings.max_message_size
+    limit = env.settings.mail.max_message_size
     if ctx.inbound.size > limit:
         return Blocked(reason=TOO_LARGE, detail=f"{ctx.inbound.size} bytes, limit {limit}")
     return None

@@ -1,0 +1,129 @@
+"""``ticketd ticket open|reply|note|set|watch|unwatch|close``: staff actions, all through the desk.
+
+Who acts is ``--as USERNAME`` (or ``$TICKETD_AS``). Exit codes: 0 done, 64 usage, 65 a value the desk
+refused, 66 no such ticket/staff member/department/file, 75 the ticket changed since ``--expect`` (look
+again), 77 not allowed for that staff member.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from maild.app import App
+from maild.cli import EX_DATAERR, EX_NOINPUT, EX_NOPERM, EX_TEMPFAIL, EX_USAGE
+from maild.commands.output import print_json
+from maild.config import Settings
+from maild.desk.core import StoredFile
+from maild.desk.desk import Desk, Result
+from maild.desk.errors import Collision, Denied, DeskError, Invalid, NotFound
+from maild.desk.options import Options
+
+EXIT = {NotFound: EX_NOINPUT, Denied: EX_NOPERM, Invalid: EX_DATAERR, Collision: EX_TEMPFAIL}
+
+
+class UsageError(Exception):
+    pass
+
+
+def read_body(args: argparse.Namespace, required: bool) -> str:
+    """``--body-file F`` (``-`` for stdin); without it, stdin when it is not a terminal."""
+    source = getattr(args, "body_file", None)
+    if source == "-" or (source is None and not sys.stdin.isatty()):
+        return sys.stdin.read()
+    if source is None:
+        if required:
+            raise UsageError("give the text with --body-file FILE, or --body-file - (standard input)")
+        return ""
+    path = Path(source)
+    if not path.is_file():
+        raise NotFound(f"no such file: {path}")
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def store_files(settings: Settings, paths: Sequence[str]) -> list[StoredFile]:
+    """Staff may attach any file type (seed); names are made safe and bytes stored content-addressed."""
+    from maild.pipeline.attachments import safe_filename, sniff
+    from maild.store.files import FileStore
+
+    store = FileStore(settings.attachments_dir)
+    files = []
+    for i, name in enumerate(paths, start=1):
+        path = Path(name)
+        if not path.is_file():
+            raise NotFound(f"no such file to attach: {path}")
+        data = path.read_bytes()
+        ctype = sniff(data)
+        files.append(StoredFile(filename=safe_filename(path.name, i, ctype), content_type=ctype, size=len(data),
+                                sha256=store.put(data)))
+    return files
+
+
+def expected(args: argparse.Namespace) -> dict[str, str] | None:
+    pairs = getattr(args, "expect", None) or []
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UsageError(f"--expect {pair!r}: expected FIELD=VALUE, e.g. status=Open")
+        out[key.strip()] = value
+    return out or None
+
+
+async def _act(settings: Settings, args: argparse.Namespace) -> Result:
+    action = args.ticket_command
+    who = args.as_user or os.environ.get("TICKETD_AS")
+    if not who:
+        raise UsageError("say who acts: --as USERNAME (or set $TICKETD_AS)")
+    body = read_body(args, required=action in ("open", "reply", "note")) if action in ("open", "reply", "note") else ""
+    files = store_files(settings, args.attach or []) if action in ("reply", "open") else []
+    async with App(settings) as app:
+        desk: Desk = app.desk
+        actor = await desk.actor(who)
+        if action == "open":
+            return await desk.open_ticket(actor, department=args.department, email=args.to, name=args.name or "",
+                                          subject=args.subject, body=body, files=files, priority=args.priority)
+        if action == "reply":
+            return await desk.reply(actor, args.tid, body, files, status=args.status, expected=expected(args))
+        if action == "note":
+            return await desk.note(actor, args.tid, body, expected=expected(args))
+        if action in ("watch", "unwatch"):
+            return await desk.watch(actor, args.tid, on=action == "watch")
+        if action == "close":
+            return await desk.close(actor, args.tid, expected=expected(args))
+        opts = Options(status=args.status, priority=args.priority, department=args.department, subject=args.subject,
+                       assign=args.assign, unassign=args.unassign, flag=args.flag, unflag=args.unflag,
+                       cc_add=args.cc_add or (), cc_remove=args.cc_remove or (), client=args.client)
+        return await desk.set_options(actor, args.tid, opts, expected=expected(args))
+
+
+def as_dict(result: Result) -> dict[str, Any]:
+    return {"tid": result.tid, "message_id": result.message_id,
+            "events": [{"event": e.kind.value, "changes": {k: list(v) for k, v in e.changes.items()}}
+                       for e in result.events],
+            "notes": result.notes}
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    name = f"ticketd ticket {args.ticket_command}"
+    try:
+        result = asyncio.run(_act(settings, args))
+    except UsageError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return EX_USAGE
+    except DeskError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return next((code for kind, code in EXIT.items() if isinstance(exc, kind)), EX_DATAERR)
+    if args.json:
+        print_json(as_dict(result))
+        return 0
+    done = ", ".join(e.kind.value.replace("_", " ") for e in result.events) or "no change"
+    print(f"#{result.tid}: {done}")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0

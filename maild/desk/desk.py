@@ -1,0 +1,252 @@
+"""The desk's actions: open, reply, note, change options (department, subject, status, priority,
+assignee, flag, CC recipients, client), watch, unwatch, close.
+
+Each action checks the actor's rights (admins may do everything, other staff only in the departments they
+work in), compares what the actor saw (``expected``) with the ticket now and refuses with the differences
+(collision detection), then writes the change, its ticket_log rows and its outbox rows in one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from maild.desk import body as bodies
+from maild.desk import core
+from maild.desk.errors import Collision, Denied, Invalid, NotFound
+from maild.desk.events import Actor, Event
+from maild.desk.options import Options, apply_options, parse_status
+from maild.store import people, staff, tickets
+from maild.store.db import Database
+
+if TYPE_CHECKING:
+    from maild.clock import Clock
+    from maild.config import Settings
+    from maild.notify.follow import Notifier
+
+# What collision detection compares (seed: department, subject, priority, client, assigned admin, flagged
+# admin, CC recipients, last reply time, status).
+WATCHED_FIELDS = ("department", "subject", "priority", "client", "assigned", "flagged", "cc", "last_reply_at",
+                  "status")
+
+
+@dataclass
+class Result:
+    ticket_id: int
+    tid: str
+    events: list[Event] = field(default_factory=list)
+    message_id: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def actor_of(row: sqlite3.Row) -> Actor:
+    """A staff row as the actor of desk actions (its display name, never its username, goes to clients)."""
+    return Actor(kind="staff", email=row["email"], name=row["name"] or "", staff_id=row["id"],
+                 username=row["username"], is_admin=bool(row["is_admin"]))
+
+
+class Desk:
+    def __init__(self, db: Database, settings: Settings, clock: Clock, departments: Mapping[str, int],
+                 notifier: Notifier, outer_transaction: bool = False) -> None:
+        self.db, self.settings, self.clock = db, settings, clock
+        self.departments = departments
+        self.notifier = notifier
+        self._outer = outer_transaction
+
+    def within(self) -> Desk:
+        """The same desk for a caller that holds the transaction already (the mail pipeline)."""
+        return Desk(self.db, self.settings, self.clock, self.departments, self.notifier, outer_transaction=True)
+
+    @asynccontextmanager
+    async def _unit(self) -> AsyncIterator[None]:
+        if self._outer:
+            yield
+        else:
+            async with self.db.transaction():
+                yield
+
+    # -- looking things up ---------------------------------------------------------------------------------
+
+    async def actor(self, username: str) -> Actor:
+        row = await staff.by_username(self.db, username)
+        if row is None:
+            raise NotFound(f"no staff member {username!r} (ticketd staff list shows them)")
+        return actor_of(row)
+
+    async def ticket(self, tid: str) -> sqlite3.Row:
+        row = await tickets.by_tid(self.db, tid.strip().lstrip("#"))
+        if row is None:
+            raise NotFound(f"no ticket #{tid.strip().lstrip('#')}")
+        return await tickets.resolve_merged(self.db, row)
+
+    def department_id(self, name: str) -> tuple[int, str]:
+        for known, dept_id in self.departments.items():
+            if known.lower() == name.strip().lower():
+                return dept_id, known
+        raise NotFound(f"no department {name!r}; configured: {', '.join(self.departments)}")
+
+    async def snapshot(self, ticket: sqlite3.Row) -> dict[str, str]:
+        """The values collision detection compares, as text."""
+        cc = await people.cc_list(self.db, ticket["id"])
+        return {
+            "department": ticket["department"], "subject": ticket["subject"], "priority": ticket["priority"],
+            "client": str(ticket["client_id"] or ""), "assigned": ticket["assigned_username"] or "",
+            "flagged": ticket["flagged_username"] or "", "cc": ",".join(sorted(r["address"] for r in cc)),
+            "last_reply_at": ticket["last_reply_at"], "status": ticket["status"],
+        }
+
+    async def _check(self, actor: Actor, ticket: Any, expected: Mapping[str, str] | None) -> None:
+        if actor.kind == "staff" and not actor.is_admin:
+            assert actor.staff_id is not None
+            member, _ = await staff.departments_of(self.db, actor.staff_id)
+            if ticket["department_id"] not in member:
+                raise Denied(f"{actor.username} does not work in department {ticket['department']!r}"
+                             f" (an admin can add it: ticketd staff set {actor.username} --departments ...)")
+        elif actor.kind not in ("staff", "system"):
+            raise Denied("only staff act on tickets through the desk")
+        if expected:
+            unknown = set(expected) - set(WATCHED_FIELDS)
+            if unknown:
+                raise Invalid(f"cannot compare {', '.join(sorted(unknown))}; known: {', '.join(WATCHED_FIELDS)}")
+            now = await self.snapshot(ticket)
+            changed = {k: (v, now[k]) for k, v in expected.items() if str(v) != now[k]}
+            if changed:
+                raise Collision(changed)
+
+    async def _finish(self, result: Result) -> Result:
+        if not self._outer:  # the mail pipeline follows the events in its own notify stage
+            await self.notifier.follow(result.events)
+        return result
+
+    # -- actions -------------------------------------------------------------------------------------------
+
+    async def open_ticket(self, actor: Actor, *, department: str, email: str, name: str, subject: str, body: str,
+                          files: Sequence[core.StoredFile] = (), priority: str | None = None,
+                          notify: bool = True) -> Result:
+        """Open a ticket on behalf of a client, or of any name and address (seed); the first message is the
+        staff member's, and the client gets it with the new-ticket mail."""
+        dept_id, dept_name = self.department_id(department)
+        email = people.normalise_address(email)
+        if not email:
+            raise Invalid("--to needs an email address such as client@example.com")
+        if not subject.strip():
+            raise Invalid("a ticket needs a subject")
+        prio = parse_priority(priority or self.settings.mail.default_priority)
+        accounts = await people.accounts_of(self.db, email)
+        client_id = accounts[0]["client_id"] if len(accounts) == 1 else None
+        await self._check(actor, _pseudo_ticket(dept_id, dept_name), None)
+        text = bodies.with_signature(bodies.merge(body, name, email), await self._signature(actor))
+        first = self._staff_message(actor, text, subject, files)
+        async with self._unit():
+            ticket_id, tid, events = await core.open_ticket(
+                self.db, actor=actor, digits=self.settings.mail.ticket_id_digits, department_id=dept_id,
+                department=dept_name, client_email=email, client_name=name.strip(), client_id=client_id,
+                priority=prio, first=first, stamp=self.clock.stamp(), notify=notify, by="staff")
+            return await self._finish(Result(ticket_id, tid, events, events[0].message_id))
+
+    async def reply(self, actor: Actor, tid: str, body: str, files: Sequence[core.StoredFile] = (),
+                    status: str | None = None, expected: Mapping[str, str] | None = None,
+                    inbound_id: int | None = None, **detail: Any) -> Result:
+        """An admin reply: merge fields, signature, markdown; status Answered (or ``status``); the client is
+        mailed the reply with its attachments."""
+        if not body.strip() and not files:
+            raise Invalid("an empty reply; write something or attach a file")
+        new_status = parse_status(status) if status else None
+        async with self._unit():
+            ticket = await self.ticket(tid)
+            await self._check(actor, ticket, expected)
+            text = bodies.merge(body, ticket["client_name"], ticket["client_email"])
+            text = bodies.with_signature(text, await self._signature(actor))
+            msg = self._staff_message(actor, text, ticket["subject"], files, ticket_id=ticket["id"])
+            msg = replace(msg, inbound_id=inbound_id)
+            message_id, events = await core.add_reply(self.db, ticket, msg, actor, self.clock.stamp(),
+                                                      status=new_status, **detail)
+            return await self._finish(Result(ticket["id"], ticket["tid"], events, message_id))
+
+    async def note(self, actor: Actor, tid: str, body: str, expected: Mapping[str, str] | None = None,
+                   inbound_id: int | None = None, files: Sequence[core.StoredFile] = (), **detail: Any) -> Result:
+        """A private note; ``@username`` mentions mail those admins (never a client)."""
+        if not body.strip():
+            raise Invalid("an empty note")
+        async with self._unit():
+            ticket = await self.ticket(tid)
+            await self._check(actor, ticket, expected)
+            named = await staff.by_usernames(self.db, bodies.mentions(body))
+            msg = core.NewMessage(kind="note", author_email=actor.email, author_name=actor.name or actor.username,
+                                  badge="Operator", body=body.strip(), body_html=bodies.to_html(body),
+                                  staff_id=actor.staff_id, inbound_id=inbound_id, files=files)
+            message_id, events = await core.add_note(self.db, ticket, msg, actor, [r["id"] for r in named],
+                                                     self.clock.stamp(), **detail)
+            result = Result(ticket["id"], ticket["tid"], events, message_id)
+            unknown = set(bodies.mentions(body)) - {r["username"].lower() for r in named}
+            if unknown:
+                result.notes.append(f"no staff member named {', '.join('@' + u for u in sorted(unknown))}")
+            return await self._finish(result)
+
+    async def set_options(self, actor: Actor, tid: str, options: Options,
+                          expected: Mapping[str, str] | None = None) -> Result:
+        async with self._unit():
+            ticket = await self.ticket(tid)
+            await self._check(actor, ticket, expected)
+            events = await apply_options(self, actor, ticket, options, self.clock.stamp())
+            return await self._finish(Result(ticket["id"], ticket["tid"], events))
+
+    async def close(self, actor: Actor, tid: str, expected: Mapping[str, str] | None = None) -> Result:
+        return await self.set_options(actor, tid, Options(status=tickets.CLOSED), expected)
+
+    async def watch(self, actor: Actor, tid: str, on: bool = True) -> Result:
+        """Watch (or stop watching) a ticket: its replies, notes and option changes by mail (seed)."""
+        if actor.staff_id is None:
+            raise Invalid("only a staff member can watch a ticket: --as USERNAME")
+        async with self._unit():
+            ticket = await self.ticket(tid)
+            await self._check(actor, ticket, None)
+            changed = await (staff.watch if on else staff.unwatch)(self.db, ticket["id"], actor.staff_id)
+            if changed:
+                await tickets.log_event(self.db, ticket["id"], "watched" if on else "unwatched", actor.label,
+                                        self.clock.stamp())
+            result = Result(ticket["id"], ticket["tid"])
+            if not changed:
+                result.notes.append(f"{actor.username} was {'already' if on else 'not'} watching #{ticket['tid']}")
+            return result
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    async def _signature(self, actor: Actor) -> str:
+        if actor.staff_id is None:
+            return ""
+        row = await staff.by_id(self.db, actor.staff_id)
+        return row["signature"] if row is not None else ""
+
+    def _staff_message(self, actor: Actor, text: str, subject: str, files: Sequence[core.StoredFile],
+                       ticket_id: int | None = None) -> core.NewMessage:
+        from maild.notify.headers import new_message_id
+
+        # Our mail to the client carries this Message-ID: the client's answer threads to it. A new
+        # ticket's id is not known yet; 0 still marks the id as ours.
+        mid = new_message_id(ticket_id or 0, self.settings.mail.domain)
+        return core.NewMessage(kind="staff_reply", author_email=actor.email, author_name=display_name(actor),
+                               badge="Operator", body=text, body_html=bodies.to_html(text), subject=subject,
+                               message_id=mid, direction="out", staff_id=actor.staff_id, files=files)
+
+
+def display_name(actor: Actor) -> str:
+    """What a client sees: the staff member's name, never the login name."""
+    return actor.name.strip() or "Support"
+
+
+def parse_priority(value: str) -> str:
+    from maild.config import PRIORITIES
+
+    for p in PRIORITIES:
+        if p.lower() == value.strip().lower():
+            return p
+    raise Invalid(f"priority {value!r}: expected one of {', '.join(PRIORITIES)}")
+
+
+def _pseudo_ticket(dept_id: int, dept_name: str) -> dict[str, Any]:
+    """Enough of a ticket for the rights check of a ticket about to be opened."""
+    return {"department_id": dept_id, "department": dept_name}

@@ -1,0 +1,18 @@
+"""Links in our mail, under ``web.public_url``: a client's signed link to their ticket's page, and the
+staff desk's page of a ticket. (The pages themselves come with the web view.)"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from maild.config import Settings
+    from maild.notify.tokens import Signer
+
+
+def client_link(settings: Settings, signer: Signer, tid: str) -> str:
+    return f"{settings.web.public_url}/t/{tid}/{signer.view_key(tid)}"
+
+
+def staff_link(settings: Settings, tid: str) -> str:
+    return f"{settings.web.public_url}/desk/tickets/{tid}"

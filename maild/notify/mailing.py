@@ -1,0 +1,170 @@
+"""One event's mail for one ticket: the template context, the threading headers and the outbox rows.
+
+Client mail is rendered once per event and goes to each client recipient as the same message (same
+Message-ID; the envelope differs). Staff mail is rendered per staff member, because its Reply-To carries
+that member's own token (staff by email). Staff notifications never carry attachments (seed rule); client
+mail carries a reply's attachments up to ``outbound.attach_max`` and names the rest.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+from markupsafe import Markup
+
+from maild.addressbook import subject_token
+from maild.desk.events import Event, EventKind
+from maild.notify import headers, links
+from maild.notify.compose import Attachment, Outgoing, compose
+from maild.notify.tokens import with_tag
+from maild.store import messages, outbox, tickets
+
+if TYPE_CHECKING:
+    from maild.notify.follow import Notifier, Recipient
+
+LOOP_MARKER = "ticketd@{domain}"
+
+
+def loop_marker(domain: str) -> str:
+    """The X-Loop value our mail carries; the loop guard recognises it on the way back in."""
+    return LOOP_MARKER.format(domain=domain)
+
+
+class Mailing:
+    def __init__(self, notifier: Notifier, event: Event, ticket: sqlite3.Row) -> None:
+        self.n, self.event, self.ticket = notifier, event, ticket
+        settings = notifier.settings
+        self.domain = settings.mail.domain
+        dept = settings.department(ticket["department"]) or settings.departments[0]
+        self.dept_name, self.sender = dept.name, dept.addresses[0]
+        self._base: dict[str, Any] | None = None
+        self._message: sqlite3.Row | None = None
+        self._files: list[sqlite3.Row] = []
+
+    # -- shared ----------------------------------------------------------------------------------------------
+
+    async def _context(self) -> dict[str, Any]:
+        if self._base is not None:
+            return self._base
+        t, ev = self.ticket, self.event
+        if ev.message_id is not None:
+            self._message = await messages.get(self.n.db, ev.message_id)
+            self._files = await messages.attachments_of(self.n.db, ev.message_id)
+        m = self._message
+        self._base = {
+            "event": ev.kind.value,
+            "ticket": {"tid": t["tid"], "subject": headers.clean_subject(t["subject"], self.n.token_re),
+                       "status": t["status"], "priority": t["priority"], "department": t["department"],
+                       "client_name": t["client_name"], "client_email": t["client_email"],
+                       "assigned": t["assigned_name"] or t["assigned_username"] or "",
+                       "flagged": t["flagged_name"] or t["flagged_username"] or ""},
+            "actor": ev.actor.name or ev.actor.username or ("the system" if ev.actor.kind == "system" else ""),
+            "changes": [{"field": k, "before": _show(a), "after": _show(b)} for k, (a, b) in ev.changes.items()],
+            "message": None if m is None else {
+                "body": m["body"], "html": Markup(m["body_html"]) if m["body_html"] else None,
+                "author": m["author_name"] or m["author_email"], "author_email": m["author_email"],
+                "attachments": [{"filename": f["filename"], "size": f["size"]} for f in self._files]},
+            "company": self.dept_name,
+        }
+        return self._base
+
+    async def _threading(self, own_id: str) -> dict[str, Any]:
+        chain = [mid for mid in await messages.thread_ids(self.n.db, self.ticket["id"]) if mid != own_id]
+        root = self.ticket["root_message_id"] or (chain[0] if chain else "")
+        last_client = await messages.last_from_client(self.n.db, self.ticket["id"])
+        answers = last_client["message_id"] if last_client is not None and last_client["message_id"] else ""
+        return {"in_reply_to": answers or (chain[-1] if chain else ""),
+                "references": headers.references(chain, root) if (chain or root) else []}
+
+    def _subject(self) -> str:
+        token = subject_token(self.n.settings, self.ticket["tid"])
+        return headers.thread_subject(self.ticket["subject"], token, self.n.token_re,
+                                      reply=self.event.kind is not EventKind.TICKET_OPENED)
+
+    async def _queue(self, audience: str, rcpt: Recipient, message_id: str, subject: str, raw: bytes,
+                     automatic: bool, event: str | None = None) -> None:
+        await outbox.enqueue(self.n.db, outbox.OutboxMail(
+            ticket_id=self.ticket["id"], event=event or self.event.kind.value, audience=audience, automatic=automatic,
+            sender=self.sender, recipient=rcpt.email, message_id=message_id, subject=subject, raw=raw),
+            self.n.clock.stamp())
+
+    # -- client mail -------------------------------------------------------------------------------------------
+
+    async def to_clients(self, rcpts: list[Recipient], automatic: bool) -> int:
+        ctx = dict(await self._context())
+        t, ev = self.ticket, self.event
+        personal = self._message is not None and self._message["kind"] == "staff_reply"
+        if personal and self._message is not None:
+            message_id = self._message["message_id"]   # the reply's own id: the client's answer threads to it
+        else:
+            message_id = headers.new_message_id(t["id"], self.domain)
+            await tickets.add_mail_id(self.n.db, t["id"], message_id, "out")
+        attachments, linked = self._attachments() if personal else ([], [])
+        requester = next((r for r in rcpts if r.email == t["client_email"].lower()), rcpts[0])
+        ctx.update(thread_subject=self._subject(), link=links.client_link(self.n.settings, self.n.signer, t["tid"]),
+                   recipient={"name": requester.name, "email": requester.email},
+                   linked_attachments=linked)
+        out = self.n.renderer.render("client", ev.kind.value, ctx)
+        thread = await self._threading(message_id)
+        index = headers.extend_thread_index(t["thread_index"], self.n.clock.now()) if t["thread_index"] else None
+        from_name = (ev.actor.name if personal and ev.actor.name else "") or self._from_name()
+        raw = compose(Outgoing(
+            from_name=from_name, from_addr=self.sender,
+            to=[(requester.name, requester.email)],
+            cc=[(r.name, r.email) for r in rcpts if r is not requester and r.role == "cc"],
+            reply_to=with_tag(self.sender, self.n.signer.reply_tag(t["tid"])),
+            subject=out.subject, text=out.text, html=out.html, message_id=message_id, date=self.n.clock.now(),
+            thread_index=index, thread_topic=ctx["ticket"]["subject"], automatic=automatic,
+            auto_replied=automatic and ev.kind is EventKind.TICKET_OPENED and ev.actor.kind == "client",
+            loop_marker=loop_marker(self.domain), attachments=attachments, **thread))
+        for rcpt in rcpts:
+            await self._queue("client", rcpt, message_id, out.subject, raw, automatic)
+        return len(rcpts)
+
+    def _attachments(self) -> tuple[list[Attachment], list[dict[str, Any]]]:
+        budget = self.n.settings.outbound.attach_max
+        carried: list[Attachment] = []
+        linked: list[dict[str, Any]] = []
+        for f in self._files:
+            if f["size"] <= budget:
+                try:
+                    data = self.n.files.read(f["sha256"])
+                except OSError:
+                    data = None
+                if data is not None:
+                    carried.append(Attachment(f["filename"], f["content_type"], data))
+                    budget -= f["size"]
+                    continue
+            linked.append({"filename": f["filename"], "size": f["size"]})
+        return carried, linked
+
+    def _from_name(self) -> str:
+        return self.n.settings.outbound.from_name or self.dept_name
+
+    # -- staff mail ------------------------------------------------------------------------------------------
+
+    async def to_staff(self, rcpt: Recipient, template: str | None = None, **extra: Any) -> int:
+        """One staff member's mail about the event (or ``template``, e.g. command_error, with ``extra``)."""
+        ctx = dict(await self._context())
+        t = self.ticket
+        message_id = headers.new_message_id(t["id"], self.domain)
+        await tickets.add_mail_id(self.n.db, t["id"], message_id, "out")
+        ctx.update(thread_subject=self._subject(), link=links.staff_link(self.n.settings, t["tid"]),
+                   recipient={"name": rcpt.name, "email": rcpt.email}, linked_attachments=[], **extra)
+        name = template or self.event.kind.value
+        out = self.n.renderer.render("staff", name, ctx)
+        thread = await self._threading(message_id)
+        raw = compose(Outgoing(
+            from_name=self._from_name(), from_addr=self.sender, to=[(rcpt.name, rcpt.email)],
+            reply_to=with_tag(self.sender, self.n.signer.reply_tag(t["tid"], rcpt.staff_id)),
+            subject=out.subject, text=out.text, html=out.html, message_id=message_id, date=self.n.clock.now(),
+            automatic=True, loop_marker=loop_marker(self.domain), **thread))
+        await self._queue("staff", rcpt, message_id, out.subject, raw, True, event=name)
+        return 1
+
+
+def _show(value: Any) -> str:
+    if value is None or value == "":
+        return "(none)"
+    return str(value)

@@ -1,0 +1,67 @@
+"""Jinja2 rendering of notification mail: one template per event and audience,
+``templates/email/{client,staff}/{event}.j2``, each with a ``subject``, a ``text`` and optionally an
+``html`` block. The html block is rendered with autoescape on; subject and text are plain text (the
+subject is folded to one line). A directory named by ``notifications.templates`` overrides any file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+BUILTIN = Path(__file__).resolve().parent.parent.parent / "templates" / "email"
+FALLBACK = "_default.j2"   # an event a rule override sends to an audience that has no template of its own
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str | None
+
+
+class TemplateMissing(Exception):
+    """A template that a rule needs does not exist (a broken override directory)."""
+
+
+class Renderer:
+    def __init__(self, override: Path | None = None) -> None:
+        folders = [str(override)] if override else []
+        loader = jinja2.FileSystemLoader([*folders, str(BUILTIN)])
+        common: dict[str, Any] = {"loader": loader, "undefined": jinja2.StrictUndefined, "trim_blocks": True,
+                                  "lstrip_blocks": True, "keep_trailing_newline": True}
+        # Two environments over the same files: one escapes (html block), one does not (subject, text).
+        self._text = jinja2.Environment(autoescape=False, **common)
+        self._html = jinja2.Environment(autoescape=True, **common)
+
+    def _pair(self, audience: str, name: str) -> tuple[jinja2.Template, jinja2.Template]:
+        for candidate in (f"{audience}/{name}.j2", f"{audience}/{FALLBACK}"):
+            try:
+                return self._text.get_template(candidate), self._html.get_template(candidate)
+            except jinja2.TemplateNotFound:
+                continue
+        raise TemplateMissing(f"no template {audience}/{name}.j2 (nor {audience}/{FALLBACK})")
+
+    def render(self, audience: str, name: str, context: dict[str, Any]) -> Rendered:
+        text_t, html_t = self._pair(audience, name)
+        subject = _block(text_t, "subject", context)
+        if subject is None:
+            raise TemplateMissing(f"{text_t.name} has no subject block")
+        text = _block(text_t, "text", context) or ""
+        html = _block(html_t, "html", context)
+        return Rendered(" ".join(subject.split()), text.strip() + "\n", html if html and html.strip() else None)
+
+    def check(self, names: list[tuple[str, str]]) -> None:
+        """Load every (audience, event) template the rules need: a broken override fails at start."""
+        for audience, name in names:
+            self._pair(audience, name)
+
+
+def _block(template: jinja2.Template, name: str, context: dict[str, Any]) -> str | None:
+    block = template.blocks.get(name)
+    if block is None:
+        return None
+    return "".join(block(template.new_context(context)))

@@ -1,0 +1,38 @@
+"""staff_commands: a staff member's mail to a ticket (signed reply token or verified From) is read for
+its commands (:mod:`maild.pipeline.staffmail`). A bad command changes nothing: the message ends as
+``command`` (rejected) and the action answers that staff member with what was wrong."""
+
+from __future__ import annotations
+
+from maild.outcomes import Command, Outcome
+from maild.pipeline import quotes
+from maild.pipeline.context import Env, MessageContext
+from maild.pipeline.staffmail import read
+from maild.store import staff
+
+
+async def check(ctx: MessageContext, env: Env) -> Outcome | None:
+    if ctx.staff is None or ctx.ticket is None:
+        return None
+    text = ctx.mail.content.text
+    sm = ctx.staff_mail = read(quotes.visible(text) or text)
+    member = ctx.staff
+    # What the desk would refuse, found before anything is written: rights, the assignee.
+    if not member["is_admin"]:
+        worked, _ = await staff.departments_of(env.db, member["id"])
+        if ctx.ticket["department_id"] not in worked:
+            sm.errors.append(f"you do not work in department {ctx.ticket['department']!r}; an admin can add it")
+    if sm.assign and await staff.by_username(env.db, sm.assign) is None:
+        sm.errors.append(f"#assign {sm.assign}: no staff member with that username")
+    if sm.note and not sm.body.strip() and not ctx.files and not sm.changes_options:
+        sm.errors.append("#note with nothing after it: write the note below the #note line")
+    if not sm.errors:
+        return None
+    return Command(reason="rejected", ticket_id=ctx.ticket["id"], tid=ctx.ticket["tid"],
+                   detail="; ".join(ctx.staff_mail.errors))
+
+
+async def answer(ctx: MessageContext, env: Env, outcome: Outcome) -> None:
+    """The action of a rejected command mail: one mail back to the staff member saying what was wrong."""
+    assert ctx.staff is not None and ctx.ticket is not None and ctx.staff_mail is not None
+    await env.notifier.command_error(ctx.ticket, ctx.staff, ctx.staff_mail.errors)

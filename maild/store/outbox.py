@@ -1,0 +1,175 @@
+"""The outbox table: every outbound mail, one row per mail and recipient. All of its SQL lives here.
+
+Contract:
+
+* :func:`enqueue` is called inside the transaction of the change that caused the mail (it never opens
+  one), so a mail exists exactly when its change committed. It starts ``queued``, due at once.
+* A row is ``queued`` until the sender marks it ``sent`` (the relay said 250) or ``failed`` (a permanent
+  answer, or the retry deadline passed); a temporary failure only moves ``next_attempt_at`` on.
+* Timestamps are :mod:`maild.clock` ISO strings and are compared as text (they sort as time).
+* The writers (:func:`mark_sent`, :func:`defer`, :func:`fail`, :func:`retry`, :func:`mark_bounced`) run
+  inside the caller's ``Database.transaction()``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from maild.store.db import Database
+
+QUEUED = "queued"
+SENT = "sent"
+FAILED = "failed"
+STATES = (QUEUED, SENT, FAILED)
+
+_COLUMNS = ("id, ticket_id, event, audience, automatic, sender, recipient, message_id, subject, state, attempts,"
+            " created_at, next_attempt_at, sent_at, last_error, bounced_at, length(raw) AS size")
+
+
+@dataclass(frozen=True)
+class OutboxMail:
+    """A rendered mail for one recipient, as the notification code hands it to :func:`enqueue`."""
+
+    ticket_id: int | None
+    event: str
+    audience: str          # client | staff
+    automatic: bool        # carries Auto-Submitted; counts toward the per-address cap
+    sender: str            # the department address (the base of the VERP envelope sender)
+    recipient: str
+    message_id: str
+    subject: str
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One outbox row. ``raw`` is empty in :func:`listing` (``size`` still says how big it is)."""
+
+    id: int
+    ticket_id: int | None
+    event: str
+    audience: str
+    automatic: bool
+    sender: str
+    recipient: str
+    message_id: str
+    subject: str
+    state: str
+    attempts: int
+    created_at: str
+    next_attempt_at: str
+    sent_at: str | None
+    last_error: str
+    bounced_at: str | None
+    size: int
+    raw: bytes = b""
+
+
+def _row(r: sqlite3.Row, with_raw: bool) -> OutboxRow:
+    return OutboxRow(
+        id=r["id"], ticket_id=r["ticket_id"], event=r["event"], audience=r["audience"],
+        automatic=bool(r["automatic"]), sender=r["sender"], recipient=r["recipient"],
+        message_id=r["message_id"], subject=r["subject"], state=r["state"], attempts=r["attempts"],
+        created_at=r["created_at"], next_attempt_at=r["next_attempt_at"], sent_at=r["sent_at"],
+        last_error=r["last_error"], bounced_at=r["bounced_at"], size=r["size"] or 0,
+        raw=bytes(r["raw"]) if with_raw else b"",
+    )
+
+
+async def enqueue(db: Database, mail: OutboxMail, stamp: str) -> int:
+    """Queue ``mail`` (due at ``stamp``); return its outbox id. Runs in the caller's transaction."""
+    return await db.execute(
+        "INSERT INTO outbox (ticket_id, event, audience, automatic, sender, recipient, message_id, subject, raw,"
+        " state, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (mail.ticket_id, mail.event, mail.audience, int(mail.automatic), mail.sender, mail.recipient,
+         mail.message_id, mail.subject, mail.raw, QUEUED, stamp, stamp),
+    )
+
+
+async def automatic_since(db: Database, recipient: str, since: str) -> int:
+    """How many automatic mails went, or are queued, to ``recipient`` (as stored) since ``since``."""
+    return int(await db.scalar(
+        "SELECT count(*) FROM outbox WHERE recipient = ? AND created_at >= ? AND automatic = 1 AND state != ?",
+        (recipient, since, FAILED),
+    ) or 0)
+
+
+async def due(db: Database, now: str, limit: int, exclude: Collection[int] = ()) -> list[OutboxRow]:
+    """Queued rows whose time has come (``next_attempt_at <= now``), the longest-waiting first, with their
+    bytes; ``exclude`` leaves out the ids the caller already has in hand."""
+    skip = sorted(exclude)
+    marks = f" AND id NOT IN ({','.join('?' * len(skip))})" if skip else ""
+    rows = await db.fetchall(
+        f"SELECT {_COLUMNS}, raw FROM outbox WHERE state = ? AND next_attempt_at <= ?{marks}"
+        " ORDER BY next_attempt_at, id LIMIT ?",
+        (QUEUED, now, *skip, limit),
+    )
+    return [_row(r, True) for r in rows]
+
+
+async def get(db: Database, outbox_id: int) -> OutboxRow | None:
+    row = await db.fetchone(f"SELECT {_COLUMNS}, raw FROM outbox WHERE id = ?", (outbox_id,))
+    return _row(row, True) if row is not None else None
+
+
+async def listing(db: Database, state: str | None = None, limit: int = 50) -> list[OutboxRow]:
+    """The newest rows first (without their bytes), optionally only those in ``state``."""
+    where, params = ("WHERE state = ?", [state]) if state else ("", [])
+    rows = await db.fetchall(f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY id DESC LIMIT ?", (*params, limit))
+    return [_row(r, False) for r in rows]
+
+
+async def counts(db: Database) -> dict[str, int]:
+    """Rows per state (every state present, zero when none)."""
+    found = {r[0]: r[1] for r in await db.fetchall("SELECT state, count(*) FROM outbox GROUP BY state")}
+    return {state: int(found.get(state, 0)) for state in STATES}
+
+
+async def mark_sent(db: Database, outbox_ids: Sequence[int], stamp: str) -> None:
+    """The relay accepted these mails (one group commit may carry several)."""
+    if outbox_ids:
+        await db.execute(
+            f"UPDATE outbox SET state = ?, sent_at = ?, attempts = attempts + 1, last_error = ''"
+            f" WHERE id IN ({','.join('?' * len(outbox_ids))})",
+            (SENT, stamp, *outbox_ids),
+        )
+
+
+async def defer(db: Database, outbox_id: int, error: str, next_attempt_at: str) -> None:
+    """A temporary failure: count the attempt, keep the answer, try again at ``next_attempt_at``."""
+    await db.execute(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ? AND state = ?",
+        (error, next_attempt_at, outbox_id, QUEUED),
+    )
+
+
+async def fail(db: Database, outbox_id: int, error: str) -> None:
+    """A permanent failure (or the retry deadline passed): the mail will not be sent."""
+    await db.execute(
+        "UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ? WHERE id = ? AND state = ?",
+        (FAILED, error, outbox_id, QUEUED),
+    )
+
+
+async def retry(db: Database, outbox_id: int, stamp: str) -> str | None:
+    """Queue a failed (or queued) row again, due at ``stamp`` with its attempts reset; return the state it
+    had (``sent`` rows are left alone), or None when there is no such row.
+
+    ``created_at`` is set to ``stamp`` too: the retry deadline counts from it, and a mail queued again by
+    hand deserves a whole retry period (the schema has no separate "queued at")."""
+    state = await db.scalar("SELECT state FROM outbox WHERE id = ?", (outbox_id,))
+    if state is None or state == SENT:
+        return state
+    await db.execute(
+        "UPDATE outbox SET state = ?, attempts = 0, next_attempt_at = ?, created_at = ? WHERE id = ?",
+        (QUEUED, stamp, stamp, outbox_id),
+    )
+    return str(state)
+
+
+async def mark_bounced(db: Database, outbox_id: int, stamp: str) -> bool:
+    """A bounce came back for this mail (found by its VERP address); False for an unknown id."""
+    return await db.execute(
+        "UPDATE outbox SET bounced_at = coalesce(bounced_at, ?) WHERE id = ?", (stamp, outbox_id)) > 0

@@ -1,0 +1,111 @@
+"""Queries on staff members: their rights (admin, departments worked), the departments whose mail they
+want, signatures, and the tickets they watch."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+
+from maild.store.db import Database
+
+
+async def by_username(db: Database, username: str) -> sqlite3.Row | None:
+    return await db.fetchone("SELECT * FROM staff WHERE lower(username) = lower(?)", (username,))
+
+
+async def by_email(db: Database, email: str) -> sqlite3.Row | None:
+    return await db.fetchone("SELECT * FROM staff WHERE email = ?", (email.strip().lower(),))
+
+
+async def by_id(db: Database, staff_id: int) -> sqlite3.Row | None:
+    return await db.fetchone("SELECT * FROM staff WHERE id = ?", (staff_id,))
+
+
+async def by_ids(db: Database, ids: Iterable[int]) -> list[sqlite3.Row]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    return await db.fetchall(f"SELECT * FROM staff WHERE id IN ({','.join('?' * len(wanted))})", wanted)
+
+
+async def by_usernames(db: Database, names: Iterable[str]) -> list[sqlite3.Row]:
+    wanted = sorted({n.lower() for n in names})
+    if not wanted:
+        return []
+    return await db.fetchall(
+        f"SELECT * FROM staff WHERE lower(username) IN ({','.join('?' * len(wanted))})", wanted)
+
+
+async def save(db: Database, *, email: str, username: str, name: str | None, is_admin: bool | None,
+               signature: str | None, stamp: str) -> int:
+    """Add the staff member ``email`` or update the fields given (None keeps what is there)."""
+    email = email.strip().lower()
+    row = await db.fetchone("SELECT * FROM staff WHERE email = ?", (email,))
+    if row is None:
+        return await db.execute(
+            "INSERT INTO staff (email, name, username, is_admin, signature, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (email, name or "", username, int(bool(is_admin)), signature or "", stamp))
+    await update(db, row["id"], username=username, name=name, is_admin=is_admin, signature=signature)
+    return int(row["id"])
+
+
+async def update(db: Database, staff_id: int, *, email: str | None = None, username: str | None = None,
+                 name: str | None = None, is_admin: bool | None = None, signature: str | None = None) -> None:
+    fields = {"email": email.strip().lower() if email else None, "username": username, "name": name,
+              "is_admin": None if is_admin is None else int(is_admin), "signature": signature}
+    given = {k: v for k, v in fields.items() if v is not None}
+    if given:
+        sets = ", ".join(f"{k} = ?" for k in given)
+        await db.execute(f"UPDATE staff SET {sets} WHERE id = ?", (*given.values(), staff_id))
+
+
+async def set_departments(db: Database, staff_id: int, member: Sequence[int] | None,
+                          notify: Sequence[int] | None) -> None:
+    """Replace the departments ``staff_id`` works in (``member``) and/or hears from (``notify``)."""
+    for column, ids in (("member", member), ("notify", notify)):
+        if ids is None:
+            continue
+        await db.execute(f"UPDATE staff_departments SET {column} = 0 WHERE staff_id = ?", (staff_id,))
+        for dept in ids:
+            await db.execute(
+                f"INSERT INTO staff_departments (staff_id, department_id, {column}) VALUES (?, ?, 1)"
+                f" ON CONFLICT (staff_id, department_id) DO UPDATE SET {column} = 1", (staff_id, dept))
+    await db.execute("DELETE FROM staff_departments WHERE staff_id = ? AND member = 0 AND notify = 0", (staff_id,))
+
+
+async def departments_of(db: Database, staff_id: int) -> tuple[set[int], set[int]]:
+    """(departments worked in, departments whose mail is wanted) of ``staff_id``."""
+    rows = await db.fetchall("SELECT * FROM staff_departments WHERE staff_id = ?", (staff_id,))
+    return ({r["department_id"] for r in rows if r["member"]}, {r["department_id"] for r in rows if r["notify"]})
+
+
+async def listing(db: Database) -> list[sqlite3.Row]:
+    return await db.fetchall(
+        "SELECT s.*,"
+        " (SELECT group_concat(d.name, ',') FROM staff_departments x JOIN departments d ON d.id = x.department_id"
+        "  WHERE x.staff_id = s.id AND x.member) AS departments,"
+        " (SELECT group_concat(d.name, ',') FROM staff_departments x JOIN departments d ON d.id = x.department_id"
+        "  WHERE x.staff_id = s.id AND x.notify) AS notify"
+        " FROM staff s ORDER BY s.username")
+
+
+async def notified_for(db: Database, department_id: int) -> list[sqlite3.Row]:
+    """Staff who want the department's new-ticket and client-reply mail and may see its tickets."""
+    return await db.fetchall(
+        "SELECT s.* FROM staff s JOIN staff_departments x ON x.staff_id = s.id"
+        " WHERE x.department_id = ? AND x.notify AND (x.member OR s.is_admin) ORDER BY s.id", (department_id,))
+
+
+async def watch(db: Database, ticket_id: int, staff_id: int) -> bool:
+    return bool(await db.execute("INSERT INTO watchers (ticket_id, staff_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                 (ticket_id, staff_id)))
+
+
+async def unwatch(db: Database, ticket_id: int, staff_id: int) -> bool:
+    return bool(await db.execute("DELETE FROM watchers WHERE ticket_id = ? AND staff_id = ?", (ticket_id, staff_id)))
+
+
+async def watchers(db: Database, ticket_id: int) -> list[sqlite3.Row]:
+    return await db.fetchall(
+        "SELECT s.* FROM staff s JOIN watchers w ON w.staff_id = s.id WHERE w.ticket_id = ? ORDER BY s.id",
+        (ticket_id,))
