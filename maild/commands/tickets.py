@@ -79,6 +79,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(f"#{data['tid']}  {data['subject']}")
     print(f"status {data['status']}  priority {data['priority']}  department {data['department']}")
     print(f"client {data['client_name']} <{data['client_email']}>  opened {data['created_at']}")
+    if data["assigned"] or data["flagged"] or data["watchers"]:
+        print(f"assigned {data['assigned'] or '-'}  flagged {data['flagged'] or '-'}"
+              f"  watchers {', '.join(data['watchers']) or '-'}")
+    if data["cc"]:
+        print("cc " + ", ".join(c["address"] + (" (pending)" if c["state"] == "pending" else "") for c in data["cc"]))
     for m in data["messages"]:
         print(f"\n--- {m['kind']} #{m['id']} from {m['author_name']} <{m['author_email']}>"
               f" [{m['badge']}] at {m['created_at']}")

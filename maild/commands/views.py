@@ -6,7 +6,7 @@ import json
 import sqlite3
 from typing import Any
 
-from maild.store import messages, tickets
+from maild.store import messages, people, staff, tickets
 from maild.store.db import Database
 
 
@@ -45,6 +45,8 @@ def ticket_summary(row: sqlite3.Row) -> dict[str, Any]:
         "client_name": row["client_name"],
         "created_at": row["created_at"],
         "last_reply_at": row["last_reply_at"],
+        "assigned": row["assigned_username"],
+        "flagged": row["flagged_username"],
     }
 
 
@@ -78,6 +80,8 @@ async def ticket_full(db: Database, row: sqlite3.Row) -> dict[str, Any]:
         }
         for m in await messages.for_ticket(db, row["id"])
     ]
+    data["cc"] = [{"address": c["address"], "state": c["state"]} for c in await people.cc_list(db, row["id"])]
+    data["watchers"] = [w["username"] for w in await staff.watchers(db, row["id"])]
     data["log"] = [
         {"at": e["at"], "actor": e["actor"], "event": e["event"], "detail": json.loads(e["detail"])}
         for e in await tickets.events(db, row["id"])

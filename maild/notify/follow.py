@@ -160,7 +160,7 @@ class Notifier:
                 kept.append(rcpt)
                 continue
             await tickets.log_event(self.db, ticket["id"], "mail_skipped", "notify", self.clock.stamp(),
-                                    recipient=rcpt.email, event=event.kind.value, reason=reason)
+                                    recipient=rcpt.email, for_event=event.kind.value, reason=reason)
             log.info("mail skipped", extra={"kv": {"ticket": ticket["tid"], "recipient": rcpt.email,
                                                    "event": event.kind.value, "reason": reason}})
         return kept
