@@ -47,3 +47,9 @@ def subject_token_pattern(settings: Settings) -> re.Pattern[str]:
 
 def subject_token(settings: Settings, tid: str) -> str:
     return settings.mail.subject_token.replace("{tid}", tid)
+
+
+def loop_marker(domain: str) -> str:
+    """The X-Loop value our outbound mail carries, recognised by the loop guard on the way back in (RFC 3834
+    section 5 suggests such a header)."""
+    return f"ticketd@{domain}"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
-from maild.addressbook import subject_token
+from maild.addressbook import loop_marker, subject_token
 from maild.desk.events import Event, EventKind
 from maild.notify import headers, links
 from maild.notify.compose import Attachment, Outgoing, compose
@@ -23,12 +23,9 @@ from maild.store import messages, outbox, tickets
 if TYPE_CHECKING:
     from maild.notify.follow import Notifier, Recipient
 
-LOOP_MARKER = "ticketd@{domain}"
-
-
-def loop_marker(domain: str) -> str:
-    """The X-Loop value our mail carries; the loop guard recognises it on the way back in."""
-    return LOOP_MARKER.format(domain=domain)
+# References: the root and the newest ids within this budget, so that the whole header block of a mail on a
+# 200-message ticket stays under 4 KB (some mail clients and filters choke on more).
+REFERENCES_BYTES = 2000
 
 
 class Mailing:
@@ -75,7 +72,7 @@ class Mailing:
         last_client = await messages.last_from_client(self.n.db, self.ticket["id"])
         answers = last_client["message_id"] if last_client is not None and last_client["message_id"] else ""
         return {"in_reply_to": answers or (chain[-1] if chain else ""),
-                "references": headers.references(chain, root) if (chain or root) else []}
+                "references": headers.references(chain, root, REFERENCES_BYTES) if (chain or root) else []}
 
     def _subject(self) -> str:
         token = subject_token(self.n.settings, self.ticket["tid"])

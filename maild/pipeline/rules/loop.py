@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
+from maild.addressbook import loop_marker
 from maild.outcomes import LOOP, Blocked, Outcome
 from maild.pipeline.context import Env, MessageContext
-
-
-def loop_marker(domain: str) -> str:
-    """The X-Loop value our outbound mail carries (RFC 3834 section 5 suggests such a header)."""
-    return f"ticketd@{domain}"
 
 
 async def check(ctx: MessageContext, env: Env) -> Outcome | None:
