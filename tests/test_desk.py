@@ -65,6 +65,7 @@ def test_staff_only_in_their_departments(desk: Instance):
 def test_open_for_a_client_with_an_attachment(desk: Instance, tmp_path: Path):
     report = tmp_path / "report.pdf"
     report.write_bytes(b"%PDF-1.4\n" + b"x" * 2000)
+    desk.cli("staff", "set", "ben", "--notify", "Billing")
     out = act(desk, "open", "--as", "ann", "--department", "Billing", "--to", "Carol Client <carol@client.example>",
               "--name", "Carol Client", "--subject", "Your refund", "--attach", str(report),
               body=b"Dear [FIRSTNAME], your refund is on its way.")
@@ -74,7 +75,9 @@ def test_open_for_a_client_with_an_attachment(desk: Instance, tmp_path: Path):
     (first,) = ticket["messages"]
     assert first["kind"] == "staff_reply" and first["author_name"] == "Ann Admin"
     assert first["body"].startswith("Dear Carol, your refund") and first["attachments"][0]["filename"] == "report.pdf"
-    (mail,) = outbox(desk, "ticket_opened")
+    mail, staff_mail = outbox(desk, "ticket_opened")
+    assert staff_mail["To"].addresses[0].addr_spec == "ben@helpdesk.example"
+    assert list(staff_mail.iter_attachments()) == [] and "report.pdf" in staff_mail.get_body(("plain",)).get_content()
     assert mail["To"].addresses[0].addr_spec == "carol@client.example"
     assert mail["From"].addresses[0].display_name == "Ann Admin"
     assert mail["Auto-Submitted"] is None      # a person's message, not an automatic confirmation

@@ -238,3 +238,60 @@ def test_client_mail_headers(desk: Instance, relay: Relay):
     assert "<strong>restart</strong>" in html
     assert f"/t/{tid}/" in text
     assert tag_of(msg["Reply-To"].addresses[0].addr_spec)
+
+
+class ManualClock:
+    """The injected time: the test moves it."""
+
+    def __init__(self) -> None:
+        from datetime import UTC, datetime
+
+        self.now = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+
+    def __call__(self):  # noqa: ANN204 - the Clock's source
+        return self.now
+
+
+async def test_automatic_mail_cap_and_bounce_marks_expire(tmp_path: Path):
+    from datetime import timedelta
+
+    from maild.clock import Clock
+    from maild.spool import Incoming
+    from maild.spoolwriter import spool_many
+    from maild.store import senders
+
+    inst = Instance(tmp_path, extra_config="\n[notifications]\nauto_per_hour = 2\nbounce_hold_days = 30\n")
+    inst.cli("staff", "add", staff_address(ADMIN), "--admin", "--notify", "Technical Support")
+    settings = config.load(inst.config)
+    time = ManualClock()
+    async with App(settings, clock=Clock(time)) as app:
+        assert app.worker is not None
+
+        async def mail_from(sender: str, subject: str) -> None:
+            raw = make_mail(sender=sender, subject=subject).as_bytes()
+            await spool_many(app.db, [Incoming(raw=raw, source="ingest")], app.clock.stamp())
+            assert [r.outcome.name for r in await app.worker.drain()] == ["new_ticket"]
+
+        async def confirmations(address: str) -> int:
+            return len([r for r in await outbox.listing(app.db, limit=1000)
+                        if r.recipient == address and r.event == "ticket_opened"])
+
+        for i in range(3):
+            await mail_from(REQUESTER, f"Problem {i}")
+            time.now += timedelta(minutes=5)
+        assert await confirmations(REQUESTER) == 2          # the third in the hour is not answered
+        assert await confirmations(staff_address(ADMIN)) == 3   # staff hear of every ticket
+        rows = await app.db.fetchall("SELECT detail FROM ticket_log WHERE event = 'mail_skipped'")
+        assert len(rows) == 1 and "auto_per_hour = 2" in json.loads(rows[0]["detail"])["reason"]
+        time.now += timedelta(hours=1)
+        await mail_from(REQUESTER, "Problem 3")
+        assert await confirmations(REQUESTER) == 3          # a new hour, a new allowance
+
+        # A hard bounce stops mail to the address until the mark expires.
+        async with app.db.transaction():
+            await senders.record_bounce(app.db, CONTACT, "5.1.1", "no such user", None, app.clock.stamp())
+        await mail_from(CONTACT, "Hello")
+        assert await confirmations(CONTACT) == 0
+        time.now += timedelta(days=31)
+        await mail_from(CONTACT, "Hello again")
+        assert await confirmations(CONTACT) == 1
