@@ -248,7 +248,7 @@ class ManualClock:
 
         self.now = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
 
-    def __call__(self):  # noqa: ANN204 - the Clock's source
+    def __call__(self):
         return self.now
 
 
