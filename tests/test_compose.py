@@ -1,0 +1,76 @@
+"""The hand-written composer, checked by parsing its output back with the standard library."""
+
+from __future__ import annotations
+
+import email
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+
+from maild.notify.compose import Attachment, Outgoing, compose
+
+
+def build(**overrides: object) -> tuple[bytes, EmailMessage]:
+    values: dict = {
+        "from_name": "Sam Stäff, \"Support\"", "from_addr": "support@helpdesk.example",
+        "to": [("Ålice\r\nBcc: evil@x.example", "alice@client.example")],
+        "cc": [("", "bob@partner.example"), ("Carl, Jr.", "carl@partner.example")],
+        "reply_to": "support+t123456-abcdefghijklmnop@helpdesk.example",
+        "subject": "Re: [Ticket #123456] Drucker brennt — ÜBER alles " + "lang " * 30,
+        "text": "Hallo Ålice,\n\nline with trailing space \nFrom the start\n" + "x" * 1200 + "\n= sign\n",
+        "message_id": "<t1.abc@helpdesk.example>", "date": datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "in_reply_to": "<m1@client.example>",
+        "references": [f"<{'r' * 60}.{i}@client.example>" for i in range(8)],
+        "thread_index": "AdlH8l1vvQ4Ed+U6QrKp7M5kUAo8ZYhoF7fg", "thread_topic": "Drucker brennt",
+        "html": "<p>Hallo <strong>Ålice</strong></p>",
+        "attachments": [Attachment("Rechnung März.pdf", "application/pdf", b"%PDF-1.4\n" + bytes(range(256))),
+                        Attachment('we"ird.txt', "text/plain", b"plain\r\n")],
+        "loop_marker": "ticketd@helpdesk.example",
+    }
+    values.update(overrides)
+    raw = compose(Outgoing(**values))
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    return raw, msg
+
+
+def test_headers_round_trip():
+    raw, msg = build()
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    assert b"\n" not in raw.replace(b"\r\n", b"")                       # CRLF everywhere
+    assert not any(line.startswith(b"Bcc:") for line in head.split(b"\r\n"))  # no header injection
+    assert msg["From"].addresses[0].display_name == 'Sam Stäff, "Support"'
+    assert msg["From"].addresses[0].addr_spec == "support@helpdesk.example"
+    assert [a.addr_spec for a in msg["To"].addresses] == ["alice@client.example"]
+    assert msg["To"].addresses[0].display_name == "Ålice Bcc: evil@x.example"
+    assert [(a.display_name, a.addr_spec) for a in msg["Cc"].addresses] == [
+        ("", "bob@partner.example"), ("Carl, Jr.", "carl@partner.example")]
+    assert str(msg["Subject"]) == "Re: [Ticket #123456] Drucker brennt — ÜBER alles " + " ".join(["lang"] * 30)
+    assert msg["References"].split() == [f"<{'r' * 60}.{i}@client.example>" for i in range(8)]
+    assert msg["In-Reply-To"] == "<m1@client.example>" and msg["Message-ID"] == "<t1.abc@helpdesk.example>"
+    assert msg["Reply-To"].addresses[0].addr_spec == "support+t123456-abcdefghijklmnop@helpdesk.example"
+    assert msg["Auto-Submitted"] == "auto-generated" and msg["X-Auto-Response-Suppress"] == "All"
+    assert msg["X-Loop"] == "ticketd@helpdesk.example" and msg["Thread-Topic"] == "Drucker brennt"
+    assert msg["Date"].datetime == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert not msg.defects
+
+
+def test_bodies_and_attachments_round_trip():
+    _, msg = build()
+    assert msg.get_content_type() == "multipart/mixed"
+    text = msg.get_body(("plain",)).get_content()
+    assert text.replace("\r\n", "\n") == ("Hallo Ålice,\n\nline with trailing space \nFrom the start\n"
+                                          + "x" * 1200 + "\n= sign\n")
+    assert msg.get_body(("html",)).get_content().strip() == "<p>Hallo <strong>Ålice</strong></p>"
+    files = [(a.get_filename(), a.get_content_type(), a.get_content()) for a in msg.iter_attachments()]
+    files = [(n, t, c.replace("\r\n", "\n") if isinstance(c, str) else c) for n, t, c in files]
+    assert files == [("Rechnung März.pdf", "application/pdf", b"%PDF-1.4\n" + bytes(range(256))),
+                     ('we"ird.txt', "text/plain", "plain\n")]
+
+
+def test_plain_person_mail():
+    raw, msg = build(html=None, attachments=(), automatic=False, cc=(), text="Just ASCII.\n", thread_index=None)
+    assert msg.get_content_type() == "text/plain" and msg["Auto-Submitted"] is None
+    assert b"Content-Transfer-Encoding: 7bit" in raw and msg.get_content().replace("\r\n", "\n") == "Just ASCII.\n"
+    assert msg["Thread-Index"] is None
