@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import json
+import re
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -74,6 +75,7 @@ def test_open_for_a_client_with_an_attachment(desk: Instance, tmp_path: Path):
     assert ticket["client_email"] == "carol@client.example" and ticket["department"] == "Billing"
     (first,) = ticket["messages"]
     assert first["kind"] == "staff_reply" and first["author_name"] == "Ann Admin"
+    assert re.fullmatch(r"<t[1-9][0-9]*\.[0-9a-f]+@helpdesk\.example>", first["message_id"])  # names the ticket
     assert first["body"].startswith("Dear Carol, your refund") and first["attachments"][0]["filename"] == "report.pdf"
     mail, staff_mail = outbox(desk, "ticket_opened")
     assert staff_mail["To"].addresses[0].addr_spec == "ben@helpdesk.example"

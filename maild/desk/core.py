@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from maild.desk.events import Actor, Event, EventKind
@@ -96,11 +96,15 @@ async def add_message(db: Database, ticket_id: int, msg: NewMessage, stamp: str)
 
 async def open_ticket(db: Database, *, actor: Actor, digits: int, department_id: int, department: str,
                       client_email: str, client_name: str, client_id: int | None, priority: str, first: NewMessage,
-                      stamp: str, notify: bool = True, **detail: Any) -> tuple[int, str, list[Event]]:
-    """A new ticket with its first message; the ``ticket_opened`` event."""
+                      stamp: str, notify: bool = True, message_id_for: Callable[[int], str] | None = None,
+                      **detail: Any) -> tuple[int, str, list[Event]]:
+    """A new ticket with its first message; the ``ticket_opened`` event. ``message_id_for`` makes the first
+    message's Message-ID from the new ticket's id (a staff member's first message is our mail)."""
     ticket_id, tid = await create_ticket(db, digits=digits, subject=first.subject, priority=priority,
                                          department_id=department_id, client_email=client_email,
                                          client_name=client_name, client_id=client_id, stamp=stamp)
+    if message_id_for is not None:
+        first = replace(first, message_id=message_id_for(ticket_id))
     message_id = await add_message(db, ticket_id, first, stamp)
     await tickets.log_event(db, ticket_id, "opened", actor.label, stamp, department=department, **detail)
     return ticket_id, tid, [Event(EventKind.TICKET_OPENED, ticket_id, actor, message_id=message_id, notify=notify)]

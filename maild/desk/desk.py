@@ -19,6 +19,7 @@ from maild.desk import core
 from maild.desk.errors import Collision, Denied, Invalid, NotFound
 from maild.desk.events import Actor, Event
 from maild.desk.options import Options, apply_options, parse_status
+from maild.notify.headers import new_message_id
 from maild.store import people, staff, tickets
 from maild.store.db import Database
 
@@ -144,7 +145,8 @@ class Desk:
             ticket_id, tid, events = await core.open_ticket(
                 self.db, actor=actor, digits=self.settings.mail.ticket_id_digits, department_id=dept_id,
                 department=dept_name, client_email=email, client_name=name.strip(), client_id=client_id,
-                priority=prio, first=first, stamp=self.clock.stamp(), notify=notify, by="staff")
+                priority=prio, first=first, stamp=self.clock.stamp(), notify=notify, by="staff",
+                message_id_for=lambda ticket_id: new_message_id(ticket_id, self.settings.mail.domain))
             return await self._finish(Result(ticket_id, tid, events, events[0].message_id))
 
     async def reply(self, actor: Actor, tid: str, body: str, files: Sequence[core.StoredFile] = (),
@@ -223,11 +225,9 @@ class Desk:
 
     def _staff_message(self, actor: Actor, text: str, subject: str, files: Sequence[core.StoredFile],
                        ticket_id: int | None = None) -> core.NewMessage:
-        from maild.notify.headers import new_message_id
-
-        # Our mail to the client carries this Message-ID: the client's answer threads to it. A new
-        # ticket's id is not known yet; 0 still marks the id as ours.
-        mid = new_message_id(ticket_id or 0, self.settings.mail.domain)
+        # Our mail to the client carries this Message-ID, so the client's answer threads to it. (A new
+        # ticket's first message gets its id from core.open_ticket, once the ticket's id is known.)
+        mid = new_message_id(ticket_id, self.settings.mail.domain) if ticket_id is not None else ""
         return core.NewMessage(kind="staff_reply", author_email=actor.email, author_name=display_name(actor),
                                badge="Operator", body=text, body_html=bodies.to_html(text), subject=subject,
                                message_id=mid, direction="out", staff_id=actor.staff_id, files=files)
