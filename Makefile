@@ -21,27 +21,30 @@ help: ## list the targets
 run: $(VENV)/.installed ## install into .venv if needed, then run the daemon with ticketd.toml (SMTP 127.0.0.1:2525, LMTP :2424)
 	exec $(BIN)/ticketd --config $(CONFIG) serve
 
-# Lint and tests both run, so both sets of failures show; any non-zero status fails the target (pytest's 5,
+# Lint (ruff, mypy) and tests all run, so every set of failures shows; any non-zero status fails the target (pytest's 5,
 # "no tests collected", included).
-test: test-deps $(VENV)/.installed-test ## install Debian + Python test dependencies, then ruff and the whole pytest suite
+test: test-deps $(VENV)/.installed-test ## install Debian + Python test dependencies, then ruff, mypy and the whole pytest suite
 	@status=0; \
 	echo "+ $(BIN)/ruff check ."; $(BIN)/ruff check . || status=$$?; \
+	echo "+ $(BIN)/mypy"; $(BIN)/mypy || status=$$?; \
 	echo "+ $(BIN)/python -m pytest -q"; $(BIN)/python -m pytest -q || status=$$?; \
 	exit $$status
 
 test-deps: ## install dovecot-imapd, postfix and chromium when missing (apt-get; quick when present)
 	bash scripts/install-test-deps.sh
 
-lint: $(VENV)/.installed-test ## ruff check
+lint: $(VENV)/.installed-test ## ruff check, then mypy (settings: [tool.mypy] in pyproject.toml)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # smtp-source (Debian's postfix package) drives the SMTP figures; BENCH_ARGS, e.g. "--json --runs 1".
-bench: test-deps $(VENV)/.installed-test ## run benchmarks/ingest.py (BENCH_ARGS=...) and benchmarks/imap.py, print figures
+bench: test-deps $(VENV)/.installed-test ## run benchmarks/ingest.py (BENCH_ARGS=...), imap.py and outbox.py, print figures
 	$(BIN)/python benchmarks/ingest.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/imap.py
+	$(BIN)/python benchmarks/outbox.py
 
 clean: ## remove var/ (the local database and spool!) and caches; keeps .venv
-	rm -rf var/ .pytest_cache/ .ruff_cache/ .hypothesis/
+	rm -rf var/ .pytest_cache/ .ruff_cache/ .mypy_cache/ .hypothesis/
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
 
 # The virtualenv. A failed `python3 -m venv` (no ensurepip: python3-venv missing) can leave a half-made

@@ -120,25 +120,19 @@ def stop_on_signals() -> asyncio.Event:
 async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) -> int:
     """Run the daemon until SIGTERM/SIGINT: stop accepting, finish the message in hand, exit 0."""
     from maild.addressbook import AddressBook
-    from maild.keys import load_or_create_secret
     from maild.notify.send import OutboxSender
-    from maild.notify.tokens import Signer
     from maild.receive.smtp import SpoolHandler, start_server
 
     stop = stop_on_signals()
     async with App(settings, parsers=settings.worker.parsers) as app:
         assert app.worker is not None and app.db is not None
-        try:
-            signer = Signer(load_or_create_secret(settings.secret_path))  # signs the VERP envelope senders
-        except (OSError, ValueError) as exc:
-            raise StartupError(f"cannot read or create the secret {settings.secret_path}: {exc}") from None
         # Receivers commit on their own connection; both take turns at the write lock through one gate.
         spool_db = await Database.open(settings.db_path, gate=app.db.gate)
         spool = SpoolWriter(spool_db, app.clock)
         spool.on_commit(app.worker.wake)
         spool.start()
         book = AddressBook(settings)
-        servers: list[tuple[str, asyncio.AbstractServer, SpoolHandler]] = []
+        servers: list[tuple[str, asyncio.Server, SpoolHandler]] = []
         imap: ImapService | None = None
         sender: OutboxSender | None = None
         outbox_db: Database | None = None
@@ -169,7 +163,7 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
                 log.info("imap started", extra={"kv": {"accounts": ",".join(a.name for a in settings.imap)}})
             # The outbox sender: its own connection (it must never read another writer's open transaction).
             outbox_db = await Database.open(settings.db_path, gate=app.db.gate)
-            sender = OutboxSender(outbox_db, settings, app.clock, signer)
+            sender = OutboxSender(outbox_db, settings, app.clock, app.signer)  # app.signer: the secret's
             sender.start()
             wake_sender = sender.wake   # mail queued by the in-process worker goes out without a poll
             app.worker.listeners.append(lambda _result: wake_sender())

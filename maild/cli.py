@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from maild import __version__
 
@@ -32,7 +33,7 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="where the database, spool, attachments and logs live (overrides the config)")
 
 
-def _action(subparsers: argparse._SubParsersAction, name: str, **kwargs: str) -> argparse.ArgumentParser:
+def _action(subparsers: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
     """A sub-subcommand (``ticketd import-log show``) that also takes the global options."""
     parser = subparsers.add_parser(name, **kwargs)
     _globals(parser, suppress=True)
@@ -42,7 +43,8 @@ def _action(subparsers: argparse._SubParsersAction, name: str, **kwargs: str) ->
 def _staff_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="display name (what clients see; never the username)")
     p.add_argument("--admin", action="store_true", help="an admin: every department and every action")
-    p.add_argument("--departments", metavar="D,D", help="departments they work in (comma-separated; '' for none; add: default all)")
+    p.add_argument("--departments", metavar="D,D",
+                   help="departments they work in (comma-separated; '' for none; default for add: all)")
     p.add_argument("--notify", metavar="D,D", help="departments whose new-ticket and client-reply mail they get")
     p.add_argument("--signature-file", metavar="F", help="a file with their signature for replies")
     p.add_argument("--json", action="store_true", help="print the staff member as JSON")
@@ -63,8 +65,8 @@ def _ticket_actions(t_sub: argparse._SubParsersAction) -> None:
                                 " client, assigned, flagged, cc, last_reply_at, status; repeatable")
         return p
 
-    body = {"metavar": "F", "help": "the text, from file F or - for standard input (markdown; merge fields "
-                                    "[NAME], [FIRSTNAME], [EMAIL])"}
+    body: dict[str, Any] = {"metavar": "F", "help": "the text, from file F or - for standard input (markdown; "
+                                                    "merge fields [NAME], [FIRSTNAME], [EMAIL])"}
     op = action("open", "open a ticket on behalf of a client or any name and address", tid=False, expect=False)
     op.add_argument("--department", required=True, metavar="D")
     op.add_argument("--to", required=True, metavar="EMAIL", help="the client's address")

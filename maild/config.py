@@ -673,7 +673,7 @@ def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = N
     root = _Reader(file, "", data)
     storage = _section(root, "storage", StorageSettings)
     state = Path(state_dir) if state_dir is not None else file.parent / storage.state_dir
-    sections = {f.name: _section(root, f.name, f.default_factory)  # type: ignore[arg-type]
+    sections: dict[str, Any] = {f.name: _section(root, f.name, f.default_factory)  # type: ignore[arg-type]
                 for f in fields(Settings) if f.metadata.get("section")}
     departments = _departments(file, root.table.pop("departments", None))
     imap = _imap_accounts(file, root.table.pop("imap", []), departments)

@@ -160,12 +160,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{saved['email']}: staff {saved['username']}{' (admin)' if saved['admin'] else ''}")
         return 0
     if args.clients_command == "list":
-        rows = asyncio.run(_list(settings))
+        listed = asyncio.run(_list(settings))
         if args.json:
-            print_json(rows)
+            print_json(listed)
         else:
             print_table(["ACCOUNT", "EMAIL", "NAME", "ROLE"],
-                        [[r["account"] or "", r["email"], r["name"], r["role"]] for r in rows])
+                        [[r["account"] or "", r["email"], r["name"], r["role"]] for r in listed])
         return 0
     if args.clients_command == "import":
         path = Path(args.file)

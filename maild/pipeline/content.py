@@ -217,7 +217,8 @@ class _Walker:
             # A forwarded message is kept whole, as an .eml attachment.
             inner = part.get_payload()
             try:
-                raw = inner[0].as_bytes() if isinstance(inner, list) and inner else _payload(part)
+                first = inner[0] if isinstance(inner, list) and inner else None
+                raw = first.as_bytes() if isinstance(first, Message) else _payload(part)
             except Exception:  # a malformed nested message cannot be flattened again: keep what we can
                 raw = _payload(part)
             self.attach(part, data=raw, ctype="message/rfc822")

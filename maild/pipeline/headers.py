@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from email.errors import InvalidHeaderDefect
 from email.header import decode_header
-from email.headerregistry import HeaderRegistry
+from email.headerregistry import AddressHeader, HeaderRegistry
 from email.utils import getaddresses
 
 from maild.pipeline.content import decode_text
@@ -71,6 +71,7 @@ def single_author(values: list[str]) -> tuple[str, str, str]:
         return "", "", "several From headers"
     try:
         header = _REGISTRY("From", values[0][:MAX_DECODE])
+        assert isinstance(header, AddressHeader)  # the registry's class for From
         mailboxes = list(header.addresses)
         invalid = [d for d in header.defects if isinstance(d, InvalidHeaderDefect)]
     except Exception as exc:

@@ -45,10 +45,10 @@ async def import_blocked(env: Env, preparer: Preparer, log_id: int, tid: str | N
             raise ImportRefused(f"entry {log_id} was not a reply to any ticket; say which: --ticket TID")
         ticket = recorded
     else:
-        ticket = await tickets.by_tid(env.db, tid.lstrip("#"))
-        if ticket is None:
+        named = await tickets.by_tid(env.db, tid.lstrip("#"))
+        if named is None:
             raise ImportRefused(f"no ticket #{tid}")
-        ticket = await tickets.resolve_merged(env.db, ticket)
+        ticket = await tickets.resolve_merged(env.db, named)
         if recorded is not None and ticket["id"] != recorded["id"] and not force:
             raise ImportRefused(f"entry {log_id} was blocked as a reply to ticket #{recorded['tid']}, not #{tid};"
                                 " add --force to import it into another ticket")

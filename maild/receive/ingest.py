@@ -28,9 +28,9 @@ def iter_messages(paths: list[str]) -> Iterator[tuple[bytes, str]]:
         if not path.exists():
             raise SourceError(f"{name}: no such file or folder")
         if path.is_dir() and _is_maildir(path):
-            box = mailbox.Maildir(path, factory=None, create=False)
-            for key in sorted(box.keys()):
-                yield box.get_bytes(key), f"{path}#{key}"
+            maildir = mailbox.Maildir(path, factory=None, create=False)
+            for key in sorted(maildir.keys()):
+                yield maildir.get_bytes(key), f"{path}#{key}"
         elif path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".eml")
             for file in files:

@@ -102,7 +102,7 @@ def _peer(session: Session) -> str:
 
 async def start_server(
     handler: SpoolHandler, host: str, port: int, hostname: str, max_size: int, lmtp: bool = False
-) -> asyncio.AbstractServer:
+) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     cls = _LMTP if lmtp else _SMTP
 

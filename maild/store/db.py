@@ -152,7 +152,7 @@ class Database:
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         rows = await self.conn.execute_fetchall(sql, params)
-        return rows[0] if rows else None
+        return next(iter(rows), None)
 
     async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         row = await self.fetchone(sql, params)

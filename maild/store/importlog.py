@@ -72,7 +72,8 @@ async def listing(
     limit: int = 100,
     after_inbound: int | None = None,
 ) -> list[sqlite3.Row]:
-    where, params = [], []
+    where: list[str] = []
+    params: list[object] = []
     if outcome:
         where.append("l.outcome = ?")
         params.append(outcome)
@@ -91,7 +92,8 @@ async def listing(
 
 async def counts(db: Database, inbound_ids: tuple[int, int] | None = None) -> dict[str, int]:
     """Outcome label → count, optionally for a range of queue ids."""
-    clause, params = "", ()
+    clause = ""
+    params: tuple[int, ...] = ()
     if inbound_ids:
         clause, params = "WHERE inbound_id BETWEEN ? AND ?", inbound_ids
     rows = await db.fetchall(

@@ -50,7 +50,8 @@ async def pending(db: Database, limit: int, after: int = 0,
     sizes = await db.fetchall(
         "SELECT id, length(raw) AS n FROM inbound WHERE state = 'new' AND id > ? ORDER BY id LIMIT ?", (after, limit)
     )
-    ids, total = [], 0
+    ids: list[int] = []
+    total = 0
     for row in sizes:
         if ids and total + row["n"] > max_bytes:
             break

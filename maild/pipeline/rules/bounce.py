@@ -88,6 +88,7 @@ async def check(ctx: MessageContext, env: Env) -> Outcome | None:
             found.told.append(rcpt)
             # Only the ticket's own client-side people: never staff, whom anyone on a ticket could otherwise
             # cut off from their mail with a forged report.
+            assert found.ticket is not None  # the loop runs only for a ticket
             if await people.on_ticket(env.db, found.ticket, rcpt.address):
                 found.marks[rcpt.address] = rcpt
     for rcpt in report.recipients if report else []:
@@ -117,6 +118,7 @@ async def record(ctx: MessageContext, env: Env, outcome: Outcome) -> None:
             await senders.record_bounce(env.db, address, rcpt.status or "5.0.0", rcpt.diagnostic, ticket_id, stamp)
     for rcpt in found.told if ticket_id is not None else []:
         stops = rcpt.permanent and rcpt.address in found.marks
+        assert ticket_id is not None  # the loop runs only for a ticket
         await tickets.log_event(env.db, ticket_id, "bounce", ctx.author_email or "mailer-daemon", stamp,
                                 recipient=rcpt.address, action=rcpt.action, status=rcpt.status,
                                 diagnostic=rcpt.diagnostic, queue_id=ctx.inbound.id, outbox_id=found.outbox_id,
