@@ -110,9 +110,13 @@ class _Handler:
         with self.relay._lock:
             self.relay.transactions.append(Transaction(
                 envelope.mail_from or "", tuple(envelope.rcpt_tos), content, server.serial,
-                session.ssl is not None, login, tuple(envelope.mail_options)))
+                _encrypted(server), login, tuple(envelope.mail_options)))
             n = len(self.relay.transactions)
         return f"250 2.0.0 Ok: queued as {n}"
+
+
+def _encrypted(server: SMTP) -> bool:
+    return server.transport is not None and server.transport.get_extra_info("sslcontext") is not None
 
 
 @dataclass

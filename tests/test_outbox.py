@@ -17,7 +17,7 @@ import pytest
 
 from maild import config
 from maild.app import App
-from maild.clock import Clock, iso, parse
+from maild.clock import Clock, parse
 from maild.notify.send import BACKOFF_BASE_SECONDS, OutboxSender
 from maild.notify.tokens import Signer, tag_of, with_tag
 from maild.store import outbox, tickets

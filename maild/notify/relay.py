@@ -91,9 +91,10 @@ class SmtpSession:
             try:
                 return await self._transaction(envelope)
             except _Failed as exc:
-                # A cached connection the relay has meanwhile closed fails at MAIL without an answer: that
-                # says nothing about this mail, so connect afresh and try once more.
-                if not (reused and exc.delivery.step == MAIL and exc.delivery.code is None):
+                # A cached connection the relay has meanwhile closed fails at MAIL without an answer, or
+                # with the 421 it sent when it timed the connection out: that says nothing about this
+                # mail, so connect afresh and try once more.
+                if not (reused and exc.delivery.step == MAIL and exc.delivery.code in (None, 421)):
                     raise
                 self._drop()
                 self._transcript.append("reconnect (the cached connection was closed)")

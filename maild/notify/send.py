@@ -77,6 +77,7 @@ class OutboxSender:
         self.sessions: list[Session] = [self.transport.session() for _ in range(max(1, self.outbound.connections))]
         self.fetch_limit = max(64, 32 * len(self.sessions))
         self.counts = {SENT: 0, DEFERRED: 0, FAILED: 0}
+        self.commits = 0               # group commits written (counts / commits = attempts per fsync)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -210,7 +211,15 @@ class OutboxSender:
         while self._pending:
             group, self._pending = self._pending, []
             try:
-                await self._write(group)
+                try:
+                    await self._write(group, ticket_log=True)
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    # Recording the outcome matters more than the ticket-log row: without it a sent mail
+                    # would be sent again and again. Try once more without the extras.
+                    log.error("outbox commit failed; retrying without ticket-log rows", exc_info=True)
+                    await self._write(group, ticket_log=False)
             except Exception as exc:
                 if is_transient(exc) and not self._stop.is_set():
                     delay = COMMIT_RETRY_SECONDS[min(failures, len(COMMIT_RETRY_SECONDS) - 1)]
@@ -224,11 +233,13 @@ class OutboxSender:
                         future.set_exception(exc)
                 continue
             failures = 0
+            self.commits += 1
             for _, _, future in group:
                 if not future.done():
                     future.set_result(None)
 
-    async def _write(self, group: Sequence[tuple[OutboxRow, Attempt, asyncio.Future[None]]]) -> None:
+    async def _write(self, group: Sequence[tuple[OutboxRow, Attempt, asyncio.Future[None]]], ticket_log: bool
+                     ) -> None:
         stamp = self.clock.stamp()
         async with self.db.transaction() as db:
             await outbox.mark_sent(db, [row.id for row, a, _ in group if a.outcome == SENT], stamp)
@@ -238,7 +249,7 @@ class OutboxSender:
                     await outbox.defer(db, row.id, a.error, a.next_attempt_at)
                 elif a.outcome == FAILED:
                     await outbox.fail(db, row.id, a.error)
-                    if row.audience == "client" and row.ticket_id is not None:
+                    if ticket_log and row.audience == "client" and row.ticket_id is not None:
                         await tickets.log_event(db, row.ticket_id, "mail_failed", "outbox", stamp, outbox_id=row.id,
                                                 recipient=row.recipient, error=a.error)
 

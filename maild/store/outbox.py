@@ -161,7 +161,7 @@ async def retry(db: Database, outbox_id: int, stamp: str) -> str | None:
     hand deserves a whole retry period (the schema has no separate "queued at")."""
     state = await db.scalar("SELECT state FROM outbox WHERE id = ?", (outbox_id,))
     if state is None or state == SENT:
-        return state
+        return None if state is None else SENT
     await db.execute(
         "UPDATE outbox SET state = ?, attempts = 0, next_attempt_at = ?, created_at = ? WHERE id = ?",
         (QUEUED, stamp, stamp, outbox_id),
