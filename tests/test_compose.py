@@ -74,3 +74,16 @@ def test_plain_person_mail():
     assert msg.get_content_type() == "text/plain" and msg["Auto-Submitted"] is None
     assert b"Content-Transfer-Encoding: 7bit" in raw and msg.get_content().replace("\r\n", "\n") == "Just ASCII.\n"
     assert msg["Thread-Index"] is None
+
+
+def test_addresses_and_ids_that_cannot_go_in_ascii_headers():
+    from maild.notify.compose import ascii_address, message_ids
+
+    assert ascii_address("mary@exämple.net") == "mary@xn--exmple-cua.net"
+    assert ascii_address("Mary@Example.NET") == "Mary@example.net"
+    assert ascii_address("märy@example.net") is None          # needs SMTPUTF8: not sent
+    assert ascii_address("no-at-sign") is None and ascii_address("a b@example.net") is None
+    assert message_ids(["<ok.1@x>", "<bäd@x>", "no-brackets@x", "<a b@x>", ""]) == ["<ok.1@x>"]
+    raw, msg = build(to=[("Märy", "mary@xn--exmple-cua.net")], in_reply_to="<bäd@x>",
+                     references=["<ok.1@x>", "<bäd@x>"])
+    assert raw.isascii() and msg["In-Reply-To"] is None and msg["References"] == "<ok.1@x>"

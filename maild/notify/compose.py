@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import quopri
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,28 @@ class Outgoing:
     auto_replied: bool = False                       # a direct answer to the client's mail (RFC 3834 3.1.7)
     loop_marker: str = ""
     attachments: Sequence[Attachment] = field(default_factory=tuple)
+
+
+_MSGID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]+>$")
+
+
+def ascii_address(address: str) -> str | None:
+    """``address`` as it can go in an ASCII envelope and header: the domain as IDNA (``exämple.net`` →
+    ``xn--exmple-cua.net``); None when the local part is not ASCII (that needs SMTPUTF8, RFC 6531)."""
+    local, sep, domain = address.strip().rpartition("@")
+    if not sep or not local or not domain or not local.isascii() or any(c in local for c in " \r\n<>,;"):
+        return None
+    try:
+        domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+    except UnicodeError:
+        return None
+    return f"{local}@{domain.lower()}"
+
+
+def message_ids(ids: Sequence[str]) -> list[str]:
+    """The Message-IDs that can go in In-Reply-To/References: ``<...>`` of printable ASCII, nothing else
+    (a client's broken or 8-bit id would make our header invalid)."""
+    return [i for i in ids if _MSGID.match(i)]
 
 
 def _oneline(text: str) -> str:
@@ -135,10 +158,10 @@ def compose(mail: Outgoing) -> bytes:
         head.append(address_header("Reply-To", [(mail.from_name, mail.reply_to)]))
     head += [text_header("Subject", mail.subject), f"Date: {format_datetime(mail.date)}",
              f"Message-ID: {mail.message_id}"]
-    if mail.in_reply_to:
+    if message_ids([mail.in_reply_to]):
         head.append(f"In-Reply-To: {mail.in_reply_to}")
-    if mail.references:
-        head.append(_fold_words("References", list(mail.references)))
+    if references := message_ids(mail.references):
+        head.append(_fold_words("References", references))
     if mail.thread_index:
         head += [f"Thread-Index: {mail.thread_index}", text_header("Thread-Topic", mail.thread_topic)]
     if mail.automatic:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from maild.addressbook import subject_token_pattern
 from maild.desk.events import Actor, Event, EventKind
 from maild.notify import rules as R
+from maild.notify.compose import ascii_address
 from maild.notify.mailing import Mailing
 from maild.store import outbox, people, senders, staff, tickets
 
@@ -76,6 +77,9 @@ class Notifier:
             if client_to:
                 written += await mailing.to_clients(client_to, automatic=self._automatic(event))
             for rcpt in staff_to:
+                if ascii_address(rcpt.email) is None:
+                    log.warning("staff mail skipped: address needs SMTPUTF8", extra={"kv": {"staff": rcpt.email}})
+                    continue
                 written += await mailing.to_staff(rcpt)
         self.queued += written
         return written
@@ -152,6 +156,8 @@ class Notifier:
         kept = []
         for rcpt in rcpts:
             reason = bad.get(rcpt.email)
+            if reason is None and ascii_address(rcpt.email) is None:
+                reason = "the address's local part is not ASCII (it would need SMTPUTF8)"
             if reason is None and cap and self._automatic(event):
                 sent = await outbox.automatic_since(self.db, rcpt.email, _iso(now - timedelta(hours=1)))
                 if sent >= cap:

@@ -16,7 +16,7 @@ from markupsafe import Markup
 from maild.addressbook import loop_marker, subject_token
 from maild.desk.events import Event, EventKind
 from maild.notify import headers, links
-from maild.notify.compose import Attachment, Outgoing, compose
+from maild.notify.compose import Attachment, Outgoing, ascii_address, compose
 from maild.notify.tokens import with_tag
 from maild.store import messages, outbox, tickets
 
@@ -83,7 +83,7 @@ class Mailing:
                      automatic: bool, event: str | None = None) -> None:
         await outbox.enqueue(self.n.db, outbox.OutboxMail(
             ticket_id=self.ticket["id"], event=event or self.event.kind.value, audience=audience, automatic=automatic,
-            sender=self.sender, recipient=rcpt.email, message_id=message_id, subject=subject, raw=raw),
+            sender=self.sender, recipient=_ascii(rcpt.email), message_id=message_id, subject=subject, raw=raw),
             self.n.clock.stamp())
 
     # -- client mail -------------------------------------------------------------------------------------------
@@ -108,8 +108,8 @@ class Mailing:
         from_name = (ev.actor.name if personal and ev.actor.name else "") or self._from_name()
         raw = compose(Outgoing(
             from_name=from_name, from_addr=self.sender,
-            to=[(requester.name, requester.email)],
-            cc=[(r.name, r.email) for r in rcpts if r is not requester and r.role == "cc"],
+            to=[(requester.name, _ascii(requester.email))],
+            cc=[(r.name, _ascii(r.email)) for r in rcpts if r is not requester and r.role == "cc"],
             reply_to=with_tag(self.sender, self.n.signer.reply_tag(t["tid"])),
             subject=out.subject, text=out.text, html=out.html, message_id=message_id, date=self.n.clock.now(),
             thread_index=index, thread_topic=ctx["ticket"]["subject"], automatic=automatic,
@@ -159,6 +159,11 @@ class Mailing:
             automatic=True, loop_marker=loop_marker(self.domain), **thread))
         await self._queue("staff", rcpt, message_id, out.subject, raw, True, event=name)
         return 1
+
+
+def _ascii(address: str) -> str:
+    """The recipient's address with an IDNA domain (follow.py dropped those that cannot be made ASCII)."""
+    return ascii_address(address) or address
 
 
 def _show(value: Any) -> str:
