@@ -31,8 +31,9 @@ class Renderer:
     def __init__(self, override: Path | None = None) -> None:
         folders = [str(override)] if override else []
         loader = jinja2.FileSystemLoader([*folders, str(BUILTIN)])
+        # auto_reload off: templates are read once (a stat per mail otherwise); a restart picks up edits.
         common: dict[str, Any] = {"loader": loader, "undefined": jinja2.StrictUndefined, "trim_blocks": True,
-                                  "lstrip_blocks": True, "keep_trailing_newline": True}
+                                  "lstrip_blocks": True, "keep_trailing_newline": True, "auto_reload": False}
         # Two environments over the same files: one escapes (html block), one does not (subject, text).
         self._text = jinja2.Environment(autoescape=False, **common)
         self._html = jinja2.Environment(autoescape=True, **common)
