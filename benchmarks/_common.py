@@ -44,7 +44,7 @@ def ticketd_command() -> list[str]:
 class Instance:
     """A configuration file and a fresh state directory under ``root``; optionally a running daemon."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, extra_config: str = "") -> None:
         self.root = root
         self.state = root / "var"
         self.config = root / "ticketd.toml"
@@ -53,7 +53,8 @@ class Instance:
         while self.lmtp_port == self.smtp_port:
             self.lmtp_port = free_port()
         self.config.write_text(CONFIG.format(state=self.state, smtp=self.smtp_port, lmtp=self.lmtp_port,
-                                             max_size=MAX_SIZE, rate_limit=0, mail_extra=""))  # load: one address
+                                             max_size=MAX_SIZE, rate_limit=0, mail_extra="")  # load: one address
+                               + extra_config)  # more TOML tables after the template's ([outbound], ...)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "daemon.log"
         self._log: IO[bytes] | None = None

@@ -183,8 +183,16 @@ def end_to_end(rows: list[Any]) -> dict[str, Any]:
     }
 
 
-def run_ticketd_smtp(binary: str, messages: int, work: Path, drain_timeout: float) -> dict[str, Any]:
-    inst = Instance(work)
+def run_ticketd_smtp(binary: str, messages: int, work: Path, drain_timeout: float, extra_config: str = "",
+                     prepare: Callable[[Instance], None] | None = None,
+                     before_stop: Callable[[Instance], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """(a) and (b) on a fresh instance. ``extra_config`` is TOML appended to the instance's configuration,
+    ``prepare(inst)`` runs before the daemon starts (e.g. ``ticketd staff add``), and ``before_stop(inst)``
+    once the pipeline has drained, with the daemon still running; its dict joins the result. The defaults
+    (nothing added) are ingest.py's own run; benchmarks/outbox.py uses them for notifications on/off."""
+    inst = Instance(work, extra_config)
+    if prepare is not None:
+        prepare(inst)
     say(f"ticketd serve: smtp-source -s {SESSIONS} -m {messages} -l {MESSAGE_SIZE}"
         f" -> 127.0.0.1:{inst.smtp_port}")
     result: dict[str, Any] = {}
@@ -205,6 +213,8 @@ def run_ticketd_smtp(binary: str, messages: int, work: Path, drain_timeout: floa
         spooled = inst.query("SELECT received_at, raw FROM inbound ORDER BY id")
         spool_stamps = [r[0] for r in spooled]
         raws = [bytes(r[1]) for r in spooled]
+        if before_stop is not None:
+            result.update(before_stop(inst))
     finally:
         code = inst.stop()
     problems = stopped_cleanly(inst, code, rows)

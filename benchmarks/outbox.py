@@ -10,6 +10,34 @@ is mails / wall clock of that run; every row must end ``sent`` and smtp-sink mus
 Target: >= 500 mails/s with the default ``[outbound] connections``; ``--connections 1,2,4,8`` measures
 each (the default run measures the default, then 1/2/4/8 as well if the default misses). ``--profile``
 prints the top of a cProfile of one run. ``--json`` for a JSON object instead of text.
+
+Then what notifications cost the inbound pipeline: benchmarks/ingest.py's end-to-end SMTP figure with
+notifications on and off. Target: on >= 0.8 x off.
+
+* The figure is ingest.py's (b), measured by its own ``run_ticketd_smtp``: ``smtp-source -s 8 -m N
+  -l 4096`` (N = ``--e2e-messages``, 3,000 as in ingest.py) against a fresh ``ticketd serve``, and
+  end to end = N / (last import_log processed_at - first spool received_at). That run saturates the
+  daemon (the receivers accept faster than the pipeline processes), so the figure is the pipeline's
+  capacity, and the mail written per ticket shows up in it. The paced run (b2) is not used: at its
+  offered 300 msg/s a pipeline that keeps up scores about 300 msg/s whatever its cost per message, so
+  on/off would compare the offered load with itself until one of them falls behind.
+* "on", as in production: two staff members added with ``ticketd staff add ... --notify "Technical
+  Support"`` (the department smtp-source mails, support@helpdesk.example, goes to), so each new ticket
+  writes the client's confirmation and two staff notifications to the outbox in the pipeline's
+  transaction, and the daemon's own outbox sender delivers them (``[outbound]`` transport "smtp" to an
+  smtp-sink on a free loopback port, security "none") while the run goes on. Once every message has its
+  import_log row the benchmark waits (bounded) for the outbox to empty and prints its rows by state:
+  about 3 x N sent, none queued or failed.
+* "off": the same instance, staff and relay, with ``[notifications.rules]`` mapping every event to
+  ``[]``: nothing is queued (checked: the outbox stays empty).
+* Both set ``[notifications] auto_per_hour = 0``: every smtp-source mail comes from one address
+  (a@client.example), so the default cap of 10 automatic mails per address and hour would drop all
+  but 10 confirmations, and a cap high enough not to bite would count that one address's thousands of
+  rows per message, neither of which happens with real clients, one ticket or a few each.
+* on and off alternate (on first), each a fresh instance and sink; the figure of each is the median of
+  up to ``--e2e-runs`` (3) runs, fewer when another pair would overrun ``--e2e-budget`` seconds. The
+  daemon's CPU per message (receiver, pipeline process and sender, up to the last import_log row) comes
+  from ingest.py; for "on" also up to the outbox's last delivery.
 """
 
 from __future__ import annotations
@@ -29,10 +57,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import BenchError, Instance, cpu_seconds, free_port, machine_info, verdict, wait_port
+import ingest
+from _common import ROOT, BenchError, Instance, count_rows, cpu_seconds, free_port, machine_info, verdict, wait_port
 
 from maild import config
 from maild.clock import Clock
+from maild.desk.events import EVENT_NAMES
 from maild.keys import load_or_create_secret
 from maild.notify.send import OutboxSender
 from maild.notify.tokens import Signer
@@ -45,6 +75,11 @@ TARGET_PER_S = 500.0
 MESSAGE_BYTES = 3 * 1024
 QUEUE_BATCH = 500                 # rows per enqueue transaction (setup only)
 SENDER = "support@helpdesk.example"
+
+TARGET_E2E_RATIO = 0.8            # end to end with notifications on / off
+E2E_DEPARTMENT = "Technical Support"  # where smtp-source's mail (to support@helpdesk.example) goes
+E2E_STAFF = (("alice@helpdesk.example", "Alice Agent"), ("bob@helpdesk.example", "Bob Agent"))
+OUTBOX_DRAIN_TIMEOUT = 120.0      # seconds for the "on" outbox to empty after the pipeline drained
 
 
 def say(text: str) -> None:
@@ -140,6 +175,145 @@ def run_one(binary: str, connections: int, messages: int, top: Path, profile: bo
     return result
 
 
+# --- end to end with notifications on and off: ingest.py's saturating run (b) ---------------------------
+
+def e2e_config(notify: bool, sink_port: int) -> str:
+    """TOML appended to the instance's configuration: the relay (both modes) and, for off, no rules."""
+    text = (f'\n[outbound]\ntransport = "smtp"\nhost = "127.0.0.1"\nport = {sink_port}\nsecurity = "none"\n'
+            f"\n[notifications]\nauto_per_hour = 0\n")
+    if not notify:
+        text += "\n[notifications.rules]\n" + "".join(f"{event} = []\n" for event in EVENT_NAMES)
+    return text
+
+
+def add_staff(inst: Instance) -> None:
+    """Two staff members who get the department's new-ticket mail (before the daemon starts)."""
+    for email, name in E2E_STAFF:
+        cmd = inst.command("staff", "add", email, "--name", name, "--notify", E2E_DEPARTMENT)
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"ticketd staff add {email} did not exit within 60 s") from None
+        if proc.returncode != 0:
+            raise BenchError(f"ticketd staff add {email} exited {proc.returncode}:"
+                             f" {proc.stderr.decode(errors='replace')[-1000:]}")
+
+
+def outbox_states(inst: Instance) -> dict[str, int]:
+    if count_rows(inst.db_path, "outbox") == 0:
+        return {state: 0 for state in outbox.STATES}
+    found = {r[0]: int(r[1]) for r in inst.query("SELECT state, count(*) FROM outbox GROUP BY state")}
+    return {**{state: 0 for state in outbox.STATES}, **found}
+
+
+def outbox_drained(inst: Instance, timeout: float) -> dict[str, Any]:
+    """``before_stop`` of run_ticketd_smtp: wait (bounded) until nothing is queued; the outbox by state."""
+    assert inst.proc is not None
+    pid = inst.proc.pid
+    cpu0, started = cpu_seconds(pid), time.monotonic()
+    deadline = started + timeout
+    while (states := outbox_states(inst))[outbox.QUEUED] and time.monotonic() < deadline:
+        if inst.proc.poll() is not None:
+            raise BenchError(f"ticketd serve exited {inst.proc.returncode}: {inst.log_tail()}")
+        time.sleep(0.05)
+    cpu1 = cpu_seconds(pid)
+    result: dict[str, Any] = {"outbox_states": states, "outbox_tail_s": round(time.monotonic() - started, 3)}
+    if states[outbox.SENT]:  # stamps compare as text; how much went out before the pipeline's last row
+        result["outbox_sent_during_run"] = int(inst.query(
+            "SELECT count(*) FROM outbox WHERE state = ? AND sent_at <= (SELECT max(processed_at) FROM import_log)",
+            (outbox.SENT,))[0][0])
+    if states[outbox.QUEUED]:
+        result["error"] = f"outbox still holds {states[outbox.QUEUED]} queued mails {timeout:.0f} s after the drain"
+    if cpu0 is not None and cpu1 is not None:
+        result["daemon_cpu_outbox_tail_s"] = round(cpu1 - cpu0, 3)
+    return result
+
+
+def run_e2e(source: str, sink_binary: str, notify: bool, messages: int, top: Path,
+            drain_timeout: float) -> dict[str, Any]:
+    mode = "on" if notify else "off"
+    work = Path(tempfile.mkdtemp(prefix=f"e2e-{mode}-", dir=top))
+    port = free_port()
+    say(f"end to end, notifications {mode}: relay smtp-sink 127.0.0.1:{port}")
+    sink = start_sink(sink_binary, port)
+    try:
+        result = ingest.run_ticketd_smtp(source, messages, work, drain_timeout, extra_config=e2e_config(notify, port),
+                                         prepare=add_staff,
+                                         before_stop=lambda inst: outbox_drained(inst, OUTBOX_DRAIN_TIMEOUT))
+    finally:
+        sink.terminate()
+        try:
+            sink.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            sink.kill()
+            sink.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+    states = result["outbox_states"]
+    if result["logged"] != messages:
+        result.setdefault("error", f"only {result['logged']} of {messages} messages logged")
+    if notify and (states[outbox.SENT] < 2 * messages or states[outbox.FAILED]):
+        result.setdefault("error", f"notifications on, but the outbox holds {states} for {messages} messages")
+    if not notify and any(states.values()):
+        result.setdefault("error", f"notifications off, but the outbox holds {states}")
+    if "daemon_cpu_total_s" in result and "daemon_cpu_outbox_tail_s" in result:
+        result["daemon_cpu_ms_per_msg_with_outbox"] = round(
+            (result["daemon_cpu_total_s"] + result["daemon_cpu_outbox_tail_s"]) * 1000 / messages, 3)
+    result["notify"] = notify
+    return result
+
+
+def measure_e2e(args: argparse.Namespace, top: Path) -> dict[str, Any]:
+    """Alternate on/off runs; the median of each, their ratio and the verdict."""
+    source, sink_binary = ingest.smtp_source_path(), smtp_sink_path()
+    if source is None or sink_binary is None:
+        raise BenchError("smtp-source or smtp-sink not found (apt-get install postfix, or make test-deps)")
+    started = time.monotonic()
+    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    for i in range(args.e2e_runs):
+        pair_started = time.monotonic()
+        for notify in (True, False):
+            got = run_e2e(source, sink_binary, notify, args.e2e_messages, top, args.drain_timeout)
+            if "error" in got:
+                raise BenchError(f"notifications {'on' if notify else 'off'}, run {i + 1}: {got['error']}")
+            runs["on" if notify else "off"].append(got)
+        pair = time.monotonic() - pair_started
+        if i + 1 < args.e2e_runs and pair > args.e2e_budget - (time.monotonic() - started):
+            say(f"stopping after {i + 1} on/off pair(s): another would exceed the {args.e2e_budget:.0f} s budget")
+            break
+    report: dict[str, Any] = {"messages": args.e2e_messages, "target_ratio": TARGET_E2E_RATIO}
+    for mode, done in runs.items():
+        report[mode] = {"e2e_per_s": ingest.median_of(done, "e2e_per_s"), "runs": done}
+        for key in ("daemon_cpu_ms_per_msg", "daemon_cpu_ms_per_msg_with_outbox"):
+            if all(key in r for r in done):
+                report[mode][key] = ingest.median_of(done, key)
+    ratio = report["on"]["e2e_per_s"] / report["off"]["e2e_per_s"]
+    report.update(ratio=ratio, verdict=verdict(ratio, TARGET_E2E_RATIO), seconds=round(time.monotonic() - started, 1))
+    return report
+
+
+def print_e2e(e2e: dict[str, Any]) -> None:
+    print(f"\nend to end SMTP ingest (benchmarks/ingest.py (b): smtp-source -s {ingest.SESSIONS} -m {e2e['messages']}"
+          f" -l {ingest.MESSAGE_SIZE}, accepted -> import_log), notifications on and off:")
+    for mode in ("on", "off"):
+        r = e2e[mode]
+        runs = r["runs"]
+        cpu = f"; daemon CPU {r['daemon_cpu_ms_per_msg']:.2f} ms/msg" if "daemon_cpu_ms_per_msg" in r else ""
+        if "daemon_cpu_ms_per_msg_with_outbox" in r and mode == "on":
+            cpu += f" ({r['daemon_cpu_ms_per_msg_with_outbox']:.2f} up to the outbox's last delivery)"
+        print(f"notifications {mode:<3} {r['e2e_per_s']:8.0f} msg/s   (median of {len(runs)}:"
+              f" {ingest._runs(runs, 'e2e_per_s')}; accepted {ingest._runs(runs, 'accepted_per_s')} msg/s{cpu})")
+        last = runs[-1]
+        outcomes = ", ".join(f"{k} {v}" for k, v in last["outcomes"].items())
+        states = ", ".join(f"{k} {v}" for k, v in last["outbox_states"].items())
+        tail = (f"; {last.get('outbox_sent_during_run', 0)} sent by the last import_log row, the outbox empty"
+                f" {last['outbox_tail_s']:.2f} s after it" if mode == "on" else "")
+        print(f"    last run: outcomes {outcomes}; outbox {states}{tail}")
+        for n, run in enumerate(runs, 1):
+            if run["log_problems"]:
+                print(f"    run {n}: daemon log {run['log_problems']}")
+    print(f"ratio on/off             {e2e['ratio']:8.2f}         target >= {e2e['target_ratio']}   {e2e['verdict']}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=5000)
@@ -148,6 +322,13 @@ def main() -> int:
                              " it misses the target)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the default run")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--e2e-messages", type=int, default=3000, help="smtp-source messages per on/off run (3000)")
+    parser.add_argument("--e2e-runs", type=int, default=3, help="on/off pairs, median taken (3)")
+    parser.add_argument("--e2e-budget", type=float, default=170,
+                        help="seconds for the on/off pairs; fewer pairs beyond it (170)")
+    parser.add_argument("--drain-timeout", type=float, default=60,
+                        help="seconds to wait for the pipeline to log every message (60)")
+    parser.add_argument("--no-e2e", action="store_true", help="only the outbox sender's figure")
     args = parser.parse_args()
     binary = smtp_sink_path()
     if binary is None:
@@ -166,6 +347,8 @@ def main() -> int:
             say(f"the default ({default} connections) misses {TARGET_PER_S:.0f}/s: measuring 1, 2, 4, 8")
             for n in (1, 2, 4, 8):
                 report["runs"].append(run_one(binary, n, args.messages, top, False))
+        if not args.no_e2e:
+            report["e2e"] = measure_e2e(args, top)
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
@@ -175,7 +358,7 @@ def main() -> int:
     report["verdict"] = verdict(judged["per_s"], TARGET_PER_S)
     if args.json:
         json.dump({**report, "runs": [{k: v for k, v in r.items() if k != "profile"} for r in report["runs"]]},
-                  sys.stdout, indent=2)
+                  sys.stdout, indent=2, default=str)
         print()
         return 0
     m = report["machine"]
@@ -187,6 +370,8 @@ def main() -> int:
         mark = f"   target >= {TARGET_PER_S:.0f}/s   {report['verdict']}" if r is judged else ""
         print(f"connections={r['connections']:<2} {r['per_s']:8.0f} mails/s   ({r['seconds']:.2f} s; sender CPU"
               f" {r['sender_cpu_ms_per_mail']:.3f} ms/mail{sink}; {r['commits']} commits){mark}")
+    if "e2e" in report:
+        print_e2e(report["e2e"])
     for r in report["runs"]:
         if "profile" in r:
             print(f"\nprofile (connections={r['connections']}):\n{r['profile']}")
