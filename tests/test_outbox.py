@@ -334,9 +334,9 @@ async def test_store_cap_count_and_bounce_mark(desk: Desk) -> None:
     async with desk.db.transaction() as db:
         await outbox.fail(db, ids[0], "RCPT 550 no")
         assert await outbox.mark_bounced(db, ids[1], since) and not await outbox.mark_bounced(db, 999, since)
-    assert await outbox.automatic_since(desk.db, CLIENT, since) == 2       # the failed one does not count
+    assert await outbox.automatic_counts(desk.db, [CLIENT], since) == {CLIENT: 2}       # the failed one does not count
     desk.time.advance(1)
-    assert await outbox.automatic_since(desk.db, CLIENT, desk.app.clock.stamp()) == 0
+    assert await outbox.automatic_counts(desk.db, [CLIENT], desk.app.clock.stamp()) == {}
     assert (await desk.row(ids[1])).bounced_at == since
     assert await outbox.counts(desk.db) == {"queued": 3, "sent": 0, "failed": 1}
     assert [r.id for r in await outbox.listing(desk.db, limit=2)] == [ids[2] + 1, ids[2]]

@@ -21,7 +21,7 @@ from maild.addressbook import subject_token_pattern
 from maild.desk.events import Actor, Event, EventKind
 from maild.notify import rules as R
 from maild.notify.compose import ascii_address
-from maild.notify.mailing import Mailing
+from maild.notify.mailing import Batch, Mailing
 from maild.store import outbox, people, senders, staff, tickets
 
 if TYPE_CHECKING:
@@ -62,8 +62,9 @@ class Notifier:
                 for kind, groups in self.rules.items() for g in groups]
 
     async def follow(self, events: Sequence[Event]) -> int:
-        """Write the outbox rows for ``events``; returns how many. Runs inside the caller's transaction."""
-        written = 0
+        """Write the outbox rows for ``events``; returns how many. Runs inside the caller's transaction; the
+        rows (and our Message-IDs) of all the events go to the database together at the end."""
+        batch = Batch()
         for event in events:
             if not event.notify or not self.rules.get(event.kind):
                 continue
@@ -71,25 +72,33 @@ class Notifier:
             if ticket is None:
                 continue
             staff_to, client_to = await self._recipients(event, ticket)
-            mailing = Mailing(self, event, ticket)
+            mailing = Mailing(self, event, ticket, batch)
             if client_to:
-                client_to = await self._deliverable(event, ticket, client_to)
+                client_to = await self._deliverable(event, ticket, client_to, batch)
             if client_to:
-                written += await mailing.to_clients(client_to, automatic=self._automatic(event))
+                await mailing.to_clients(client_to, automatic=self._automatic(event))
             for rcpt in staff_to:
                 if ascii_address(rcpt.email) is None:
                     log.warning("staff mail skipped: address needs SMTPUTF8", extra={"kv": {"staff": rcpt.email}})
                     continue
-                written += await mailing.to_staff(rcpt)
-        self.queued += written
-        return written
+                await mailing.to_staff(rcpt)
+        return await self._flush(batch)
+
+    async def _flush(self, batch: Batch) -> int:
+        for ticket_id, ids in batch.mail_ids.items():
+            await tickets.add_mail_ids(self.db, ticket_id, ids, "out")
+        await outbox.enqueue_many(self.db, batch.mails, self.clock.stamp())
+        self.queued += len(batch.mails)
+        return len(batch.mails)
 
     async def command_error(self, ticket: sqlite3.Row, member: sqlite3.Row, errors: Sequence[str]) -> None:
         """Answer a staff member whose mailed commands could not be carried out (nothing changed)."""
         carrier = Event(EventKind.OPTIONS_CHANGED, ticket["id"], Actor.system("ticketd"))
         rcpt = Recipient(member["email"], member["name"], "staff", member["id"])
-        self.queued += await Mailing(self, carrier, ticket).to_staff(
+        batch = Batch()
+        await Mailing(self, carrier, ticket, batch).to_staff(
             rcpt, template="command_error", errors=list(errors), statuses=list(tickets.STATUSES))
+        await self._flush(batch)
 
     def _automatic(self, event: Event) -> bool:
         if event.kind in PERSONAL:
@@ -99,45 +108,37 @@ class Notifier:
 
     async def _recipients(self, event: Event, ticket: sqlite3.Row) -> tuple[list[Recipient], list[Recipient]]:
         groups = self.rules[event.kind]
-        staff_ids: list[int] = []
-        rows: dict[int, sqlite3.Row] = {}
-        client: list[Recipient] = []
-
-        async def add_rows(found: Sequence[sqlite3.Row]) -> None:
-            for row in found:
-                rows[row["id"]] = row
-                staff_ids.append(row["id"])
-
-        for group in groups:
-            if group == R.WATCHERS:
-                await add_rows(await staff.watchers(self.db, ticket["id"]))
-            elif group == R.DEPARTMENT or (group == R.DEPARTMENT_UNFLAGGED and ticket["flagged_to"] is None):
-                await add_rows(await staff.notified_for(self.db, ticket["department_id"]))
-            elif group == R.FLAGGED:
-                who = event.staff_id if event.kind is EventKind.FLAGGED else ticket["flagged_to"]
-                await add_rows(await staff.by_ids(self.db, [who] if who else []))
-            elif group == R.ASSIGNED:
-                who = event.staff_id if event.kind in (EventKind.ASSIGNED, EventKind.UNASSIGNED) \
-                    else ticket["assigned_to"]
-                await add_rows(await staff.by_ids(self.db, [who] if who else []))
-            elif group == R.MENTIONED:
-                await add_rows(await staff.by_ids(self.db, event.mentioned))
-            elif group == R.REQUESTER:
-                client.append(Recipient(ticket["client_email"], ticket["client_name"], "client", role="requester"))
-            elif group in (R.OWNER, R.USERS, R.CONTACTS) and ticket["client_id"] is not None:
-                role = {R.OWNER: "owner", R.USERS: "user", R.CONTACTS: "contact"}[group]
-                client += [Recipient(p["email"], p["name"], "client", role=role)
-                           for p in await people.account_people(self.db, ticket["client_id"]) if p["role"] == role]
-            elif group == R.CC:
-                client += [Recipient(c["address"], "", "client", role="cc")
-                           for c in await people.cc_list(self.db, ticket["id"]) if c["state"] == "confirmed"]
+        about = event.staff_id if event.kind in (EventKind.FLAGGED, EventKind.ASSIGNED, EventKind.UNASSIGNED) else None
+        flagged = about if event.kind is EventKind.FLAGGED else ticket["flagged_to"]
+        assigned = about if event.kind in (EventKind.ASSIGNED, EventKind.UNASSIGNED) else ticket["assigned_to"]
+        wanted: set[int] = set()
+        if R.FLAGGED in groups and flagged:
+            wanted.add(flagged)
+        if R.ASSIGNED in groups and assigned:
+            wanted.add(assigned)
+        if R.MENTIONED in groups:
+            wanted.update(event.mentioned)
+        staff_rows = []
+        if set(groups) & set(R.STAFF_GROUPS):
+            staff_rows = await staff.candidates(self.db, ticket["id"], ticket["department_id"], sorted(wanted))
+        department = R.DEPARTMENT in groups or (R.DEPARTMENT_UNFLAGGED in groups and ticket["flagged_to"] is None)
         actor = event.actor
         staff_to: dict[str, Recipient] = {}
-        for sid in staff_ids:
-            row = rows[sid]
-            if sid == actor.staff_id or (actor.email and row["email"] == actor.email.lower()):
+        for row in staff_rows:
+            chosen = (row["id"] in wanted or (R.WATCHERS in groups and row["watching"])
+                      or (department and row["dept_notify"]))
+            if not chosen or row["id"] == actor.staff_id or (actor.email and row["email"] == actor.email.lower()):
                 continue  # the actor never gets mail about their own action (flagging yourself included)
-            staff_to.setdefault(row["email"], Recipient(row["email"], row["name"], "staff", sid))
+            staff_to.setdefault(row["email"], Recipient(row["email"], row["name"], "staff", row["id"]))
+        client: list[Recipient] = []
+        if R.REQUESTER in groups:
+            client.append(Recipient(ticket["client_email"], ticket["client_name"], "client", role="requester"))
+        roles = {R.OWNER: "owner", R.USERS: "user", R.CONTACTS: "contact", R.CC: "cc"}
+        if any(g in roles for g in groups):
+            wanted_roles = {roles[g] for g in groups if g in roles}
+            for p in await people.ticket_people(self.db, ticket["id"], ticket["client_id"]):
+                if p["role"] in wanted_roles and p["state"] == "confirmed":
+                    client.append(Recipient(p["email"], p["name"], "client", role=p["role"]))
         client_to: dict[str, Recipient] = {}
         for rcpt in client:
             email = rcpt.email.lower()
@@ -148,18 +149,22 @@ class Notifier:
             client_to.setdefault(email, Recipient(email, rcpt.name, "client", role=rcpt.role))
         return list(staff_to.values()), list(client_to.values())
 
-    async def _deliverable(self, event: Event, ticket: sqlite3.Row, rcpts: list[Recipient]) -> list[Recipient]:
+    async def _deliverable(self, event: Event, ticket: sqlite3.Row, rcpts: list[Recipient],
+                           batch: Batch) -> list[Recipient]:
         now = self.clock.now()
         hold = now - timedelta(days=self.settings.notifications.bounce_hold_days)
         bad = await senders.undeliverable(self.db, [r.email for r in rcpts], _iso(hold))
         cap = self.settings.notifications.auto_per_hour
+        counts: dict[str, int] = {}
+        if cap and self._automatic(event):
+            counts = await outbox.automatic_counts(self.db, [r.email for r in rcpts], _iso(now - timedelta(hours=1)))
         kept = []
         for rcpt in rcpts:
             reason = bad.get(rcpt.email)
             if reason is None and ascii_address(rcpt.email) is None:
                 reason = "the address's local part is not ASCII (it would need SMTPUTF8)"
             if reason is None and cap and self._automatic(event):
-                sent = await outbox.automatic_since(self.db, rcpt.email, _iso(now - timedelta(hours=1)))
+                sent = counts.get(rcpt.email, 0) + batch.automatic_to(rcpt.email)
                 if sent >= cap:
                     reason = f"{sent} automatic mails in the last hour (notifications.auto_per_hour = {cap})"
             if reason is None:

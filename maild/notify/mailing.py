@@ -9,6 +9,7 @@ mail carries a reply's attachments up to ``outbound.attach_max`` and names the r
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
@@ -18,7 +19,7 @@ from maild.desk.events import Event, EventKind
 from maild.notify import headers, links
 from maild.notify.compose import Attachment, Outgoing, ascii_address, compose
 from maild.notify.tokens import with_tag
-from maild.store import messages, outbox, tickets
+from maild.store import messages, outbox
 
 if TYPE_CHECKING:
     from maild.notify.follow import Notifier, Recipient
@@ -28,9 +29,22 @@ if TYPE_CHECKING:
 REFERENCES_BYTES = 2000
 
 
+@dataclass
+class Batch:
+    """What one ``follow`` call writes, sent to the database together: outbox rows, and the Message-IDs of
+    our new mails per ticket (so replies to them thread)."""
+
+    mails: list[outbox.OutboxMail] = field(default_factory=list)
+    mail_ids: dict[int, list[str]] = field(default_factory=dict)
+
+    def automatic_to(self, recipient: str) -> int:
+        return sum(1 for m in self.mails if m.automatic and m.recipient == recipient)
+
+
 class Mailing:
-    def __init__(self, notifier: Notifier, event: Event, ticket: sqlite3.Row) -> None:
-        self.n, self.event, self.ticket = notifier, event, ticket
+    def __init__(self, notifier: Notifier, event: Event, ticket: sqlite3.Row, batch: Batch) -> None:
+        self.n, self.event, self.ticket, self.batch = notifier, event, ticket, batch
+        self._thread: tuple[list[str], str] | None = None
         settings = notifier.settings
         self.domain = settings.mail.domain
         dept = settings.department(ticket["department"]) or settings.departments[0]
@@ -67,24 +81,29 @@ class Mailing:
         return self._base
 
     async def _threading(self, own_id: str) -> dict[str, Any]:
-        chain = [mid for mid in await messages.thread_ids(self.n.db, self.ticket["id"]) if mid != own_id]
+        if self._thread is None:  # the same for every mail of this event: one query
+            self._thread = await messages.thread_ids(self.n.db, self.ticket["id"])
+        chain, last_client = self._thread
+        chain = [mid for mid in chain if mid != own_id]
         root = self.ticket["root_message_id"] or (chain[0] if chain else "")
-        last_client = await messages.last_from_client(self.n.db, self.ticket["id"])
-        answers = last_client["message_id"] if last_client is not None and last_client["message_id"] else ""
-        return {"in_reply_to": answers or (chain[-1] if chain else ""),
+        return {"in_reply_to": (last_client if last_client != own_id else "") or (chain[-1] if chain else ""),
                 "references": headers.references(chain, root, REFERENCES_BYTES) if (chain or root) else []}
+
+    def _new_id(self) -> str:
+        message_id = headers.new_message_id(self.ticket["id"], self.domain)
+        self.batch.mail_ids.setdefault(self.ticket["id"], []).append(message_id)
+        return message_id
 
     def _subject(self) -> str:
         token = subject_token(self.n.settings, self.ticket["tid"])
         return headers.thread_subject(self.ticket["subject"], token, self.n.token_re,
                                       reply=self.event.kind is not EventKind.TICKET_OPENED)
 
-    async def _queue(self, audience: str, rcpt: Recipient, message_id: str, subject: str, raw: bytes,
-                     automatic: bool, event: str | None = None) -> None:
-        await outbox.enqueue(self.n.db, outbox.OutboxMail(
+    def _queue(self, audience: str, rcpt: Recipient, message_id: str, subject: str, raw: bytes,
+               automatic: bool, event: str | None = None) -> None:
+        self.batch.mails.append(outbox.OutboxMail(
             ticket_id=self.ticket["id"], event=event or self.event.kind.value, audience=audience, automatic=automatic,
-            sender=self.sender, recipient=_ascii(rcpt.email), message_id=message_id, subject=subject, raw=raw),
-            self.n.clock.stamp())
+            sender=self.sender, recipient=_ascii(rcpt.email), message_id=message_id, subject=subject, raw=raw))
 
     # -- client mail -------------------------------------------------------------------------------------------
 
@@ -95,8 +114,7 @@ class Mailing:
         if personal and self._message is not None:
             message_id = self._message["message_id"]   # the reply's own id: the client's answer threads to it
         else:
-            message_id = headers.new_message_id(t["id"], self.domain)
-            await tickets.add_mail_id(self.n.db, t["id"], message_id, "out")
+            message_id = self._new_id()
         attachments, linked = self._attachments() if personal else ([], [])
         requester = next((r for r in rcpts if r.email == t["client_email"].lower()), rcpts[0])
         ctx.update(thread_subject=self._subject(), link=links.client_link(self.n.settings, self.n.signer, t["tid"]),
@@ -116,7 +134,7 @@ class Mailing:
             auto_replied=automatic and ev.kind is EventKind.TICKET_OPENED and ev.actor.kind == "client",
             loop_marker=loop_marker(self.domain), attachments=attachments, **thread))
         for rcpt in rcpts:
-            await self._queue("client", rcpt, message_id, out.subject, raw, automatic)
+            self._queue("client", rcpt, message_id, out.subject, raw, automatic)
         return len(rcpts)
 
     def _attachments(self) -> tuple[list[Attachment], list[dict[str, Any]]]:
@@ -145,8 +163,7 @@ class Mailing:
         """One staff member's mail about the event (or ``template``, e.g. command_error, with ``extra``)."""
         ctx = dict(await self._context())
         t = self.ticket
-        message_id = headers.new_message_id(t["id"], self.domain)
-        await tickets.add_mail_id(self.n.db, t["id"], message_id, "out")
+        message_id = self._new_id()
         ctx.update(thread_subject=self._subject(), link=links.staff_link(self.n.settings, t["tid"]),
                    recipient={"name": rcpt.name, "email": rcpt.email}, linked_attachments=[], **extra)
         name = template or self.event.kind.value
@@ -157,7 +174,7 @@ class Mailing:
             reply_to=with_tag(self.sender, self.n.signer.reply_tag(t["tid"], rcpt.staff_id)),
             subject=out.subject, text=out.text, html=out.html, message_id=message_id, date=self.n.clock.now(),
             automatic=True, loop_marker=loop_marker(self.domain), **thread))
-        await self._queue("staff", rcpt, message_id, out.subject, raw, True, event=name)
+        self._queue("staff", rcpt, message_id, out.subject, raw, True, event=name)
         return 1
 
 

@@ -165,6 +165,11 @@ class Database:
             return cursor.lastrowid or 0
         return cursor.rowcount
 
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement for many rows, in one trip to the database thread."""
+        if rows:
+            await self.conn.executemany(sql, rows)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Database]:
         """``BEGIN IMMEDIATE`` … ``COMMIT``: takes the write lock up front, so it never deadlocks."""

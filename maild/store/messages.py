@@ -70,13 +70,10 @@ async def attachments_of(db: Database, message_id: int) -> list[sqlite3.Row]:
     return await db.fetchall("SELECT * FROM attachments WHERE message_id = ? ORDER BY id", (message_id,))
 
 
-async def thread_ids(db: Database, ticket_id: int) -> list[str]:
-    """The Message-IDs of the conversation the client sees (their mail and staff replies), oldest first."""
-    rows = await db.fetchall("SELECT message_id FROM messages WHERE ticket_id = ? AND kind != 'note'"
+async def thread_ids(db: Database, ticket_id: int) -> tuple[list[str], str]:
+    """The Message-IDs of the conversation the client sees (their mail and staff replies), oldest first, and
+    the newest of the client's own."""
+    rows = await db.fetchall("SELECT message_id, kind FROM messages WHERE ticket_id = ? AND kind != 'note'"
                              " AND message_id != '' ORDER BY id", (ticket_id,))
-    return [r["message_id"] for r in rows]
-
-
-async def last_from_client(db: Database, ticket_id: int) -> sqlite3.Row | None:
-    return await db.fetchone("SELECT * FROM messages WHERE ticket_id = ? AND kind = 'reply' ORDER BY id DESC LIMIT 1",
-                             (ticket_id,))
+    client = [r["message_id"] for r in rows if r["kind"] == "reply"]
+    return [r["message_id"] for r in rows], client[-1] if client else ""

@@ -88,12 +88,24 @@ async def enqueue(db: Database, mail: OutboxMail, stamp: str) -> int:
     )
 
 
-async def automatic_since(db: Database, recipient: str, since: str) -> int:
-    """How many automatic mails went, or are queued, to ``recipient`` (as stored) since ``since``."""
-    return int(await db.scalar(
-        "SELECT count(*) FROM outbox WHERE recipient = ? AND created_at >= ? AND automatic = 1 AND state != ?",
-        (recipient, since, FAILED),
-    ) or 0)
+async def enqueue_many(db: Database, mails: Sequence[OutboxMail], stamp: str) -> None:
+    """Queue ``mails`` in one statement (a notification's rows). Runs in the caller's transaction."""
+    await db.executemany(
+        "INSERT INTO outbox (ticket_id, event, audience, automatic, sender, recipient, message_id, subject, raw,"
+        " state, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(m.ticket_id, m.event, m.audience, int(m.automatic), m.sender, m.recipient, m.message_id, m.subject,
+          m.raw, QUEUED, stamp, stamp) for m in mails])
+
+
+async def automatic_counts(db: Database, recipients: Sequence[str], since: str) -> dict[str, int]:
+    """How many automatic mails went, or are queued, to each of ``recipients`` (as stored) since ``since``
+    (failed ones do not count): the per-address cap, in one query."""
+    if not recipients:
+        return {}
+    rows = await db.fetchall(
+        f"SELECT recipient, count(*) AS n FROM outbox WHERE recipient IN ({','.join('?' * len(recipients))})"
+        " AND created_at >= ? AND automatic = 1 AND state != ? GROUP BY recipient", (*recipients, since, FAILED))
+    return {r["recipient"]: r["n"] for r in rows}
 
 
 async def due(db: Database, now: str, limit: int, exclude: Collection[int] = ()) -> list[OutboxRow]:

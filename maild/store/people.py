@@ -88,12 +88,6 @@ async def cc_list(db: Database, ticket_id: int) -> list[sqlite3.Row]:
                              (ticket_id,))
 
 
-async def account_people(db: Database, client_id: int) -> list[sqlite3.Row]:
-    """The account's owner, authorised users and contacts."""
-    return await db.fetchall("SELECT email, name, role FROM client_people WHERE client_id = ? ORDER BY email",
-                             (client_id,))
-
-
 async def on_ticket(db: Database, ticket: sqlite3.Row, address: str) -> bool:
     """Is ``address`` one of the ticket's own people: the address that opened it, or a CC recipient?"""
     address = address.lower()
@@ -104,3 +98,12 @@ async def on_ticket(db: Database, ticket: sqlite3.Row, address: str) -> bool:
 async def is_cc(db: Database, ticket_id: int, address: str) -> bool:
     return await db.fetchone("SELECT 1 FROM cc_recipients WHERE ticket_id = ? AND address = ?",
                              (ticket_id, address.lower())) is not None
+
+
+async def ticket_people(db: Database, ticket_id: int, client_id: int | None) -> list[sqlite3.Row]:
+    """In one query, the ticket's client-side people: its account's (``role`` owner/user/contact, with names)
+    and its CC recipients (``role`` cc, ``state`` confirmed or pending)."""
+    return await db.fetchall(
+        "SELECT email, name, role, 'confirmed' AS state FROM client_people WHERE client_id = ?"
+        " UNION ALL SELECT address, '', 'cc', state FROM cc_recipients WHERE ticket_id = ? ORDER BY 3, 1",
+        (client_id, ticket_id))

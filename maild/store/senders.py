@@ -69,16 +69,21 @@ async def tickets_opened_since(db: Database, address: str, since: str) -> int:
 
 async def undeliverable(db: Database, addresses: list[str], bounced_since: str) -> dict[str, str]:
     """Which of ``addresses`` we must not mail, and why: a hard (5.x.x) bounce recorded since
-    ``bounced_since`` (the mark expires), or a ban. One query each for them all."""
+    ``bounced_since`` (the mark expires), or a ban. One query for them all."""
     wanted = sorted({a.lower() for a in addresses if a})
     if not wanted:
         return {}
-    marks = ",".join("?" * len(wanted))
-    found: dict[str, str] = {}
-    for row in await db.fetchall(f"SELECT address, status, last_at FROM bounced_addresses WHERE address IN ({marks})"
-                                 " AND status LIKE '5%' AND last_at >= ?", [*wanted, bounced_since]):
-        found[row["address"]] = f"bounced {row['status']} at {row['last_at']}"
+    by_pattern: dict[str, list[str]] = {}
     for address in wanted:
-        if address not in found and (ban := await banned(db, [address])) is not None:
-            found[address] = f"banned ({ban[1]['pattern']})"
+        for pattern in ban_patterns(address):
+            by_pattern.setdefault(pattern, []).append(address)
+    rows = await db.fetchall(
+        f"SELECT address AS key, 'bounced ' || status || ' at ' || last_at AS why FROM bounced_addresses"
+        f" WHERE address IN ({','.join('?' * len(wanted))}) AND status LIKE '5%' AND last_at >= ?"
+        f" UNION ALL SELECT pattern, 'banned (' || pattern || ')' FROM banned_senders"
+        f" WHERE pattern IN ({','.join('?' * len(by_pattern))})", (*wanted, bounced_since, *by_pattern))
+    found: dict[str, str] = {}
+    for row in rows:
+        for address in by_pattern.get(row["key"], [row["key"]]):
+            found.setdefault(address, row["why"])
     return found

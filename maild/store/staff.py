@@ -21,13 +21,6 @@ async def by_id(db: Database, staff_id: int) -> sqlite3.Row | None:
     return await db.fetchone("SELECT * FROM staff WHERE id = ?", (staff_id,))
 
 
-async def by_ids(db: Database, ids: Iterable[int]) -> list[sqlite3.Row]:
-    wanted = sorted(set(ids))
-    if not wanted:
-        return []
-    return await db.fetchall(f"SELECT * FROM staff WHERE id IN ({','.join('?' * len(wanted))})", wanted)
-
-
 async def by_usernames(db: Database, names: Iterable[str]) -> list[sqlite3.Row]:
     wanted = sorted({n.lower() for n in names})
     if not wanted:
@@ -89,13 +82,6 @@ async def listing(db: Database) -> list[sqlite3.Row]:
         " FROM staff s ORDER BY s.username")
 
 
-async def notified_for(db: Database, department_id: int) -> list[sqlite3.Row]:
-    """Staff who want the department's new-ticket and client-reply mail and may see its tickets."""
-    return await db.fetchall(
-        "SELECT s.* FROM staff s JOIN staff_departments x ON x.staff_id = s.id"
-        " WHERE x.department_id = ? AND x.notify AND (x.member OR s.is_admin) ORDER BY s.id", (department_id,))
-
-
 async def watch(db: Database, ticket_id: int, staff_id: int) -> bool:
     return bool(await db.execute("INSERT INTO watchers (ticket_id, staff_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                                  (ticket_id, staff_id)))
@@ -109,3 +95,19 @@ async def watchers(db: Database, ticket_id: int) -> list[sqlite3.Row]:
     return await db.fetchall(
         "SELECT s.* FROM staff s JOIN watchers w ON w.staff_id = s.id WHERE w.ticket_id = ? ORDER BY s.id",
         (ticket_id,))
+
+
+async def candidates(db: Database, ticket_id: int, department_id: int, ids: Sequence[int]) -> list[sqlite3.Row]:
+    """In one query, every staff member a notification about the ticket may go to: its watchers (``watching``),
+    the department's members who want its mail (``dept_notify``) and the members ``ids`` (flagged, assigned,
+    mentioned)."""
+    extra = sorted(set(ids))
+    marks = ",".join("?" * len(extra)) or "NULL"
+    return await db.fetchall(
+        "SELECT s.*, EXISTS (SELECT 1 FROM watchers w WHERE w.ticket_id = ? AND w.staff_id = s.id) AS watching,"
+        " EXISTS (SELECT 1 FROM staff_departments x WHERE x.staff_id = s.id AND x.department_id = ? AND x.notify"
+        "  AND (x.member OR s.is_admin)) AS dept_notify"
+        " FROM staff s WHERE s.id IN (SELECT staff_id FROM watchers WHERE ticket_id = ?)"
+        " OR s.id IN (SELECT staff_id FROM staff_departments WHERE department_id = ? AND notify)"
+        f" OR s.id IN ({marks}) ORDER BY s.id",
+        (ticket_id, department_id, ticket_id, department_id, *extra))

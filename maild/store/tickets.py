@@ -85,6 +85,12 @@ async def by_mail_ids(db: Database, message_ids: Sequence[str], direction: str |
     return max(rows, key=lambda r: position[r["matched"]])
 
 
+async def add_mail_ids(db: Database, ticket_id: int, message_ids: Sequence[str], direction: str) -> None:
+    await db.executemany(
+        "INSERT INTO mail_ids (message_id, ticket_id, direction) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        [(m, ticket_id, direction) for m in message_ids if m])
+
+
 async def add_mail_id(db: Database, ticket_id: int, message_id: str, direction: str) -> None:
     if message_id:
         await db.execute(
