@@ -150,3 +150,52 @@ async def test_long_ticket_keeps_threading_headers_small(desk: Instance):
     header_block = raw.split(b"\r\n\r\n", 1)[0]
     assert len(header_block) < 4096, len(header_block)
     assert str(last["Subject"]).count(f"[Ticket #{tid}]") == 1
+
+
+def test_adding_a_staff_member_again_changes_only_what_is_given(desk: Instance):
+    desk.cli("staff", "add", "ben@helpdesk.example", "--name", "Benjamin")
+    (ben,) = [s for s in desk.cli_json("staff", "list") if s["email"] == "ben@helpdesk.example"]
+    assert (ben["username"], ben["name"], ben["departments"]) == ("ben", "Benjamin", ["Billing"])
+
+
+def test_a_reply_that_closes_tells_the_client_once(desk: Instance):
+    (item,) = ingest(desk, make_mail(sender=CLIENT))
+    tid = item["ticket"]
+    desk.cli("staff", "set", "ben", "--departments", "Billing,Technical Support")
+    act(desk, "watch", tid, "--as", "ben")
+    out = act(desk, "reply", tid, "--as", "ann", "--status", "Closed", body=b"Fixed, closing this.")
+    assert [e["event"] for e in out["events"]] == ["admin_reply", "closed"]
+    rows = desk.query("SELECT event, recipient, raw FROM outbox WHERE event IN ('admin_reply', 'closed')")
+    assert sorted((r["event"], r["recipient"]) for r in rows) == [
+        ("admin_reply", CLIENT), ("admin_reply", "ben@helpdesk.example"), ("closed", "ben@helpdesk.example")]
+    client = next(r["raw"] for r in rows if r["recipient"] == CLIENT)
+    assert b"This ticket is now closed" in client
+
+
+def test_mentions_reach_only_staff_who_may_see_the_ticket(desk: Instance):
+    (item,) = ingest(desk, make_mail(sender=CLIENT))
+    tid = item["ticket"]
+    desk.cli("staff", "add", "tess@helpdesk.example", "--departments", "Technical Support")
+    out = act(desk, "note", tid, "--as", "ann", body=b"@tess @ben @nobody please check")
+    assert out["notes"] == ["not mentioned (no such staff member, or not in department 'Technical Support'):"
+                            " @ben, @nobody"]
+    assert [r["recipient"] for r in desk.query("SELECT recipient FROM outbox WHERE event = 'note_added'")] == [
+        "tess@helpdesk.example"]
+
+
+def test_cc_recipients_see_only_the_requester(desk: Instance):
+    """Every client copy is addressed To the ticket's requester: a CC recipient never sees the account owner,
+    who gets a copy without being named."""
+    desk.cli("clients", "add", "olivia@acme.example", "--account", "Acme", "--name", "Olivia Owner")
+    desk.cli("clients", "add", "ursula@acme.example", "--account", "Acme", "--role", "user")
+    (item,) = ingest(desk, make_mail(sender="ursula@acme.example"))
+    tid = item["ticket"]
+    act(desk, "set", tid, "--as", "ann", "--cc-add", "cc@partner.example")
+    act(desk, "reply", tid, "--as", "ann", body=b"Hello")
+    rows = desk.query("SELECT recipient, raw FROM outbox WHERE event = 'admin_reply'")
+    assert sorted(r["recipient"] for r in rows) == ["cc@partner.example", "olivia@acme.example", "ursula@acme.example"]
+    for r in rows:
+        msg = email.message_from_bytes(r["raw"], policy=policy.default)
+        assert [a.addr_spec for a in msg["To"].addresses] == ["ursula@acme.example"]
+        assert [a.addr_spec for a in msg["Cc"].addresses] == ["cc@partner.example"]
+        assert b"olivia" not in r["raw"]

@@ -100,33 +100,31 @@ def dsn(original_id: str, recipient: str, status: str, action: str = "failed") -
     return raw.replace(b"--" + boundary + b"--", status_part + b"--" + boundary + b"--")
 
 
-def sent_by_us(inst: Instance, tid: str, message_id: str) -> None:
-    """Record a Message-ID as mail we sent on the ticket, as the outbox will (ROADMAP 1: notifications)."""
-    conn = sqlite3.connect(inst.db_path)
-    with conn:
-        conn.execute("INSERT INTO mail_ids (message_id, ticket_id, direction)"
-                     " SELECT ?, id, 'out' FROM tickets WHERE tid = ?", (message_id, tid))
-    conn.close()
 
 
-def test_bounce_is_recorded_on_its_ticket_and_marks_the_address(instance: Instance, tmp_path):
+def test_bounce_quoting_our_message_id_marks_only_its_sole_recipient(instance: Instance, tmp_path):
+    """The fallback for reports that do not come to a signed address: logged on the ticket, and the address
+    marked only when the quoted mail went to that one address (a co-recipient could forge the report)."""
     first = make_mail(subject="Please help", sender="gone@client.example", cc="slow@client.example")
     ingest(instance, tmp_path, first.as_bytes())
     tid = instance.query("SELECT tid FROM tickets")[0]["tid"]
-    ours = "<notify.1.abc@helpdesk.example>"
-    sent_by_us(instance, tid, ours)
-    instance.cli("staff", "add", "sam@helpdesk.example")
-    items = ingest(instance, tmp_path, dsn(ours, "gone@client.example", "5.1.1"),
-                   dsn(ours, "slow@client.example", "4.4.1", action="delayed"),
-                   dsn(ours, "bystander@else.example", "5.1.1"), dsn(ours, "sam@helpdesk.example", "5.1.1"))
-    assert [(i["outcome"], i["reason"], i["ticket"]) for i in items] == [("blocked", "bounce", tid)] * 4
+    shared = instance.query("SELECT DISTINCT message_id FROM outbox")[0]["message_id"]  # to gone and slow
+    instance.cli("staff", "add", "sam@helpdesk.example", "--admin")
+    instance.cli("ticket", "set", tid, "--as", "sam", "--cc-remove", "slow@client.example")
+    instance.cli("ticket", "reply", tid, "--as", "sam", "--body-file", "-", input=b"Any news?")
+    (sole,) = [r["message_id"] for r in instance.query("SELECT message_id FROM outbox WHERE event = 'admin_reply'")]
+    items = ingest(instance, tmp_path, dsn(shared, "gone@client.example", "5.1.1"),
+                   dsn(sole, "slow@client.example", "4.4.1", action="delayed"),
+                   dsn(sole, "bystander@else.example", "5.1.1"), dsn(sole, "sam@helpdesk.example", "5.1.1"),
+                   dsn(sole, "gone@client.example", "5.1.1"))
+    assert [(i["outcome"], i["reason"], i["ticket"]) for i in items] == [("blocked", "bounce", tid)] * 5
     marked = instance.query("SELECT address, status, ticket_id FROM bounced_addresses")
-    # a delay is not a failure; an address the ticket never mails is not ours to mark; staff never are
     assert [tuple(r)[:2] for r in marked] == [("gone@client.example", "5.1.1")] and marked[0]["ticket_id"]
     events = [e for e in instance.cli_json("ticket", "show", tid)["log"] if e["event"] == "bounce"]
-    assert [(e["detail"]["recipient"], e["detail"]["status"]) for e in events] == [
-        ("gone@client.example", "5.1.1"), ("slow@client.example", "4.4.1"), ("bystander@else.example", "5.1.1"),
-        ("sam@helpdesk.example", "5.1.1")]
+    assert [(e["detail"]["recipient"], e["detail"]["status"], e["detail"]["stops_mail"]) for e in events] == [
+        ("gone@client.example", "5.1.1", False), ("slow@client.example", "4.4.1", False),
+        ("bystander@else.example", "5.1.1", False), ("sam@helpdesk.example", "5.1.1", False),
+        ("gone@client.example", "5.1.1", True)]
     assert len(instance.query("SELECT * FROM tickets")) == 1
 
 

@@ -58,31 +58,39 @@ def test_badges_and_the_people_who_may_reply(desk: Instance):
     first = make_mail(subject="Server down", sender="owner@acme.example", cc="colleague@partner.example")
     (opened,) = feed(desk, first)
     tid = opened["ticket"]
-    replies = [make_mail(subject=f"Re: Server down [Ticket #{tid}]", sender=s, in_reply_to=first["Message-ID"])
-               for s in ("user@acme.example", "contact@acme.example", "colleague@partner.example",
-                         "sam@helpdesk.example", "both@acme.example")]
+
+    def reply(sender: str):
+        return make_mail(subject=f"Re: Server down [Ticket #{tid}]", sender=sender, in_reply_to=first["Message-ID"])
+
+    replies = [reply(s) for s in ("user@acme.example", "contact@acme.example", "colleague@partner.example",
+                                  "sam@helpdesk.example", "both@acme.example")]
     replies[3]["Authentication-Results"] = VERIFIED  # our MTA checked sam's DKIM signature
     items = feed(desk, *replies)
-    assert [i["outcome"] for i in items] == ["reply"] * 5
+    # The colleague came in as a CC of a known client's unverified mail: pending until staff confirm it. Sam's
+    # From is verified, but staff act by replying to their notification (its signed token), not by From.
+    assert [(i["outcome"], i["reason"]) for i in items] == [
+        ("reply", ""), ("reply", ""), ("blocked", "unauthorised_sender"), ("blocked", "unauthorised_sender"),
+        ("reply", "")]
+    desk.cli("ticket", "set", tid, "--as", "sam", "--cc-add", "colleague@partner.example")
+    assert [i["outcome"] for i in feed(desk, reply("colleague@partner.example"))] == ["reply"]
     assert badges(desk, tid) == [
         ("owner@acme.example", "Owner"),
         ("user@acme.example", "Authorized User"),
         ("contact@acme.example", "Sub-account"),
-        ("colleague@partner.example", "Guest"),      # a CC recipient of the first mail
-        ("sam@helpdesk.example", "Operator"),
         ("both@acme.example", "Authorized User"),    # of this ticket's account, though in two accounts
+        ("colleague@partner.example", "Guest"),      # a (now confirmed) CC recipient of the first mail
     ]
-    kinds = [m["kind"] for m in desk.cli_json("ticket", "show", tid)["messages"]]
-    assert kinds == ["reply", "reply", "reply", "reply", "staff_reply", "reply"]
 
 
-def test_verified_staff_reply_answers_the_ticket(desk: Instance):
+def test_verified_staff_mail_without_a_token_is_imported_by_an_admin(desk: Instance):
     first = make_mail(subject="Backup failed", sender="owner@acme.example")
     (opened,) = feed(desk, first)
     answer = make_mail(subject="Re: Backup failed", sender="sam@helpdesk.example", in_reply_to=first["Message-ID"])
     answer["Authentication-Results"] = "mx.helpdesk.example; dmarc=pass (p=reject) header.from=helpdesk.example"
     (item,) = feed(desk, answer)
-    assert item["outcome"] == "reply"
+    assert (item["outcome"], item["reason"]) == ("blocked", "unauthorised_sender")
+    log_id = desk.cli_json("import-log", "--outcome", "blocked")[0]["id"]
+    desk.cli("import-log", "import", str(log_id))
     t = desk.cli_json("ticket", "show", opened["ticket"])
     assert t["status"] == "Answered"
     assert (t["messages"][-1]["kind"], t["messages"][-1]["badge"]) == ("staff_reply", "Operator")
@@ -257,3 +265,15 @@ def test_clients_import_csv(instance: Instance, tmp_path):
     assert proc.returncode == 65
     assert b"bad.csv:2" in proc.stderr and b"bad.csv:3" in proc.stderr
     assert len(instance.cli_json("clients", "list")) == 3  # all or nothing
+
+
+def test_cc_from_a_client_of_several_accounts_stays_pending(desk: Instance):
+    """Such a client is a Guest by badge (we cannot tell which account), but is known: a forged From of theirs
+    must not bring in a CC recipient who then gets the staff's answers."""
+    (opened,) = feed(desk, make_mail(subject="Access", sender="both@acme.example", cc="mallory@evil.example"))
+    t = desk.cli_json("ticket", "show", opened["ticket"])
+    assert t["messages"][0]["badge"] == "Guest"
+    assert t["cc"] == [{"address": "mallory@evil.example", "state": "pending"}]
+    (stranger,) = feed(desk, make_mail(subject="Hi", sender="new@stranger.example", cc="friend@stranger.example"))
+    assert desk.cli_json("ticket", "show", stranger["ticket"])["cc"] == [
+        {"address": "friend@stranger.example", "state": "confirmed"}]   # an unknown opener: nothing to protect

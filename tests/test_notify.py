@@ -295,3 +295,10 @@ async def test_automatic_mail_cap_and_bounce_marks_expire(tmp_path: Path):
         time.now += timedelta(days=31)
         await mail_from(CONTACT, "Hello again")
         assert await confirmations(CONTACT) == 1
+
+
+def test_the_rules_table_never_sends_a_note_to_a_client():
+    table = R.rules({"note_added": ("requester", "watchers", "cc"), "closed": ("watchers",)})
+    assert table[EventKind.NOTE_ADDED] == ("watchers",)
+    assert table[EventKind.CLOSED] == ("watchers",)
+    assert table[EventKind.ADMIN_REPLY] == R.DEFAULT_RULES[EventKind.ADMIN_REPLY]

@@ -99,8 +99,8 @@ def test_round_trip_client_staff_by_mail_client(live: Instance, relay: Relay):
     answers = mail_to(relay, CLIENT, 2)
     answer = answers[1]
     assert answer["From"].addresses[0].display_name == "Sam Staff"
-    assert "please unplug it first" in text_of(answer)
-    assert "Printer on fire" not in text_of(answer).split("--")[0] or "wrote:" not in text_of(answer)
+    said = text_of(answer).split("\n--")[0]    # above our footer: Sam's words and his ticket signature only
+    assert "please unplug it first" in said and "wrote:" not in said and "Reply to answer" not in said
     assert answer["References"].split()[0] == first["Message-ID"]       # one thread, rooted at the first mail
     assert answer["In-Reply-To"] == first["Message-ID"]
     assert answer["Auto-Submitted"] is None
@@ -135,9 +135,10 @@ def test_note_and_commands_by_mail(live: Instance, relay: Relay):
     assert "old plan" in text_of(mention)
     (refusal,) = [m for m in mail_to(relay, STAFF, 2) if "Not done" in m["Subject"]]
     assert "#priority urgent" in text_of(refusal)
-    time.sleep(0.5)  # nothing more may arrive for the client: not the note, not the commands
-    assert len([t for t in relay.transactions if CLIENT in t.rcpt_tos]) == client_mails
-    assert all("old plan" not in t.data.decode(errors="replace") for t in relay.transactions if CLIENT in t.rcpt_tos)
+    # Nothing for the client from the note or the commands: the outbox rows commit with each outcome.
+    queued = live.query("SELECT event, raw FROM outbox WHERE recipient = ?", (CLIENT,))
+    assert [r["event"] for r in queued] == ["ticket_opened"] and client_mails == 1
+    assert all(b"old plan" not in r["raw"] for r in live.query("SELECT raw FROM outbox WHERE audience = 'client'"))
 
 
 def test_forged_staff_from_without_token_is_blocked(live: Instance, relay: Relay):
@@ -168,8 +169,7 @@ def test_no_mail_to_auto_responders_blocked_senders_or_pending_cc(live: Instance
     tid = live.query("SELECT tid FROM tickets")[0]["tid"]
     live.cli("ticket", "reply", tid, "--as", "boss", "--body-file", "-", input=b"Here is your account data.")
     assert len(mail_to(relay, CLIENT, 2)) == 2
-    time.sleep(0.5)
-    rcpts = {r for t in relay.transactions for r in t.rcpt_tos}
+    rcpts = {r["recipient"] for r in live.query("SELECT recipient FROM outbox")}   # all that will ever go
     assert not rcpts & {"away@client.example", "spammer@bad.example", "mallory@evil.example"}
     shown = live.cli("ticket", "show", tid).stdout.decode()
     assert "mallory@evil.example (pending)" in shown
@@ -216,3 +216,23 @@ def test_bounce_to_signed_address_marks_that_recipient(live: Instance, relay: Re
     log = live.cli_json("ticket", "log", tid)
     assert any(e["event"] == "mail_skipped" and e["detail"]["recipient"] == "gone@client.example" for e in log)
     assert {r for t in relay.wait_for(before + 1)[before:] for r in t.rcpt_tos} == {"colleague@client.example"}
+
+
+def test_a_reply_with_nothing_new_sends_nothing(live: Instance, relay: Relay):
+    """A staff member who hits Reply and sends without writing (or writes only below the quote, under their
+    signature) must not mail the client the quoted notification: it may hold a private note."""
+    send(live, make_mail(subject="Server down", sender=CLIENT))
+    (notice,) = mail_to(relay, STAFF)
+    tid = live.query("SELECT tid FROM tickets")[0]["tid"]
+    send(live, reply_to(notice, STAFF, "#note\nThe client owes us 3 invoices; do not promise anything.", "Sam"))
+    assert outcomes(live, 2) == ["new_ticket", "note"]
+    empty = reply_to(notice, STAFF, "", "Sam")
+    signed_only = reply_to(notice, STAFF, "\n-- \nSam Staff\nHelpdesk Example", "Sam")
+    send(live, empty)
+    send(live, signed_only)
+    assert outcomes(live, 4) == ["new_ticket", "note", "command:rejected", "command:rejected"]
+    assert [r["event"] for r in live.query("SELECT event FROM outbox WHERE recipient = ?", (CLIENT,))] == [
+        "ticket_opened"]
+    assert live.cli_json("ticket", "show", tid)["status"] == "Open"
+    refusals = [m for m in mail_to(relay, STAFF, 3) if "Not done" in m["Subject"]]
+    assert len(refusals) == 2 and "nothing new above the quoted mail" in text_of(refusals[0])

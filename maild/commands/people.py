@@ -61,13 +61,15 @@ async def _save_staff(settings: Settings, args: argparse.Namespace) -> dict:
                 raise LookupError(f"no such file: {path}")
             signature = path.read_text(encoding="utf-8").rstrip()
         member = _department_ids(app.departments, args.departments)
-        if member is None and args.staff_command == "add":
+        existing = await staff.by_email(db, args.email) if args.staff_command == "add" else None
+        if member is None and args.staff_command == "add" and existing is None:
             member = list(app.departments.values())  # a new member works everywhere until told otherwise
         notify = _department_ids(app.departments, args.notify)
         admin = True if args.admin else (False if getattr(args, "no_admin", False) else None)
         async with db.transaction():
             if args.staff_command == "add":
-                username = args.username or args.email.split("@")[0]
+                # Adding an address again changes only what is given (its username and departments stay).
+                username = args.username or (existing["username"] if existing else args.email.split("@")[0])
                 other = await staff.by_username(db, username)
                 if other is not None and other["email"] != args.email.lower():
                     raise ValueError(f"username {username!r} is taken by {other['email']}; choose --username")

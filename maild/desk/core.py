@@ -69,9 +69,7 @@ async def create_ticket(db: Database, *, digits: int, subject: str, priority: st
                 db, tid=tid, subject=subject.strip() or "(no subject)", status=status, priority=priority,
                 department_id=department_id, client_email=client_email, client_name=client_name,
                 client_id=client_id, stamp=stamp)
-        except sqlite3.IntegrityError as exc:
-            if "tickets.tid" not in str(exc):
-                raise
+        except tickets.TidTaken:
             continue
         return ticket_id, tid
     raise TicketNumbersExhausted(f"no free {digits}-digit ticket number after {MAX_TID_TRIES} tries;"
@@ -123,7 +121,11 @@ async def add_reply(db: Database, ticket: sqlite3.Row, msg: NewMessage, actor: A
     await tickets.touch_reply(db, ticket["id"], new_status, stamp)
     await tickets.log_event(db, ticket["id"], "staff_reply" if staff else "client_reply", actor.label, stamp,
                             previous_status=ticket["status"], status=new_status, **detail)
-    return message_id, [Event(event, ticket["id"], actor, message_id=message_id)]
+    events = [Event(event, ticket["id"], actor, message_id=message_id)]
+    if new_status == tickets.CLOSED and ticket["status"] != tickets.CLOSED:
+        # Closed with the reply: watchers hear of it; the client's copy of the reply says so (follow.py).
+        events.append(Event(EventKind.CLOSED, ticket["id"], actor, changes={"status": (ticket["status"], new_status)}))
+    return message_id, events
 
 
 async def add_note(db: Database, ticket: sqlite3.Row, msg: NewMessage, actor: Actor, mentioned: Sequence[int],

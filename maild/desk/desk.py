@@ -176,7 +176,8 @@ class Desk:
         async with self._unit():
             ticket = await self.ticket(tid)
             await self._check(actor, ticket, expected)
-            named = await staff.by_usernames(self.db, bodies.mentions(body))
+            # Only admins and the department's staff can be @mentioned: the note's text goes to them by mail.
+            named = await staff.with_access(self.db, bodies.mentions(body), ticket["department_id"])
             msg = core.NewMessage(kind="note", author_email=actor.email, author_name=actor.name or actor.username,
                                   badge="Operator", body=body.strip(), body_html=bodies.to_html(body),
                                   staff_id=actor.staff_id, inbound_id=inbound_id, files=files)
@@ -185,7 +186,8 @@ class Desk:
             result = Result(ticket["id"], ticket["tid"], events, message_id)
             unknown = set(bodies.mentions(body)) - {r["username"].lower() for r in named}
             if unknown:
-                result.notes.append(f"no staff member named {', '.join('@' + u for u in sorted(unknown))}")
+                result.notes.append(f"not mentioned (no such staff member, or not in department"
+                                    f" {ticket['department']!r}): {', '.join('@' + u for u in sorted(unknown))}")
             return await self._finish(result)
 
     async def set_options(self, actor: Actor, tid: str, options: Options,

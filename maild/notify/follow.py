@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ from maild.addressbook import subject_token_pattern
 from maild.desk.events import Actor, Event, EventKind
 from maild.notify import rules as R
 from maild.notify.compose import ascii_address
-from maild.notify.mailing import Batch, Mailing
+from maild.notify.mailing import Batch, Mailing, Recipient
 from maild.store import outbox, people, senders, staff, tickets
 
 if TYPE_CHECKING:
@@ -37,15 +36,6 @@ log = logging.getLogger("ticketd.notify")
 
 # Mail a person writes to the client: no Auto-Submitted (RFC 3834 is for automatic mail).
 PERSONAL = frozenset({EventKind.ADMIN_REPLY})
-
-
-@dataclass(frozen=True)
-class Recipient:
-    email: str
-    name: str
-    audience: str                  # client | staff
-    staff_id: int | None = None
-    role: str = ""                 # for client mail: requester | owner | user | contact | cc
 
 
 class Notifier:
@@ -65,6 +55,8 @@ class Notifier:
         """Write the outbox rows for ``events``; returns how many. Runs inside the caller's transaction; the
         rows (and our Message-IDs) of all the events go to the database together at the end."""
         batch = Batch()
+        # A reply that closes the ticket tells the client both at once: no separate closure notice.
+        replied = {e.ticket_id for e in events if e.kind is EventKind.ADMIN_REPLY}
         for event in events:
             if not event.notify or not self.rules.get(event.kind):
                 continue
@@ -72,6 +64,8 @@ class Notifier:
             if ticket is None:
                 continue
             staff_to, client_to = await self._recipients(event, ticket)
+            if event.kind is EventKind.CLOSED and event.ticket_id in replied:
+                client_to = []
             mailing = Mailing(self, event, ticket, batch)
             if client_to:
                 client_to = await self._deliverable(event, ticket, client_to, batch)
@@ -141,10 +135,12 @@ class Notifier:
                     client.append(Recipient(p["email"], p["name"], "client", role=p["role"]))
         client_to: dict[str, Recipient] = {}
         for rcpt in client:
-            email = rcpt.email.lower()
+            # One spelling everywhere (outbox rows, bounce marks, the cap): the ASCII one, IDNA domain.
+            email = ascii_address(rcpt.email) or rcpt.email.lower()
             if not email or email in staff_to or self.book.department_for(email):
                 continue
-            if email == actor.email.lower() and not (event.kind is EventKind.TICKET_OPENED and actor.kind == "client"):
+            own = email in (actor.email.lower(), ascii_address(actor.email))
+            if own and not (event.kind is EventKind.TICKET_OPENED and actor.kind == "client"):
                 continue  # a client's confirmation of their own new ticket is the one exception
             client_to.setdefault(email, Recipient(email, rcpt.name, "client", role=rcpt.role))
         return list(staff_to.values()), list(client_to.values())

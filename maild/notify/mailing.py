@@ -22,7 +22,7 @@ from maild.notify.tokens import with_tag
 from maild.store import messages, outbox
 
 if TYPE_CHECKING:
-    from maild.notify.follow import Notifier, Recipient
+    from maild.notify.follow import Notifier
 
 # References: the root and the newest ids within this budget, so that the whole header block of a mail on a
 # 200-message ticket stays under 4 KB (some mail clients and filters choke on more).
@@ -39,6 +39,15 @@ class Batch:
 
     def automatic_to(self, recipient: str) -> int:
         return sum(1 for m in self.mails if m.automatic and m.recipient == recipient)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    name: str
+    audience: str                  # client | staff
+    staff_id: int | None = None
+    role: str = ""                 # for client mail: requester | owner | user | contact | cc
 
 
 class Mailing:
@@ -116,7 +125,9 @@ class Mailing:
         else:
             message_id = self._new_id()
         attachments, linked = self._attachments() if personal else ([], [])
-        requester = next((r for r in rcpts if r.email == t["client_email"].lower()), rcpts[0])
+        # Every copy is addressed to the ticket's requester (CC recipients see who the ticket is for, never the
+        # account's owner or users, who get theirs without being named), greeted by the requester's name.
+        requester = Recipient(t["client_email"], t["client_name"], "client", role="requester")
         ctx.update(thread_subject=self._subject(), link=links.client_link(self.n.settings, self.n.signer, t["tid"]),
                    recipient={"name": requester.name, "email": requester.email},
                    linked_attachments=linked)
@@ -127,7 +138,7 @@ class Mailing:
         raw = compose(Outgoing(
             from_name=from_name, from_addr=self.sender,
             to=[(requester.name, _ascii(requester.email))],
-            cc=[(r.name, _ascii(r.email)) for r in rcpts if r is not requester and r.role == "cc"],
+            cc=[(r.name, _ascii(r.email)) for r in rcpts if r.role == "cc"],
             reply_to=with_tag(self.sender, self.n.signer.reply_tag(t["tid"])),
             subject=out.subject, text=out.text, html=out.html, message_id=message_id, date=self.n.clock.now(),
             thread_index=index, thread_topic=ctx["ticket"]["subject"], automatic=automatic,

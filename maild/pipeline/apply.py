@@ -68,7 +68,10 @@ async def open_from_mail(ctx: MessageContext, env: Env) -> tuple[list[Event], Ou
     others = {a for _, a in mail.to + mail.cc} - {ctx.author_email}
     others = {a for a in others if a and not env.book.department_for(a)}
     if others:
-        trusted = ctx.badge == "Guest" or bool(authres.verified_by(
+        # "Unknown" means no account and not registered: a client of several accounts is a Guest by badge,
+        # but a forged From of theirs must not bring in a CC either.
+        unknown = not ctx.roles and not ctx.registered and ctx.staff is None
+        trusted = unknown or bool(authres.verified_by(
             mail.headers.get("authentication-results", []), env.settings.mail.trusted_authserv_ids,
             ctx.author_email.rpartition("@")[2]))
         await people.add_cc(env.db, ticket_id, sorted(others), state="confirmed" if trusted else "pending",
@@ -92,7 +95,7 @@ async def staff_mail(ctx: MessageContext, env: Env, ticket: sqlite3.Row, **detai
     """A staff member's mail: a reply, a #note, or commands alone; all through the desk's actions."""
     assert ctx.staff is not None
     text = ctx.mail.content.text
-    sm = ctx.staff_mail or read(quotes.visible(text) or text)
+    sm = ctx.staff_mail or read(quotes.visible(text))
     actor = actor_of(ctx.staff)
     desk, tid = env.desk.within(), ticket["tid"]
     await tickets.add_mail_id(env.db, ticket["id"], ctx.mail.message_id, "in")
@@ -102,6 +105,7 @@ async def staff_mail(ctx: MessageContext, env: Env, ticket: sqlite3.Row, **detai
     if sm.note and (sm.body.strip() or ctx.files):
         result = await desk.note(actor, tid, sm.body, inbound_id=ctx.inbound.id, files=tuple(ctx.files), **detail)
         events += result.events
+        ctx.notes += result.notes
         outcome = Note(ticket_id=ticket["id"], tid=tid)
     elif not sm.note and (sm.body.strip() or ctx.files):
         result = await desk.reply(actor, tid, sm.body, tuple(ctx.files), status=sm.status, inbound_id=ctx.inbound.id,

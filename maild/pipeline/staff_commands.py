@@ -15,7 +15,8 @@ async def check(ctx: MessageContext, env: Env) -> Outcome | None:
     if ctx.staff is None or ctx.ticket is None:
         return None
     text = ctx.mail.content.text
-    sm = ctx.staff_mail = read(quotes.visible(text) or text)
+    # Only the new text: never the quoted notification (it may hold a private note) or the history.
+    sm = ctx.staff_mail = read(quotes.visible(text))
     member = ctx.staff
     # What the desk would refuse, found before anything is written: rights, the assignee.
     if not member["is_admin"]:
@@ -26,6 +27,8 @@ async def check(ctx: MessageContext, env: Env) -> Outcome | None:
         sm.errors.append(f"#assign {sm.assign}: no staff member with that username")
     if sm.note and not sm.body.strip() and not ctx.files and not sm.changes_options:
         sm.errors.append("#note with nothing after it: write the note below the #note line")
+    elif not sm.body.strip() and not ctx.files and not sm.changes_options:
+        sm.errors.append("nothing new above the quoted mail: no reply, note or command; nothing was sent")
     if not sm.errors:
         return None
     return Command(reason="rejected", ticket_id=ctx.ticket["id"], tid=ctx.ticket["tid"],

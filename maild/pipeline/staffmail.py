@@ -49,7 +49,10 @@ def read(text: str) -> StaffMail:
         name, arg = m.group(1).lower(), m.group(2).strip()
         out.commands.append(line)
         _apply(out, name, arg)
-    out.body = "\n".join(lines[i:]).strip("\n")
+    rest = lines[i:]
+    # The staff member's own mail signature goes: ticketd adds their ticket signature to the reply.
+    cut = next((n for n, line in enumerate(rest) if line.rstrip() in ("--", "-- ")), len(rest))
+    out.body = "\n".join(rest[:cut]).strip("\n")
     return out
 
 

@@ -97,6 +97,18 @@ async def enqueue_many(db: Database, mails: Sequence[OutboxMail], stamp: str) ->
           m.raw, QUEUED, stamp, stamp) for m in mails])
 
 
+async def recipients_of(db: Database, message_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Message-ID → the recipients our mail with that id went to (one outbox row each)."""
+    wanted = list(dict.fromkeys(message_ids))[-100:]
+    if not wanted:
+        return {}
+    found: dict[str, list[str]] = {}
+    for r in await db.fetchall(f"SELECT message_id, recipient FROM outbox WHERE message_id IN"
+                               f" ({','.join('?' * len(wanted))}) ORDER BY id", wanted):
+        found.setdefault(r["message_id"], []).append(r["recipient"].lower())
+    return found
+
+
 async def automatic_counts(db: Database, recipients: Sequence[str], since: str) -> dict[str, int]:
     """How many automatic mails went, or are queued, to each of ``recipients`` (as stored) since ``since``
     (failed ones do not count): the per-address cap, in one query."""

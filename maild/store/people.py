@@ -89,14 +89,15 @@ async def cc_list(db: Database, ticket_id: int) -> list[sqlite3.Row]:
 
 
 async def on_ticket(db: Database, ticket: sqlite3.Row, address: str) -> bool:
-    """Is ``address`` one of the ticket's own people: the address that opened it, or a CC recipient?"""
+    """Is ``address`` one of the ticket's own people: the address that opened it, or a confirmed CC recipient
+    (a pending one, from a From nobody verified, counts only once staff confirm it)?"""
     address = address.lower()
     return bool(address) and (address == (ticket["client_email"] or "").lower()
                               or await is_cc(db, ticket["id"], address))
 
 
 async def is_cc(db: Database, ticket_id: int, address: str) -> bool:
-    return await db.fetchone("SELECT 1 FROM cc_recipients WHERE ticket_id = ? AND address = ?",
+    return await db.fetchone("SELECT 1 FROM cc_recipients WHERE ticket_id = ? AND address = ? AND state = 'confirmed'",
                              (ticket_id, address.lower())) is not None
 
 

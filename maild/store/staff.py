@@ -21,12 +21,15 @@ async def by_id(db: Database, staff_id: int) -> sqlite3.Row | None:
     return await db.fetchone("SELECT * FROM staff WHERE id = ?", (staff_id,))
 
 
-async def by_usernames(db: Database, names: Iterable[str]) -> list[sqlite3.Row]:
+async def with_access(db: Database, names: Iterable[str], department_id: int) -> list[sqlite3.Row]:
+    """The staff among usernames ``names`` who may see the department's tickets (admins and its members)."""
     wanted = sorted({n.lower() for n in names})
     if not wanted:
         return []
     return await db.fetchall(
-        f"SELECT * FROM staff WHERE lower(username) IN ({','.join('?' * len(wanted))})", wanted)
+        f"SELECT s.* FROM staff s WHERE lower(s.username) IN ({','.join('?' * len(wanted))}) AND (s.is_admin"
+        " OR EXISTS (SELECT 1 FROM staff_departments x WHERE x.staff_id = s.id AND x.department_id = ? AND x.member))",
+        (*wanted, department_id))
 
 
 async def save(db: Database, *, email: str, username: str, name: str | None, is_admin: bool | None,

@@ -25,6 +25,10 @@ SELECT = (
 )
 
 
+class TidTaken(Exception):
+    """The public ticket number is in use already (draw another)."""
+
+
 async def create(
     db: Database,
     *,
@@ -38,11 +42,16 @@ async def create(
     client_id: int | None,
     stamp: str,
 ) -> int:
-    return await db.execute(
-        "INSERT INTO tickets (tid, subject, status, priority, department_id, client_email, client_name, client_id,"
-        " created_at, updated_at, last_reply_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (tid, subject, status, priority, department_id, client_email, client_name, client_id, stamp, stamp, stamp),
-    )
+    try:
+        return await db.execute(
+            "INSERT INTO tickets (tid, subject, status, priority, department_id, client_email, client_name, client_id,"
+            " created_at, updated_at, last_reply_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (tid, subject, status, priority, department_id, client_email, client_name, client_id, stamp, stamp, stamp),
+        )
+    except sqlite3.IntegrityError as exc:
+        if "tickets.tid" in str(exc):
+            raise TidTaken(tid) from None
+        raise
 
 
 async def get(db: Database, ticket_id: int) -> sqlite3.Row | None:

@@ -3,8 +3,9 @@
 
 What a report is trusted for: when it comes to a signed bounce address (our VERP envelope sender,
 ``dept+b{outbox id}-{mac}@``, whose MAC binds that one recipient), exactly that recipient of that mail is
-marked; as a fallback, a report that quotes one of the Message-IDs we sent marks the ticket's client-side
-recipients it names (never staff). Only hard failures (5.x.x) stop mail to an address, and the mark
+marked; as a fallback, a report that quotes one of the Message-IDs we sent marks the recipient it names
+only when that mail went to that one address alone (whoever else got a copy could have written the report).
+Only hard failures (5.x.x) stop mail to an address, and the mark
 expires (``notifications.bounce_hold_days``). A report about anything else is blocked and kept, and
 changes nothing."""
 
@@ -17,7 +18,7 @@ from maild.notify.tokens import tags_in
 from maild.outcomes import BOUNCE, Blocked, Outcome
 from maild.pipeline.context import Env, MessageContext
 from maild.pipeline.dsn import Recipient
-from maild.store import outbox, people, senders, tickets
+from maild.store import outbox, senders, tickets
 
 DAEMON_LOCALPARTS = ("mailer-daemon", "mail-daemon", "mailerdaemon")
 
@@ -84,12 +85,12 @@ async def check(ctx: MessageContext, env: Env) -> Outcome | None:
     if not await _signed(ctx, env, found) and report is not None and report.original_ids:
         # Only a report about mail we sent counts: anyone can quote a Message-ID a client sent us.
         found.ticket = await tickets.by_mail_ids(env.db, report.original_ids, direction="out")
+        sent = await outbox.recipients_of(env.db, report.original_ids) if found.ticket is not None else {}
         for rcpt in report.recipients if found.ticket is not None else []:
             found.told.append(rcpt)
-            # Only the ticket's own client-side people: never staff, whom anyone on a ticket could otherwise
-            # cut off from their mail with a forged report.
-            assert found.ticket is not None  # the loop runs only for a ticket
-            if await people.on_ticket(env.db, found.ticket, rcpt.address):
+            # Marked only when the quoted mail went to that one address and nobody else: everyone who got a
+            # copy could write this report, and must not be able to cut off the others (or staff).
+            if [rcpt.address] in sent.values():
                 found.marks[rcpt.address] = rcpt
     for rcpt in report.recipients if report else []:
         found.lines.append(f"{rcpt.address} {rcpt.action or '?'} {rcpt.status or '?'}")

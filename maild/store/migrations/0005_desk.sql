@@ -11,6 +11,9 @@ CREATE TABLE staff_departments (
     notify         INTEGER NOT NULL DEFAULT 0,   -- wants its new-ticket and client-reply mail
     PRIMARY KEY (staff_id, department_id)
 );
+-- Staff added before this version replied to any ticket: they keep working in every department.
+INSERT INTO staff_departments (staff_id, department_id, member, notify)
+    SELECT s.id, d.id, 1, 0 FROM staff s CROSS JOIN departments d;
 
 -- Tickets: who has it and who was asked to look; how outbound mail threads.
 ALTER TABLE tickets ADD COLUMN assigned_to INTEGER REFERENCES staff (id) ON DELETE SET NULL;
