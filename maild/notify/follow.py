@@ -18,15 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 from maild.addressbook import subject_token_pattern
 from maild.desk.events import Actor, Event, EventKind
+from maild.notify import lookups
 from maild.notify import rules as R
 from maild.notify.compose import ascii_address
 from maild.notify.mailing import Batch, Mailing, Recipient
-from maild.store import outbox, people, senders, staff, tickets
+from maild.store import outbox, senders, tickets
 
 if TYPE_CHECKING:
     from maild.addressbook import AddressBook
     from maild.clock import Clock
     from maild.config import Settings
+    from maild.notify.lookups import Lookups
     from maild.notify.render import Renderer
     from maild.notify.tokens import Signer
     from maild.store.db import Database
@@ -52,30 +54,36 @@ class Notifier:
                 for kind, groups in self.rules.items() for g in groups]
 
     async def follow(self, events: Sequence[Event]) -> int:
-        """Write the outbox rows for ``events``; returns how many. Runs inside the caller's transaction; the
-        rows (and our Message-IDs) of all the events go to the database together at the end."""
-        batch = Batch()
+        """Write the outbox rows for ``events``; returns how many. Runs inside the caller's transaction, in a
+        fixed number of database trips whatever the number of events (a worker follows a whole batch)."""
+        events = [e for e in events if e.notify and self.rules.get(e.kind)]
+        if not events:
+            return 0
+        found = await lookups.load(self.db, events, self.rules)
         # A reply that closes the ticket tells the client both at once: no separate closure notice.
         replied = {e.ticket_id for e in events if e.kind is EventKind.ADMIN_REPLY}
+        plans: list[tuple[Event, sqlite3.Row, list[Recipient], list[Recipient]]] = []
         for event in events:
-            if not event.notify or not self.rules.get(event.kind):
-                continue
-            ticket = await tickets.get(self.db, event.ticket_id)
+            ticket = found.tickets.get(event.ticket_id)
             if ticket is None:
                 continue
-            staff_to, client_to = await self._recipients(event, ticket)
+            staff_to, client_to = self._recipients(event, ticket, found)
             if event.kind is EventKind.CLOSED and event.ticket_id in replied:
                 client_to = []
-            mailing = Mailing(self, event, ticket, batch)
+            plans.append((event, ticket, staff_to, client_to))
+        batch = Batch()
+        check = await self._checker([r for _, _, _, c in plans for r in c])
+        for event, ticket, staff_to, client_to in plans:
+            mailing = Mailing(self, event, ticket, batch, found)
             if client_to:
-                client_to = await self._deliverable(event, ticket, client_to, batch)
+                client_to = await self._deliverable(event, ticket, client_to, batch, check)
             if client_to:
-                await mailing.to_clients(client_to, automatic=self._automatic(event))
+                mailing.to_clients(client_to, automatic=self._automatic(event))
             for rcpt in staff_to:
                 if ascii_address(rcpt.email) is None:
                     log.warning("staff mail skipped: address needs SMTPUTF8", extra={"kv": {"staff": rcpt.email}})
                     continue
-                await mailing.to_staff(rcpt)
+                mailing.to_staff(rcpt)
         return await self._flush(batch)
 
     async def _flush(self, batch: Batch) -> int:
@@ -90,7 +98,8 @@ class Notifier:
         carrier = Event(EventKind.OPTIONS_CHANGED, ticket["id"], Actor.system("ticketd"))
         rcpt = Recipient(member["email"], member["name"], "staff", member["id"])
         batch = Batch()
-        await Mailing(self, carrier, ticket, batch).to_staff(
+        found = await lookups.load(self.db, [carrier], {})
+        Mailing(self, carrier, found.tickets[ticket["id"]], batch, found).to_staff(
             rcpt, template="command_error", errors=list(errors), statuses=list(tickets.STATUSES))
         await self._flush(batch)
 
@@ -100,25 +109,13 @@ class Notifier:
         # A ticket a staff member opened carries their first message: a person's mail too.
         return not (event.kind is EventKind.TICKET_OPENED and event.actor.kind == "staff")
 
-    async def _recipients(self, event: Event, ticket: sqlite3.Row) -> tuple[list[Recipient], list[Recipient]]:
+    def _recipients(self, event: Event, ticket: sqlite3.Row, found: Lookups) -> tuple[list[Recipient], list[Recipient]]:
         groups = self.rules[event.kind]
-        about = event.staff_id if event.kind in (EventKind.FLAGGED, EventKind.ASSIGNED, EventKind.UNASSIGNED) else None
-        flagged = about if event.kind is EventKind.FLAGGED else ticket["flagged_to"]
-        assigned = about if event.kind in (EventKind.ASSIGNED, EventKind.UNASSIGNED) else ticket["assigned_to"]
-        wanted: set[int] = set()
-        if R.FLAGGED in groups and flagged:
-            wanted.add(flagged)
-        if R.ASSIGNED in groups and assigned:
-            wanted.add(assigned)
-        if R.MENTIONED in groups:
-            wanted.update(event.mentioned)
-        staff_rows = []
-        if set(groups) & set(R.STAFF_GROUPS):
-            staff_rows = await staff.candidates(self.db, ticket["id"], ticket["department_id"], sorted(wanted))
+        wanted = lookups.named_staff(event, ticket, groups)
         department = R.DEPARTMENT in groups or (R.DEPARTMENT_UNFLAGGED in groups and ticket["flagged_to"] is None)
         actor = event.actor
         staff_to: dict[str, Recipient] = {}
-        for row in staff_rows:
+        for row in found.staff.get(ticket["id"], []):
             chosen = (row["id"] in wanted or (R.WATCHERS in groups and row["watching"])
                       or (department and row["dept_notify"]))
             if not chosen or row["id"] == actor.staff_id or (actor.email and row["email"] == actor.email.lower()):
@@ -128,11 +125,10 @@ class Notifier:
         if R.REQUESTER in groups:
             client.append(Recipient(ticket["client_email"], ticket["client_name"], "client", role="requester"))
         roles = {R.OWNER: "owner", R.USERS: "user", R.CONTACTS: "contact", R.CC: "cc"}
-        if any(g in roles for g in groups):
-            wanted_roles = {roles[g] for g in groups if g in roles}
-            for p in await people.ticket_people(self.db, ticket["id"], ticket["client_id"]):
-                if p["role"] in wanted_roles and p["state"] == "confirmed":
-                    client.append(Recipient(p["email"], p["name"], "client", role=p["role"]))
+        wanted_roles = {roles[g] for g in groups if g in roles}
+        client += [Recipient(p["email"], p["name"], "client", role=p["role"])
+                   for p in found.people.get(ticket["id"], [])
+                   if p["role"] in wanted_roles and p["state"] == "confirmed"]
         client_to: dict[str, Recipient] = {}
         for rcpt in client:
             # One spelling everywhere (outbox rows, bounce marks, the cap): the ASCII one, IDNA domain.
@@ -145,15 +141,24 @@ class Notifier:
             client_to.setdefault(email, Recipient(email, rcpt.name, "client", role=rcpt.role))
         return list(staff_to.values()), list(client_to.values())
 
-    async def _deliverable(self, event: Event, ticket: sqlite3.Row, rcpts: list[Recipient],
-                           batch: Batch) -> list[Recipient]:
+    async def _checker(self, rcpts: list[Recipient]) -> tuple[dict[str, str], dict[str, int]]:
+        """Who must not be mailed (hard bounce, ban) and how much automatic mail each got this hour: one
+        query each for every client recipient of the batch."""
+        if not rcpts:
+            return {}, {}
         now = self.clock.now()
+        addresses = sorted({r.email for r in rcpts})
         hold = now - timedelta(days=self.settings.notifications.bounce_hold_days)
-        bad = await senders.undeliverable(self.db, [r.email for r in rcpts], _iso(hold))
+        bad = await senders.undeliverable(self.db, addresses, _iso(hold))
+        counts = {}
+        if self.settings.notifications.auto_per_hour:
+            counts = await outbox.automatic_counts(self.db, addresses, _iso(now - timedelta(hours=1)))
+        return bad, counts
+
+    async def _deliverable(self, event: Event, ticket: sqlite3.Row, rcpts: list[Recipient], batch: Batch,
+                           check: tuple[dict[str, str], dict[str, int]]) -> list[Recipient]:
+        bad, counts = check
         cap = self.settings.notifications.auto_per_hour
-        counts: dict[str, int] = {}
-        if cap and self._automatic(event):
-            counts = await outbox.automatic_counts(self.db, [r.email for r in rcpts], _iso(now - timedelta(hours=1)))
         kept = []
         for rcpt in rcpts:
             reason = bad.get(rcpt.email)

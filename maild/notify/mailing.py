@@ -19,10 +19,11 @@ from maild.desk.events import Event, EventKind
 from maild.notify import headers, links
 from maild.notify.compose import Attachment, Outgoing, ascii_address, compose
 from maild.notify.tokens import with_tag
-from maild.store import messages, outbox
+from maild.store import outbox
 
 if TYPE_CHECKING:
     from maild.notify.follow import Notifier
+    from maild.notify.lookups import Lookups
 
 # References: the root and the newest ids within this budget, so that the whole header block of a mail on a
 # 200-message ticket stays under 4 KB (some mail clients and filters choke on more).
@@ -51,9 +52,9 @@ class Recipient:
 
 
 class Mailing:
-    def __init__(self, notifier: Notifier, event: Event, ticket: sqlite3.Row, batch: Batch) -> None:
-        self.n, self.event, self.ticket, self.batch = notifier, event, ticket, batch
-        self._thread: tuple[list[str], str] | None = None
+    def __init__(self, notifier: Notifier, event: Event, ticket: sqlite3.Row, batch: Batch,
+                 found: Lookups) -> None:
+        self.n, self.event, self.ticket, self.batch, self.found = notifier, event, ticket, batch, found
         settings = notifier.settings
         self.domain = settings.mail.domain
         dept = settings.department(ticket["department"]) or settings.departments[0]
@@ -64,13 +65,13 @@ class Mailing:
 
     # -- shared ----------------------------------------------------------------------------------------------
 
-    async def _context(self) -> dict[str, Any]:
+    def _context(self) -> dict[str, Any]:
         if self._base is not None:
             return self._base
         t, ev = self.ticket, self.event
         if ev.message_id is not None:
-            self._message = await messages.get(self.n.db, ev.message_id)
-            self._files = await messages.attachments_of(self.n.db, ev.message_id)
+            self._message = self.found.messages.get(ev.message_id)
+            self._files = self.found.files.get(ev.message_id, [])
         m = self._message
         self._base = {
             "event": ev.kind.value,
@@ -89,10 +90,8 @@ class Mailing:
         }
         return self._base
 
-    async def _threading(self, own_id: str) -> dict[str, Any]:
-        if self._thread is None:  # the same for every mail of this event: one query
-            self._thread = await messages.thread_ids(self.n.db, self.ticket["id"])
-        chain, last_client = self._thread
+    def _threading(self, own_id: str) -> dict[str, Any]:
+        chain, last_client = self.found.threads.get(self.ticket["id"], ([], ""))
         chain = [mid for mid in chain if mid != own_id]
         root = self.ticket["root_message_id"] or (chain[0] if chain else "")
         return {"in_reply_to": (last_client if last_client != own_id else "") or (chain[-1] if chain else ""),
@@ -116,8 +115,8 @@ class Mailing:
 
     # -- client mail -------------------------------------------------------------------------------------------
 
-    async def to_clients(self, rcpts: list[Recipient], automatic: bool) -> int:
-        ctx = dict(await self._context())
+    def to_clients(self, rcpts: list[Recipient], automatic: bool) -> int:
+        ctx = dict(self._context())
         t, ev = self.ticket, self.event
         personal = self._message is not None and self._message["kind"] == "staff_reply"
         if personal and self._message is not None:
@@ -132,7 +131,7 @@ class Mailing:
                    recipient={"name": requester.name, "email": requester.email},
                    linked_attachments=linked)
         out = self.n.renderer.render("client", ev.kind.value, ctx)
-        thread = await self._threading(message_id)
+        thread = self._threading(message_id)
         index = headers.extend_thread_index(t["thread_index"], self.n.clock.now()) if t["thread_index"] else None
         from_name = (ev.actor.name if personal and ev.actor.name else "") or self._from_name()
         raw = compose(Outgoing(
@@ -170,16 +169,16 @@ class Mailing:
 
     # -- staff mail ------------------------------------------------------------------------------------------
 
-    async def to_staff(self, rcpt: Recipient, template: str | None = None, **extra: Any) -> int:
+    def to_staff(self, rcpt: Recipient, template: str | None = None, **extra: Any) -> int:
         """One staff member's mail about the event (or ``template``, e.g. command_error, with ``extra``)."""
-        ctx = dict(await self._context())
+        ctx = dict(self._context())
         t = self.ticket
         message_id = self._new_id()
         ctx.update(thread_subject=self._subject(), link=links.staff_link(self.n.settings, t["tid"]),
                    recipient={"name": rcpt.name, "email": rcpt.email}, linked_attachments=[], **extra)
         name = template or self.event.kind.value
         out = self.n.renderer.render("staff", name, ctx)
-        thread = await self._threading(message_id)
+        thread = self._threading(message_id)
         raw = compose(Outgoing(
             from_name=self._from_name(), from_addr=self.sender, to=[(rcpt.name, rcpt.email)],
             reply_to=with_tag(self.sender, self.n.signer.reply_tag(t["tid"], rcpt.staff_id)),

@@ -47,8 +47,12 @@ async def apply(ctx: MessageContext, env: Env) -> Outcome | None:
 
 
 async def notify(ctx: MessageContext, env: Env) -> Outcome | None:
-    """Follow apply's events to the outbox (same transaction); end the message with apply's outcome."""
-    await env.notifier.follow(ctx.events)
+    """Follow apply's events to the outbox (same transaction); end the message with apply's outcome. In a
+    worker's optimistic batch the events wait for the end of the batch's transaction (worker.py)."""
+    if env.deferred is not None:
+        env.deferred.extend(ctx.events)
+    else:
+        await env.notifier.follow(ctx.events)
     assert ctx.result is not None, "apply must run before notify"
     return ctx.result
 

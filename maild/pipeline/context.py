@@ -77,6 +77,7 @@ class Env:
     desk: Desk
     notifier: Notifier
     signer: Signer
+    deferred: list[Event] | None = None        # set by the worker: events to follow at the end of its batch
     book: AddressBook = field(init=False)
     token_re: re.Pattern[str] = field(init=False)
 

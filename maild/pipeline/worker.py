@@ -154,6 +154,9 @@ class Worker:
             try:
                 async with db.transaction():
                     began = time.monotonic()
+                    # Optimistically, the messages' notifications are followed together at the end of the
+                    # transaction (a few database trips for the batch instead of per message).
+                    self.env.deferred = None if careful else []
                     # Rows another worker took meanwhile drop out; ours stay ours while we hold the lock.
                     mine = await inbound.owned(db, [row.id for (row, _), _ in todo], from_state)
                     done = 0
@@ -163,11 +166,14 @@ class Worker:
                             committed.append(Result(row, await self._one(row, raw, mail, careful)))
                         if db.others_waiting() or time.monotonic() - began > self.max_tx_seconds:
                             break  # the receivers need the lock: the rest waits for the next transaction
+                    await self._follow_deferred()
                     await inbound.finish(db, [r.inbound.id for r in committed if not isinstance(r.outcome, Failed)],
                                          from_state)
             except _Careful:
                 careful = True  # the batch rolled back whole; again, one savepoint per message
                 continue
+            finally:
+                self.env.deferred = None
             todo = todo[done:]
             self.processed += len(committed)
             for result in committed:
@@ -176,6 +182,19 @@ class Worker:
                     listener(result)
             results.extend(committed)
         return results
+
+    async def _follow_deferred(self) -> None:
+        """The batch's notifications, in the batch's transaction. If they fail, the batch runs again with a
+        savepoint per message, each following its own, so that one message's trouble stays its own."""
+        events, self.env.deferred = self.env.deferred, None
+        if not events:
+            return
+        try:
+            await self.env.notifier.follow(events)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            raise _Careful from exc
 
     async def _one(self, row: InboundRow, raw: bytes, mail: ParsedMail | BaseException, careful: bool) -> Outcome:
         """Run the chain on one message. Optimistically without a savepoint (two round trips saved per

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from maild.store.db import Database
 
@@ -62,18 +63,33 @@ async def attachments_for_ticket(db: Database, ticket_id: int) -> list[sqlite3.R
     )
 
 
-async def get(db: Database, message_id: int) -> sqlite3.Row | None:
-    return await db.fetchone("SELECT * FROM messages WHERE id = ?", (message_id,))
+async def thread_ids(db: Database, ticket_ids: Sequence[int]) -> dict[int, tuple[list[str], str]]:
+    """Per ticket, the Message-IDs of the conversation the client sees (their mail and staff replies), oldest
+    first, and the newest of the client's own; one query for them all."""
+    wanted = sorted(set(ticket_ids))
+    found: dict[int, tuple[list[str], str]] = {t: ([], "") for t in wanted}
+    if not wanted:
+        return found
+    rows = await db.fetchall(f"SELECT ticket_id, message_id, kind FROM messages WHERE ticket_id IN"
+                             f" ({','.join('?' * len(wanted))}) AND kind != 'note' AND message_id != ''"
+                             " ORDER BY ticket_id, id", wanted)
+    for r in rows:
+        chain, last = found[r["ticket_id"]]
+        chain.append(r["message_id"])
+        if r["kind"] == "reply":
+            found[r["ticket_id"]] = (chain, r["message_id"])
+    return found
 
 
-async def attachments_of(db: Database, message_id: int) -> list[sqlite3.Row]:
-    return await db.fetchall("SELECT * FROM attachments WHERE message_id = ? ORDER BY id", (message_id,))
-
-
-async def thread_ids(db: Database, ticket_id: int) -> tuple[list[str], str]:
-    """The Message-IDs of the conversation the client sees (their mail and staff replies), oldest first, and
-    the newest of the client's own."""
-    rows = await db.fetchall("SELECT message_id, kind FROM messages WHERE ticket_id = ? AND kind != 'note'"
-                             " AND message_id != '' ORDER BY id", (ticket_id,))
-    client = [r["message_id"] for r in rows if r["kind"] == "reply"]
-    return [r["message_id"] for r in rows], client[-1] if client else ""
+async def with_attachments(db: Database, ids: Sequence[int]
+                           ) -> tuple[dict[int, sqlite3.Row], dict[int, list[sqlite3.Row]]]:
+    """Messages ``ids`` and their attachments, two queries for them all."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}, {}
+    marks = ",".join("?" * len(wanted))
+    rows = await db.fetchall(f"SELECT * FROM messages WHERE id IN ({marks})", wanted)
+    files: dict[int, list[sqlite3.Row]] = {}
+    for f in await db.fetchall(f"SELECT * FROM attachments WHERE message_id IN ({marks}) ORDER BY id", wanted):
+        files.setdefault(f["message_id"], []).append(f)
+    return {r["id"]: r for r in rows}, files

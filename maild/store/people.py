@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from maild.store.db import Database
 
@@ -101,10 +101,18 @@ async def is_cc(db: Database, ticket_id: int, address: str) -> bool:
                              (ticket_id, address.lower())) is not None
 
 
-async def ticket_people(db: Database, ticket_id: int, client_id: int | None) -> list[sqlite3.Row]:
-    """In one query, the ticket's client-side people: its account's (``role`` owner/user/contact, with names)
-    and its CC recipients (``role`` cc, ``state`` confirmed or pending)."""
+async def ticket_people(db: Database, tickets: Sequence[tuple[int, int | None]]) -> list[sqlite3.Row]:
+    """In one query, the client-side people of each (ticket id, client account id), per ticket
+    (``for_ticket``): the account's (``role`` owner/user/contact, with names) and the ticket's CC recipients
+    (``role`` cc, ``state`` confirmed or pending)."""
+    if not tickets:
+        return []
+    pairs = " UNION ALL ".join("SELECT ? AS tid, ? AS cid" for _ in tickets)
+    params = [v for pair in tickets for v in pair]
     return await db.fetchall(
-        "SELECT email, name, role, 'confirmed' AS state FROM client_people WHERE client_id = ?"
-        " UNION ALL SELECT address, '', 'cc', state FROM cc_recipients WHERE ticket_id = ? ORDER BY 3, 1",
-        (client_id, ticket_id))
+        f"WITH wanted AS ({pairs})"
+        " SELECT w.tid AS for_ticket, p.email, p.name, p.role, 'confirmed' AS state FROM wanted w"
+        " JOIN client_people p ON p.client_id = w.cid"
+        " UNION ALL SELECT w.tid, c.address, '', 'cc', c.state FROM wanted w"
+        " JOIN cc_recipients c ON c.ticket_id = w.tid"
+        " ORDER BY 1, 4, 2", params)

@@ -100,17 +100,20 @@ async def watchers(db: Database, ticket_id: int) -> list[sqlite3.Row]:
         (ticket_id,))
 
 
-async def candidates(db: Database, ticket_id: int, department_id: int, ids: Sequence[int]) -> list[sqlite3.Row]:
-    """In one query, every staff member a notification about the ticket may go to: its watchers (``watching``),
-    the department's members who want its mail (``dept_notify``) and the members ``ids`` (flagged, assigned,
-    mentioned)."""
-    extra = sorted(set(ids))
-    marks = ",".join("?" * len(extra)) or "NULL"
+async def candidates(db: Database, ticket_ids: Sequence[int], ids: Sequence[int]) -> list[sqlite3.Row]:
+    """In one query, every staff member a notification about these tickets may go to, per ticket
+    (``for_ticket``): its watchers (``watching``), its department's members who want its mail
+    (``dept_notify``), and the members ``ids`` (flagged, assigned, mentioned)."""
+    tids, extra = sorted(set(ticket_ids)), sorted(set(ids))
+    if not tids:
+        return []
+    extra_marks = ",".join("?" * len(extra)) or "NULL"
     return await db.fetchall(
-        "SELECT s.*, EXISTS (SELECT 1 FROM watchers w WHERE w.ticket_id = ? AND w.staff_id = s.id) AS watching,"
-        " EXISTS (SELECT 1 FROM staff_departments x WHERE x.staff_id = s.id AND x.department_id = ? AND x.notify"
-        "  AND (x.member OR s.is_admin)) AS dept_notify"
-        " FROM staff s WHERE s.id IN (SELECT staff_id FROM watchers WHERE ticket_id = ?)"
-        " OR s.id IN (SELECT staff_id FROM staff_departments WHERE department_id = ? AND notify)"
-        f" OR s.id IN ({marks}) ORDER BY s.id",
-        (ticket_id, department_id, ticket_id, department_id, *extra))
+        "SELECT t.id AS for_ticket, s.*,"
+        " EXISTS (SELECT 1 FROM watchers w WHERE w.ticket_id = t.id AND w.staff_id = s.id) AS watching,"
+        " EXISTS (SELECT 1 FROM staff_departments x WHERE x.staff_id = s.id AND x.department_id = t.department_id"
+        "  AND x.notify AND (x.member OR s.is_admin)) AS dept_notify"
+        " FROM tickets t JOIN staff s ON s.id IN (SELECT staff_id FROM watchers WHERE ticket_id = t.id)"
+        " OR s.id IN (SELECT staff_id FROM staff_departments WHERE department_id = t.department_id AND notify)"
+        f" OR s.id IN ({extra_marks})"
+        f" WHERE t.id IN ({','.join('?' * len(tids))}) ORDER BY t.id, s.id", (*extra, *tids))

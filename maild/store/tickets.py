@@ -58,6 +58,14 @@ async def get(db: Database, ticket_id: int) -> sqlite3.Row | None:
     return await db.fetchone(f"{SELECT} WHERE t.id = ?", (ticket_id,))
 
 
+async def get_many(db: Database, ids: Sequence[int]) -> dict[int, sqlite3.Row]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = await db.fetchall(f"{SELECT} WHERE t.id IN ({','.join('?' * len(wanted))})", wanted)
+    return {r["id"]: r for r in rows}
+
+
 async def by_tid(db: Database, tid: str) -> sqlite3.Row | None:
     return await db.fetchone(f"{SELECT} WHERE t.tid = ?", (tid,))
 
