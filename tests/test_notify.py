@@ -302,3 +302,14 @@ def test_the_rules_table_never_sends_a_note_to_a_client():
     assert table[EventKind.NOTE_ADDED] == ("watchers",)
     assert table[EventKind.CLOSED] == ("watchers",)
     assert table[EventKind.ADMIN_REPLY] == R.DEFAULT_RULES[EventKind.ADMIN_REPLY]
+
+
+def test_a_rendering_is_shared_only_by_templates_that_do_not_name_their_recipient(tmp_path: Path):
+    from maild.notify.render import Renderer
+
+    builtin = Renderer()
+    assert builtin.personal("client", "ticket_opened") and not builtin.personal("staff", "client_reply")
+    (tmp_path / "staff").mkdir()
+    (tmp_path / "staff" / "client_reply.j2").write_text(
+        "{% block subject %}Hi {{ recipient.name }}{% endblock %}{% block text %}x{% endblock %}")
+    assert Renderer(tmp_path).personal("staff", "client_reply")

@@ -150,7 +150,21 @@ def _multipart(subtype: str, parts: Sequence[tuple[list[str], bytes]]) -> tuple[
     return [f'Content-Type: multipart/{subtype};{CRLF} boundary="{boundary}"'], bytes(out)
 
 
-def compose(mail: Outgoing) -> bytes:
+Part = tuple[list[str], bytes]
+
+
+def body(mail: Outgoing) -> Part:
+    """The MIME body (its content headers and bytes): the same for every copy of a rendering."""
+    part = _text_part("plain", mail.text)
+    if mail.html:
+        part = _multipart("alternative", [part, _text_part("html", mail.html)])
+    if mail.attachments:
+        part = _multipart("mixed", [part, *(_attachment_part(a) for a in mail.attachments)])
+    return part
+
+
+def compose(mail: Outgoing, prepared: Part | None = None) -> bytes:
+    """The whole message; ``prepared`` is :func:`body` of an earlier copy with the same content."""
     head = [address_header("From", [(mail.from_name, mail.from_addr)]), address_header("To", mail.to)]
     if mail.cc:
         head.append(address_header("Cc", mail.cc))
@@ -170,10 +184,5 @@ def compose(mail: Outgoing) -> bytes:
     if mail.loop_marker:
         head.append(f"X-Loop: {mail.loop_marker}")
     head.append("MIME-Version: 1.0")
-    part = _text_part("plain", mail.text)
-    if mail.html:
-        part = _multipart("alternative", [part, _text_part("html", mail.html)])
-    if mail.attachments:
-        part = _multipart("mixed", [part, *(_attachment_part(a) for a in mail.attachments)])
-    headers, body = part
-    return (CRLF.join(head + headers) + CRLF + CRLF).encode("ascii") + body
+    headers, data = prepared or body(mail)
+    return (CRLF.join(head + headers) + CRLF + CRLF).encode("ascii") + data

@@ -8,6 +8,7 @@ mail carries a reply's attachments up to ``outbound.attach_max`` and names the r
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,8 @@ from markupsafe import Markup
 from maild.addressbook import loop_marker, subject_token
 from maild.desk.events import Event, EventKind
 from maild.notify import headers, links
-from maild.notify.compose import Attachment, Outgoing, ascii_address, compose
+from maild.notify.compose import Attachment, Outgoing, Part, ascii_address, body, compose
+from maild.notify.render import Rendered
 from maild.notify.tokens import with_tag
 from maild.store import outbox
 
@@ -55,6 +57,7 @@ class Mailing:
     def __init__(self, notifier: Notifier, event: Event, ticket: sqlite3.Row, batch: Batch,
                  found: Lookups) -> None:
         self.n, self.event, self.ticket, self.batch, self.found = notifier, event, ticket, batch, found
+        self._staff_out: dict[str, tuple[Rendered, Part | None]] = {}
         settings = notifier.settings
         self.domain = settings.mail.domain
         dept = settings.department(ticket["department"]) or settings.departments[0]
@@ -102,7 +105,8 @@ class Mailing:
         self.batch.mail_ids.setdefault(self.ticket["id"], []).append(message_id)
         return message_id
 
-    def _subject(self) -> str:
+    @functools.cached_property
+    def _thread_subject(self) -> str:
         token = subject_token(self.n.settings, self.ticket["tid"])
         return headers.thread_subject(self.ticket["subject"], token, self.n.token_re,
                                       reply=self.event.kind is not EventKind.TICKET_OPENED)
@@ -127,7 +131,8 @@ class Mailing:
         # Every copy is addressed to the ticket's requester (CC recipients see who the ticket is for, never the
         # account's owner or users, who get theirs without being named), greeted by the requester's name.
         requester = Recipient(t["client_email"], t["client_name"], "client", role="requester")
-        ctx.update(thread_subject=self._subject(), link=links.client_link(self.n.settings, self.n.signer, t["tid"]),
+        ctx.update(thread_subject=self._thread_subject,
+                   link=links.client_link(self.n.settings, self.n.signer, t["tid"]),
                    recipient={"name": requester.name, "email": requester.email},
                    linked_attachments=linked)
         out = self.n.renderer.render("client", ev.kind.value, ctx)
@@ -170,21 +175,28 @@ class Mailing:
     # -- staff mail ------------------------------------------------------------------------------------------
 
     def to_staff(self, rcpt: Recipient, template: str | None = None, **extra: Any) -> int:
-        """One staff member's mail about the event (or ``template``, e.g. command_error, with ``extra``)."""
-        ctx = dict(self._context())
+        """One staff member's mail about the event (or ``template``, e.g. command_error, with ``extra``). A
+        template that does not name its recipient is rendered once for all of them; only the headers differ."""
         t = self.ticket
-        message_id = self._new_id()
-        ctx.update(thread_subject=self._subject(), link=links.staff_link(self.n.settings, t["tid"]),
-                   recipient={"name": rcpt.name, "email": rcpt.email}, linked_attachments=[], **extra)
         name = template or self.event.kind.value
-        out = self.n.renderer.render("staff", name, ctx)
-        thread = self._threading(message_id)
-        raw = compose(Outgoing(
+        message_id = self._new_id()
+        cached = self._staff_out.get(name)
+        if cached is None or self.n.renderer.personal("staff", name):
+            ctx = dict(self._context())
+            ctx.update(thread_subject=self._thread_subject, link=links.staff_link(self.n.settings, t["tid"]),
+                       recipient={"name": rcpt.name, "email": rcpt.email}, linked_attachments=[], **extra)
+            out = self.n.renderer.render("staff", name, ctx)
+            cached = self._staff_out[name] = (out, None)
+        out, prepared = cached
+        mail = Outgoing(
             from_name=self._from_name(), from_addr=self.sender, to=[(rcpt.name, rcpt.email)],
             reply_to=with_tag(self.sender, self.n.signer.reply_tag(t["tid"], rcpt.staff_id)),
             subject=out.subject, text=out.text, html=out.html, message_id=message_id, date=self.n.clock.now(),
-            automatic=True, loop_marker=loop_marker(self.domain), **thread))
-        self._queue("staff", rcpt, message_id, out.subject, raw, True, event=name)
+            automatic=True, loop_marker=loop_marker(self.domain), **self._threading(message_id))
+        if prepared is None:
+            prepared = body(mail)
+            self._staff_out[name] = (out, prepared)
+        self._queue("staff", rcpt, message_id, out.subject, compose(mail, prepared), True, event=name)
         return 1
 
 

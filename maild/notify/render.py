@@ -6,11 +6,14 @@ subject is folded to one line). A directory named by ``notifications.templates``
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2 import meta
+from jinja2.runtime import Context
 
 BUILTIN = Path(__file__).resolve().parent.parent.parent / "templates" / "email"
 FALLBACK = "_default.j2"   # an event a rule override sends to an audience that has no template of its own
@@ -48,12 +51,21 @@ class Renderer:
 
     def render(self, audience: str, name: str, context: dict[str, Any]) -> Rendered:
         text_t, html_t = self._pair(audience, name)
-        subject = _block(text_t, "subject", context)
+        plain = text_t.new_context(context)
+        subject = _block(text_t, "subject", plain)
         if subject is None:
             raise TemplateMissing(f"{text_t.name} has no subject block")
-        text = _block(text_t, "text", context) or ""
-        html = _block(html_t, "html", context)
+        text = _block(text_t, "text", plain) or ""
+        html = _block(html_t, "html", html_t.new_context(context)) if "html" in html_t.blocks else None
         return Rendered(" ".join(subject.split()), text.strip() + "\n", html if html and html.strip() else None)
+
+    @functools.cache  # noqa: B019 - one renderer for the process's life; a handful of templates
+    def personal(self, audience: str, name: str) -> bool:
+        """Does the template use ``recipient``? If not, one rendering serves every recipient of an event."""
+        text_t, _ = self._pair(audience, name)
+        assert text_t.filename is not None
+        source = Path(text_t.filename).read_text(encoding="utf-8")
+        return "recipient" in meta.find_undeclared_variables(self._text.parse(source))
 
     def check(self, names: list[tuple[str, str]]) -> None:
         """Load every (audience, event) template the rules need: a broken override fails at start."""
@@ -61,8 +73,8 @@ class Renderer:
             self._pair(audience, name)
 
 
-def _block(template: jinja2.Template, name: str, context: dict[str, Any]) -> str | None:
+def _block(template: jinja2.Template, name: str, context: Context) -> str | None:
     block = template.blocks.get(name)
     if block is None:
         return None
-    return "".join(block(template.new_context(context)))
+    return "".join(block(context))
