@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 from datetime import UTC, datetime
 from email import policy
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 
 from maild.notify.compose import Attachment, Outgoing, compose
@@ -87,3 +88,27 @@ def test_addresses_and_ids_that_cannot_go_in_ascii_headers():
     raw, msg = build(to=[("Märy", "mary@xn--exmple-cua.net")], in_reply_to="<bäd@x>",
                      references=["<ok.1@x>", "<bäd@x>"])
     assert raw.isascii() and msg["In-Reply-To"] is None and msg["References"] == "<ok.1@x>"
+
+
+def test_long_values_stay_within_line_limits_and_round_trip():
+    long_word = "x" * 1200
+    name = "Jörg " + "Ä" * 600
+    filename = "報告" * 60 + ".pdf"
+    raw, msg = build(subject=f"Re: {long_word} end", to=[(name, "joerg@client.example")],
+                     references=[f"<{'r' * 1500}@client.example>", "<ok@client.example>"],
+                     in_reply_to=f"<{'r' * 1500}@client.example>",
+                     attachments=[Attachment(filename, "application/pdf", b"%PDF")])
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 78 * 2   # folded; far under 998
+    assert str(msg["Subject"]) == f"Re: {long_word} end"
+    # (The standard library's address parser puts a space between adjacent encoded words of a display name,
+    # against RFC 2047 6.2; decode_header joins them as mail clients do.)
+    to_value = raw.split(b"\r\nTo: ", 1)[1].split(b"\r\nCc:", 1)[0].decode().replace("\r\n ", " ")
+    assert str(make_header(decode_header(to_value))) == f"{name} <joerg@client.example>"
+    assert msg["References"] == "<ok@client.example>" and msg["In-Reply-To"] is None
+    (attached,) = list(msg.iter_attachments())
+    assert attached.get_filename() == filename
+
+
+def test_no_deliverable_to_address_is_an_empty_group():
+    raw, msg = build(to=[])
+    assert b"To: undisclosed-recipients:;" in raw and msg["To"].addresses == ()

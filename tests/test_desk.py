@@ -91,6 +91,9 @@ def test_open_for_a_client_with_an_attachment(desk: Instance, tmp_path: Path):
 def test_options_watch_and_log(desk: Instance):
     (item,) = ingest(desk, make_mail(sender=CLIENT, subject="Disk full"))
     tid = item["ticket"]
+    refused = desk.cli("ticket", "set", tid, "--as", "ann", "--assign", "ben", check=False)
+    assert refused.returncode == 65 and b"ben does not work in the ticket's department" in refused.stderr
+    desk.cli("staff", "set", "ben", "--departments", "Billing,Technical Support")
     out = act(desk, "set", tid, "--as", "ann", "--priority", "high", "--subject", "Disk full on db1",
               "--assign", "ben", "--flag", "ben", "--cc-add", "dba@client.example", "--status", "in progress")
     assert [e["event"] for e in out["events"]] == ["assigned", "flagged", "options_changed"]

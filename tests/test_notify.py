@@ -313,3 +313,45 @@ def test_a_rendering_is_shared_only_by_templates_that_do_not_name_their_recipien
     (tmp_path / "staff" / "client_reply.j2").write_text(
         "{% block subject %}Hi {{ recipient.name }}{% endblock %}{% block text %}x{% endblock %}")
     assert Renderer(tmp_path).personal("staff", "client_reply")
+
+
+def test_a_requester_that_needs_smtputf8_with_a_cc(tmp_path: Path):
+    """The requester's address cannot be written in ASCII: they are skipped (logged), their CC still gets
+    the mail, addressed to an empty group, and nothing fails."""
+    inst = Instance(tmp_path)
+    raw = make_mail(sender="placeholder@client.example", cc="colleague@client.example").as_bytes()
+    raw = raw.replace(b"From: Alice Client <placeholder@client.example>", "From: Jörg <jörg@client.example>".encode())
+    folder = inst.root / "utf8"
+    folder.mkdir()
+    (folder / "m.eml").write_bytes(raw)    # RFC 6532: UTF-8 in the header, as the corpus has it
+    (item,) = inst.cli_json("ingest", str(folder))["items"]
+    assert item["outcome"] == "new_ticket"
+    rows = inst.query("SELECT recipient, raw FROM outbox")
+    assert [r["recipient"] for r in rows] == ["colleague@client.example"]
+    assert b"To: undisclosed-recipients:;" in rows[0]["raw"]
+    log = inst.cli_json("ticket", "log", item["ticket"])
+    assert any(e["event"] == "mail_skipped" and "SMTPUTF8" in e["detail"]["reason"] for e in log), log
+
+
+def test_an_included_template_naming_the_recipient_makes_it_personal(tmp_path: Path):
+    from maild.notify.render import Renderer
+
+    (tmp_path / "staff").mkdir()
+    (tmp_path / "staff" / "_footer.txt.j2").write_text("Sent to {{ recipient.name }}\n")
+    assert Renderer(tmp_path).personal("staff", "client_reply")      # via its include of _footer.txt.j2
+    assert not Renderer().personal("staff", "client_reply")
+
+
+async def test_a_bounce_marks_only_its_own_address(tmp_path: Path):
+    from maild.store import senders
+
+    settings = config.load(Instance(tmp_path).config)
+    async with App(settings) as app:
+        async with app.db.transaction():
+            await senders.record_bounce(app.db, "bob@x.example", "5.1.1", "", None, app.clock.stamp())
+        found = await senders.undeliverable(app.db, ["bob@x.example", "bob+billing@x.example", "eve@spam.example"],
+                                            "2000-01-01")
+        assert set(found) == {"bob@x.example"}
+        await senders.ban(app.db, "*@spam.example", "", "test", app.clock.stamp())
+        found = await senders.undeliverable(app.db, ["bob+billing@x.example", "eve+x@spam.example"], "2000-01-01")
+        assert found == {"eve+x@spam.example": "banned (*@spam.example)"}

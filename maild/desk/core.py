@@ -124,7 +124,8 @@ async def add_reply(db: Database, ticket: sqlite3.Row, msg: NewMessage, actor: A
     events = [Event(event, ticket["id"], actor, message_id=message_id)]
     if new_status == tickets.CLOSED and ticket["status"] != tickets.CLOSED:
         # Closed with the reply: watchers hear of it; the client's copy of the reply says so (follow.py).
-        events.append(Event(EventKind.CLOSED, ticket["id"], actor, changes={"status": (ticket["status"], new_status)}))
+        events.append(Event(EventKind.CLOSED, ticket["id"], actor, changes={"status": (ticket["status"], new_status)},
+                            client_notice=False))
     return message_id, events
 
 

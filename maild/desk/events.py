@@ -63,3 +63,4 @@ class Event:
     mentioned: tuple[int, ...] = ()
     changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     notify: bool = True            # False: record only (e.g. a ticket opened with notifications off)
+    client_notice: bool = True     # False: staff hear of it, the client was told otherwise (a closing reply)

@@ -41,11 +41,15 @@ def parse_status(value: str) -> str:
     raise Invalid(f"status {value!r}: expected one of {', '.join(tickets.STATUSES)}")
 
 
-async def _staff_id(desk: Desk, username: str) -> tuple[int, str]:
-    row = await staff.by_username(desk.db, username)
-    if row is None:
-        raise NotFound(f"no staff member {username!r}")
-    return row["id"], row["username"]
+async def _staff_id(desk: Desk, username: str, department_id: int) -> tuple[int, str]:
+    """An admin, or staff of the department: nobody else may be given (or flagged) its tickets."""
+    rows = await staff.with_access(desk.db, [username], department_id)
+    if not rows:
+        if await staff.by_username(desk.db, username) is None:
+            raise NotFound(f"no staff member {username!r}")
+        raise Invalid(f"{username} does not work in the ticket's department; an admin can add it"
+                      f" (ticketd staff set {username} --departments ...)")
+    return rows[0]["id"], rows[0]["username"]
 
 
 async def apply_options(desk: Desk, actor: Actor, ticket: sqlite3.Row, opts: Options, stamp: str) -> list[Event]:
@@ -77,8 +81,9 @@ async def apply_options(desk: Desk, actor: Actor, ticket: sqlite3.Row, opts: Opt
             columns["department_id"] = dept_id
             events.append(Event(EventKind.DEPARTMENT_CHANGED, tid, actor,
                                 changes={"department": (ticket["department"], dept_name)}))
+    department = columns.get("department_id", ticket["department_id"])   # where the ticket ends up
     if opts.assign is not None or opts.unassign:
-        new_id, new_name = await _staff_id(desk, opts.assign) if opts.assign else (None, "")
+        new_id, new_name = await _staff_id(desk, opts.assign, department) if opts.assign else (None, "")
         old_id = ticket["assigned_to"]
         if new_id != old_id:
             columns["assigned_to"] = new_id
@@ -89,7 +94,7 @@ async def apply_options(desk: Desk, actor: Actor, ticket: sqlite3.Row, opts: Opt
                 events.append(Event(EventKind.ASSIGNED, tid, actor, staff_id=new_id,
                                     changes={"assigned": (ticket["assigned_username"], new_name)}))
     if opts.flag is not None or opts.unflag:
-        new_id, new_name = await _staff_id(desk, opts.flag) if opts.flag else (None, "")
+        new_id, new_name = await _staff_id(desk, opts.flag, department) if opts.flag else (None, "")
         if new_id != ticket["flagged_to"]:
             columns["flagged_to"] = new_id
             change = (ticket["flagged_username"], new_name or None)

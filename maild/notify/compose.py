@@ -52,7 +52,7 @@ class Outgoing:
     attachments: Sequence[Attachment] = field(default_factory=tuple)
 
 
-_MSGID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]+>$")
+_MSGID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]{1,250}>$")
 
 
 def ascii_address(address: str) -> str | None:
@@ -93,9 +93,9 @@ def _fold_words(name: str, words: Sequence[str]) -> str:
 
 def text_header(name: str, value: str) -> str:
     value = _oneline(value)
-    if value.isascii():
+    if value.isascii() and all(len(w) <= 76 for w in value.split(" ")):
         return _fold_words(name, value.split(" ")) if value else f"{name}: "
-    return _fold_words(name, _encoded_words(value))
+    return _fold_words(name, _encoded_words(value))   # non-ASCII, or a word too long to fold
 
 
 def _encoded_words(value: str, room: int = 45) -> list[str]:
@@ -113,8 +113,19 @@ def _encoded_words(value: str, room: int = 45) -> list[str]:
 
 
 def address_header(name: str, addresses: Sequence[tuple[str, str]]) -> str:
-    items = [formataddr((_oneline(n), a), charset="utf-8") for n, a in addresses]
-    return _fold_words(name, [f"{item}," for item in items[:-1]] + items[-1:])
+    """Addresses (ASCII, see :func:`ascii_address`), with display names quoted or as RFC 2047 words; none at
+    all is the empty group ``undisclosed-recipients:;``."""
+    if not addresses:
+        return f"{name}: undisclosed-recipients:;"
+    words: list[str] = []
+    for i, (display, addr) in enumerate(addresses):
+        display = _oneline(display)
+        tail = "," if i < len(addresses) - 1 else ""
+        if display.isascii() and len(display) <= 76:
+            words.append(formataddr((display, addr)) + tail)
+        else:
+            words += _encoded_words(display) + [f"<{addr}>{tail}"]
+    return _fold_words(name, words)
 
 
 def _text_part(subtype: str, text: str) -> tuple[list[str], bytes]:
@@ -130,10 +141,19 @@ def _text_part(subtype: str, text: str) -> tuple[list[str], bytes]:
 
 def _attachment_part(a: Attachment) -> tuple[list[str], bytes]:
     name = _oneline(a.filename) or "attachment"
-    if name.isascii():
+    if name.isascii() and len(name) <= 200:
         param = 'filename="{}"'.format(name.replace("\\", "\\\\").replace('"', '\\"'))
     else:
-        param = f"filename*={encode_rfc2231(name, 'utf-8')}"
+        # RFC 2231 with continuations (filename*0*=, filename*1*=, ...), so no line grows past 78 characters.
+        value = encode_rfc2231(name, "utf-8")
+        chunks, i = [], 0
+        while i < len(value):
+            end = min(i + 60, len(value))
+            while end < len(value) and "%" in value[end - 2:end]:   # never split a %XX escape
+                end -= 1
+            chunks.append(value[i:end])
+            i = end
+        param = f";{CRLF} ".join(f"filename*{n}*={c}" for n, c in enumerate(chunks))
     ctype = a.content_type if "/" in a.content_type and a.content_type.isascii() else "application/octet-stream"
     data = base64.encodebytes(a.data).replace(b"\n", b"\r\n")
     return [f"Content-Type: {ctype}", "Content-Transfer-Encoding: base64",
@@ -176,7 +196,7 @@ def compose(mail: Outgoing, prepared: Part | None = None) -> bytes:
         head.append(f"In-Reply-To: {mail.in_reply_to}")
     if references := message_ids(mail.references):
         head.append(_fold_words("References", references))
-    if mail.thread_index:
+    if mail.thread_index and len(mail.thread_index) <= 900:
         head += [f"Thread-Index: {mail.thread_index}", text_header("Thread-Topic", mail.thread_topic)]
     if mail.automatic:
         head += [f"Auto-Submitted: {'auto-replied' if mail.auto_replied else 'auto-generated'}",

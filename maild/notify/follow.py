@@ -60,15 +60,13 @@ class Notifier:
         if not events:
             return 0
         found = await lookups.load(self.db, events, self.rules)
-        # A reply that closes the ticket tells the client both at once: no separate closure notice.
-        replied = {e.ticket_id for e in events if e.kind is EventKind.ADMIN_REPLY}
         plans: list[tuple[Event, sqlite3.Row, list[Recipient], list[Recipient]]] = []
         for event in events:
             ticket = found.tickets.get(event.ticket_id)
             if ticket is None:
                 continue
             staff_to, client_to = self._recipients(event, ticket, found)
-            if event.kind is EventKind.CLOSED and event.ticket_id in replied:
+            if not event.client_notice:  # e.g. a reply that closes: its own mail tells the client
                 client_to = []
             plans.append((event, ticket, staff_to, client_to))
         batch = Batch()
@@ -118,7 +116,9 @@ class Notifier:
         for row in found.staff.get(ticket["id"], []):
             chosen = (row["id"] in wanted or (R.WATCHERS in groups and row["watching"])
                       or (department and row["dept_notify"]))
-            if not chosen or row["id"] == actor.staff_id or (actor.email and row["email"] == actor.email.lower()):
+            if not chosen or not row["can_see"]:
+                continue
+            if row["id"] == actor.staff_id or (actor.email and row["email"] == actor.email.lower()):
                 continue  # the actor never gets mail about their own action (flagging yourself included)
             staff_to.setdefault(row["email"], Recipient(row["email"], row["name"], "staff", row["id"]))
         client: list[Recipient] = []

@@ -141,7 +141,8 @@ class Mailing:
         from_name = (ev.actor.name if personal and ev.actor.name else "") or self._from_name()
         raw = compose(Outgoing(
             from_name=from_name, from_addr=self.sender,
-            to=[(requester.name, _ascii(requester.email))],
+            # A requester whose address cannot be written in ASCII (it is skipped) leaves To an empty group.
+            to=[(requester.name, a) for a in [ascii_address(requester.email)] if a],
             cc=[(r.name, _ascii(r.email)) for r in rcpts if r.role == "cc"],
             reply_to=with_tag(self.sender, self.n.signer.reply_tag(t["tid"])),
             subject=out.subject, text=out.text, html=out.html, message_id=message_id, date=self.n.clock.now(),

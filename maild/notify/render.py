@@ -61,11 +61,24 @@ class Renderer:
 
     @functools.cache  # noqa: B019 - one renderer for the process's life; a handful of templates
     def personal(self, audience: str, name: str) -> bool:
-        """Does the template use ``recipient``? If not, one rendering serves every recipient of an event."""
+        """Does the template, or any it includes, use ``recipient``? If not, one rendering serves every
+        recipient of an event. When in doubt (a dynamic include, an unreadable file): yes."""
         text_t, _ = self._pair(audience, name)
-        assert text_t.filename is not None
-        source = Path(text_t.filename).read_text(encoding="utf-8")
-        return "recipient" in meta.find_undeclared_variables(self._text.parse(source))
+        return self._uses_recipient(text_t.name or "", set())
+
+    def _uses_recipient(self, template_name: str, seen: set[str]) -> bool:
+        if template_name in seen:
+            return False
+        seen.add(template_name)
+        try:
+            assert self._text.loader is not None
+            source, _, _ = self._text.loader.get_source(self._text, template_name)
+            tree = self._text.parse(source)
+        except (OSError, jinja2.TemplateError):
+            return True
+        if "recipient" in meta.find_undeclared_variables(tree):
+            return True
+        return any(ref is None or self._uses_recipient(ref, seen) for ref in meta.find_referenced_templates(tree))
 
     def check(self, names: list[tuple[str, str]]) -> None:
         """Load every (audience, event) template the rules need: a broken override fails at start."""

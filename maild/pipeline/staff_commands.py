@@ -23,8 +23,9 @@ async def check(ctx: MessageContext, env: Env) -> Outcome | None:
         worked, _ = await staff.departments_of(env.db, member["id"])
         if ctx.ticket["department_id"] not in worked:
             sm.errors.append(f"you do not work in department {ctx.ticket['department']!r}; an admin can add it")
-    if sm.assign and await staff.by_username(env.db, sm.assign) is None:
-        sm.errors.append(f"#assign {sm.assign}: no staff member with that username")
+    if sm.assign and not await staff.with_access(env.db, [sm.assign], ctx.ticket["department_id"]):
+        sm.errors.append(f"#assign {sm.assign}: no staff member with that username works in department"
+                         f" {ctx.ticket['department']!r}")
     if sm.note and not sm.body.strip() and not ctx.files and not sm.changes_options:
         sm.errors.append("#note with nothing after it: write the note below the #note line")
     elif not sm.body.strip() and not ctx.files and not sm.changes_options:

@@ -107,10 +107,10 @@ async def ticket_people(db: Database, tickets: Sequence[tuple[int, int | None]])
     (``role`` cc, ``state`` confirmed or pending)."""
     if not tickets:
         return []
-    pairs = " UNION ALL ".join("SELECT ? AS tid, ? AS cid" for _ in tickets)
+    pairs = ", ".join("(?, ?)" for _ in tickets)
     params = [v for pair in tickets for v in pair]
     return await db.fetchall(
-        f"WITH wanted AS ({pairs})"
+        f"WITH wanted (tid, cid) AS (VALUES {pairs})"
         " SELECT w.tid AS for_ticket, p.email, p.name, p.role, 'confirmed' AS state FROM wanted w"
         " JOIN client_people p ON p.client_id = w.cid"
         " UNION ALL SELECT w.tid, c.address, '', 'cc', c.state FROM wanted w"

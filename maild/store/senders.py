@@ -78,12 +78,13 @@ async def undeliverable(db: Database, addresses: list[str], bounced_since: str) 
         for pattern in ban_patterns(address):
             by_pattern.setdefault(pattern, []).append(address)
     rows = await db.fetchall(
-        f"SELECT address AS key, 'bounced ' || status || ' at ' || last_at AS why FROM bounced_addresses"
-        f" WHERE address IN ({','.join('?' * len(wanted))}) AND status LIKE '5%' AND last_at >= ?"
-        f" UNION ALL SELECT pattern, 'banned (' || pattern || ')' FROM banned_senders"
+        f"SELECT 'bounce' AS kind, address AS key, 'bounced ' || status || ' at ' || last_at AS why"
+        f" FROM bounced_addresses WHERE address IN ({','.join('?' * len(wanted))}) AND status LIKE '5%'"
+        f" AND last_at >= ? UNION ALL SELECT 'ban', pattern, 'banned (' || pattern || ')' FROM banned_senders"
         f" WHERE pattern IN ({','.join('?' * len(by_pattern))})", (*wanted, bounced_since, *by_pattern))
     found: dict[str, str] = {}
     for row in rows:
-        for address in by_pattern.get(row["key"], [row["key"]]):
+        # A bounce marks its own address only; a ban pattern (*@domain, plus-tags) covers the addresses it matches.
+        for address in [row["key"]] if row["kind"] == "bounce" else by_pattern.get(row["key"], []):
             found.setdefault(address, row["why"])
     return found

@@ -103,7 +103,8 @@ async def watchers(db: Database, ticket_id: int) -> list[sqlite3.Row]:
 async def candidates(db: Database, ticket_ids: Sequence[int], ids: Sequence[int]) -> list[sqlite3.Row]:
     """In one query, every staff member a notification about these tickets may go to, per ticket
     (``for_ticket``): its watchers (``watching``), its department's members who want its mail
-    (``dept_notify``), and the members ``ids`` (flagged, assigned, mentioned)."""
+    (``dept_notify``), and the members ``ids`` (flagged, assigned, mentioned); ``can_see``: an admin or a
+    member of the ticket's department (no one else gets mail about it, a former watcher included)."""
     tids, extra = sorted(set(ticket_ids)), sorted(set(ids))
     if not tids:
         return []
@@ -112,7 +113,9 @@ async def candidates(db: Database, ticket_ids: Sequence[int], ids: Sequence[int]
         "SELECT t.id AS for_ticket, s.*,"
         " EXISTS (SELECT 1 FROM watchers w WHERE w.ticket_id = t.id AND w.staff_id = s.id) AS watching,"
         " EXISTS (SELECT 1 FROM staff_departments x WHERE x.staff_id = s.id AND x.department_id = t.department_id"
-        "  AND x.notify AND (x.member OR s.is_admin)) AS dept_notify"
+        "  AND x.notify AND (x.member OR s.is_admin)) AS dept_notify,"
+        " (s.is_admin OR EXISTS (SELECT 1 FROM staff_departments x WHERE x.staff_id = s.id"
+        "  AND x.department_id = t.department_id AND x.member)) AS can_see"
         " FROM tickets t JOIN staff s ON s.id IN (SELECT staff_id FROM watchers WHERE ticket_id = t.id)"
         " OR s.id IN (SELECT staff_id FROM staff_departments WHERE department_id = t.department_id AND notify)"
         f" OR s.id IN ({extra_marks})"
