@@ -54,12 +54,24 @@ class App:
 
     async def open(self) -> App:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        # Templates and the secret first: a broken override or an unreadable secret stops here, before the
+        # database (whose thread would keep a failing process alive) is open.
+        self.signer = self._signer()
+        renderer = self._renderer()
         self.db = await Database.open(self.settings.db_path)
+        try:
+            await self._build(renderer)
+        except BaseException:
+            await self.close()   # the database's thread must not outlive a failed start
+            raise
+        return self
+
+    async def _build(self, renderer: Renderer) -> None:
+        assert self.db is not None
         names = [d.name for d in self.settings.departments]
         dept_ids = await departments.sync(self.db, names, self.clock.stamp())
         self.departments = dept_ids
-        self.signer = self._signer()
-        self.notifier = Notifier(self.db, self.settings, self.clock, self.signer, self._renderer(),
+        self.notifier = Notifier(self.db, self.settings, self.clock, self.signer, renderer,
                                  FileStore(self.settings.attachments_dir), AddressBook(self.settings))
         self.desk = Desk(self.db, self.settings, self.clock, dept_ids, self.notifier)
         self.env = Env(
@@ -73,7 +85,6 @@ class App:
         )
         self.worker = Worker(self.env, preparer=Preparer(
             self.parsers, self.settings.attachments_dir, self.settings.attachments.policy))
-        return self
 
     def _signer(self) -> Signer:
         """The installation secret signs reply tokens, bounce addresses and client links."""
@@ -85,11 +96,13 @@ class App:
     def _renderer(self) -> Renderer:
         """The mail templates; a broken override directory fails here, at start, naming the template."""
         renderer = Renderer(self.settings.notifications.templates)
-        from maild.notify.rules import CLIENT_GROUPS, rules
+        from maild.notify.rules import rules, templates
 
         try:
-            renderer.check([("client" if g in CLIENT_GROUPS else "staff", kind.value)
-                            for kind, groups in rules(self.settings.notifications.rules).items() for g in groups])
+            renderer.check([*templates(rules(self.settings.notifications.rules)), ("staff", "command_error")])
+        except jinja2.TemplateSyntaxError as exc:
+            raise ConfigError(self.settings.source, "notifications.templates",
+                              f"{exc.filename or exc.name}, line {exc.lineno}: {exc.message}") from None
         except (TemplateMissing, jinja2.TemplateError) as exc:
             raise ConfigError(self.settings.source, "notifications.templates", str(exc)) from None
         return renderer

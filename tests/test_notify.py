@@ -355,3 +355,13 @@ async def test_a_bounce_marks_only_its_own_address(tmp_path: Path):
         await senders.ban(app.db, "*@spam.example", "", "test", app.clock.stamp())
         found = await senders.undeliverable(app.db, ["bob+billing@x.example", "eve+x@spam.example"], "2000-01-01")
         assert found == {"eve+x@spam.example": "banned (*@spam.example)"}
+
+
+def test_a_broken_override_template_stops_the_start(tmp_path: Path):
+    overrides = tmp_path / "mail-templates"
+    (overrides / "client").mkdir(parents=True)
+    (overrides / "client" / "admin_reply.j2").write_text("{% block subject %}{{ ticket.tid {% endblock %}")
+    inst = Instance(tmp_path, extra_config=f'\n[notifications]\ntemplates = "{overrides}"\n')
+    proc = inst.cli("ticket", "list", check=False)
+    assert proc.returncode == 78
+    assert b"notifications.templates" in proc.stderr and b"admin_reply.j2" in proc.stderr

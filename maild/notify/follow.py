@@ -47,11 +47,6 @@ class Notifier:
         self.signer, self.renderer, self.files, self.book = signer, renderer, files, book
         self.rules = R.rules(settings.notifications.rules)
         self.token_re = subject_token_pattern(settings)
-        self.queued = 0            # rows written since start (for wake-ups and tests)
-
-    def templates_needed(self) -> list[tuple[str, str]]:
-        return [("client" if g in R.CLIENT_GROUPS else "staff", kind.value)
-                for kind, groups in self.rules.items() for g in groups]
 
     async def follow(self, events: Sequence[Event]) -> int:
         """Write the outbox rows for ``events``; returns how many. Runs inside the caller's transaction, in a
@@ -88,7 +83,6 @@ class Notifier:
         for ticket_id, ids in batch.mail_ids.items():
             await tickets.add_mail_ids(self.db, ticket_id, ids, "out")
         await outbox.enqueue_many(self.db, batch.mails, self.clock.stamp())
-        self.queued += len(batch.mails)
         return len(batch.mails)
 
     async def command_error(self, ticket: sqlite3.Row, member: sqlite3.Row, errors: Sequence[str]) -> None:

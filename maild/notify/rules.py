@@ -59,3 +59,9 @@ def rules(overrides: Mapping[str, tuple[str, ...]] | None = None) -> dict[E, tup
         kind = E(name)
         table[kind] = tuple(g for g in groups if not (kind in PRIVATE_EVENTS and g in CLIENT_GROUPS))
     return table
+
+
+def templates(table: dict[E, tuple[str, ...]]) -> list[tuple[str, str]]:
+    """The (audience, event) templates a table needs: loaded at start, so a broken override fails there."""
+    return sorted({("client" if g in CLIENT_GROUPS else "staff", kind.value) for kind, groups in table.items()
+                   for g in groups})
