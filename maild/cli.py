@@ -274,10 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from maild import logs
 
     logs.setup(os.environ.get("TICKETD_LOG_LEVEL") or settings.log.level)
-    import sqlite3
-
     from maild.app import StartupError
     from maild.commands import dispatch
+    from maild.store.db import StorageError
 
     try:
         return dispatch(args, settings)
@@ -287,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as exc:
         print(f"ticketd: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
-    except (sqlite3.Error, OSError) as exc:
+    except (StorageError, OSError) as exc:
         print(f"ticketd: storage error: {exc} (database {settings.db_path}); check that the state directory"
               " exists, is writable and has free space", file=sys.stderr)
         return EX_TEMPFAIL

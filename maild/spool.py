@@ -1,22 +1,15 @@
 """The spool: raw mail plus envelope, committed before any receiver acknowledges it.
 
-``ticketd pipe`` uses :func:`spool_sync` with the plain sqlite3 module (this module imports nothing
-heavy); the daemon's receivers share a group-committing :class:`maild.spoolwriter.SpoolWriter`.
+``ticketd pipe`` commits with :func:`maild.store.inbound.spool_sync` and the plain sqlite3 module (neither
+imports anything heavy); the daemon's receivers share a group-committing
+:class:`maild.spoolwriter.SpoolWriter`.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from maild.clock import Clock
-
-INSERT_SQL = (
-    "INSERT INTO inbound (received_at, source, source_ref, peer, envelope_from, envelope_to,"
-    " department_hint, size, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 @dataclass
@@ -61,20 +54,3 @@ def storable(text: str | None) -> str | None:
 
 class SpoolError(Exception):
     """The message could not be stored: the sender must retry (451 / EX_TEMPFAIL)."""
-
-
-def spool_sync(conn: sqlite3.Connection, item: Incoming, clock: Clock | None = None) -> int:
-    """Commit one message with a plain sqlite3 connection; return its queue id."""
-    stamp = (clock or Clock()).stamp()
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            cur = conn.execute(INSERT_SQL, item.row(stamp))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    except sqlite3.Error as exc:
-        raise SpoolError(str(exc)) from exc
-    return int(cur.lastrowid or 0)

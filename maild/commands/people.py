@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import csv
 import re
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from maild.cli import EX_DATAERR, EX_NOINPUT
 from maild.commands.output import print_json, print_table
 from maild.config import Settings
 from maild.store import people
+from maild.store.db import Row
 
 ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 CSV_COLUMNS = ("account", "email", "name", "role")
@@ -101,7 +101,7 @@ def _department_ids(known: dict[str, int], value: str | None) -> list[int] | Non
     return ids
 
 
-def _staff_dict(row: sqlite3.Row) -> dict:
+def _staff_dict(row: Row) -> dict:
     return {"username": row["username"], "email": row["email"], "name": row["name"],
             "admin": bool(row["is_admin"]), "departments": [d for d in (row["departments"] or "").split(",") if d],
             "notify": [d for d in (row["notify"] or "").split(",") if d], "signature": row["signature"]}

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from maild.store import messages, people, staff, tickets
-from maild.store.db import Database
+from maild.store.db import Database, Row
 
 
-def import_log_row(row: sqlite3.Row) -> dict[str, Any]:
+def import_log_row(row: Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "queue_id": row["inbound_id"],
@@ -34,7 +33,7 @@ def import_log_row(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def ticket_summary(row: sqlite3.Row) -> dict[str, Any]:
+def ticket_summary(row: Row) -> dict[str, Any]:
     return {
         "tid": row["tid"],
         "subject": row["subject"],
@@ -50,7 +49,7 @@ def ticket_summary(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-async def ticket_full(db: Database, row: sqlite3.Row) -> dict[str, Any]:
+async def ticket_full(db: Database, row: Row) -> dict[str, Any]:
     data = ticket_summary(row)
     files: dict[int, list[dict[str, Any]]] = {}
     for a in await messages.attachments_for_ticket(db, row["id"]):

@@ -9,14 +9,13 @@ Answered (unless the staff member chose another status); a reply to a Closed tic
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from maild.desk.events import Actor, Event, EventKind
 from maild.store import messages, tickets
-from maild.store.db import Database
+from maild.store.db import Database, Row
 
 MAX_TID_TRIES = 50
 
@@ -108,7 +107,7 @@ async def open_ticket(db: Database, *, actor: Actor, digits: int, department_id:
     return ticket_id, tid, [Event(EventKind.TICKET_OPENED, ticket_id, actor, message_id=message_id, notify=notify)]
 
 
-async def add_reply(db: Database, ticket: sqlite3.Row, msg: NewMessage, actor: Actor, stamp: str,
+async def add_reply(db: Database, ticket: Row, msg: NewMessage, actor: Actor, stamp: str,
                     status: str | None = None, **detail: Any) -> tuple[int, list[Event]]:
     """``msg`` as a reply on ``ticket``: a staff reply sets Answered (or ``status``), a client reply
     Customer-Reply; a Closed ticket reopens either way. Logs it; returns the message id and the event."""
@@ -129,7 +128,7 @@ async def add_reply(db: Database, ticket: sqlite3.Row, msg: NewMessage, actor: A
     return message_id, events
 
 
-async def add_note(db: Database, ticket: sqlite3.Row, msg: NewMessage, actor: Actor, mentioned: Sequence[int],
+async def add_note(db: Database, ticket: Row, msg: NewMessage, actor: Actor, mentioned: Sequence[int],
                    stamp: str, **detail: Any) -> tuple[int, list[Event]]:
     """A private note: never shown to or mailed to a client; the admins it mentions hear of it."""
     message_id = await add_message(db, ticket["id"], msg, stamp)

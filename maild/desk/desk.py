@@ -8,7 +8,6 @@ work in), compares what the actor saw (``expected``) with the ticket now and ref
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -21,7 +20,7 @@ from maild.desk.events import Actor, Event
 from maild.desk.options import Options, apply_options, parse_status
 from maild.notify.headers import new_message_id
 from maild.store import people, staff, tickets
-from maild.store.db import Database
+from maild.store.db import Database, Row
 
 if TYPE_CHECKING:
     from maild.clock import Clock
@@ -43,7 +42,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
-def actor_of(row: sqlite3.Row) -> Actor:
+def actor_of(row: Row) -> Actor:
     """A staff row as the actor of desk actions (its display name, never its username, goes to clients)."""
     return Actor(kind="staff", email=row["email"], name=row["name"] or "", staff_id=row["id"],
                  username=row["username"], is_admin=bool(row["is_admin"]))
@@ -77,7 +76,7 @@ class Desk:
             raise NotFound(f"no staff member {username!r} (ticketd staff list shows them)")
         return actor_of(row)
 
-    async def ticket(self, tid: str) -> sqlite3.Row:
+    async def ticket(self, tid: str) -> Row:
         row = await tickets.by_tid(self.db, tid.strip().lstrip("#"))
         if row is None:
             raise NotFound(f"no ticket #{tid.strip().lstrip('#')}")
@@ -89,7 +88,7 @@ class Desk:
                 return dept_id, known
         raise NotFound(f"no department {name!r}; configured: {', '.join(self.departments)}")
 
-    async def snapshot(self, ticket: sqlite3.Row) -> dict[str, str]:
+    async def snapshot(self, ticket: Row) -> dict[str, str]:
         """The values collision detection compares, as text."""
         cc = await people.cc_list(self.db, ticket["id"])
         return {

@@ -4,7 +4,6 @@ options_changed for the rest — each with a ticket_log row naming the actor."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from maild.desk.errors import Invalid, NotFound
 from maild.desk.events import Actor, Event, EventKind
 from maild.store import people, staff, tickets
+from maild.store.db import Row
 
 if TYPE_CHECKING:
     from maild.desk.desk import Desk
@@ -52,7 +52,7 @@ async def _staff_id(desk: Desk, username: str, department_id: int) -> tuple[int,
     return rows[0]["id"], rows[0]["username"]
 
 
-async def apply_options(desk: Desk, actor: Actor, ticket: sqlite3.Row, opts: Options, stamp: str) -> list[Event]:
+async def apply_options(desk: Desk, actor: Actor, ticket: Row, opts: Options, stamp: str) -> list[Event]:
     from maild.desk.desk import parse_priority
 
     db, tid = desk.db, ticket["id"]

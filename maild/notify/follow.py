@@ -11,7 +11,6 @@ ticket so staff know.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from maild.notify import rules as R
 from maild.notify.compose import ascii_address
 from maild.notify.mailing import Batch, Mailing, Recipient
 from maild.store import outbox, senders, tickets
+from maild.store.db import Row
 
 if TYPE_CHECKING:
     from maild.addressbook import AddressBook
@@ -55,7 +55,7 @@ class Notifier:
         if not events:
             return 0
         found = await lookups.load(self.db, events, self.rules)
-        plans: list[tuple[Event, sqlite3.Row, list[Recipient], list[Recipient]]] = []
+        plans: list[tuple[Event, Row, list[Recipient], list[Recipient]]] = []
         for event in events:
             ticket = found.tickets.get(event.ticket_id)
             if ticket is None:
@@ -85,7 +85,7 @@ class Notifier:
         await outbox.enqueue_many(self.db, batch.mails, self.clock.stamp())
         return len(batch.mails)
 
-    async def command_error(self, ticket: sqlite3.Row, member: sqlite3.Row, errors: Sequence[str]) -> None:
+    async def command_error(self, ticket: Row, member: Row, errors: Sequence[str]) -> None:
         """Answer a staff member whose mailed commands could not be carried out (nothing changed)."""
         carrier = Event(EventKind.OPTIONS_CHANGED, ticket["id"], Actor.system("ticketd"))
         rcpt = Recipient(member["email"], member["name"], "staff", member["id"])
@@ -101,7 +101,7 @@ class Notifier:
         # A ticket a staff member opened carries their first message: a person's mail too.
         return not (event.kind is EventKind.TICKET_OPENED and event.actor.kind == "staff")
 
-    def _recipients(self, event: Event, ticket: sqlite3.Row, found: Lookups) -> tuple[list[Recipient], list[Recipient]]:
+    def _recipients(self, event: Event, ticket: Row, found: Lookups) -> tuple[list[Recipient], list[Recipient]]:
         groups = self.rules[event.kind]
         wanted = lookups.named_staff(event, ticket, groups)
         department = R.DEPARTMENT in groups or (R.DEPARTMENT_UNFLAGGED in groups and ticket["flagged_to"] is None)
@@ -149,7 +149,7 @@ class Notifier:
             counts = await outbox.automatic_counts(self.db, addresses, _iso(now - timedelta(hours=1)))
         return bad, counts
 
-    async def _deliverable(self, event: Event, ticket: sqlite3.Row, rcpts: list[Recipient], batch: Batch,
+    async def _deliverable(self, event: Event, ticket: Row, rcpts: list[Recipient], batch: Batch,
                            check: tuple[dict[str, str], dict[str, int]]) -> list[Recipient]:
         bad, counts = check
         cap = self.settings.notifications.auto_per_hour

@@ -4,29 +4,28 @@ database thread, which costs more than the query itself)."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from maild.desk.events import Event, EventKind
 from maild.notify import rules as R
 from maild.store import messages, people, staff, tickets
-from maild.store.db import Database
+from maild.store.db import Database, Row
 
 ABOUT_STAFF = (EventKind.FLAGGED, EventKind.ASSIGNED, EventKind.UNASSIGNED)
 
 
 @dataclass
 class Lookups:
-    tickets: dict[int, sqlite3.Row] = field(default_factory=dict)
-    staff: dict[int, list[sqlite3.Row]] = field(default_factory=dict)      # ticket id → candidates
-    people: dict[int, list[sqlite3.Row]] = field(default_factory=dict)     # ticket id → client-side people
-    messages: dict[int, sqlite3.Row] = field(default_factory=dict)
-    files: dict[int, list[sqlite3.Row]] = field(default_factory=dict)      # message id → attachments
+    tickets: dict[int, Row] = field(default_factory=dict)
+    staff: dict[int, list[Row]] = field(default_factory=dict)      # ticket id → candidates
+    people: dict[int, list[Row]] = field(default_factory=dict)     # ticket id → client-side people
+    messages: dict[int, Row] = field(default_factory=dict)
+    files: dict[int, list[Row]] = field(default_factory=dict)      # message id → attachments
     threads: dict[int, tuple[list[str], str]] = field(default_factory=dict)
 
 
-def named_staff(event: Event, ticket: sqlite3.Row, groups: Sequence[str]) -> set[int]:
+def named_staff(event: Event, ticket: Row, groups: Sequence[str]) -> set[int]:
     """The staff ids a rule row names directly for this event: flagged, assigned, mentioned."""
     about = event.staff_id if event.kind in ABOUT_STAFF else None
     flagged = about if event.kind is EventKind.FLAGGED else ticket["flagged_to"]

@@ -9,7 +9,6 @@ mail carries a reply's attachments up to ``outbound.attach_max`` and names the r
 from __future__ import annotations
 
 import functools
-import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from maild.notify.compose import Attachment, Outgoing, Part, ascii_address, body
 from maild.notify.render import Rendered
 from maild.notify.tokens import with_tag
 from maild.store import outbox
+from maild.store.db import Row
 
 if TYPE_CHECKING:
     from maild.notify.follow import Notifier
@@ -54,7 +54,7 @@ class Recipient:
 
 
 class Mailing:
-    def __init__(self, notifier: Notifier, event: Event, ticket: sqlite3.Row, batch: Batch,
+    def __init__(self, notifier: Notifier, event: Event, ticket: Row, batch: Batch,
                  found: Lookups) -> None:
         self.n, self.event, self.ticket, self.batch, self.found = notifier, event, ticket, batch, found
         self._staff_out: dict[str, tuple[Rendered, Part | None]] = {}
@@ -63,8 +63,8 @@ class Mailing:
         dept = settings.department(ticket["department"]) or settings.departments[0]
         self.dept_name, self.sender = dept.name, dept.addresses[0]
         self._base: dict[str, Any] | None = None
-        self._message: sqlite3.Row | None = None
-        self._files: list[sqlite3.Row] = []
+        self._message: Row | None = None
+        self._files: list[Row] = []
 
     # -- shared ----------------------------------------------------------------------------------------------
 

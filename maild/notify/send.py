@@ -32,9 +32,9 @@ from maild import clock as clocks
 from maild.clock import Clock
 from maild.notify.tokens import Signer, with_tag
 from maild.notify.transport import MAIL, PERMANENT, Delivery, Envelope, Session, Transport, build_transport, failure
-from maild.pipeline.worker import is_transient, wait_any
+from maild.pipeline.worker import wait_any
 from maild.store import outbox, tickets
-from maild.store.db import Database
+from maild.store.db import Database, is_transient
 from maild.store.outbox import OutboxRow
 
 if TYPE_CHECKING:

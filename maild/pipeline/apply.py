@@ -9,7 +9,6 @@ under their name and signature, a ``#note``, or commands alone (no mail to the c
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from maild.desk import core
@@ -21,6 +20,7 @@ from maild.pipeline import authres, quotes
 from maild.pipeline.context import Env, MessageContext
 from maild.pipeline.staffmail import read
 from maild.store import people, tickets
+from maild.store.db import Row
 
 
 def client_message(ctx: MessageContext) -> core.NewMessage:
@@ -87,7 +87,7 @@ async def open_from_mail(ctx: MessageContext, env: Env) -> tuple[list[Event], Ou
     return events, NewTicket(ticket_id=ticket_id, tid=tid)
 
 
-async def client_reply(ctx: MessageContext, env: Env, ticket: sqlite3.Row, **detail: Any) -> list[Event]:
+async def client_reply(ctx: MessageContext, env: Env, ticket: Row, **detail: Any) -> list[Event]:
     """A client's mail as a reply on ``ticket`` (here and for an admin's import of a blocked reply)."""
     actor = Actor(kind="client", email=ctx.author_email, name=ctx.mail.from_name)
     _, events = await core.add_reply(env.db, ticket, client_message(ctx), actor, env.clock.stamp(), **detail)
@@ -95,7 +95,7 @@ async def client_reply(ctx: MessageContext, env: Env, ticket: sqlite3.Row, **det
     return events
 
 
-async def staff_mail(ctx: MessageContext, env: Env, ticket: sqlite3.Row, **detail: Any) -> tuple[list[Event], Outcome]:
+async def staff_mail(ctx: MessageContext, env: Env, ticket: Row, **detail: Any) -> tuple[list[Event], Outcome]:
     """A staff member's mail: a reply, a #note, or commands alone; all through the desk's actions."""
     assert ctx.staff is not None
     text = ctx.mail.content.text

@@ -4,7 +4,6 @@ environment (:class:`Env`: database, settings, clock, departments)."""
 from __future__ import annotations
 
 import re
-import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +13,7 @@ from maild.config import Settings
 from maild.desk.core import StoredFile
 from maild.desk.events import Event
 from maild.pipeline.parse import ParsedMail
-from maild.store.db import Database
+from maild.store.db import Database, Row
 from maild.store.inbound import InboundRow
 
 if TYPE_CHECKING:
@@ -37,14 +36,14 @@ class MessageContext:
     raw: bytes
     mail: ParsedMail
     department: DepartmentRef | None = None
-    ticket: sqlite3.Row | None = None          # the existing ticket this message replies to
+    ticket: Row | None = None          # the existing ticket this message replies to
     threaded_by: str = ""                      # how it was matched: in-reply-to, references, subject
     files: list[StoredFile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     badge: str = "Guest"                       # Owner, Authorized User, Sub-account, Registered User, Guest, Operator
     client_id: int | None = None               # the account a new ticket belongs to
     roles: dict[int, str] = field(default_factory=dict)   # account id → owner/user/contact of the author
-    staff: sqlite3.Row | None = None
+    staff: Row | None = None
     registered: bool = False                   # the author has an account or is a registered user
     via_token: bool = False                    # staff proven by the signed reply token of their notification
     staff_mail: StaffMail | None = None        # a staff member's commands and text (staff_commands stage)

@@ -7,12 +7,11 @@ authorise stage's business."""
 
 from __future__ import annotations
 
-import sqlite3
-
 from maild.outcomes import Outcome
 from maild.pipeline import authres
 from maild.pipeline.context import Env, MessageContext
 from maild.store import people, staff
+from maild.store.db import Row
 
 BADGES = {"owner": "Owner", "user": "Authorized User", "contact": "Sub-account"}
 # Headers a message has once (RFC 5322 3.6); a second copy is a sign of tampering.
@@ -36,7 +35,7 @@ async def identify(ctx: MessageContext, env: Env) -> Outcome | None:
     return None
 
 
-def _verified_staff(ctx: MessageContext, env: Env, claimed: sqlite3.Row) -> sqlite3.Row | None:
+def _verified_staff(ctx: MessageContext, env: Env, claimed: Row) -> Row | None:
     """``claimed`` if a trusted mail server verified the From domain, else None; a note says which."""
     proof = authres.verified_by(ctx.mail.headers.get("authentication-results", []),
                                 env.settings.mail.trusted_authserv_ids, ctx.mail.from_addr.rpartition("@")[2])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ from maild.pipeline.context import Env, MessageContext
 from maild.pipeline.parse import ParsedMail
 from maild.pipeline.prepare import Preparer
 from maild.store import importlog, inbound
+from maild.store.db import is_transient
 from maild.store.inbound import InboundRow
 
 log = logging.getLogger("ticketd.pipeline")
@@ -30,17 +30,6 @@ log = logging.getLogger("ticketd.pipeline")
 POLL_SECONDS = 0.5            # rows spooled by other processes (ticketd pipe) are found this fast
 MAX_TX_SECONDS = 0.25         # hold the write lock no longer (in-process writers are seen waiting anyway)
 RETRY_SECONDS = (1, 2, 5, 10, 30, 60)
-_TRANSIENT = ("locked", "busy", "disk", "full", "i/o", "unable to open", "readonly", "read-only")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Storage trouble that a retry can cure, as opposed to a bug or a bad message."""
-    if isinstance(exc, OSError):
-        return True
-    if isinstance(exc, sqlite3.OperationalError):
-        text = str(exc).lower()
-        return any(word in text for word in _TRANSIENT)
-    return False
 
 
 class _Careful(Exception):

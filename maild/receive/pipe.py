@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import sys
 
 from maild.config import Settings
@@ -24,8 +23,9 @@ def _err(text: str) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from maild.spool import Incoming, SpoolError, spool_sync
-    from maild.store.db import connect_sync
+    from maild.spool import Incoming, SpoolError
+    from maild.store.db import StorageError, connect_sync
+    from maild.store.inbound import spool_sync
 
     if args.department and settings.department(args.department) is None:
         names = ", ".join(d.name for d in settings.departments)
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     department_hint=dept)
     try:
         conn = connect_sync(settings.db_path)
-    except (sqlite3.Error, OSError, RuntimeError) as exc:
+    except (StorageError, OSError, RuntimeError) as exc:
         _err(f"cannot open the spool {settings.db_path}: {exc}; the MTA should retry (exit 75)")
         return EX_TEMPFAIL
     try:

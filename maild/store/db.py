@@ -16,6 +16,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import aiosqlite
 
+# What the layers above see of the engine, by these names only (issue 10 gives them a second engine).
+Row = sqlite3.Row                 # a row: read by column name
+StorageError = sqlite3.Error      # anything the database refused
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_MS = 15000
 ASYNC_BUSY_TIMEOUT_MS = 2
@@ -25,6 +29,19 @@ PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
 )
+
+
+_TRANSIENT = ("locked", "busy", "disk", "full", "i/o", "unable to open", "readonly", "read-only")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Storage trouble that a retry can cure (a lock, a full disk, I/O), as opposed to a bug or bad data."""
+    if isinstance(exc, OSError):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return any(word in text for word in _TRANSIENT)
+    return False
 
 
 def migration_files() -> list[tuple[int, Path]]:

@@ -7,9 +7,14 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from maild.spool import INSERT_SQL, Incoming
+from maild.clock import Clock
+from maild.spool import Incoming, SpoolError
 from maild.store.db import Database
 
+INSERT_SQL = (
+    "INSERT INTO inbound (received_at, source, source_ref, peer, envelope_from, envelope_to,"
+    " department_hint, size, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 COLUMNS = "id, received_at, source, source_ref, peer, envelope_from, envelope_to, department_hint, size"
 
 
@@ -98,3 +103,20 @@ async def mark_failed(db: Database, inbound_id: int) -> None:
 
 async def count_pending(db: Database) -> int:
     return int(await db.scalar("SELECT count(*) FROM inbound WHERE state = 'new'") or 0)
+
+
+def spool_sync(conn: sqlite3.Connection, item: Incoming, clock: Clock | None = None) -> int:
+    """Commit one message with a plain sqlite3 connection; return its queue id."""
+    stamp = (clock or Clock()).stamp()
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = conn.execute(INSERT_SQL, item.row(stamp))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise SpoolError(str(exc)) from exc
+    return int(cur.lastrowid or 0)

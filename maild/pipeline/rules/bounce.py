@@ -11,7 +11,6 @@ changes nothing."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 
 from maild.notify.tokens import tags_in
@@ -19,6 +18,7 @@ from maild.outcomes import BOUNCE, Blocked, Outcome
 from maild.pipeline.context import Env, MessageContext
 from maild.pipeline.dsn import Recipient
 from maild.store import outbox, senders, tickets
+from maild.store.db import Row
 
 DAEMON_LOCALPARTS = ("mailer-daemon", "mail-daemon", "mailerdaemon")
 
@@ -27,7 +27,7 @@ DAEMON_LOCALPARTS = ("mailer-daemon", "mail-daemon", "mailerdaemon")
 class Finding:
     """What a report is about: the ticket, and the recipients it may mark (address → status)."""
 
-    ticket: sqlite3.Row | None = None
+    ticket: Row | None = None
     outbox_id: int | None = None             # the signed mail it answers
     marks: dict[str, Recipient] = field(default_factory=dict)   # may be marked when they fail hard
     told: list[Recipient] = field(default_factory=list)         # logged on the ticket
