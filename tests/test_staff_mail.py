@@ -236,3 +236,22 @@ def test_a_reply_with_nothing_new_sends_nothing(live: Instance, relay: Relay):
     assert live.cli_json("ticket", "show", tid)["status"] == "Open"
     refusals = [m for m in mail_to(relay, STAFF, 3) if "Not done" in m["Subject"]]
     assert len(refusals) == 2 and "nothing new above the quoted mail" in text_of(refusals[0])
+
+
+def test_staff_may_attach_any_file_type_by_mail(live: Instance, relay: Relay):
+    """Seed: admins may attach any file type; a client's mail keeps to the allow-list."""
+    client_mail = make_mail(subject="Config please", sender=CLIENT)
+    client_mail.add_attachment(b"#!/bin/sh\necho client\n", maintype="application", subtype="octet-stream",
+                               filename="client.xyz")
+    send(live, client_mail)
+    (notice,) = mail_to(relay, STAFF)
+    answer = reply_to(notice, STAFF, "Here is the script.", "Sam")
+    answer.add_attachment(b"#!/bin/sh\necho fixed\n", maintype="application", subtype="octet-stream",
+                          filename="fix.xyz")
+    send(live, answer)
+    assert outcomes(live, 2) == ["new_ticket", "reply"]
+    tid = live.query("SELECT tid FROM tickets")[0]["tid"]
+    messages = live.cli_json("ticket", "show", tid)["messages"]
+    assert [[a["filename"] for a in m["attachments"]] for m in messages] == [[], ["fix.xyz"]]
+    got = mail_to(relay, CLIENT, 2)[1]
+    assert [a.get_filename() for a in got.iter_attachments()] == ["fix.xyz"]

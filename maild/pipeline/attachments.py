@@ -17,6 +17,7 @@ from maild.desk.core import StoredFile
 from maild.outcomes import Outcome
 from maild.pipeline.content import Part
 from maild.pipeline.context import Env, MessageContext
+from maild.store.files import FileStore
 
 MAX_NAME = 120
 _RESERVED = re.compile(r'[<>:"|?*]')
@@ -108,6 +109,7 @@ def judge(parts: list[Part], policy: AttachmentPolicy) -> list[str]:
             stem = name.rpartition(".")[0] or name
             name, ext = f"{stem[:MAX_NAME - 4]}.dat", "dat"
         size = len(part.data)
+        by_type = True   # the first four refusals are about the type; staff may send any type
         if detected in EXECUTABLE_TYPES:
             reason = f"the content is an executable ({detected}), whatever its name says"
         elif detected in ACTIVE_TYPES and ext not in ("html", "htm", "svg"):
@@ -116,15 +118,24 @@ def judge(parts: list[Part], policy: AttachmentPolicy) -> list[str]:
             reason = f".{ext} is not an allowed file type ({', '.join(sorted(policy.allowed))})"
         elif specific and ext in EXPECTED and specific not in EXPECTED[ext]:
             reason = f"the content is {specific}, not what .{ext} says"
-        elif size > policy.max_file:
-            reason = f"{size} bytes is over the {policy.max_file}-byte limit per file"
-        elif total + size > policy.max_total:
-            reason = f"the message's attachments would exceed {policy.max_total} bytes"
         else:
-            reason = None
+            by_type = False
+            if size > policy.max_file:
+                reason = f"{size} bytes is over the {policy.max_file}-byte limit per file"
+            elif total + size > policy.max_total:
+                reason = f"the message's attachments would exceed {policy.max_total} bytes"
+            else:
+                reason = None
         if reason:
             part.dropped = reason
-            part.data = b""
+            # A refusal by type alone keeps the bytes: staff may send any file type (seed), and only the
+            # later stages know whether the mail is a staff member's. Size refusals free them.
+            part.by_type = by_type and size <= policy.max_file and total + size <= policy.max_total
+            if part.by_type:
+                part.filename = name
+                part.content_type = specific or "application/octet-stream"
+            else:
+                part.data = b""
             notes.append(f"dropped attachment {name!r} ({specific or part.content_type}, {size} bytes): {reason}")
             continue
         total += size
@@ -136,9 +147,20 @@ def judge(parts: list[Part], policy: AttachmentPolicy) -> list[str]:
 
 
 async def store(ctx: MessageContext, env: Env) -> Outcome | None:
-    """The kept parts, as the prepare step judged, named and stored them, become the message's files."""
+    """The kept parts, as the prepare step judged, named and stored them, become the message's files. A staff
+    member's mail (signed reply token) also keeps the parts refused for their type alone (seed: admins may
+    attach any file type); size limits still hold."""
+    staff = ctx.staff is not None and ctx.via_token
     for part in ctx.mail.content.parts:
-        if part.dropped is None:
+        if part.dropped is not None and part.by_type and staff and part.data:
+            sha = FileStore(env.settings.attachments_dir).put(part.data)
+            assert ctx.staff is not None
+            ctx.notes.append(f"kept attachment {part.filename!r} from staff member {ctx.staff['username']}"
+                             f" (refused for a client: {part.dropped})")
+            ctx.files.append(StoredFile(filename=part.filename or "attachment", content_type=part.content_type,
+                                        size=len(part.data), sha256=sha, content_id=part.content_id,
+                                        inline=part.inline))
+        elif part.dropped is None:
             assert part.sha256 is not None and part.filename  # prepare.parse_all stored and named it
             ctx.files.append(StoredFile(filename=part.filename, content_type=part.content_type, size=part.size,
                                         sha256=part.sha256, content_id=part.content_id, inline=part.inline))

@@ -55,6 +55,7 @@ class Part:
     size: int = 0
     sha256: str | None = None      # set once the bytes are in the file store (and ``data`` emptied)
     dropped: str | None = None     # why the attachment policy refused it (then it is not stored)
+    by_type: bool = False          # refused for its type alone (kept, with its bytes, for a staff member)
 
 
 @dataclass
