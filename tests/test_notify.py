@@ -365,3 +365,25 @@ def test_a_broken_override_template_stops_the_start(tmp_path: Path):
     proc = inst.cli("ticket", "list", check=False)
     assert proc.returncode == 78
     assert b"notifications.templates" in proc.stderr and b"admin_reply.j2" in proc.stderr
+
+
+def test_every_built_in_template_renders_for_both_audiences():
+    """The daemon no longer compiles the built-in templates at every start: this is their check, the
+    `_default.j2` fallbacks and command_error included."""
+    from maild.notify.render import Renderer
+
+    renderer = Renderer()
+    ticket = {"tid": "123456", "subject": "Disk full", "status": "Open", "priority": "High",
+              "department": "Support", "client_name": "Alice", "client_email": "a@client.example",
+              "assigned": "Ann", "flagged": ""}
+    message = {"body": "Hello", "html": None, "author": "Alice", "author_email": "a@client.example",
+               "attachments": [{"filename": "a.pdf", "size": 2048}]}
+    for audience in ("client", "staff"):
+        for name in [*(k.value for k in EventKind), "command_error"]:
+            out = renderer.render(audience, name, {
+                "event": name, "ticket": ticket, "message": message, "actor": "Ann Admin",
+                "changes": [{"field": "assigned", "before": "(none)", "after": "ann"}], "company": "Support",
+                "recipient": {"name": "Alice", "email": "a@client.example"}, "link": "http://x/t/123456/k",
+                "thread_subject": "[Ticket #123456] Disk full", "linked_attachments": [],
+                "errors": ["#priority urgent: use low, medium or high"], "statuses": ["Open"]})
+            assert out.subject and "123456" in out.subject + out.text, (audience, name)

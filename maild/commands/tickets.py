@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 
 from maild.app import App
@@ -31,14 +30,6 @@ async def _show(settings: Settings, tid: str) -> dict | None:
         return await ticket_full(app.db, row)
 
 
-async def _log(settings: Settings, tid: str) -> list[dict] | None:
-    async with App(settings) as app:
-        assert app.db is not None
-        row = await tickets.by_tid(app.db, tid.lstrip("#"))
-        if row is None:
-            return None
-        return [{"at": e["at"], "actor": e["actor"], "event": e["event"], "detail": json.loads(e["detail"])}
-                for e in await tickets.events(app.db, row["id"])]
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -46,18 +37,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from maild.commands import desk
 
         return desk.run(args, settings)
-    if args.ticket_command == "log":
-        entries = asyncio.run(_log(settings, args.tid))
-        if entries is None:
-            print(f"ticketd ticket log: no ticket #{args.tid}", file=sys.stderr)
-            return EX_NOINPUT
-        if args.json:
-            print_json(entries)
-        else:
-            print_table(["AT", "ACTOR", "EVENT", "DETAIL"],
-                        [[e["at"][:19], e["actor"], e["event"],
-                          " ".join(f"{k}={v}" for k, v in e["detail"].items())] for e in entries])
-        return 0
     if args.ticket_command == "list":
         rows = asyncio.run(_list(settings, args.status))
         if args.json:
@@ -71,8 +50,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     data = asyncio.run(_show(settings, args.tid))
     if data is None:
-        print(f"ticketd ticket show: no ticket #{args.tid}", file=sys.stderr)
+        print(f"ticketd ticket {args.ticket_command}: no ticket #{args.tid}", file=sys.stderr)
         return EX_NOINPUT
+    if args.ticket_command == "log":   # the log part of `show`
+        if args.json:
+            print_json(data["log"])
+        else:
+            print_table(["AT", "ACTOR", "EVENT", "DETAIL"],
+                        [[e["at"][:19], e["actor"], e["event"],
+                          " ".join(f"{k}={v}" for k, v in e["detail"].items())] for e in data["log"]])
+        return 0
     if args.json:
         print_json(data)
         return 0

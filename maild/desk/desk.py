@@ -98,15 +98,21 @@ class Desk:
             "last_reply_at": ticket["last_reply_at"], "status": ticket["status"],
         }
 
+    async def may_work(self, actor: Actor, department_id: int) -> bool:
+        """The rights rule: admins (and the system) everywhere, other staff in the departments they work in."""
+        if actor.kind == "system" or actor.is_admin:
+            return True
+        if actor.kind != "staff" or actor.staff_id is None:
+            return False
+        member, _ = await staff.departments_of(self.db, actor.staff_id)
+        return department_id in member
+
     async def _check(self, actor: Actor, ticket: Any, expected: Mapping[str, str] | None) -> None:
-        if actor.kind == "staff" and not actor.is_admin:
-            assert actor.staff_id is not None
-            member, _ = await staff.departments_of(self.db, actor.staff_id)
-            if ticket["department_id"] not in member:
-                raise Denied(f"{actor.username} does not work in department {ticket['department']!r}"
-                             f" (an admin can add it: ticketd staff set {actor.username} --departments ...)")
-        elif actor.kind not in ("staff", "system"):
-            raise Denied("only staff act on tickets through the desk")
+        if not await self.may_work(actor, ticket["department_id"]):
+            if actor.kind != "staff":
+                raise Denied("only staff act on tickets through the desk")
+            raise Denied(f"{actor.username} does not work in department {ticket['department']!r}"
+                         f" (an admin can add it: ticketd staff set {actor.username} --departments ...)")
         if expected:
             unknown = set(expected) - set(WATCHED_FIELDS)
             if unknown:
@@ -176,14 +182,15 @@ class Desk:
             ticket = await self.ticket(tid)
             await self._check(actor, ticket, expected)
             # Only admins and the department's staff can be @mentioned: the note's text goes to them by mail.
-            named = await staff.with_access(self.db, bodies.mentions(body), ticket["department_id"])
+            mentions = bodies.mentions(body)
+            named = await staff.with_access(self.db, mentions, ticket["department_id"])
             msg = core.NewMessage(kind="note", author_email=actor.email, author_name=actor.name or actor.username,
                                   badge="Operator", body=body.strip(), body_html=bodies.to_html(body),
                                   staff_id=actor.staff_id, inbound_id=inbound_id, files=files)
             message_id, events = await core.add_note(self.db, ticket, msg, actor, [r["id"] for r in named],
                                                      self.clock.stamp(), **detail)
             result = Result(ticket["id"], ticket["tid"], events, message_id)
-            unknown = set(bodies.mentions(body)) - {r["username"].lower() for r in named}
+            unknown = set(mentions) - {r["username"].lower() for r in named}
             if unknown:
                 result.notes.append(f"not mentioned (no such staff member, or not in department"
                                     f" {ticket['department']!r}): {', '.join('@' + u for u in sorted(unknown))}")

@@ -4,6 +4,7 @@ its commands (:mod:`maild.pipeline.staffmail`). A bad command changes nothing: t
 
 from __future__ import annotations
 
+from maild.desk.desk import actor_of
 from maild.outcomes import Command, Outcome
 from maild.pipeline import quotes
 from maild.pipeline.context import Env, MessageContext
@@ -17,12 +18,9 @@ async def check(ctx: MessageContext, env: Env) -> Outcome | None:
     text = ctx.mail.content.text
     # Only the new text: never the quoted notification (it may hold a private note) or the history.
     sm = ctx.staff_mail = read(quotes.visible(text))
-    member = ctx.staff
     # What the desk would refuse, found before anything is written: rights, the assignee.
-    if not member["is_admin"]:
-        worked, _ = await staff.departments_of(env.db, member["id"])
-        if ctx.ticket["department_id"] not in worked:
-            sm.errors.append(f"you do not work in department {ctx.ticket['department']!r}; an admin can add it")
+    if not await env.desk.may_work(actor_of(ctx.staff), ctx.ticket["department_id"]):
+        sm.errors.append(f"you do not work in department {ctx.ticket['department']!r}; an admin can add it")
     if sm.assign and not await staff.with_access(env.db, [sm.assign], ctx.ticket["department_id"]):
         sm.errors.append(f"#assign {sm.assign}: no staff member with that username works in department"
                          f" {ctx.ticket['department']!r}")
