@@ -24,7 +24,7 @@ notifications on and off. Target: on >= 0.8 x off.
 * "on", as in production: two staff members added with ``ticketd staff add ... --notify "Technical
   Support"`` (the department smtp-source mails, support@helpdesk.example, goes to), so each new ticket
   writes the client's confirmation and two staff notifications to the outbox in the pipeline's
-  transaction, and the daemon's own outbox sender delivers them (``[outbound]`` transport "smtp" to an
+  transaction, and the daemon's outbox sender (in a process of its own, niced like the pipeline's) delivers them (``[outbound]`` transport "smtp" to an
   smtp-sink on a free loopback port, security "none") while the run goes on. Once every message has its
   import_log row the benchmark waits (bounded) for the outbox to empty and prints its rows by state:
   about 3 x N sent, none queued or failed.
@@ -120,7 +120,7 @@ async def fill(db: Database, messages: int, clock: Clock) -> None:
 
 async def deliver(settings: config.Settings, messages: int, profile: bool) -> dict[str, Any]:
     clock = Clock()
-    db = await Database.open(settings.db_path)
+    db = await Database.open(settings.db_path, inline=True)   # as in ticketd serve's sender process
     try:
         await fill(db, messages, clock)
         sender = OutboxSender(db, settings, clock, Signer(load_or_create_secret(settings.secret_path)))

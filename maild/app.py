@@ -47,6 +47,7 @@ class App:
     env: Env | None = None
     worker: Worker | None = None
     parsers: int = 0               # parser processes; 0 parses in a thread (short-lived commands)
+    inline_db: bool = False        # queries on the loop's thread (the worker's own process: store/db.py)
     departments: dict[str, int] = field(default_factory=dict)
     signer: Signer = field(init=False)
     notifier: Notifier = field(init=False)
@@ -58,7 +59,7 @@ class App:
         # database (whose thread would keep a failing process alive) is open.
         self.signer = self._signer()
         renderer = self._renderer()
-        self.db = await Database.open(self.settings.db_path)
+        self.db = await Database.open(self.settings.db_path, inline=self.inline_db)
         try:
             await self._build(renderer)
         except BaseException:
@@ -153,6 +154,7 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
         imap: ImapService | None = None
         sender: OutboxSender | None = None
         outbox_db: Database | None = None
+        sender_task: asyncio.Task[None] | None = None
         try:
             for name, listen in (("smtp", smtp), ("lmtp", lmtp)):
                 if listen is None:
@@ -168,7 +170,7 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
                 log.info("listening", extra={"kv": {"protocol": name, "address": f"{listen.host}:{port}"}})
                 servers.append((name, server, handler))
             if settings.worker.process:
-                worker_task = asyncio.create_task(supervise_worker(settings, stop), name="pipeline-process")
+                worker_task = asyncio.create_task(supervise("worker", settings, stop), name="pipeline-process")
             else:
                 worker_task = asyncio.create_task(app.worker.run(stop), name="pipeline-worker")
             if settings.imap:
@@ -178,12 +180,15 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
                                    app.clock, app.worker.wake)
                 await imap.start()
                 log.info("imap started", extra={"kv": {"accounts": ",".join(a.name for a in settings.imap)}})
-            # The outbox sender: its own connection (it must never read another writer's open transaction).
-            outbox_db = await Database.open(settings.db_path, gate=app.db.gate)
-            sender = OutboxSender(outbox_db, settings, app.clock, app.signer)  # app.signer: the secret's
-            sender.start()
-            wake_sender = sender.wake   # mail queued by the in-process worker goes out without a poll
-            app.worker.listeners.append(lambda _result: wake_sender())
+            if settings.worker.process:
+                sender_task = asyncio.create_task(supervise("sender", settings, stop), name="sender-process")
+            else:
+                # The outbox sender: its own connection (it must never read another writer's open transaction).
+                outbox_db = await Database.open(settings.db_path, gate=app.db.gate)
+                sender = OutboxSender(outbox_db, settings, app.clock, app.signer)  # app.signer: the secret's
+                sender.start()
+                wake_sender = sender.wake   # mail queued by the in-process worker goes out without a poll
+                app.worker.listeners.append(lambda _result: wake_sender())
             log.info("started", extra={"kv": {"config": settings.source, "state_dir": settings.state_dir,
                                               "departments": len(settings.departments)}})
             await stop.wait()
@@ -198,8 +203,9 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
                 except TimeoutError:
                     log.warning("gave up waiting for a message in hand after 30 s; it was not acknowledged")
             await spool.close()
-            await sender.stop()   # the mails in flight are finished and recorded first
-            await worker_task
+            if sender is not None:
+                await sender.stop()   # the mails in flight are finished and recorded first
+            await asyncio.gather(*(t for t in (worker_task, sender_task) if t is not None))
         finally:
             await spool.close()
             await spool_db.close()
@@ -213,76 +219,99 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
     return 0
 
 
-# -- the pipeline worker in a process of its own ----------------------------------------------------------
-# With two or more cores, receiving (the SMTP/LMTP protocol, group commits) and processing (parsing, the
-# database round trips of the stages) each get a core instead of sharing one event loop and one GIL.
-# The two meet only in the database, as `ticketd pipe` and the daemon always have.
+# -- the pipeline worker and the outbox sender in processes of their own ------------------------------------
+# With two or more cores, receiving (the SMTP/LMTP protocol, group commits), processing (parsing, the
+# database round trips of the stages) and sending (SMTP to the relay) each get a core instead of sharing one
+# event loop and one GIL. They meet only in the database, as `ticketd pipe` and the daemon always have.
+# Both children are niced: answering SMTP clients comes first. Under a burst the pipeline may lag (the mail
+# is safe in the spool) and the outbox fills (it is durable), but the senders must not time out.
 
 CHILD_POLL_SECONDS = 0.02
 CHILD_MAX_TX_SECONDS = 0.02
-WORKER_NICENESS = 10
+SENDER_POLL_SECONDS = 0.2         # mail queued by the worker process is found this fast
+CHILD_NICENESS = 10
 
 
-def worker_process_main(settings: Settings, parent: int) -> None:
-    """Entry point of the worker process: process the spool until SIGTERM/SIGINT or the parent's death."""
+def child_main(kind: str, settings: Settings, parent: int) -> None:
+    """Entry point of a child process (``worker`` or ``sender``): run until SIGTERM/SIGINT or the parent's
+    death."""
     from maild import logs
 
     logs.setup(settings.log.level)
-    # Answering SMTP clients comes first: under a burst the pipeline may lag (the mail is safe in the
-    # spool) but the senders must not time out. Parser processes inherit this.
-    os.nice(WORKER_NICENESS)
-    asyncio.run(_worker_process(settings, parent))
+    os.nice(CHILD_NICENESS)   # parser processes inherit it
+    asyncio.run(_child(kind, settings, parent))
 
 
-async def _worker_process(settings: Settings, parent: int) -> None:
+async def _child(kind: str, settings: Settings, parent: int) -> None:
     stop = stop_on_signals()
 
     async def watch_parent() -> None:
         while not stop.is_set():
             if os.getppid() != parent:  # the daemon was killed: an orphan must not live on
-                log.warning("worker process: the daemon is gone; stopping")
+                log.warning("%s process: the daemon is gone; stopping", kind)
                 stop.set()
             await asyncio.sleep(0.5)
 
     watcher = asyncio.create_task(watch_parent())
-    async with App(settings, parsers=settings.worker.parsers) as app:
+    try:
+        await (_worker_process if kind == "worker" else _sender_process)(settings, stop)
+    finally:
+        watcher.cancel()
+
+
+async def _worker_process(settings: Settings, stop: asyncio.Event) -> None:
+    # Its queries run on the loop's thread (store/db.py): this loop has nothing else to answer.
+    async with App(settings, parsers=settings.worker.parsers, inline_db=True) as app:
         assert app.worker is not None
         app.worker.poll_seconds = CHILD_POLL_SECONDS
         # The receivers are in another process, where we cannot see them wait: hand the lock over often.
         app.worker.max_tx_seconds = CHILD_MAX_TX_SECONDS
         await app.worker.run(stop)
-    watcher.cancel()
 
 
-async def supervise_worker(settings: Settings, stop: asyncio.Event) -> None:
-    """Run the worker process; restart it if it dies; on ``stop``, SIGTERM it and wait for its batch."""
+async def _sender_process(settings: Settings, stop: asyncio.Event) -> None:
+    from maild.notify.send import OutboxSender
+
+    signer = Signer(load_or_create_secret(settings.secret_path))
+    db = await Database.open(settings.db_path, inline=True)
+    try:
+        sender = OutboxSender(db, settings, Clock(), signer, poll_seconds=SENDER_POLL_SECONDS)
+        sender.start()
+        await stop.wait()
+        await sender.stop()   # the mails in flight are finished and recorded first
+    finally:
+        await db.close()
+
+
+async def supervise(kind: str, settings: Settings, stop: asyncio.Event) -> None:
+    """Run a child process; restart it if it dies; on ``stop``, SIGTERM it and wait for its work in hand."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")  # never fork a process with threads (aiosqlite)
     restarts = 0
     while not stop.is_set():
-        # Not a daemonic process: it runs a parser pool of its own. It exits by itself if we die.
-        proc = ctx.Process(target=worker_process_main, args=(settings, os.getpid()), name="ticketd-worker")
+        # Not a daemonic process: the worker runs a parser pool of its own. It exits by itself if we die.
+        proc = ctx.Process(target=child_main, args=(kind, settings, os.getpid()), name=f"ticketd-{kind}")
         try:
             proc.start()
         except OSError as exc:  # out of processes or memory: keep receiving, try again
             restarts += 1
-            log.error("cannot start the worker process; retrying", extra={"kv": {"error": str(exc)}})
+            log.error("cannot start the %s process; retrying", kind, extra={"kv": {"error": str(exc)}})
             await wait_any(min(30.0, 2.0 * restarts), stop)
             continue
-        log.info("worker process started", extra={"kv": {"pid": proc.pid}})
+        log.info("%s process started", kind, extra={"kv": {"pid": proc.pid}})
         while proc.is_alive() and not stop.is_set():
             await wait_any(0.5, stop)
         if stop.is_set():
             proc.terminate()
             await asyncio.to_thread(proc.join, 60)
             if proc.is_alive():
-                log.error("worker process did not stop in 60 s; killing it (its batch rolls back)")
+                log.error("%s process did not stop in 60 s; killing it (its work in hand rolls back)", kind)
                 proc.kill()
                 await asyncio.to_thread(proc.join, 5)
             return
         restarts += 1
         delay = min(30.0, 0.5 * 2 ** min(restarts, 6))
-        log.error("worker process died; restarting it", extra={"kv": {"exitcode": proc.exitcode,
-                                                                     "retry_in": f"{delay:.1f}s"}})
+        log.error("%s process died; restarting it", kind, extra={"kv": {"exitcode": proc.exitcode,
+                                                                    "retry_in": f"{delay:.1f}s"}})
         await wait_any(delay, stop)
