@@ -7,10 +7,9 @@ loads only the config, the spool and sqlite3.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from maild import __version__
 
@@ -23,6 +22,35 @@ EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
 EX_NOPERM = 77
 EX_CONFIG = 78
+LIST_LIMIT = 50     # rows a list shows unless --limit N or --all
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 64 (EX_USAGE) like every other usage error, not argparse's 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value}")
+    return value
+
+
+def _list_options(p: argparse.ArgumentParser, what: str) -> None:
+    """``--limit N`` | ``--all`` and ``--json`` of every list; the JSON says when the list was cut short."""
+    cap = p.add_mutually_exclusive_group()
+    cap.add_argument("--limit", metavar="N", type=_positive, default=LIST_LIMIT,
+                     help=f"at most N {what} (default {LIST_LIMIT}); the output says when there were more")
+    cap.add_argument("--all", dest="limit", action="store_const", const=None, help=f"all {what}, no limit")
+    p.add_argument("--json", action="store_true",
+                   help='print JSON: {"items": [...], "count", "limit", "truncated"}')
 
 
 def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -35,7 +63,7 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
 
 def _action(subparsers: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
     """A sub-subcommand (``ticketd import-log show``) that also takes the global options."""
-    parser = subparsers.add_parser(name, **kwargs)
+    parser = subparsers.add_parser(name, **kwargs)  # of the same class as its parent: Parser
     _globals(parser, suppress=True)
     return parser
 
@@ -101,7 +129,7 @@ def _ticket_actions(t_sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ticketd",
         description="Email-first helpdesk daemon: mail to support addresses becomes tickets and replies.",
     )
@@ -144,20 +172,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("import-log", "the mail import log: one row per received message",
                 "List the mail import log, newest first; 'show ID' for one entry.")
     p.add_argument("--outcome", metavar="X",
-                   help="new_ticket, reply, duplicate, blocked, failed, or blocked:REASON")
-    p.add_argument("--since", metavar="ISO", help="received at or after this time (e.g. 2026-11-01)")
-    p.add_argument("--limit", metavar="N", type=int, default=50, help="at most N rows (default 50)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+                   help="new_ticket, reply, note, command, duplicate, blocked, failed, or blocked:REASON")
+    p.add_argument("--since", metavar="ISO",
+                   help="received at or after this time: a date or date and time (2026-11-01, 2026-11-01T12:00; UTC"
+                        " unless it says otherwise)")
+    _list_options(p, "entries")
     log_sub = p.add_subparsers(dest="log_command", metavar="ACTION")
     show = _action(log_sub, "show", help="one entry, with its detail (and --raw for the message)")
     show.add_argument("id", type=int, metavar="ID")
     show.add_argument("--raw", action="store_true", help="print the raw message as received")
     show.add_argument("--json", action="store_true", help="print JSON")
-    imp = _action(log_sub, "import", help="import a blocked message into a ticket (once)")
+    imp = _action(log_sub, "import", help="import a blocked message into a ticket, or as a new ticket (once)",
+                  description="Import a blocked message: into the ticket it was blocked from replying to (the "
+                  "default), into --ticket TID, or as a --new ticket (blocked unknown_recipient, rate_limited or "
+                  "unregistered mail). Mail is never put into another client's ticket without --force.")
     imp.add_argument("id", type=int, metavar="ID")
-    imp.add_argument("--ticket", metavar="TID",
-                     help="the ticket to add it to (default: the ticket the mail was blocked from replying to)")
-    imp.add_argument("--force", action="store_true", help="allow a ticket other than the one it replied to")
+    target = imp.add_mutually_exclusive_group()
+    target.add_argument("--ticket", metavar="TID",
+                        help="the ticket to add it to (default: the ticket the mail was blocked from replying to)")
+    target.add_argument("--new", action="store_true",
+                        help="open a new ticket from it (blocked unknown_recipient, rate_limited or unregistered)")
+    imp.add_argument("--department", metavar="D",
+                     help="with --new: the new ticket's department (default: the one the mail was routed to)")
+    imp.add_argument("--force", action="store_true",
+                     help="allow a ticket other than the one it replied to, or another client's ticket")
     imp.add_argument("--as", dest="kind", choices=("reply", "note"), default="reply",
                      help="a client reply (default; sets Customer-Reply) or a private staff note")
 
@@ -189,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     br = _action(b_sub, "remove", help="lift a ban")
     br.add_argument("pattern", metavar="PATTERN")
     bl = _action(b_sub, "list", help="the banned addresses and domains")
-    bl.add_argument("--json", action="store_true", help="print JSON")
+    _list_options(bl, "patterns")
 
     p = command("clients", "client accounts and their people (owner, authorised users, contacts)")
     c_sub = p.add_subparsers(dest="clients_command", metavar="ACTION", required=True)
@@ -202,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     ci = _action(c_sub, "import", help="add people from a CSV file with columns account,email,name,role")
     ci.add_argument("file", metavar="FILE.csv")
     cl = _action(c_sub, "list", help="accounts, their people and registered users")
-    cl.add_argument("--json", action="store_true", help="print JSON")
+    _list_options(cl, "people")
 
     p = command("staff", "staff members (their replies carry the Operator badge)")
     s_sub = p.add_subparsers(dest="staff_command", metavar="ACTION", required=True)
@@ -217,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--no-admin", action="store_true", help="no longer an admin")
     _staff_options(ss)
     sl = _action(s_sub, "list", help="staff members, their departments and notifications")
-    sl.add_argument("--json", action="store_true", help="print JSON")
+    _list_options(sl, "staff members")
 
     p = command("ticket", "tickets: list, show, log; and staff actions (open, reply, note, set, watch, close)",
                 "List and show tickets, and act on them as a staff member (--as USERNAME or $TICKETD_AS). "
@@ -229,8 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("tid", metavar="TID")
     lg.add_argument("--json", action="store_true", help="print JSON")
     lst = _action(t_sub, "list", help="list tickets, most recent activity first")
-    lst.add_argument("--status", metavar="S", help="only this status (Open, Customer-Reply, Closed, ...)")
-    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.add_argument("--status", metavar="S",
+                     help="only this status: Open, Answered, Customer-Reply, On Hold, In Progress or Closed")
+    _list_options(lst, "tickets")
     shw = _action(t_sub, "show", help="one ticket with its messages")
     shw.add_argument("tid", metavar="TID")
     shw.add_argument("--json", action="store_true", help="print JSON")
@@ -240,8 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     o_sub = p.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
     ol = _action(o_sub, "list", help="outbox mails, newest first")
     ol.add_argument("--state", choices=("queued", "sent", "failed"), help="only mails in this state")
-    ol.add_argument("--limit", metavar="N", type=int, default=50, help="at most N rows (default 50)")
-    ol.add_argument("--json", action="store_true", help="print JSON")
+    _list_options(ol, "mails")
     osh = _action(o_sub, "show", help="one mail: state, attempts, last error and headers (--raw: the message)")
     osh.add_argument("id", type=int, metavar="ID")
     osh.add_argument("--raw", action="store_true", help="print the message as it is sent")
@@ -273,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from maild import logs
 
-    logs.setup(os.environ.get("TICKETD_LOG_LEVEL") or settings.log.level)
+    logs.setup(settings.log.level)  # $TICKETD_LOG_LEVEL applied and checked by config.load
     from maild.app import StartupError
     from maild.commands import dispatch
     from maild.store.db import StorageError

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -298,7 +298,7 @@ class WebSettings:
 
 @dataclass(frozen=True)
 class LogSettings:
-    """``[log]``; ``$TICKETD_LOG_LEVEL`` overrides ``level`` (in cli.py)."""
+    """``[log]``; ``$TICKETD_LOG_LEVEL`` overrides ``level`` (:data:`ENV_OVERRIDES`)."""
 
     level: str = setting("info", str, _choice(*LOG_LEVELS, lower=True))
 
@@ -650,21 +650,48 @@ def _imap_accounts(file: Path, value: Any, departments: tuple[Department, ...]) 
     return tuple(accounts)
 
 
-def load(path: str | Path | None = None, state_dir: str | Path | None = None) -> Settings:
-    """Read and check the configuration; ``path`` defaults to ``$TICKETD_CONFIG`` or ``./ticketd.toml``."""
-    file = Path(path or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
+# Environment variables that override a key of the file: checked like the key, and a bad value is a
+# ConfigError that names the variable.
+ENV_OVERRIDES = {"TICKETD_LOG_LEVEL": ("log", "level")}
+
+
+def load(path: str | Path | None = None, state_dir: str | Path | None = None,
+         environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and check the configuration, then the environment's overrides (:data:`ENV_OVERRIDES`);
+    ``path`` defaults to ``$TICKETD_CONFIG`` or ``./ticketd.toml``."""
+    env = os.environ if environ is None else environ
+    file = Path(path or env.get(ENV_CONFIG) or DEFAULT_CONFIG)
     try:
         with open(file, "rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(file, "", "file not found (use --config PATH or set $TICKETD_CONFIG)") from None
+        origin = (f"${ENV_CONFIG} names it" if not path and env.get(ENV_CONFIG)
+                  else f"use --config PATH or set ${ENV_CONFIG}")
+        raise ConfigError(file, "", f"file not found ({origin})") from None
     except OSError as exc:
         raise ConfigError(file, "", f"cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", f"not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(file, "", f"not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
-    return from_dict(file.resolve(), data, state_dir)
+    return with_environment(from_dict(file.resolve(), data, state_dir), env)
+
+
+def with_environment(settings: Settings, environ: Mapping[str, str]) -> Settings:
+    """``settings`` with the overrides of :data:`ENV_OVERRIDES` that ``environ`` sets (an empty variable
+    counts as unset), each checked as the key it overrides would be."""
+    for var, (table, key) in ENV_OVERRIDES.items():
+        value = environ.get(var)
+        if not value:
+            continue
+        current = getattr(settings, table)
+        spec = next(f for f in fields(current) if f.name == key)
+        r = _Reader(Path(f"${var} (environment)"), table, {key: value})
+        checked = r.get(key, spec.metadata["kind"], None)
+        if spec.metadata["check"] is not None:
+            checked = spec.metadata["check"](r, key, checked)
+        settings = replace(settings, **{table: replace(current, **{key: checked})})
+    return settings
 
 
 def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = None) -> Settings:

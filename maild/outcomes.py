@@ -16,6 +16,8 @@ BANNED = "banned"
 RATE_LIMITED = "rate_limited"
 CLOSED_TICKET = "closed_ticket"
 UNREGISTERED = "unregistered"
+BLOCKED_REASONS = (UNKNOWN_RECIPIENT, TOO_LARGE, UNAUTHORISED_SENDER, AUTO_REPLY, BOUNCE, LOOP, BANNED, RATE_LIMITED,
+                   CLOSED_TICKET, UNREGISTERED)
 
 
 @dataclass(frozen=True)

@@ -119,25 +119,25 @@ def test_import_log_filters_show_and_reprocess_of_a_failure(instance: Instance):
     out = instance.cli_json("process")
     assert out["outcomes"] == {"failed": 1, "blocked:unknown_recipient": 1}
 
-    failed = instance.cli_json("import-log", "--outcome", "failed")
+    failed = instance.cli_json("import-log", "--outcome", "failed")["items"]
     assert len(failed) == 1 and failed[0]["subject"] == "boom"
-    assert [r["reason"] for r in instance.cli_json("import-log", "--outcome", "blocked:unknown_recipient")] == [
-        "unknown_recipient"]
-    assert len(instance.cli_json("import-log", "--limit", "2")) == 2
-    assert len(instance.cli_json("import-log", "--since", "2000-01-01")) == 3
-    assert instance.cli_json("import-log", "--since", "2999-01-01") == []
+    blocked = instance.cli_json("import-log", "--outcome", "blocked:unknown_recipient")["items"]
+    assert [r["reason"] for r in blocked] == ["unknown_recipient"]
+    assert len(instance.cli_json("import-log", "--limit", "2")["items"]) == 2
+    assert len(instance.cli_json("import-log", "--since", "2000-01-01")["items"]) == 3
+    assert instance.cli_json("import-log", "--since", "2999-01-01")["items"] == []
     shown = json.loads(instance.cli("import-log", "show", str(failed[0]["id"]), "--json").stdout)
     assert "injected failure" in shown["detail"] and "Traceback" in shown["detail"]
     assert b"Subject: boom" in instance.cli("import-log", "show", str(failed[0]["id"]), "--raw").stdout
 
     # Only failed entries can be reprocessed; a fixed failure then gets its real outcome.
-    ok_id = str(instance.cli_json("import-log", "--outcome", "new_ticket")[0]["id"])
+    ok_id = str(instance.cli_json("import-log", "--outcome", "new_ticket")["items"][0]["id"])
     assert instance.cli("reprocess", ok_id, check=False).returncode == 65
     conn.execute("DROP TRIGGER boom")
     conn.close()
     again = json.loads(instance.cli("reprocess", str(failed[0]["id"]), "--json").stdout)
     assert again["outcome"] == "new_ticket" and again["id"] == failed[0]["id"]
-    assert len(instance.cli_json("import-log")) == 3  # still one row per message
+    assert len(instance.cli_json("import-log")["items"]) == 3  # still one row per message
     assert instance.cli("import-log", "--outcome", "bogus", check=False).returncode == 64
     assert instance.cli("reprocess", "999", check=False).returncode == 66
 
@@ -148,9 +148,10 @@ def test_ticket_list_and_show(instance: Instance):
     instance.cli("pipe", input=make_mail(subject="Re: List me", in_reply_to=first["Message-ID"]).as_bytes())
     instance.cli("pipe", input=make_mail(subject="Other").as_bytes())
     instance.cli("process")
-    listed = instance.cli_json("ticket", "list")
+    listed = instance.cli_json("ticket", "list")["items"]
     assert {t["subject"] for t in listed} == {"List me", "Other"}
-    assert [t["subject"] for t in instance.cli_json("ticket", "list", "--status", "customer-reply")] == ["List me"]
+    replied = instance.cli_json("ticket", "list", "--status", "customer-reply")["items"]
+    assert [t["subject"] for t in replied] == ["List me"]
     tid = next(t["tid"] for t in listed if t["subject"] == "List me")
     shown = instance.cli_json("ticket", "show", tid)
     for key in ("tid", "subject", "status", "priority", "department", "client_email", "created_at",

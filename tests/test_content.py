@@ -28,7 +28,7 @@ def tiny_png() -> bytes:
 
 
 def import_log_detail(instance: Instance) -> str:
-    row = instance.cli_json("import-log")[0]
+    row = instance.cli_json("import-log")["items"][0]
     return json.loads(instance.cli("import-log", "show", str(row["id"]), "--json").stdout)["detail"]
 
 

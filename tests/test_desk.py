@@ -157,7 +157,7 @@ async def test_long_ticket_keeps_threading_headers_small(desk: Instance):
 
 def test_adding_a_staff_member_again_changes_only_what_is_given(desk: Instance):
     desk.cli("staff", "add", "ben@helpdesk.example", "--name", "Benjamin")
-    (ben,) = [s for s in desk.cli_json("staff", "list") if s["email"] == "ben@helpdesk.example"]
+    (ben,) = [s for s in desk.cli_json("staff", "list")["items"] if s["email"] == "ben@helpdesk.example"]
     assert (ben["username"], ben["name"], ben["departments"]) == ("ben", "Benjamin", ["Billing"])
 
 

@@ -44,8 +44,8 @@ AUTO_REPLIES = {
 def test_auto_replies_are_blocked(instance: Instance, tmp_path, name):
     items = ingest(instance, tmp_path, with_headers(**AUTO_REPLIES[name]))
     assert (items[0]["outcome"], items[0]["reason"]) == ("blocked", "auto_reply")
-    assert instance.cli_json("ticket", "list") == []
-    log = instance.cli_json("import-log")[0]
+    assert instance.cli_json("ticket", "list")["items"] == []
+    log = instance.cli_json("import-log")["items"][0]
     assert instance.cli("import-log", "show", str(log["id"]), "--raw").stdout.startswith(b"From:")
 
 
@@ -178,7 +178,8 @@ def test_banned_sender_and_domain(instance: Instance, tmp_path):
                    make_mail(sender="friend@client.example").as_bytes())
     assert [(i["outcome"], i["reason"]) for i in items] == [
         ("blocked", "banned"), ("blocked", "banned"), ("new_ticket", "")]
-    assert [b["pattern"] for b in instance.cli_json("ban", "list")] == ["*@junk.example", "spammer@client.example"]
+    assert [b["pattern"] for b in instance.cli_json("ban", "list")["items"]] == [
+        "*@junk.example", "spammer@client.example"]
     assert instance.cli("ban", "remove", "*@junk.example").returncode == 0
     assert instance.cli("ban", "remove", "*@junk.example", check=False).returncode == 66
     assert instance.cli("ban", "add", "not-an-address", check=False).returncode == 65

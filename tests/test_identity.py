@@ -89,12 +89,12 @@ def test_verified_staff_mail_without_a_token_is_imported_by_an_admin(desk: Insta
     answer["Authentication-Results"] = "mx.helpdesk.example; dmarc=pass (p=reject) header.from=helpdesk.example"
     (item,) = feed(desk, answer)
     assert (item["outcome"], item["reason"]) == ("blocked", "unauthorised_sender")
-    log_id = desk.cli_json("import-log", "--outcome", "blocked")[0]["id"]
+    log_id = desk.cli_json("import-log", "--outcome", "blocked")["items"][0]["id"]
     desk.cli("import-log", "import", str(log_id))
     t = desk.cli_json("ticket", "show", opened["ticket"])
     assert t["status"] == "Answered"
     assert (t["messages"][-1]["kind"], t["messages"][-1]["badge"]) == ("staff_reply", "Operator")
-    assert [(m["email"], m["name"], m["username"]) for m in desk.cli_json("staff", "list")] == [
+    assert [(m["email"], m["name"], m["username"]) for m in desk.cli_json("staff", "list")["items"]] == [
         ("sam@helpdesk.example", "Sam Staff", "sam")]
 
 
@@ -173,7 +173,7 @@ def test_stranger_with_a_valid_token_is_blocked_then_imported_by_an_admin(desk: 
     assert len(desk.cli_json("ticket", "show", tid)["messages"]) == 1
     assert desk.cli_json("ticket", "show", tid)["status"] == "Open"
 
-    log_id = desk.cli_json("import-log", "--outcome", "blocked:unauthorised_sender")[0]["id"]
+    log_id = desk.cli_json("import-log", "--outcome", "blocked:unauthorised_sender")["items"][0]["id"]
     out = desk.cli("import-log", "import", str(log_id), "--ticket", tid, "--as", "note")
     assert f"#{tid}" in out.stdout.decode()
     t = desk.cli_json("ticket", "show", tid)
@@ -183,7 +183,7 @@ def test_stranger_with_a_valid_token_is_blocked_then_imported_by_an_admin(desk: 
     assert row["imported_by"].startswith("cli:") and row["imported_at"]
     again = desk.cli("import-log", "import", str(log_id), "--ticket", tid, check=False)
     assert again.returncode == 65 and b"already" in again.stderr
-    ok_id = desk.cli_json("import-log", "--outcome", "new_ticket")[0]["id"]
+    ok_id = desk.cli_json("import-log", "--outcome", "new_ticket")["items"][0]["id"]
     assert desk.cli("import-log", "import", str(ok_id), "--ticket", tid, check=False).returncode == 65
 
 
@@ -191,27 +191,27 @@ def test_import_goes_to_the_ticket_it_replied_to_unless_forced(desk: Instance):
     (mine,) = feed(desk, make_mail(subject="Mine", sender="owner@acme.example"))
     (other,) = feed(desk, make_mail(subject="Someone else's", sender="solo@example.org"))
     feed(desk, make_mail(subject=f"Re: [Ticket #{mine['ticket']}]", sender="stranger@example.net"))
-    log_id = str(desk.cli_json("import-log", "--outcome", "blocked")[0]["id"])
+    log_id = str(desk.cli_json("import-log", "--outcome", "blocked")["items"][0]["id"])
     wrong = desk.cli("import-log", "import", log_id, "--ticket", other["ticket"], check=False)
     assert wrong.returncode == 65 and f"#{mine['ticket']}".encode() in wrong.stderr and b"--force" in wrong.stderr
     assert len(desk.cli_json("ticket", "show", other["ticket"])["messages"]) == 1
     assert f"#{mine['ticket']}" in desk.cli("import-log", "import", log_id).stdout.decode()  # its own ticket
     assert len(desk.cli_json("ticket", "show", mine["ticket"])["messages"]) == 2
     feed(desk, make_mail(subject=f"Re: [Ticket #{mine['ticket']}] again", sender="stranger@example.net"))
-    log_id = str(desk.cli_json("import-log", "--outcome", "blocked")[0]["id"])
+    log_id = str(desk.cli_json("import-log", "--outcome", "blocked")["items"][0]["id"])
     desk.cli("import-log", "import", log_id, "--ticket", other["ticket"], "--force", "--as", "note")
     assert desk.cli_json("ticket", "show", other["ticket"])["messages"][-1]["kind"] == "note"
     (new,) = feed(desk, make_mail(to="partners@helpdesk.example", sender="nobody@example.net"))  # no ticket
-    log_id = str(desk.cli_json("import-log", "--outcome", "blocked:unregistered")[0]["id"])
+    log_id = str(desk.cli_json("import-log", "--outcome", "blocked:unregistered")["items"][0]["id"])
     nowhere = desk.cli("import-log", "import", log_id, check=False)
-    assert nowhere.returncode == 65 and b"--ticket" in nowhere.stderr
+    assert nowhere.returncode == 64 and b"--ticket" in nowhere.stderr and b"--new" in nowhere.stderr
 
 
 def test_import_as_reply_sets_customer_reply(desk: Instance):
     (opened,) = feed(desk, make_mail(subject="x", sender="owner@acme.example"))
     tid = opened["ticket"]
     feed(desk, make_mail(subject=f"[Ticket #{tid}]", sender="new-colleague@acme.example"))
-    log_id = desk.cli_json("import-log", "--outcome", "blocked")[0]["id"]
+    log_id = desk.cli_json("import-log", "--outcome", "blocked")["items"][0]["id"]
     close(desk, tid)  # an import into a Closed ticket reopens it, as the reply itself would have
     desk.cli("import-log", "import", str(log_id), "--ticket", tid)
     t = desk.cli_json("ticket", "show", tid)
@@ -258,13 +258,13 @@ def test_clients_import_csv(instance: Instance, tmp_path):
                     "Initech,milton@initech.example,Milton,contact\n,bob@example.org,Bob,registered\n")
     out = instance.cli("clients", "import", str(good)).stdout.decode()
     assert "contact of Initech" in out and "registered user" in out
-    assert len(instance.cli_json("clients", "list")) == 3
+    assert len(instance.cli_json("clients", "list")["items"]) == 3
     bad = tmp_path / "bad.csv"
     bad.write_text("account,email,name,role\nInitech,not-an-address,X,owner\nInitech,a@b.example,A,boss\n")
     proc = instance.cli("clients", "import", str(bad), check=False)
     assert proc.returncode == 65
     assert b"bad.csv:2" in proc.stderr and b"bad.csv:3" in proc.stderr
-    assert len(instance.cli_json("clients", "list")) == 3  # all or nothing
+    assert len(instance.cli_json("clients", "list")["items"]) == 3  # all or nothing
 
 
 def test_cc_from_a_client_of_several_accounts_stays_pending(desk: Instance):

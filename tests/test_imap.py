@@ -127,7 +127,7 @@ def test_too_large_is_blocked_without_download_and_the_sync_goes_on(instance: In
     dovecot.append(mailbox, make_mail(subject="small one").as_bytes())
     out = sync_once(instance)
     assert out["outcomes"] == {"blocked:too_large": 1, "new_ticket": 1}
-    row = instance.cli_json("import-log", "--outcome", "blocked:too_large")[0]
+    row = instance.cli_json("import-log", "--outcome", "blocked:too_large")["items"][0]
     assert row["subject"] == "huge attachment" and row["from"] == "alice@client.example"
     assert row["size"] > 200 * 1024
     raw = instance.query("SELECT raw FROM inbound WHERE size > 200000")[0]["raw"]
@@ -277,7 +277,7 @@ def test_imap_test_command(instance: Instance, dovecot: Dovecot, mailbox: str):
     with_imap(instance, dovecot, mailbox)
     out = json.loads(instance.cli("imap", "test", "support-inbox", "--json").stdout)
     assert "IDLE" in out["capabilities"] and "INBOX" in out["folders"] and out["missing_folders"] == []
-    assert instance.cli("imap", "test", "nope", check=False).returncode == 64
+    assert instance.cli("imap", "test", "nope", check=False).returncode == 66  # no such mailbox
 
 
 def test_plain_imap_to_a_remote_host_is_refused_by_config(instance: Instance):

@@ -51,7 +51,7 @@ def test_ingest_mbox_maildir_and_eml_in_order(instance: Instance, tmp_path):
     eml.write_bytes(make_mail(subject="From a file", to="sales@helpdesk.example").as_bytes())
     out = instance.cli_json("ingest", str(box_path), str(tmp_path / "Maildir"), str(eml))
     assert [i["outcome"] for i in out["items"]] == ["new_ticket", "reply", "new_ticket", "new_ticket"]
-    tickets = instance.cli_json("ticket", "list")
+    tickets = instance.cli_json("ticket", "list")["items"]
     assert Counter(t["department"] for t in tickets) == {"Technical Support": 1, "Billing": 1, "Sales": 1}
 
 
@@ -65,7 +65,7 @@ def test_ingest_missing_path_and_bad_department(instance: Instance, tmp_path):
 def test_ingest_human_summary(instance: Instance, tmp_path):
     (tmp_path / "a.eml").write_bytes(make_mail().as_bytes())
     out = instance.cli("ingest", str(tmp_path)).stdout.decode()
-    assert "1 messages" in out and "new_ticket" in out
+    assert "1 message processed" in out and "new_ticket" in out
 
 
 def test_ingest_beside_a_running_daemon(daemon: Instance, tmp_path):

@@ -168,9 +168,9 @@ async def test_5xx_fails_and_cli_retry_delivers(desk: Desk, relay: Relay) -> Non
     assert attempt.outcome == "failed"
     row = await desk.row(oid)
     assert (row.state, row.last_error) == ("failed", "DATA 554 5.6.0 Message content rejected")
-    listed = json.loads(desk.inst.cli("outbox", "list", "--state", "failed", "--json").stdout)
+    listed = json.loads(desk.inst.cli("outbox", "list", "--state", "failed", "--json").stdout)["items"]
     assert [(r["id"], r["last_error"]) for r in listed] == [(oid, "DATA 554 5.6.0 Message content rejected")]
-    assert json.loads(desk.inst.cli("outbox", "list", "--state", "sent", "--json").stdout) == []
+    assert json.loads(desk.inst.cli("outbox", "list", "--state", "sent", "--json").stdout)["items"] == []
     shown = json.loads(desk.inst.cli("outbox", "show", str(oid), "--json").stdout)
     assert ["Subject", "[Ticket #000000] Update"] in shown["headers"] and shown["attempts"] == 1
     assert desk.inst.cli("outbox", "show", str(oid), "--raw").stdout == raw_mail(0)

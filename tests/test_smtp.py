@@ -192,7 +192,7 @@ def test_queue_id_in_250_and_log_line(daemon: Instance):
         code, text = smtp.data(make_mail().as_bytes())
     assert code == 250 and b"queued as 1" in text
     daemon.wait_outcomes(1)
-    rows = json.loads(daemon.cli("import-log", "--json").stdout)
+    rows = json.loads(daemon.cli("import-log", "--json").stdout)["items"]
     assert rows[0]["outcome"] == "new_ticket" and rows[0]["source"] == "smtp"
     assert rows[0]["envelope_to"] == ["support@helpdesk.example"]
     for key in ("id", "received_at", "source", "envelope_from", "envelope_to", "from", "subject",

@@ -10,7 +10,7 @@ import sys
 
 from maild.app import App
 from maild.cli import EX_DATAERR, EX_NOINPUT
-from maild.commands.output import print_json, print_table
+from maild.commands.output import cut, fetch_limit, print_list
 from maild.config import Settings
 from maild.store import senders
 
@@ -21,7 +21,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> tuple[int, objec
     async with App(settings) as app:
         assert app.db is not None
         if args.ban_command == "list":
-            return 0, [dict(r) for r in await senders.bans(app.db)]
+            return 0, cut([dict(r) for r in await senders.bans(app.db, fetch_limit(args.limit))], args.limit)
         pattern = args.pattern.strip().lower()
         if args.ban_command == "add":
             added = await senders.ban(app.db, pattern, args.reason or "", getpass.getuser(), app.clock.stamp())
@@ -37,12 +37,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return EX_DATAERR
     code, result = asyncio.run(_run(settings, args))
     if args.ban_command == "list":
-        if args.json:
-            print_json(result)
-        else:
-            rows = result if isinstance(result, list) else []
-            print_table(["PATTERN", "REASON", "BY", "SINCE"],
-                        [[r["pattern"], r["reason"], r["created_by"], r["created_at"][:19]] for r in rows])
+        assert isinstance(result, tuple)
+        rows, more = result
+        print_list(rows, args.limit, more, args.json, ["PATTERN", "REASON", "BY", "SINCE"],
+                   lambda r: [r["pattern"], r["reason"], r["created_by"], r["created_at"][:19]])
         return 0
     print(f"{args.pattern}: {result}", file=sys.stderr if code else sys.stdout)
     return code

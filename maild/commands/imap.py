@@ -10,14 +10,12 @@ from collections import Counter
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from maild.app import App, stop_on_signals
-from maild.cli import EX_NOINPUT, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE
-from maild.commands.output import print_json, print_table
+from maild.cli import EX_NOINPUT, EX_NOPERM, EX_TEMPFAIL, EX_UNAVAILABLE
+from maild.commands.output import plural, print_json, print_table
 from maild.config import ImapAccount, Settings
 from maild.receive.imap import Bridge, FolderMissing, ImapService, Importer, connect
 from maild.store import imap as store
 from maild.store.db import Database
-
-EX_NOPERM = 77
 
 
 def _accounts(settings: Settings, name: str | None) -> list[ImapAccount] | None:
@@ -30,7 +28,7 @@ def _accounts(settings: Settings, name: str | None) -> list[ImapAccount] | None:
 def _no_account(settings: Settings, name: str | None) -> int:
     names = ", ".join(a.name for a in settings.imap) or "none configured"
     print(f"ticketd imap: no [[imap]] mailbox named {name!r} in {settings.source} ({names})", file=sys.stderr)
-    return EX_USAGE
+    return EX_NOINPUT
 
 
 async def _status(settings: Settings) -> list[dict]:
@@ -144,7 +142,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _no_account(settings, args.name)
     if not accounts:
         print(f"ticketd imap: no [[imap]] mailboxes in {settings.source}", file=sys.stderr)
-        return EX_USAGE
+        return EX_NOINPUT
     if args.imap_command == "test":
         code, result = _test(accounts[0])
         if args.json:
@@ -159,9 +157,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json(report)
     else:
-        for name, entry in report["accounts"].items():
-            print(f"{name}: {entry['spooled']} messages imported" + (f"; error: {entry['error']}"
-                                                                     if entry["error"] else ""))
+        for name, entry in report["accounts"].items():  # an error is said once, below, on stderr
+            print(f"{name}: {plural(entry['spooled'], 'message')} imported" + ("; stopped by an error"
+                                                                             if entry["error"] else ""))
         for label, n in report["outcomes"].items():
             print(f"  {label:32} {n}")
     if code:

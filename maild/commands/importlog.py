@@ -6,23 +6,55 @@ import argparse
 import asyncio
 import getpass
 import sys
+from datetime import UTC, datetime
 
 from maild.app import App
 from maild.cli import EX_DATAERR, EX_NOINPUT, EX_USAGE
-from maild.commands.output import print_json, print_table
+from maild.clock import iso
+from maild.commands.output import cut, fetch_limit, print_json, print_list
 from maild.commands.views import import_log_row
 from maild.config import Settings
-from maild.outcomes import OUTCOME_NAMES
-from maild.pipeline.manual import Imported, ImportRefused, import_blocked
+from maild.outcomes import BLOCKED_REASONS, OUTCOME_NAMES
+from maild.pipeline.manual import Imported, ImportNeedsTarget, ImportNotFound, ImportRefused, import_blocked
 from maild.store import importlog, inbound
 
 
-async def _list(settings: Settings, args: argparse.Namespace) -> list[dict]:
-    outcome, _, reason = (args.outcome or "").partition(":")
+class FilterError(ValueError):
+    """A filter that cannot mean anything; the message says what is allowed."""
+
+
+def parse_outcome(value: str) -> tuple[str, str | None]:
+    """``NAME`` or ``NAME:REASON`` → (name, reason or None); reasons as the pipeline writes them."""
+    name, sep, reason = value.strip().partition(":")
+    allowed = (f"expected one of {', '.join(OUTCOME_NAMES)}, or blocked:REASON with REASON one of"
+               f" {', '.join(BLOCKED_REASONS)} (also command:rejected, failed:EXCEPTION)")
+    if name not in OUTCOME_NAMES:
+        raise FilterError(f"--outcome {value!r}: {allowed}")
+    if not sep:
+        return name, None
+    if (name == "blocked" and reason in BLOCKED_REASONS) or (name == "command" and reason == "rejected") or (
+            name == "failed" and reason.isidentifier()):
+        return name, reason
+    raise FilterError(f"--outcome {value!r}: {allowed}")
+
+
+def parse_since(value: str) -> str:
+    """A date or a date and time (ISO 8601; UTC unless it names an offset) → the stored form, for comparing."""
+    text = value.strip()
+    try:
+        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        raise FilterError(f"--since {value!r}: expected a date or a date and time in ISO 8601, such as 2026-11-01,"
+                          " 2026-11-01T12:00 or 2026-11-01T12:00:00+01:00 (UTC unless an offset is given)") from None
+    return iso(when if when.tzinfo else when.replace(tzinfo=UTC))
+
+
+async def _list(settings: Settings, args: argparse.Namespace, outcome: str | None, reason: str | None,
+                since: str | None) -> tuple[list[dict], bool]:
     async with App(settings) as app:
         assert app.db is not None
-        rows = await importlog.listing(app.db, outcome or None, reason or None, args.since, args.limit)
-        return [import_log_row(r) for r in rows]
+        rows, more = cut(await importlog.listing(app.db, outcome, reason, since, fetch_limit(args.limit)), args.limit)
+        return [import_log_row(r) for r in rows], more
 
 
 async def _show(settings: Settings, log_id: int) -> tuple[dict, str, bytes] | None:
@@ -55,17 +87,26 @@ async def _import(settings: Settings, args: argparse.Namespace) -> Imported:
     async with App(settings) as app:
         assert app.env is not None and app.worker is not None
         return await import_blocked(app.env, app.worker.preparer, args.id, args.ticket, args.kind,
-                                    f"cli:{getpass.getuser()}", force=args.force)
+                                    f"cli:{getpass.getuser()}", force=args.force, new=args.new,
+                                    department=args.department)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if getattr(args, "log_command", None) == "import":
+        if args.department is not None and not args.new:
+            print("ticketd import-log import: --department goes with --new (the department of the new ticket)",
+                  file=sys.stderr)
+            return EX_USAGE
         try:
             done = asyncio.run(_import(settings, args))
         except ImportRefused as exc:
             print(f"ticketd import-log import: {exc}", file=sys.stderr)
-            return EX_DATAERR
-        print(f"entry {done.log_id} imported into ticket #{done.tid} as a {done.kind}")
+            return EX_NOINPUT if isinstance(exc, ImportNotFound) else (
+                EX_USAGE if isinstance(exc, ImportNeedsTarget) else EX_DATAERR)
+        if done.new:
+            print(f"entry {done.log_id} imported as new ticket #{done.tid}")
+        else:
+            print(f"entry {done.log_id} imported into ticket #{done.tid} as a {done.kind}")
         return 0
     if args.command == "reprocess":
         status, row = asyncio.run(_reprocess(settings, args.id))
@@ -101,17 +142,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if detail:
             print(f"\n{detail}")
         return 0
-    if args.outcome and args.outcome.partition(":")[0] not in OUTCOME_NAMES:
-        print(f"ticketd import-log: --outcome {args.outcome!r}: expected one of {', '.join(OUTCOME_NAMES)}"
-              " or blocked:REASON", file=sys.stderr)
+    try:
+        outcome, reason = parse_outcome(args.outcome) if args.outcome is not None else (None, None)
+        since = parse_since(args.since) if args.since is not None else None
+    except FilterError as exc:
+        print(f"ticketd import-log: {exc}", file=sys.stderr)
         return EX_USAGE
-    rows = asyncio.run(_list(settings, args))
-    if args.json:
-        print_json(rows)
-        return 0
-    print_table(
-        ["ID", "RECEIVED", "SOURCE", "FROM", "SUBJECT", "OUTCOME", "TICKET"],
-        [[r["id"], (r["received_at"] or "")[:19], r["source"], r["from"], r["subject"],
-          r["outcome"] + (":" + r["reason"] if r["reason"] else ""), r["ticket"]] for r in rows],
-    )
+    rows, more = asyncio.run(_list(settings, args, outcome, reason, since))
+    print_list(rows, args.limit, more, args.json, ["ID", "RECEIVED", "SOURCE", "FROM", "SUBJECT", "OUTCOME", "TICKET"],
+               lambda r: [r["id"], (r["received_at"] or "")[:19], r["source"], r["from"], r["subject"],
+                          r["outcome"] + (":" + r["reason"] if r["reason"] else ""), r["ticket"]])
     return 0

@@ -10,8 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 from maild.app import App
-from maild.cli import EX_NOINPUT, EX_USAGE
-from maild.commands.output import print_json
+from maild.cli import EX_NOINPUT
+from maild.commands.output import plural, print_json
 from maild.config import Settings
 from maild.outcomes import label
 from maild.pipeline.worker import Result
@@ -38,7 +38,7 @@ class Progress:
             return
         rate = done / max(time.monotonic() - self.start, 1e-6)
         of = f"/{self.total}" if self.total is not None else ""
-        print(f"\ringested {done}{of} messages ({rate:.0f}/s)", end="", file=sys.stderr, flush=True)
+        print(f"\rprocessed {done}{of} messages ({rate:.0f}/s)", end="", file=sys.stderr, flush=True)
 
     def end(self) -> None:
         if self.on:
@@ -63,7 +63,7 @@ def _print(summary: dict, as_json: bool) -> None:
     if as_json:
         print_json(summary)
         return
-    print(f"{summary['messages']} messages in {summary['seconds']} s")
+    print(f"{plural(summary['messages'], 'message')} processed in {summary['seconds']} s")
     for name, n in summary["outcomes"].items():
         print(f"  {name:32} {n}")
     for item in summary["items"]:
@@ -149,9 +149,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         found = settings.department(args.department)
         if found is None:
             names = ", ".join(d.name for d in settings.departments)
-            print(f"ticketd ingest: --department {args.department!r} is not a configured department"
-                  f" ({names})", file=sys.stderr)
-            return EX_USAGE
+            print(f"ticketd ingest: no department {args.department!r}; configured: {names}", file=sys.stderr)
+            return EX_NOINPUT
         dept = found.name
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:

@@ -14,7 +14,7 @@ from typing import Any
 
 from maild.app import App
 from maild.cli import EX_DATAERR, EX_NOINPUT, EX_UNAVAILABLE, EX_USAGE
-from maild.commands.output import print_json, print_table
+from maild.commands.output import cut, fetch_limit, print_json, print_list
 from maild.config import Settings
 from maild.notify.transport import Delivery, Envelope, build_transport
 from maild.store import outbox
@@ -44,10 +44,11 @@ def headers(raw: bytes) -> list[list[str]]:
     return out
 
 
-async def _list(settings: Settings, state: str | None, limit: int) -> list[dict[str, Any]]:
+async def _list(settings: Settings, state: str | None, limit: int | None) -> tuple[list[dict[str, Any]], bool]:
     async with App(settings) as app:
         assert app.db is not None
-        return [row_dict(r) for r in await outbox.listing(app.db, state, limit)]
+        rows, more = cut(await outbox.listing(app.db, state, fetch_limit(limit)), limit)
+        return [row_dict(r) for r in rows], more
 
 
 async def _get(settings: Settings, outbox_id: int) -> OutboxRow | None:
@@ -104,14 +105,12 @@ def _print_row(row: OutboxRow) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     command = args.outbox_command
     if command == "list":
-        rows = asyncio.run(_list(settings, args.state, args.limit))
-        if args.json:
-            print_json(rows)
-        else:
-            print_table(["ID", "STATE", "TRIES", "CREATED", "NEXT TRY", "RECIPIENT", "EVENT", "LAST ERROR"],
-                        [[r["id"], r["state"], r["attempts"], r["created_at"][:19],
-                          r["next_attempt_at"][:19] if r["state"] == "queued" else "", r["recipient"], r["event"],
-                          r["last_error"]] for r in rows])
+        rows, more = asyncio.run(_list(settings, args.state, args.limit))
+        print_list(rows, args.limit, more, args.json,
+                   ["ID", "STATE", "TRIES", "CREATED", "NEXT TRY", "RECIPIENT", "EVENT", "LAST ERROR"],
+                   lambda r: [r["id"], r["state"], r["attempts"], r["created_at"][:19],
+                              r["next_attempt_at"][:19] if r["state"] == "queued" else "", r["recipient"], r["event"],
+                              r["last_error"]])
         return 0
     if command in ("show", "retry"):
         if command == "retry":

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from maild.app import App
-from maild.cli import EX_DATAERR, EX_NOINPUT
-from maild.commands.output import print_json, print_table
+from maild.cli import EX_DATAERR, EX_NOINPUT, EX_USAGE
+from maild.commands.output import cut, fetch_limit, print_json, print_list
 from maild.config import Settings
 from maild.store import people
 from maild.store.db import Row
@@ -27,6 +27,8 @@ def _check(email: str, role: str, account: str | None) -> str | None:
         return f"role {role!r}: expected owner, user, contact or registered"
     if role != "registered" and not account:
         return f"role {role} needs an account"
+    if role == "registered" and account:
+        return f"role registered has no account, but account {account!r} is given"
     return None
 
 
@@ -41,10 +43,10 @@ async def _add_many(settings: Settings, rows: list[tuple[str | None, str, str, s
         return done
 
 
-async def _list(settings: Settings) -> list[dict]:
+async def _list(settings: Settings, limit: int | None) -> tuple[list[dict], bool]:
     async with App(settings) as app:
         assert app.db is not None
-        return [dict(r) for r in await people.listing(app.db)]
+        return cut([dict(r) for r in await people.listing(app.db, fetch_limit(limit))], limit)
 
 
 async def _save_staff(settings: Settings, args: argparse.Namespace) -> dict:
@@ -107,12 +109,12 @@ def _staff_dict(row: Row) -> dict:
             "notify": [d for d in (row["notify"] or "").split(",") if d], "signature": row["signature"]}
 
 
-async def _list_staff(settings: Settings) -> list[dict]:
+async def _list_staff(settings: Settings, limit: int | None) -> tuple[list[dict], bool]:
     from maild.store import staff
 
     async with App(settings) as app:
         assert app.db is not None
-        return [_staff_dict(r) for r in await staff.listing(app.db)]
+        return cut([_staff_dict(r) for r in await staff.listing(app.db, fetch_limit(limit))], limit)
 
 
 def _read_csv(path: Path) -> tuple[list[tuple[str | None, str, str, str]], list[str]]:
@@ -136,13 +138,11 @@ def _read_csv(path: Path) -> tuple[list[tuple[str | None, str, str, str]], list[
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "staff":
         if args.staff_command == "list":
-            staff_rows = asyncio.run(_list_staff(settings))
-            if args.json:
-                print_json(staff_rows)
-            else:
-                print_table(["USERNAME", "EMAIL", "NAME", "ADMIN", "DEPARTMENTS", "NOTIFY"],
-                            [[r["username"], r["email"], r["name"], "yes" if r["admin"] else "",
-                              ",".join(r["departments"]), ",".join(r["notify"])] for r in staff_rows])
+            staff_rows, more = asyncio.run(_list_staff(settings, args.limit))
+            print_list(staff_rows, args.limit, more, args.json,
+                       ["USERNAME", "EMAIL", "NAME", "ADMIN", "DEPARTMENTS", "NOTIFY"],
+                       lambda r: [r["username"], r["email"], r["name"], "yes" if r["admin"] else "",
+                                  ",".join(r["departments"]), ",".join(r["notify"])])
             return 0
         email = getattr(args, "email", None)
         if email is not None and not ADDRESS.match(email):
@@ -162,12 +162,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{saved['email']}: staff {saved['username']}{' (admin)' if saved['admin'] else ''}")
         return 0
     if args.clients_command == "list":
-        listed = asyncio.run(_list(settings))
-        if args.json:
-            print_json(listed)
-        else:
-            print_table(["ACCOUNT", "EMAIL", "NAME", "ROLE"],
-                        [[r["account"] or "", r["email"], r["name"], r["role"]] for r in listed])
+        listed, more = asyncio.run(_list(settings, args.limit))
+        print_list(listed, args.limit, more, args.json, ["ACCOUNT", "EMAIL", "NAME", "ROLE"],
+                   lambda r: [r["account"] or "", r["email"], r["name"], r["role"]])
         return 0
     if args.clients_command == "import":
         path = Path(args.file)
@@ -180,6 +177,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return EX_DATAERR
     else:
         role = args.role
+        if role == "registered" and args.account:
+            print(f"ticketd clients add: --role registered is a registered user with no account, but --account"
+                  f" {args.account!r} was given; drop --account, or choose --role owner, user or contact",
+                  file=sys.stderr)
+            return EX_USAGE
         problem = _check(args.email, role, args.account)
         if problem:
             print(f"ticketd clients add: {problem}", file=sys.stderr)

@@ -7,17 +7,23 @@ import asyncio
 import sys
 
 from maild.app import App
-from maild.cli import EX_NOINPUT
-from maild.commands.output import print_json, print_table
+from maild.cli import EX_NOINPUT, EX_USAGE
+from maild.commands.output import cut, fetch_limit, print_json, print_list, print_table
 from maild.commands.views import ticket_full, ticket_summary
 from maild.config import Settings
 from maild.store import tickets
 
 
-async def _list(settings: Settings, status: str | None) -> list[dict]:
+async def _list(settings: Settings, status: str | None, limit: int | None) -> tuple[list[dict], bool]:
     async with App(settings) as app:
         assert app.db is not None
-        return [ticket_summary(r) for r in await tickets.listing(app.db, status)]
+        rows, more = cut(await tickets.listing(app.db, status, fetch_limit(limit)), limit)
+        return [ticket_summary(r) for r in rows], more
+
+
+def known_status(value: str) -> str | None:
+    """The status as spelled in :data:`tickets.STATUSES` (any case), or None."""
+    return next((s for s in tickets.STATUSES if s.lower() == value.strip().lower()), None)
 
 
 async def _show(settings: Settings, tid: str) -> dict | None:
@@ -38,15 +44,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         return desk.run(args, settings)
     if args.ticket_command == "list":
-        rows = asyncio.run(_list(settings, args.status))
-        if args.json:
-            print_json(rows)
-        else:
-            print_table(
-                ["TID", "STATUS", "PRIORITY", "DEPARTMENT", "CLIENT", "LAST REPLY", "SUBJECT"],
-                [[r["tid"], r["status"], r["priority"], r["department"], r["client_email"],
-                  r["last_reply_at"][:19], r["subject"]] for r in rows],
-            )
+        status = None
+        if args.status is not None and (status := known_status(args.status)) is None:
+            print(f"ticketd ticket list: --status {args.status!r}: expected one of {', '.join(tickets.STATUSES)}",
+                  file=sys.stderr)
+            return EX_USAGE
+        rows, more = asyncio.run(_list(settings, status, args.limit))
+        print_list(rows, args.limit, more, args.json,
+                   ["TID", "STATUS", "PRIORITY", "DEPARTMENT", "CLIENT", "LAST REPLY", "SUBJECT"],
+                   lambda r: [r["tid"], r["status"], r["priority"], r["department"], r["client_email"],
+                              r["last_reply_at"][:19], r["subject"]])
         return 0
     data = asyncio.run(_show(settings, args.tid))
     if data is None:
@@ -71,8 +78,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
               f"  watchers {', '.join(data['watchers']) or '-'}")
     if data["cc"]:
         print("cc " + ", ".join(c["address"] + (" (pending)" if c["state"] == "pending" else "") for c in data["cc"]))
-    for m in data["messages"]:
-        print(f"\n--- {m['kind']} #{m['id']} from {m['author_name']} <{m['author_email']}>"
+    for m in data["messages"]:  # numbered within the ticket: the first message is 1
+        print(f"\n--- {m['number']}. {m['kind']} from {m['author_name']} <{m['author_email']}>"
               f" [{m['badge']}] at {m['created_at']}")
         print(m["body"])
         for a in m["attachments"]:

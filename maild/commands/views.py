@@ -63,6 +63,7 @@ async def ticket_full(db: Database, row: Row) -> dict[str, Any]:
         })
     data["messages"] = [
         {
+            "number": number,   # its place in the ticket, from 1 (``id`` is the database's, across tickets)
             "id": m["id"],
             "kind": m["kind"],
             "author_email": m["author_email"],
@@ -77,7 +78,7 @@ async def ticket_full(db: Database, row: Row) -> dict[str, Any]:
             "created_at": m["created_at"],
             "attachments": files.get(m["id"], []),
         }
-        for m in await messages.for_ticket(db, row["id"])
+        for number, m in enumerate(await messages.for_ticket(db, row["id"]), start=1)
     ]
     data["cc"] = [{"address": c["address"], "state": c["state"]} for c in await people.cc_list(db, row["id"])]
     data["watchers"] = [w["username"] for w in await staff.watchers(db, row["id"])]

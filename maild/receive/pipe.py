@@ -15,7 +15,7 @@ import sys
 
 from maild.config import Settings
 
-EX_OK, EX_DATAERR, EX_TEMPFAIL, EX_CONFIG = 0, 65, 75, 78
+EX_OK, EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL = 0, 65, 66, 75
 
 
 def _err(text: str) -> None:
@@ -29,8 +29,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.department and settings.department(args.department) is None:
         names = ", ".join(d.name for d in settings.departments)
-        _err(f"{settings.source}: --department {args.department!r} is not a configured department ({names})")
-        return EX_CONFIG
+        _err(f"no department {args.department!r}; configured in {settings.source}: {names}")
+        return EX_NOINPUT  # as for every command; the MTA bounces it (only 75 is retried)
     limit = settings.mail.max_message_size
     try:
         raw = sys.stdin.buffer.read(limit + 1)

@@ -69,9 +69,10 @@ async def listing(
     outcome: str | None = None,
     reason: str | None = None,
     since: str | None = None,
-    limit: int = 100,
+    limit: int | None = 100,
     after_inbound: int | None = None,
 ) -> list[sqlite3.Row]:
+    """Entries, newest first; ``since`` an ISO stamp in the stored form (UTC, ``Z``); ``limit`` None: all."""
     where: list[str] = []
     params: list[object] = []
     if outcome:
@@ -87,7 +88,7 @@ async def listing(
         where.append("l.inbound_id > ?")
         params.append(after_inbound)
     clause = ("WHERE " + " AND ".join(where)) if where else ""
-    return await db.fetchall(f"{SELECT} {clause} ORDER BY l.id DESC LIMIT ?", (*params, limit))
+    return await db.fetchall(f"{SELECT} {clause} ORDER BY l.id DESC LIMIT ?", (*params, -1 if limit is None else limit))
 
 
 async def counts(db: Database, inbound_ids: tuple[int, int] | None = None) -> dict[str, int]:

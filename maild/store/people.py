@@ -50,11 +50,12 @@ async def is_registered(db: Database, email: str) -> bool:
     return await db.fetchone("SELECT 1 FROM registered_users WHERE email = ?", (email.lower(),)) is not None
 
 
-async def listing(db: Database) -> list[sqlite3.Row]:
+async def listing(db: Database, limit: int | None = None) -> list[sqlite3.Row]:
+    """Account people, then registered users, by account, role and address; ``limit`` None: all."""
     return await db.fetchall(
         "SELECT c.name AS account, p.email, p.name, p.role FROM client_people p JOIN clients c ON c.id = p.client_id"
-        " UNION ALL SELECT NULL, email, name, 'registered' FROM registered_users ORDER BY 1, 4, 2"
-    )
+        " UNION ALL SELECT NULL, email, name, 'registered' FROM registered_users ORDER BY 1, 4, 2 LIMIT ?",
+        (-1 if limit is None else limit,))
 
 
 def normalise_address(address: str) -> str:

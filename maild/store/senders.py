@@ -47,8 +47,9 @@ async def unban(db: Database, pattern: str) -> bool:
         return bool(await db.execute("DELETE FROM banned_senders WHERE pattern = ?", (pattern.lower(),)))
 
 
-async def bans(db: Database) -> list[sqlite3.Row]:
-    return await db.fetchall("SELECT * FROM banned_senders ORDER BY pattern")
+async def bans(db: Database, limit: int | None = None) -> list[sqlite3.Row]:
+    """The ban list by pattern; ``limit`` None: all."""
+    return await db.fetchall("SELECT * FROM banned_senders ORDER BY pattern LIMIT ?", (-1 if limit is None else limit,))
 
 
 async def record_bounce(db: Database, address: str, status: str, diagnostic: str, ticket_id: int | None,

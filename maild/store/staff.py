@@ -75,14 +75,15 @@ async def departments_of(db: Database, staff_id: int) -> tuple[set[int], set[int
     return ({r["department_id"] for r in rows if r["member"]}, {r["department_id"] for r in rows if r["notify"]})
 
 
-async def listing(db: Database) -> list[sqlite3.Row]:
+async def listing(db: Database, limit: int | None = None) -> list[sqlite3.Row]:
+    """Staff members by username, with their departments; ``limit`` None: all."""
     return await db.fetchall(
         "SELECT s.*,"
         " (SELECT group_concat(d.name, ',') FROM staff_departments x JOIN departments d ON d.id = x.department_id"
         "  WHERE x.staff_id = s.id AND x.member) AS departments,"
         " (SELECT group_concat(d.name, ',') FROM staff_departments x JOIN departments d ON d.id = x.department_id"
         "  WHERE x.staff_id = s.id AND x.notify) AS notify"
-        " FROM staff s ORDER BY s.username")
+        " FROM staff s ORDER BY s.username LIMIT ?", (-1 if limit is None else limit,))
 
 
 async def watch(db: Database, ticket_id: int, staff_id: int) -> bool:

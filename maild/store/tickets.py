@@ -165,9 +165,11 @@ async def events(db: Database, ticket_id: int) -> list[sqlite3.Row]:
     return await db.fetchall("SELECT * FROM ticket_log WHERE ticket_id = ? ORDER BY id", (ticket_id,))
 
 
-async def listing(db: Database, status: str | None = None, limit: int = 1000) -> list[sqlite3.Row]:
+async def listing(db: Database, status: str | None = None, limit: int | None = None) -> list[sqlite3.Row]:
+    """Tickets (not merged away), the most recent activity first; ``limit`` None: all."""
     where, params = "WHERE t.merged_into IS NULL", []
     if status:
         where += " AND lower(t.status) = lower(?)"
         params.append(status)
-    return await db.fetchall(f"{SELECT} {where} ORDER BY t.last_reply_at DESC LIMIT ?", (*params, limit))
+    return await db.fetchall(f"{SELECT} {where} ORDER BY t.last_reply_at DESC LIMIT ?",
+                             (*params, -1 if limit is None else limit))
