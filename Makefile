@@ -6,6 +6,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 CONFIG ?= ticketd.toml
+ARGS   ?=
 BENCH_ARGS ?=
 BIN    := $(VENV)/bin
 
@@ -16,10 +17,11 @@ BIN    := $(VENV)/bin
 help: ## list the targets
 	@echo "ticketd: make TARGET"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "Variables: PYTHON=$(PYTHON) VENV=$(VENV) CONFIG=$(CONFIG)"
+	@echo "Variables: PYTHON=$(PYTHON) VENV=$(VENV) CONFIG=$(CONFIG) ARGS=$(ARGS) (serve's flags for run)"
 
-run: $(VENV)/.installed ## install into .venv if needed, then run the daemon with ticketd.toml (SMTP 127.0.0.1:2525, LMTP :2424)
-	exec $(BIN)/ticketd --config $(CONFIG) serve
+# ARGS are serve's flags, e.g. make run ARGS="--smtp 127.0.0.1:2526 --lmtp off".
+run: $(VENV)/.installed ## install into .venv if needed, then run the daemon with ticketd.toml (ARGS="--smtp HOST:PORT ...")
+	exec $(BIN)/ticketd --config $(CONFIG) serve $(ARGS)
 
 # Lint (ruff, mypy) and tests all run, so every set of failures shows; any non-zero status fails the target (pytest's 5,
 # "no tests collected", included).
