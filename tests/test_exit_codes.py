@@ -48,12 +48,13 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> tuple[Instance, dict[str,
     out = inst.cli_json("process")
     assert out["outcomes"] == {"new_ticket": 1, "blocked:unknown_recipient": 1}
     blocked = inst.cli_json("import-log", "--outcome", "blocked")["items"][0]
+    (ticket,) = inst.cli_json("ticket", "list")["items"]
     mail = inst.root / "one.eml"
     mail.write_bytes(make_mail().as_bytes())
-    return inst, {"blocked": str(blocked["id"]), "eml": str(mail)}
+    return inst, {"blocked": str(blocked["id"]), "eml": str(mail), "tid": ticket["tid"]}
 
 
-# (arguments, what the README calls it); {blocked} and {eml} come from the state above.
+# (arguments, what the README calls it); {blocked}, {tid} and {eml} come from the state above.
 CASES = [
     # bad filters and arguments of every list
     (["import-log", "--since", "yesterday"], USAGE),
@@ -103,6 +104,9 @@ CASES = [
     # refused values
     (["ban", "add", "not a pattern"], REFUSED),
     (["reprocess", "1"], REFUSED),                                     # not a failed entry
+    (["outbox", "test", "nobody"], REFUSED),
+    (["staff", "add", "not-an-address"], REFUSED),
+    (["ticket", "set", "{tid}", "--as", "ada", "--status", "Bogus"], REFUSED),
 ]
 
 

@@ -13,7 +13,7 @@ from email.utils import formataddr, formatdate, make_msgid
 from typing import Any
 
 from maild.app import App
-from maild.cli import EX_DATAERR, EX_NOINPUT, EX_UNAVAILABLE, EX_USAGE
+from maild.cli import EX_DATAERR, EX_NOINPUT, EX_UNAVAILABLE
 from maild.commands.output import cut, fetch_limit, print_json, print_list
 from maild.config import Settings
 from maild.notify.transport import Delivery, Envelope, build_transport
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if command == "test":
         if "@" not in args.address.strip("@"):
             print(f"ticketd outbox test: {args.address!r} is not an address", file=sys.stderr)
-            return EX_USAGE
+            return EX_DATAERR
         via, d = asyncio.run(_test(settings, args.address))
         if args.json:
             print_json({"ok": d.ok, "via": via, "recipient": args.address, "status": d.status,
