@@ -149,9 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("pipe", "read one message on stdin into the spool (for an MTA pipe or alias)",
                 "Read one message on stdin and commit it to the spool. Exit 0 once committed; 75 when it "
-                "cannot be stored (the MTA retries); 78 for a bad configuration; 65 when it is over "
-                "mail.max_message_size. The envelope comes from --sender/--recipient or Postfix's "
-                "$SENDER/$ORIGINAL_RECIPIENT.")
+                "cannot be stored (the MTA retries); 78 for a bad configuration; 66 when --department names no "
+                "department; 65 when it is over mail.max_message_size. The envelope comes from "
+                "--sender/--recipient or Postfix's $SENDER/$ORIGINAL_RECIPIENT.")
     p.add_argument("--department", metavar="NAME", help="department for mail whose recipients match none")
     p.add_argument("--sender", metavar="ADDR", help="envelope sender (default: $SENDER)")
     p.add_argument("--recipient", metavar="ADDR", action="append",

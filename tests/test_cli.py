@@ -324,6 +324,8 @@ def test_import_of_a_blocked_message_without_a_ticket(tmp_path):
     assert proc.returncode == 64 and b"--department" in proc.stderr and b"Billing" in proc.stderr
     assert inst.cli("import-log", "import", lost, "--new", "--department", "Nope", check=False).returncode == 66
     assert inst.cli("import-log", "import", lost, "--department", "Sales", check=False).returncode == 64
+    assert inst.cli("import-log", "import", lost, "--new", "--department", "Sales", "--as", "note",
+                    check=False).returncode == 64
     done = inst.cli("import-log", "import", lost, "--new", "--department", "billing").stdout.decode()
     new_tid = re.search(r"new ticket #(\d+)", done).group(1)
     t = inst.cli_json("ticket", "show", new_tid)

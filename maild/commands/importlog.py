@@ -97,6 +97,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print("ticketd import-log import: --department goes with --new (the department of the new ticket)",
                   file=sys.stderr)
             return EX_USAGE
+        if args.new and args.kind == "note":
+            print("ticketd import-log import: --new opens a ticket with the client's message; a note needs a"
+                  " ticket: --ticket TID --as note", file=sys.stderr)
+            return EX_USAGE
         try:
             done = asyncio.run(_import(settings, args))
         except ImportRefused as exc:
