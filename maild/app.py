@@ -135,13 +135,32 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
+def raise_fd_limit() -> None:
+    """Every session is a file descriptor: take the hard limit (systemd's LimitNOFILE), not the soft 1024."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the file descriptor limit", extra={"kv": {"soft": soft, "hard": hard,
+                                                                                "error": str(exc)}})
+            return
+        soft = target
+    log.info("file descriptors", extra={"kv": {"limit": soft}})
+
+
 async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) -> int:
     """Run the daemon until SIGTERM/SIGINT: stop accepting, finish the message in hand, exit 0."""
     from maild.addressbook import AddressBook
     from maild.notify.send import OutboxSender
-    from maild.receive.smtp import SpoolHandler, start_server
+    from maild.receive.smtp import SpoolHandler, guard_accept_errors, start_server
 
     stop = stop_on_signals()
+    raise_fd_limit()
+    guard_accept_errors(asyncio.get_running_loop())
     async with App(settings, parsers=settings.worker.parsers) as app:
         assert app.worker is not None and app.db is not None
         # Receivers commit on their own connection; both take turns at the write lock through one gate.
@@ -159,7 +178,7 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
             for name, listen in (("smtp", smtp), ("lmtp", lmtp)):
                 if listen is None:
                     continue
-                handler = SpoolHandler(spool, book, name)
+                handler = SpoolHandler(spool, book, name, settings.smtp if name == "smtp" else settings.lmtp)
                 try:
                     server = await start_server(handler, listen.host, listen.port, settings.mail.domain,
                                                 settings.mail.max_message_size, lmtp=(name == "lmtp"))

@@ -274,14 +274,27 @@ class MailSettings:
 
 
 @dataclass(frozen=True)
-class SmtpSettings:
+class ListenerLimits:
+    """What one client may take of an SMTP or LMTP listener; ``[smtp]`` and ``[lmtp]`` share these keys
+    and their defaults."""
+
+    backlog: int = setting(4096, int, _range(16, 65535))              # the kernel caps it at somaxconn
+    max_connections: int = setting(1000, int, _range(1, 100000))       # sessions at once, then 421
+    max_per_client: int = setting(50, int, _range(1, 100000))          # sessions at once per client address
+    max_recipients: int = setting(100, int, _range(1, 10000))          # per message, then 452 4.5.3
+    max_commands_without_mail: int = setting(100, int, _range(10, 100000))   # then 421 and close
+    max_seconds_without_mail: int = setting(600, int, _range(1, 86400, " seconds"))
+
+
+@dataclass(frozen=True)
+class SmtpSettings(ListenerLimits):
     """``[smtp]``; ``listen`` None is off (``serve --smtp`` overrides it)."""
 
     listen: Listen | None = setting(Listen("127.0.0.1", 2525), (str, bool), _listen)
 
 
 @dataclass(frozen=True)
-class LmtpSettings:
+class LmtpSettings(ListenerLimits):
     """``[lmtp]``; ``listen`` None is off (``serve --lmtp`` overrides it)."""
 
     listen: Listen | None = setting(Listen("127.0.0.1", 2424), (str, bool), _listen)

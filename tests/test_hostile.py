@@ -51,6 +51,23 @@ def test_8bit_envelope_sender_is_stored_and_does_not_fail_others(daemon: Instanc
     assert stored.startswith("b") and stored.endswith("@client.example")
 
 
+def test_nul_in_an_envelope_address_is_refused_with_501(daemon: Instance):
+    from maild.receive import codes
+
+    replies = smtp_raw(daemon.smtp_port, [
+        b"EHLO client.example",
+        b"MAIL FROM:<a\x00b@client.example>",
+        b"MAIL FROM:<alice@client.example>",
+        b"RCPT TO:<support\x00@helpdesk.example>",
+        b"RCPT TO:<support@helpdesk.example>",
+        b"QUIT",
+    ])
+    assert replies[1].decode().strip() == codes.S501_NUL_IN_ADDRESS
+    assert replies[2].startswith(b"250")
+    assert replies[3].decode().strip() == codes.S501_NUL_IN_ADDRESS
+    assert replies[4].startswith(b"250")
+
+
 def test_pipe_with_8bit_sender_variable(instance: Instance):
     env = {k.encode(): v.encode() for k, v in os.environ.items()}
     env[b"SENDER"] = b"bad\xff@client.example"

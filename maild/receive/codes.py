@@ -10,3 +10,11 @@ S550_NO_SUCH_USER = "550 5.1.1 No such recipient here: not a helpdesk address"
 
 def queued(queue_id: int) -> str:
     return f"{S250_OK} queued as {queue_id}"
+
+# What one client may take of a listener (``[smtp]``/``[lmtp]`` limits): 421 closes the session.
+S421_TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections; try again later"
+S421_TOO_MANY_FROM_YOU = "421 4.7.0 Too many connections from your address; try again later"
+S421_NO_PROGRESS = "421 4.7.0 Too long without a message; closing"
+S452_TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+S501_NUL_IN_ADDRESS = "501 5.5.2 Syntax error: NUL byte in address"
+S250_SENDER_OK = "250 2.1.0 OK"
