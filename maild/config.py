@@ -333,8 +333,11 @@ class WorkerSettings:
 class AttachmentSettings:
     """``[attachments]``"""
 
+    # What support mail really carries; macro-bearing office files are refused whatever their extension.
     allowed_extensions: tuple[str, ...] = setting(
-        ("png", "jpg", "jpeg", "gif", "pdf", "txt", "log", "csv", "zip", "eml"), list, _extensions)
+        ("doc", "docx", "xls", "xlsx", "ppt", "pptx", "odt", "ods", "odp", "rtf",
+         "png", "jpg", "jpeg", "gif", "webp", "heic", "bmp", "tif", "tiff",
+         "pdf", "txt", "log", "csv", "json", "xml", "zip", "7z", "gz", "eml", "msg", "mp4", "mov"), list, _extensions)
     max_file_size: int = setting(10 * MB, (int, str), _size)
     max_total_size: int = setting(25 * MB, (int, str), _size)
 

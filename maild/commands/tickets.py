@@ -84,4 +84,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(m["body"])
         for a in m["attachments"]:
             print(f"    [attachment] {a['filename']} ({a['content_type']}, {a['size']} bytes)")
+        for s in m["signatures"]:
+            print(f"    [signature] {s['kind']} {s['filename'] or '-'}"
+                  f" ({s['content_type']}, {s['size']} bytes; not checked)")
     return 0

@@ -61,6 +61,10 @@ async def ticket_full(db: Database, row: Row) -> dict[str, Any]:
             "inline": bool(a["inline"]),
             "content_id": a["content_id"],
         })
+    signatures: dict[int, list[dict[str, Any]]] = {}
+    for s in await messages.signatures_for_ticket(db, row["id"]):
+        signatures.setdefault(s["message_id"], []).append({
+            "kind": s["kind"], "content_type": s["content_type"], "filename": s["filename"], "size": s["size"]})
     data["messages"] = [
         {
             "number": number,   # its place in the ticket, from 1 (``id`` is the database's, across tickets)
@@ -77,6 +81,7 @@ async def ticket_full(db: Database, row: Row) -> dict[str, Any]:
             "queue_id": m["inbound_id"],
             "created_at": m["created_at"],
             "attachments": files.get(m["id"], []),
+            "signatures": signatures.get(m["id"], []),   # S/MIME or PGP signature parts (not checked)
         }
         for number, m in enumerate(await messages.for_ticket(db, row["id"]), start=1)
     ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from maild.desk.events import Actor, Event, EventKind
 from maild.store import messages, tickets
@@ -36,6 +36,19 @@ class StoredFile:
     inline: bool = False
 
 
+class Signature(Protocol):
+    """A signature part of a mail (the parser's :class:`maild.pipeline.content.Signature`)."""
+
+    @property
+    def kind(self) -> str: ...          # smime | pgp
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def filename(self) -> str | None: ...
+    @property
+    def size(self) -> int: ...
+
+
 @dataclass
 class NewMessage:
     """A message to put on a ticket: a client's mail, a staff reply or a private note."""
@@ -53,6 +66,7 @@ class NewMessage:
     inbound_id: int | None = None
     staff_id: int | None = None
     files: Sequence[StoredFile] = field(default_factory=tuple)
+    signatures: Sequence[Signature] = field(default_factory=tuple)   # the mail's S/MIME or PGP signature parts
 
 
 async def create_ticket(db: Database, *, digits: int, subject: str, priority: str, department_id: int,
@@ -76,8 +90,8 @@ async def create_ticket(db: Database, *, digits: int, subject: str, priority: st
 
 
 async def add_message(db: Database, ticket_id: int, msg: NewMessage, stamp: str) -> int:
-    """The message, its attachments and its Message-ID (for threading) on the ticket; the first message's
-    Message-ID becomes the ticket's thread root."""
+    """The message, its attachments and signatures, and its Message-ID (for threading) on the ticket; the
+    first message's Message-ID becomes the ticket's thread root."""
     message_id = await messages.add(
         db, ticket_id=ticket_id, kind=msg.kind, author_email=msg.author_email, author_name=msg.author_name,
         badge=msg.badge, subject=msg.subject, body=msg.body, body_full=msg.body_full or msg.body,
@@ -86,6 +100,9 @@ async def add_message(db: Database, ticket_id: int, msg: NewMessage, stamp: str)
     for f in msg.files:
         await messages.add_attachment(db, message_id=message_id, filename=f.filename, content_type=f.content_type,
                                       size=f.size, sha256=f.sha256, content_id=f.content_id, inline=f.inline)
+    for s in msg.signatures:
+        await messages.add_signature(db, message_id=message_id, kind=s.kind, content_type=s.content_type,
+                                     filename=s.filename or "", size=s.size)
     await tickets.add_mail_id(db, ticket_id, msg.message_id, msg.direction)
     await tickets.set_root(db, ticket_id, msg.message_id)
     return message_id

@@ -32,7 +32,7 @@ def client_message(ctx: MessageContext) -> core.NewMessage:
         # A reply shows what is new; the quoted history stays in body_full. A new ticket shows it all.
         body=(quotes.visible(text) or text) if ctx.ticket is not None else text, body_full=text,
         body_html=mail.content.safe_html, message_id=mail.message_id, direction="in", inbound_id=ctx.inbound.id,
-        files=tuple(ctx.files))
+        files=tuple(ctx.files), signatures=tuple(mail.content.signatures))
 
 
 async def apply(ctx: MessageContext, env: Env) -> Outcome | None:

@@ -8,9 +8,11 @@ refuses is named in the import-log row, never dropped silently.
 
 from __future__ import annotations
 
+import io
 import mimetypes
 import re
 import unicodedata
+import zipfile
 from dataclasses import dataclass
 
 from maild.desk.core import StoredFile
@@ -66,6 +68,55 @@ EXTENSIONS = {"text/plain": "txt", "image/jpeg": "jpg", "message/rfc822": "eml",
               "application/zip": "zip", "application/pdf": "pdf", "text/csv": "csv"}
 
 
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+# Directory entries of a compound file (Word/Excel 97-2003, Outlook .msg) that hold a VBA project.
+_OLE_VBA = ("_VBA_PROJECT", "VBA")
+_OLE_ENTRY = 128   # directory entries are 128 bytes, and every sector starts on such a boundary
+
+
+def _ole_entry(data: bytes, name: str) -> bool:
+    """Whether the compound file ``data`` has a storage or stream called ``name``: the UTF-16 name at the
+    start of a directory entry, with that entry's name length and a storage/stream type after it."""
+    needle = name.encode("utf-16-le") + b"\x00\x00"
+    at = data.find(needle, 512)
+    while at >= 0:
+        if at % _OLE_ENTRY == 0 and int.from_bytes(data[at + 64:at + 66], "little") == len(needle) \
+                and data[at + 66:at + 67] in (b"\x01", b"\x02"):
+            return True
+        at = data.find(needle, at + 1)
+    return False
+
+
+def _zip_macros(data: bytes) -> str | None:
+    """What makes an Office Open XML or OpenDocument container carry macros, or None."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            names = z.namelist()
+            if "[Content_Types].xml" in names:
+                if any(n.lower().endswith("vbaproject.bin") for n in names):
+                    return "a VBA project (vbaProject.bin)"
+                with z.open("[Content_Types].xml") as f:
+                    if b"macroenabled" in f.read(1 << 20).lower():
+                        return "a macro-enabled document type"
+            elif "mimetype" in names and any(n.startswith(("Basic/", "Scripts/")) for n in names):
+                return "OpenDocument macros (Basic/ or Scripts/)"
+    except Exception:  # not a readable zip: the other rules judge it
+        return None
+    return None
+
+
+def macros(data: bytes, detected: str) -> str | None:
+    """Why an office document carries macros, judged by content whatever its name: a VBA project in a
+    compound file (.doc/.xls and friends) or in an OOXML/ODF zip (.docm renamed .docx); None if none."""
+    if "macroenabled" in detected.lower():
+        return f"a macro-enabled document type ({detected})"
+    if data.startswith(OLE_MAGIC):
+        return next((f"a VBA project ({n} in the compound file)" for n in _OLE_VBA if _ole_entry(data, n)), None)
+    if data.startswith(b"PK\x03\x04"):
+        return _zip_macros(data)
+    return None
+
+
 @dataclass(frozen=True)
 class AttachmentPolicy:
     """``[attachments]`` of the configuration (whose defaults are in :class:`maild.config.Settings`)."""
@@ -98,6 +149,10 @@ def judge(parts: list[Part], policy: AttachmentPolicy) -> list[str]:
     for part in parts:
         detected = sniff(part.data)
         specific = detected if detected not in VAGUE_TYPES else ""
+        if part.content_type == "message/rfc822" and specific in ("", "text/plain"):
+            # A forwarded message (its MIME structure says so) that libmagic only sees as text, e.g. one
+            # starting with a DKIM-Signature: it stays an .eml.
+            detected = specific = "message/rfc822"
         if not part.filename:
             unnamed += 1
         name = safe_filename(part.filename, unnamed, "")
@@ -109,11 +164,13 @@ def judge(parts: list[Part], policy: AttachmentPolicy) -> list[str]:
             stem = name.rpartition(".")[0] or name
             name, ext = f"{stem[:MAX_NAME - 4]}.dat", "dat"
         size = len(part.data)
-        by_type = True   # the first four refusals are about the type; staff may send any type
+        by_type = True   # the first five refusals are about the type; staff may send any type
         if detected in EXECUTABLE_TYPES:
             reason = f"the content is an executable ({detected}), whatever its name says"
         elif detected in ACTIVE_TYPES and ext not in ("html", "htm", "svg"):
             reason = f"the content is {detected}, not what .{ext} says"
+        elif macro := macros(part.data, detected):
+            reason = f"an office document with macros ({macro}), whatever its name says"
         elif detected != TNEF and ext not in policy.allowed:
             reason = f".{ext} is not an allowed file type ({', '.join(sorted(policy.allowed))})"
         elif specific and ext in EXPECTED and specific not in EXPECTED[ext]:

@@ -13,6 +13,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from email.message import Message
 
+from maild.pipeline import rawparts, transfer
+
 MAX_DEPTH = 50
 MAX_PARTS = 2000
 
@@ -58,12 +60,29 @@ class Part:
     by_type: bool = False          # refused for its type alone (kept, with its bytes, for a staff member)
 
 
+# Detached signature parts: recorded on the message as signatures, never judged as attachments.
+SIGNATURE_TYPES = {"application/pkcs7-signature": "smime", "application/x-pkcs7-signature": "smime",
+                   "application/pgp-signature": "pgp"}
+
+
+@dataclass(frozen=True)
+class Signature:
+    """An S/MIME or PGP signature part: what it is, not its bytes (the raw mail keeps them, and with them
+    the exact signed bytes a check needs)."""
+
+    kind: str                      # smime | pgp
+    content_type: str
+    filename: str | None
+    size: int
+
+
 @dataclass
 class Content:
     text: str = ""
     html: str | None = None
     safe_html: str | None = None   # the HTML as the desk may show it (nh3: no scripts, handlers, styles)
     parts: list[Part] = field(default_factory=list)
+    signatures: list[Signature] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -148,15 +167,31 @@ def sanitise_html(markup: str) -> str | None:
         return None
 
 
-def _payload(part: Message) -> bytes:
-    try:
-        data = part.get_payload(decode=True)
-    except Exception:
-        data = None
-    if isinstance(data, bytes):
-        return data
+def _payload(part: Message, notes: list[str] | None = None) -> bytes:
+    """The part's bytes. Base64 and quoted-printable are decoded as far as they go, the way mail clients do
+    (:mod:`maild.pipeline.transfer`), and each repair is added to ``notes``; other encodings (identity,
+    uuencode) are the standard library's."""
     raw = part.get_payload()
-    return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+    if not isinstance(raw, str):
+        return b""
+    try:
+        body = raw.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:  # a message built from str, not parsed from bytes
+        body = raw.encode("utf-8", "surrogateescape")
+    cte = part.get("content-transfer-encoding")
+    decoded = transfer.decode(body, str(cte)) if cte is not None else None
+    if decoded is not None:
+        data, repairs = decoded
+        if repairs and notes is not None:
+            name = _filename(part)
+            notes.append(f"{str(cte).strip().lower()} of part {name or part.get_content_type()!r} repaired:"
+                         f" {'; '.join(repairs)}")
+        return data
+    try:
+        std = part.get_payload(decode=True)
+    except Exception:
+        std = None
+    return std if isinstance(std, bytes) else body
 
 
 def _filename(part: Message) -> str | None:
@@ -183,16 +218,30 @@ def _disposition(part: Message) -> str | None:
         return None
 
 
+def _blank(text: str) -> bool:
+    """Nothing a reader would see: whitespace and format characters (zero-width space, BOM) only."""
+    return not any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in text)
+
+
+def _signature_kind(part: Message, ctype: str) -> str | None:
+    kind = SIGNATURE_TYPES.get(ctype)
+    if kind is None and ctype == "application/octet-stream" and (_filename(part) or "").lower().endswith(".p7s"):
+        kind = "smime"  # a detached S/MIME signature some clients send untyped
+    return kind
+
+
 class _Walker:
-    def __init__(self) -> None:
+    def __init__(self, root: Message, raw: bytes | None) -> None:
         self.content = Content()
         self.texts: list[str] = []
         self.htmls: list[str] = []
         self.count = 0
         self.truncated = False
+        self.root, self.raw = root, raw
+        self.bodies: dict[int, bytes] | None = None   # raw bytes of message/* parts, found when first needed
 
     def attach(self, part: Message, data: bytes | None = None, ctype: str | None = None) -> None:
-        payload = _payload(part) if data is None else data
+        payload = _payload(part, self.content.notes) if data is None else data
         self.content.parts.append(
             Part(
                 filename=_filename(part),
@@ -216,13 +265,7 @@ class _Walker:
         disposition = _disposition(part)
         if ctype == "message/rfc822" or (ctype.startswith("message/") and part.is_multipart()):
             # A forwarded message is kept whole, as an .eml attachment.
-            inner = part.get_payload()
-            try:
-                first = inner[0] if isinstance(inner, list) and inner else None
-                raw = first.as_bytes() if isinstance(first, Message) else _payload(part)
-            except Exception:  # a malformed nested message cannot be flattened again: keep what we can
-                raw = _payload(part)
-            self.attach(part, data=raw, ctype="message/rfc822")
+            self.attach(part, data=self._message_bytes(part), ctype="message/rfc822")
             return
         if part.is_multipart():
             children = part.get_payload()
@@ -235,38 +278,84 @@ class _Walker:
                     if isinstance(child, Message):
                         self.walk(child, depth + 1)
             return
+        kind = _signature_kind(part, ctype)
+        if kind is not None:
+            size = len(_payload(part, self.content.notes))
+            self.content.signatures.append(Signature(kind, ctype, _filename(part), size))
+            return
         is_body = disposition != "attachment" and not _filename(part)
         if is_body and ctype == "text/plain":
-            self.texts.append(decode_text(_payload(part), part.get_content_charset()))
+            self.texts.append(self.text_of(part))
         elif is_body and ctype == "text/html":
-            self.htmls.append(decode_text(_payload(part), part.get_content_charset()))
+            self.htmls.append(self.text_of(part))
         else:
             self.attach(part)
 
+    def text_of(self, part: Message) -> str:
+        return decode_text(_payload(part, self.content.notes), part.get_content_charset())
+
+    def _message_bytes(self, part: Message) -> bytes:
+        """A forwarded message's own bytes, line endings and header folding untouched, so its DKIM and
+        S/MIME signatures still verify; flattened again only where the raw mail and the parsed tree
+        disagree (malformed MIME), and then the note says so."""
+        if self.raw is not None:
+            if self.bodies is None:
+                try:
+                    self.bodies = rawparts.message_bodies(self.root, self.raw)
+                except Exception:  # malformed mail must not stop the message: flatten as before
+                    self.bodies = {}
+            body = self.bodies.get(id(part))
+            if body is not None:
+                cte = part.get("content-transfer-encoding")
+                decoded = transfer.decode(body, str(cte)) if cte is not None else None
+                if decoded is None:
+                    return body
+                if decoded[1]:
+                    self.content.notes.append(f"{str(cte).strip().lower()} of a forwarded message repaired:"
+                                              f" {'; '.join(decoded[1])}")
+                return decoded[0]
+            self.content.notes.append("a forwarded message was flattened again (its bytes could not be told"
+                                      " apart in the malformed MIME): its signatures may not verify")
+        inner = part.get_payload()
+        try:
+            first = inner[0] if isinstance(inner, list) and inner else None
+            return first.as_bytes() if isinstance(first, Message) else _payload(part, self.content.notes)
+        except Exception:  # a malformed nested message cannot be flattened again: keep what we can
+            return _payload(part, self.content.notes)
+
     def _alternative(self, children: list, depth: int) -> None:
-        # Prefer the plain text of the alternatives; keep the HTML one for display.
+        # Prefer the plain text of the alternatives, unless it is blank (some clients send an empty one
+        # beside the real HTML): then the HTML's, rendered. Keep the HTML one for display.
         messages = [c for c in children[:MAX_PARTS] if isinstance(c, Message)]
         plain = [c for c in messages if c.get_content_type() == "text/plain"]
         htmls = [c for c in messages if c.get_content_type() == "text/html"]
         rest = [c for c in messages if c.get_content_type() not in ("text/plain", "text/html")]
-        if plain:
-            self.texts.append(decode_text(_payload(plain[-1]), plain[-1].get_content_charset()))
+        text_at, html_at = len(self.texts), len(self.htmls)
+        text = self.text_of(plain[-1]) if plain else None
+        if text is not None and not _blank(text):
+            self.texts.append(text)
         if htmls:
-            self.htmls.append(decode_text(_payload(htmls[-1]), htmls[-1].get_content_charset()))
+            self.htmls.append(self.text_of(htmls[-1]))
         for child in rest:  # e.g. multipart/related holding the HTML and its images
             self.walk(child, depth + 1)
+        if text is not None and _blank(text) and len(self.htmls) > html_at:
+            rendered = html_to_text("\n".join(self.htmls[html_at:]))
+            if not _blank(rendered):
+                self.texts.insert(text_at, rendered)
 
 
-def extract(message: Message) -> Content:
-    """The body text (plain preferred, else rendered from HTML), the HTML, and every other part."""
-    walker = _Walker()
+def extract(message: Message, raw: bytes | None = None) -> Content:
+    """The body text (plain preferred, else rendered from HTML), the HTML, every other part and the
+    signature parts. With ``raw``, the bytes ``message`` was parsed from, forwarded messages keep theirs."""
+    walker = _Walker(message, raw)
     walker.walk(message)
     content = walker.content
     if walker.htmls:
         content.html = "\n".join(walker.htmls)
         content.safe_html = sanitise_html(content.html)
-    if walker.texts:
-        content.text = "\n\n".join(_lines(t).strip("\n") for t in walker.texts)
+    texts = [t for t in walker.texts if not _blank(t)]
+    if texts:
+        content.text = "\n\n".join(_lines(t).strip("\n") for t in texts)
     elif content.html is not None:
         content.text = html_to_text(content.html)  # its lines end in LF already
     content.text = content.text.replace("\x00", "")

@@ -97,7 +97,7 @@ def parse(raw: bytes) -> ParsedMail:
     if message is None:
         mail.content.text = content_mod.decode_text(raw, None)
     else:
-        _fill(mail, message)
+        _fill(mail, message, raw)
     mail.dedupe_key = dedupe_key(mail)
     return mail
 
@@ -110,7 +110,7 @@ def _header_text(value: object) -> str:
     return text
 
 
-def _fill(mail: ParsedMail, message: Message) -> None:
+def _fill(mail: ParsedMail, message: Message, raw: bytes) -> None:
     headers: dict[str, list[str]] = {}
     for name, value in message.raw_items():
         headers.setdefault(str(name).lower(), []).append(_header_text(value))
@@ -134,7 +134,7 @@ def _fill(mail: ParsedMail, message: Message) -> None:
     except Exception as exc:  # a broken report is still a message; the bounce guard sees the content type
         mail.notes.append(f"unreadable delivery report: {type(exc).__name__}")
     try:
-        mail.content = content_mod.extract(message)
+        mail.content = content_mod.extract(message, raw)  # raw: forwarded mail kept byte-exact
         mail.notes += mail.content.notes
     except RecursionError:
         mail.notes.append("MIME structure too deep; body kept as raw text")

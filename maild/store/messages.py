@@ -51,6 +51,23 @@ async def add_attachment(
     )
 
 
+async def add_signature(db: Database, *, message_id: int, kind: str, content_type: str, filename: str,
+                        size: int) -> int:
+    """An S/MIME or PGP signature part of the message (migration 0006)."""
+    return await db.execute(
+        "INSERT INTO message_signatures (message_id, kind, content_type, filename, size) VALUES (?, ?, ?, ?, ?)",
+        (message_id, kind, content_type, filename, size),
+    )
+
+
+async def signatures_for_ticket(db: Database, ticket_id: int) -> list[sqlite3.Row]:
+    return await db.fetchall(
+        "SELECT s.* FROM message_signatures s JOIN messages m ON m.id = s.message_id WHERE m.ticket_id = ?"
+        " ORDER BY s.id",
+        (ticket_id,),
+    )
+
+
 async def for_ticket(db: Database, ticket_id: int) -> list[sqlite3.Row]:
     return await db.fetchall("SELECT * FROM messages WHERE ticket_id = ? ORDER BY id", (ticket_id,))
 
