@@ -125,6 +125,7 @@ async def _ingest(args: argparse.Namespace, settings: Settings, dept: str | None
             stop.set()
             await task
             await spool_db.close()
+        await app.notifier.expand()   # the notifications the pipeline queued become outbox mail
         rows = await importlog.outcomes_for(db, mine)
     progress.end()
     items = [_item(r["inbound_id"], r["source_ref"], r["outcome"], r["reason"], r["tid"]) for r in rows]

@@ -8,6 +8,7 @@ work in), compares what the actor saw (``expected``) with the ticket now and ref
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 # admin, CC recipients, last reply time, status).
 WATCHED_FIELDS = ("department", "subject", "priority", "client", "assigned", "flagged", "cc", "last_reply_at",
                   "status")
+
+
+log = logging.getLogger("ticketd.desk")
 
 
 @dataclass
@@ -64,9 +68,18 @@ class Desk:
     async def _unit(self) -> AsyncIterator[None]:
         if self._outer:
             yield
-        else:
-            async with self.db.transaction():
-                yield
+            return
+        async with self.db.transaction():
+            yield
+        await self.expand()
+
+    async def expand(self) -> None:
+        """Once an action committed, its queued events become mail now (the daemon's sender would otherwise
+        do it at its next round); trouble here leaves them queued for the sender and never undoes the action."""
+        try:
+            await self.notifier.expand()
+        except Exception:
+            log.warning("notifications stay queued for the daemon's sender", exc_info=True)
 
     # -- looking things up ---------------------------------------------------------------------------------
 
@@ -123,7 +136,7 @@ class Desk:
                 raise Collision(changed)
 
     async def _finish(self, result: Result) -> Result:
-        if not self._outer:  # the mail pipeline follows the events in its own notify stage
+        if not self._outer:  # the mail pipeline queues the events in its own notify stage
             await self.notifier.follow(result.events)
         return result
 

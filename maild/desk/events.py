@@ -5,7 +5,8 @@ overrides against :class:`EventKind`."""
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -64,3 +65,18 @@ class Event:
     changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     notify: bool = True            # False: record only (e.g. a ticket opened with notifications off)
     client_notice: bool = True     # False: staff hear of it, the client was told otherwise (a closing reply)
+
+    def to_json(self) -> str:
+        """The event as the notification queue stores it (store/outbox.py: queue_events)."""
+        data = asdict(self)
+        data["kind"] = self.kind.value
+        data["changes"] = {k: list(v) for k, v in self.changes.items()}
+        return json.dumps(data, default=str, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Event:
+        data = json.loads(text)
+        return cls(kind=EventKind(data["kind"]), ticket_id=data["ticket_id"], actor=Actor(**data["actor"]),
+                   message_id=data["message_id"], staff_id=data["staff_id"], mentioned=tuple(data["mentioned"]),
+                   changes={k: (v[0], v[1]) for k, v in data["changes"].items()}, notify=data["notify"],
+                   client_notice=data["client_notice"])

@@ -22,7 +22,7 @@ from maild.notify import rules as R
 from maild.notify.compose import ascii_address
 from maild.notify.mailing import Batch, Mailing, Recipient
 from maild.store import outbox, senders, tickets
-from maild.store.db import Row
+from maild.store.db import Row, is_transient
 
 if TYPE_CHECKING:
     from maild.addressbook import AddressBook
@@ -36,6 +36,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ticketd.notify")
 
+EXPAND_BATCH = 200     # queued events expanded per write transaction
+
+
+class _Taken(Exception):
+    """Another expander took some of the events being expanded: roll back, read the queue again."""
+
 # Mail a person writes to the client: no Auto-Submitted (RFC 3834 is for automatic mail).
 PERSONAL = frozenset({EventKind.ADMIN_REPLY})
 
@@ -48,12 +54,73 @@ class Notifier:
         self.rules = R.rules(settings.notifications.rules)
         self.token_re = subject_token_pattern(settings)
 
+    @classmethod
+    def build(cls, db: Database, settings: Settings, clock: Clock, signer: Signer) -> Notifier:
+        """A notifier of its own for ``db`` (the sender process expands the queue on its own connection)."""
+        from maild.addressbook import AddressBook
+        from maild.notify.render import Renderer
+        from maild.store.files import FileStore
+
+        return cls(db, settings, clock, signer, Renderer(settings.notifications.templates),
+                   FileStore(settings.attachments_dir), AddressBook(settings))
+
     async def follow(self, events: Sequence[Event]) -> int:
-        """Write the outbox rows for ``events``; returns how many. Runs inside the caller's transaction, in a
-        fixed number of database trips whatever the number of events (a worker follows a whole batch)."""
+        """Queue ``events`` for notification in the caller's transaction (one statement); returns how many
+        have a rule to follow. :meth:`expand` turns them into mail once that transaction committed."""
+        events = [e for e in events if e.notify and self.rules.get(e.kind)]
+        if events:
+            await outbox.queue_events(self.db, [(e.ticket_id, e.to_json()) for e in events], self.clock.stamp())
+        return len(events)
+
+    async def expand(self, limit: int = EXPAND_BATCH) -> int:
+        """Turn the queued events into outbox mail; returns how many mails. Called outside any transaction:
+        recipients are chosen and mail rendered from plain reads, then one short write transaction stores
+        the mail and takes the events out of the queue. If another expander took some of them meanwhile,
+        that transaction rolls back and the rest are read again: each event becomes its mail once."""
+        written = 0
+        while queued := await outbox.queued_events(self.db, limit):
+            events = [(queue_id, Event.from_json(text)) for queue_id, text in queued]
+            try:
+                batch = await self.plan([e for _, e in events])
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                # One event's trouble (a template that fails on its data) stays its own.
+                for item in events:
+                    written += await self._expand_alone(*item)
+                continue
+            written += await self._store([queue_id for queue_id, _ in events], batch)
+        return written
+
+    async def _expand_alone(self, queue_id: int, event: Event) -> int:
+        try:
+            batch = await self.plan([event])
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.error("notification failed", exc_info=True,
+                      extra={"kv": {"ticket_id": event.ticket_id, "event": event.kind.value, "error": repr(exc)}})
+            batch = Batch()
+            batch.logs.append((event.ticket_id, "notify_failed",
+                               {"for_event": event.kind.value, "error": f"{type(exc).__name__}: {exc}"[:500]}))
+        return await self._store([queue_id], batch)
+
+    async def _store(self, queue_ids: list[int], batch: Batch) -> int:
+        try:
+            async with self.db.transaction():
+                if await outbox.take_events(self.db, queue_ids) != len(queue_ids):
+                    raise _Taken
+                return await self._flush(batch)
+        except _Taken:
+            return 0   # another expander had some of these: the loop reads what is left
+
+    async def plan(self, events: Sequence[Event]) -> Batch:
+        """The mail for ``events``, rendered, and what else expanding them writes; reads only. Runs in a
+        fixed number of database trips whatever the number of events."""
+        batch = Batch()
         events = [e for e in events if e.notify and self.rules.get(e.kind)]
         if not events:
-            return 0
+            return batch
         found = await lookups.load(self.db, events, self.rules)
         plans: list[tuple[Event, Row, list[Recipient], list[Recipient]]] = []
         for event in events:
@@ -64,12 +131,11 @@ class Notifier:
             if not event.client_notice:  # e.g. a reply that closes: its own mail tells the client
                 client_to = []
             plans.append((event, ticket, staff_to, client_to))
-        batch = Batch()
         check = await self._checker([r for _, _, _, c in plans for r in c])
         for event, ticket, staff_to, client_to in plans:
             mailing = Mailing(self, event, ticket, batch, found)
             if client_to:
-                client_to = await self._deliverable(event, ticket, client_to, batch, check)
+                client_to = self._deliverable(event, ticket, client_to, batch, check)
             if client_to:
                 mailing.to_clients(client_to, automatic=self._automatic(event))
             for rcpt in staff_to:
@@ -77,12 +143,14 @@ class Notifier:
                     log.warning("staff mail skipped: address needs SMTPUTF8", extra={"kv": {"staff": rcpt.email}})
                     continue
                 mailing.to_staff(rcpt)
-        return await self._flush(batch)
+        return batch
 
     async def _flush(self, batch: Batch) -> int:
-        for ticket_id, ids in batch.mail_ids.items():
-            await tickets.add_mail_ids(self.db, ticket_id, ids, "out")
-        await outbox.enqueue_many(self.db, batch.mails, self.clock.stamp())
+        stamp = self.clock.stamp()
+        for ticket_id, event_name, details in batch.logs:
+            await tickets.log_event(self.db, ticket_id, event_name, "notify", stamp, **details)
+        await tickets.add_mail_ids_many(self.db, batch.mail_ids, "out")
+        await outbox.enqueue_many(self.db, batch.mails, stamp)
         return len(batch.mails)
 
     async def command_error(self, ticket: Row, member: Row, errors: Sequence[str]) -> None:
@@ -149,8 +217,8 @@ class Notifier:
             counts = await outbox.automatic_counts(self.db, addresses, _iso(now - timedelta(hours=1)))
         return bad, counts
 
-    async def _deliverable(self, event: Event, ticket: Row, rcpts: list[Recipient], batch: Batch,
-                           check: tuple[dict[str, str], dict[str, int]]) -> list[Recipient]:
+    def _deliverable(self, event: Event, ticket: Row, rcpts: list[Recipient], batch: Batch,
+                     check: tuple[dict[str, str], dict[str, int]]) -> list[Recipient]:
         bad, counts = check
         cap = self.settings.notifications.auto_per_hour
         kept = []
@@ -165,8 +233,8 @@ class Notifier:
             if reason is None:
                 kept.append(rcpt)
                 continue
-            await tickets.log_event(self.db, ticket["id"], "mail_skipped", "notify", self.clock.stamp(),
-                                    recipient=rcpt.email, for_event=event.kind.value, reason=reason)
+            batch.logs.append((ticket["id"], "mail_skipped",
+                               {"recipient": rcpt.email, "for_event": event.kind.value, "reason": reason}))
             log.info("mail skipped", extra={"kv": {"ticket": ticket["tid"], "recipient": rcpt.email,
                                                    "event": event.kind.value, "reason": reason}})
         return kept

@@ -34,11 +34,13 @@ REFERENCES_BYTES = 2000
 
 @dataclass
 class Batch:
-    """What one ``follow`` call writes, sent to the database together: outbox rows, and the Message-IDs of
-    our new mails per ticket (so replies to them thread)."""
+    """What expanding events writes, sent to the database together: outbox rows, the Message-IDs of our new
+    mails per ticket (so replies to them thread), and ticket-log rows (ticket id, event, details: a mail
+    skipped, a notification that failed)."""
 
     mails: list[outbox.OutboxMail] = field(default_factory=list)
     mail_ids: dict[int, list[str]] = field(default_factory=dict)
+    logs: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
 
     def automatic_to(self, recipient: str) -> int:
         return sum(1 for m in self.mails if m.automatic and m.recipient == recipient)

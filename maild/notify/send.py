@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from maild import clock as clocks
 from maild.clock import Clock
+from maild.notify.follow import Notifier
 from maild.notify.tokens import Signer, with_tag
 from maild.notify.transport import MAIL, PERMANENT, Delivery, Envelope, Session, Transport, build_transport, failure
 from maild.pipeline.worker import wait_any
@@ -67,8 +68,11 @@ class OutboxSender:
     was queued in this process, ``await run_until_empty()`` in tests and one-shot commands."""
 
     def __init__(self, db: Database, settings: Settings, clock: Clock, signer: Signer,
-                 transport: Transport | None = None, poll_seconds: float = POLL_SECONDS) -> None:
+                 transport: Transport | None = None, poll_seconds: float = POLL_SECONDS,
+                 notifier: Notifier | None = None) -> None:
         self.db = db
+        # Expands the notification queue on this sender's own connection (follow.py).
+        self.notifier = notifier or Notifier.build(db, settings, clock, signer)
         self.clock = clock
         self.signer = signer
         self.outbound = settings.outbound
@@ -147,6 +151,7 @@ class OutboxSender:
                     if not queue:
                         async with refill:
                             if not queue and not exhausted:
+                                await self.notifier.expand()   # queued events become mail first
                                 queue.extend(await outbox.due(self.db, self.clock.stamp(), self.fetch_limit,
                                                               in_flight))
                                 exhausted = not queue

@@ -96,6 +96,7 @@ async def import_blocked(env: Env, preparer: Preparer, log_id: int, tid: str | N
                                 reason=entry["reason"], kind="new_ticket" if new else kind, author=ctx.author_email)
         # The same notifications as if the mail had not been blocked (staff hear of it; the client does not).
         await env.notifier.follow(events)
+    await env.notifier.expand()   # committed: the queued events become mail now
     return Imported(log_id, ticket["tid"], events[0].message_id if events else None,
                     "new ticket" if new else kind, new)
 

@@ -89,12 +89,14 @@ class Worker:
             self._forget_prefetch()
 
     async def drain(self) -> list[Result]:
-        """Process every pending row, then return (used by ``ingest``, ``process`` and tests)."""
+        """Process every pending row and turn the notifications queued meanwhile into outbox mail, then return
+        (used by ``ingest``, ``process`` and tests; in ``serve`` the outbox sender expands the queue)."""
         done: list[Result] = []
         while True:
             results = await self.process_batch()
             done.extend(results)
             if not results and self._next is None:
+                await self.env.notifier.expand()
                 return done
 
     async def _fetch(self) -> tuple[list[tuple[InboundRow, bytes]], asyncio.Future] | None:
@@ -127,8 +129,11 @@ class Worker:
             raise
 
     async def process_rows(self, rows: Sequence[tuple[InboundRow, bytes]], from_state: str) -> list[Result]:
+        """Process ``rows`` (``reprocess``) and expand the notifications they queued."""
         parsed = await self.preparer.prepare([raw for _, raw in rows])
-        return await self._apply(rows, parsed, from_state)
+        results = await self._apply(rows, parsed, from_state)
+        await self.env.notifier.expand()
+        return results
 
     async def _apply(self, rows: Sequence[tuple[InboundRow, bytes]], parsed: list[ParsedMail | BaseException],
                      from_state: str) -> list[Result]:
@@ -173,8 +178,9 @@ class Worker:
         return results
 
     async def _follow_deferred(self) -> None:
-        """The batch's notifications, in the batch's transaction. If they fail, the batch runs again with a
-        savepoint per message, each following its own, so that one message's trouble stays its own."""
+        """The batch's notifications, queued in the batch's transaction (one statement; the mail is made
+        outside the write lock). If that fails, the batch runs again with a savepoint per message, each
+        queueing its own, so that one message's trouble stays its own."""
         events, self.env.deferred = self.env.deferred, None
         if not events:
             return

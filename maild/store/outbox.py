@@ -2,8 +2,10 @@
 
 Contract:
 
-* :func:`enqueue` is called inside the transaction of the change that caused the mail (it never opens
-  one), so a mail exists exactly when its change committed. It starts ``queued``, due at once.
+* The change that causes mail queues its events (:func:`queue_events`) in its own transaction, so they
+  exist exactly when it committed. Expanding them (notify/follow.py) writes the mail with
+  :func:`enqueue_many` and takes the events with :func:`take_events` in one transaction (neither opens
+  one). A mail starts ``queued``, due at once.
 * A row is ``queued`` until the sender marks it ``sent`` (the relay said 250) or ``failed`` (a permanent
   answer, or the retry deadline passed); a temporary failure only moves ``next_attempt_at`` on.
 * Timestamps are :mod:`maild.clock` ISO strings and are compared as text (they sort as time).
@@ -95,6 +97,30 @@ async def enqueue_many(db: Database, mails: Sequence[OutboxMail], stamp: str) ->
         " state, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [(m.ticket_id, m.event, m.audience, int(m.automatic), m.sender, m.recipient, m.message_id, m.subject,
           m.raw, QUEUED, stamp, stamp) for m in mails])
+
+
+async def queue_events(db: Database, events: Sequence[tuple[int, str]], stamp: str) -> None:
+    """Queue (ticket id, event JSON) pairs for notification, in the caller's transaction (one statement)."""
+    await db.executemany("INSERT INTO notify_queue (ticket_id, created_at, event) VALUES (?, ?, ?)",
+                         [(ticket_id, stamp, event) for ticket_id, event in events])
+
+
+async def queued_events(db: Database, limit: int) -> list[tuple[int, str]]:
+    """The oldest queued events as (queue id, event JSON)."""
+    rows = await db.fetchall("SELECT id, event FROM notify_queue ORDER BY id LIMIT ?", (limit,))
+    return [(r["id"], r["event"]) for r in rows]
+
+
+async def take_events(db: Database, ids: Sequence[int]) -> int:
+    """Take queued events out (in the transaction that writes their mail); how many were still there, so
+    that a second expander of the same events can tell and roll back instead of doubling the mail."""
+    if not ids:
+        return 0
+    return await db.execute(f"DELETE FROM notify_queue WHERE id IN ({','.join('?' * len(ids))})", list(ids))
+
+
+async def count_queued_events(db: Database) -> int:
+    return int(await db.scalar("SELECT count(*) FROM notify_queue") or 0)
 
 
 async def recipients_of(db: Database, message_ids: Sequence[str]) -> dict[str, list[str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from maild.store.db import Database
@@ -106,6 +106,13 @@ async def add_mail_ids(db: Database, ticket_id: int, message_ids: Sequence[str],
     await db.executemany(
         "INSERT INTO mail_ids (message_id, ticket_id, direction) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         [(m, ticket_id, direction) for m in message_ids if m])
+
+
+async def add_mail_ids_many(db: Database, by_ticket: Mapping[int, Sequence[str]], direction: str) -> None:
+    """:func:`add_mail_ids` for several tickets in one statement."""
+    await db.executemany(
+        "INSERT INTO mail_ids (message_id, ticket_id, direction) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        [(m, ticket_id, direction) for ticket_id, ids in by_ticket.items() for m in ids if m])
 
 
 async def add_mail_id(db: Database, ticket_id: int, message_id: str, direction: str) -> None:
