@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import shutil
+import sqlite3
 import struct
 import subprocess
 import zipfile
@@ -24,6 +25,7 @@ from maild.config import AttachmentSettings
 from maild.pipeline import transfer
 from maild.pipeline.attachments import macros
 from maild.pipeline.parse import parse
+from maild.store.db import connect_sync, migration_files
 from tests.helpers import CORPUS, Instance, make_mail
 from tests.test_content import tiny_png
 
@@ -95,6 +97,13 @@ def test_blank_plain_loses_to_html_inside_related_and_beside_other_text(plain: s
     content = parse(bytes(msg)).content
     assert content.text == "Invoice 42 is wrong\n\n-- sent from the list"
     assert [p.content_type for p in content.parts] == ["image/png"]
+
+
+def test_corpus_mail_with_a_blank_plain_alternative():
+    # An empty text/plain beside <body>Test</body> (SpamScope's fixture): the thread shows "Test".
+    content = parse(corpus_mail("spamscope-mail-parser/mail_test_17.eml")).content
+    assert content.text == "Test"
+    assert "<body>Test</body>" in (content.html or "")
 
 
 def test_a_plain_part_with_text_still_wins():
@@ -415,9 +424,35 @@ def test_signature_parts_are_recorded_as_signatures(instance: Instance, tmp_path
     assert f"[signature] {kind} {filename} ({ctype}," in shown
 
 
+def test_an_untyped_p7s_in_a_signed_mail_is_a_signature_too():
+    msg = make_mail(subject="Signed by an old client")
+    msg.make_mixed()
+    msg.add_attachment(b"0\x82\x05\x00" + b"\x01" * 60, maintype="application", subtype="octet-stream",
+                       filename="smime.p7s")
+    msg.add_attachment(b"0\x82 not a signature", maintype="application", subtype="octet-stream", filename="cert.p7c")
+    content = parse(bytes(msg)).content
+    assert [(s.kind, s.filename, s.size) for s in content.signatures] == [("smime", "smime.p7s", 64)]
+    assert [p.filename for p in content.parts] == ["cert.p7c"]
+
+
 def test_signed_mail_keeps_its_real_attachment(instance: Instance, tmp_path: Path):
     t = ingest(instance, tmp_path, corpus_mail(SMIME))
     jpg = files_of(t)["signed.jpg"]
     assert jpg["content_type"] == "image/jpeg"
     assert hashlib.sha256(stored(instance, jpg["sha256"])).hexdigest() == jpg["sha256"]
     assert stored(instance, jpg["sha256"]).startswith(b"\xff\xd8\xff")
+
+
+def test_a_database_of_the_previous_version_gains_the_signatures_table(tmp_path: Path):
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, sql in migration_files():
+        if number > 5:
+            break
+        conn.executescript(sql.read_text())
+    conn.execute("PRAGMA user_version=5")
+    conn.close()
+    upgraded = connect_sync(path)
+    columns = [r[1] for r in upgraded.execute("PRAGMA table_info(message_signatures)")]
+    upgraded.close()
+    assert columns == ["id", "message_id", "kind", "content_type", "filename", "size"]
