@@ -414,3 +414,20 @@ def test_imap_sync_once_says_an_error_once(instance: Instance):
     both = proc.stdout.decode() + proc.stderr.decode()
     assert both.count(f"127.0.0.1:{port}") == 1 and "Connection refused" in proc.stderr.decode(), both
     assert "down: 0 messages imported" in proc.stdout.decode()
+
+
+def test_ingest_counts_its_own_messages_when_others_wait_in_the_spool(tmp_path):
+    """The worker of ``ingest`` also processes what was waiting before it; that never stands in for its own
+    (one message a batch makes the waiting ones finish first)."""
+    inst = Instance(tmp_path, extra_config="\n[worker]\nbatch = 1\nparsers = 0\n")
+    for n in range(3):
+        inst.cli("pipe", input=make_mail(subject=f"waiting {n}").as_bytes())
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for n in range(2):
+        (folder / f"{n}.eml").write_bytes(make_mail(subject=f"file {n}").as_bytes())
+    out = inst.cli("ingest", str(folder)).stdout.decode()
+    assert out.startswith("2 messages processed in ") and "3 messages that waited in the spool" in out
+    assert inst.query("SELECT count(*) AS n FROM inbound WHERE state != 'done'")[0]["n"] == 0
+    summary = inst.cli_json("ingest", str(folder))
+    assert (summary["messages"], summary["also_processed"], summary["outcomes"]) == (2, 0, {"duplicate": 2})

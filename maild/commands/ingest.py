@@ -7,6 +7,7 @@ import asyncio
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from maild.app import App
@@ -64,6 +65,9 @@ def _print(summary: dict, as_json: bool) -> None:
         print_json(summary)
         return
     print(f"{plural(summary['messages'], 'message')} processed in {summary['seconds']} s")
+    if summary.get("also_processed"):
+        print(f"  (and {plural(summary['also_processed'], 'message')} that waited in the spool before;"
+              " see ticketd import-log)")
     for name, n in summary["outcomes"].items():
         print(f"  {name:32} {n}")
     for item in summary["items"]:
@@ -75,17 +79,33 @@ def _print(summary: dict, as_json: bool) -> None:
 async def _ingest(args: argparse.Namespace, settings: Settings, dept: str | None) -> dict:
     """Read and spool on one side while the worker processes on the other; at most ``AHEAD`` messages
     wait in the spool, so a big mbox runs in bounded memory. The summary is read back from the import
-    log, so messages that a ``serve`` running beside us processed are counted too."""
+    log, so messages that a ``serve`` running beside us processed are counted too. Our worker also processes
+    what was waiting in the spool before us; that is counted apart (``also_processed``), never as ours."""
     started = time.monotonic()
     progress = Progress(count_messages(args.paths))
     mine: list[int] = []
-    seen: set[int] = set()
+    mine_set: set[int] = set()
+    seen: set[int] = set()      # finished: by our worker, or found in the import log
+    done = 0                    # how many of ``mine`` are in ``seen``
     moved = asyncio.Event()
 
+    def finished(ids: Iterable[int]) -> None:
+        nonlocal done
+        for i in ids:
+            if i not in seen:
+                seen.add(i)
+                done += i in mine_set
+
     def on_result(result: Result) -> None:
-        seen.add(result.inbound.id)
-        progress.show(len(seen))
+        finished((result.inbound.id,))
+        progress.show(done)
         moved.set()
+
+    def spooled(ids: list[int]) -> None:
+        nonlocal done
+        mine.extend(ids)
+        mine_set.update(ids)
+        done += sum(1 for i in ids if i in seen)   # processed before spool_many returned
 
     async with App(settings, parsers=settings.worker.parsers) as app:
         db, worker = app.db, app.worker
@@ -96,29 +116,29 @@ async def _ingest(args: argparse.Namespace, settings: Settings, dept: str | None
         task = asyncio.create_task(worker.run(stop), name="pipeline-worker")
 
         async def wait_until(pending: int) -> None:
-            while len(mine) - len(seen) > pending:
+            while len(mine) - done > pending:
                 if task.done():
                     await task  # raises what stopped it
                     raise RuntimeError("the pipeline worker stopped early")
                 moved.clear()
                 waiter = asyncio.ensure_future(moved.wait())
-                done, _ = await asyncio.wait([waiter, task], timeout=1, return_when=asyncio.FIRST_COMPLETED)
+                ready, _ = await asyncio.wait([waiter, task], timeout=1, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
-                if not done:  # no news for a second: another worker may have taken our rows
+                if not ready:  # no news for a second: another worker may have taken our rows
                     unseen = [i for i in mine if i not in seen]
-                    seen.update(r["inbound_id"] for r in await importlog.outcomes_for(db, unseen))
+                    finished(r["inbound_id"] for r in await importlog.outcomes_for(db, unseen))
 
         try:
             batch: list[Incoming] = []
             for raw, ref in iter_messages(args.paths):
                 batch.append(Incoming(raw=raw, source="ingest", source_ref=ref, department_hint=dept))
                 if len(batch) >= SPOOL_BATCH:
-                    mine.extend(await spool_many(spool_db, batch, app.clock.stamp()))
+                    spooled(await spool_many(spool_db, batch, app.clock.stamp()))
                     batch.clear()
                     worker.wake()
                     await wait_until(AHEAD)
             if batch:
-                mine.extend(await spool_many(spool_db, batch, app.clock.stamp()))
+                spooled(await spool_many(spool_db, batch, app.clock.stamp()))
                 worker.wake()
             await wait_until(0)
         finally:
@@ -129,7 +149,7 @@ async def _ingest(args: argparse.Namespace, settings: Settings, dept: str | None
         rows = await importlog.outcomes_for(db, mine)
     progress.end()
     items = [_item(r["inbound_id"], r["source_ref"], r["outcome"], r["reason"], r["tid"]) for r in rows]
-    return _summary(items, time.monotonic() - started)
+    return {**_summary(items, time.monotonic() - started), "also_processed": len(seen - mine_set)}
 
 
 async def _process(settings: Settings) -> dict:
