@@ -431,3 +431,22 @@ def test_ingest_counts_its_own_messages_when_others_wait_in_the_spool(tmp_path):
     assert inst.query("SELECT count(*) AS n FROM inbound WHERE state != 'done'")[0]["n"] == 0
     summary = inst.cli_json("ingest", str(folder))
     assert (summary["messages"], summary["also_processed"], summary["outcomes"]) == (2, 0, {"duplicate": 2})
+
+
+def test_import_into_a_ticket_of_the_senders_own_account_needs_no_force(tmp_path):
+    inst = Instance(tmp_path)
+    inst.cli("clients", "add", "olga@acme.example", "--account", "Acme")
+    inst.cli("clients", "add", "uwe@acme.example", "--account", "Acme", "--role", "user")
+    inst.cli("pipe", input=make_mail(subject="Acme's", sender="olga@acme.example").as_bytes())
+    for sender in ("uwe@acme.example", "eve@elsewhere.example"):
+        auto = make_mail(subject=f"Away: {sender}", sender=sender)
+        auto["Auto-Submitted"] = "auto-replied"
+        inst.cli("pipe", input=auto.as_bytes())
+    inst.cli("process")
+    tid = inst.cli_json("ticket", "list")["items"][0]["tid"]
+    by_sender = {r["from"]: str(r["id"]) for r in inst.cli_json("import-log", "--outcome", "blocked")["items"]}
+    inst.cli("import-log", "import", by_sender["uwe@acme.example"], "--ticket", tid)   # a person of its account
+    proc = inst.cli("import-log", "import", by_sender["eve@elsewhere.example"], "--ticket", tid, check=False)
+    assert proc.returncode == 65 and b"--force" in proc.stderr
+    assert [m["author_email"] for m in inst.cli_json("ticket", "show", tid)["messages"]] == [
+        "olga@acme.example", "uwe@acme.example"]
