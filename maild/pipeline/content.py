@@ -6,7 +6,6 @@ decoded at all becomes an attachment rather than being lost.
 
 from __future__ import annotations
 
-import codecs
 import html
 import re
 import unicodedata
@@ -14,35 +13,12 @@ from dataclasses import dataclass, field
 from email.message import Message
 
 from maild.pipeline import rawparts, transfer
+from maild.pipeline.charsets import decode_text
 
 MAX_DEPTH = 50
 MAX_PARTS = 2000
 
-# Labels that mail in the wild gets wrong: use the superset that decodes what the sender really wrote.
-CHARSET_SUPERSETS = {
-    "us-ascii": "utf-8",
-    "ascii": "utf-8",
-    "iso-8859-1": "cp1252",
-    "latin1": "cp1252",
-    "latin-1": "cp1252",
-    "gb2312": "gb18030",
-    "gbk": "gb18030",
-    "x-gbk": "gb18030",
-    "ks_c_5601-1987": "cp949",
-    "euc-kr": "cp949",
-    "shift_jis": "cp932",
-    "sjis": "cp932",
-    "x-sjis": "cp932",
-    "windows-874": "cp874",
-    "unicode-1-1-utf-7": "utf-7",
-    "utf8": "utf-8",
-}
-# Labels with more than one superset, none of which covers the others: each is tried in turn.
-CHARSET_FAMILIES = {
-    # Half-width katakana (ESC ( I) only in _ext; JIS X 0212 and the 2004 planes in the others.
-    "iso-2022-jp": ("iso2022_jp_ext", "iso2022_jp_2", "iso2022_jp_2004"),
-    "csiso2022jp": ("iso2022_jp_ext", "iso2022_jp_2", "iso2022_jp_2004"),
-}
+# Charsets (the declared one's supersets, line-by-line fallback, Japanese repairs) live in charsets.py.
 
 
 @dataclass
@@ -84,37 +60,6 @@ class Content:
     parts: list[Part] = field(default_factory=list)
     signatures: list[Signature] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def _latin1_for_undefined(exc: UnicodeError) -> tuple[str, int]:
-    """cp1252 leaves 0x81, 0x8D, 0x8F, 0x90 and 0x9D undefined: take them as latin-1 (the C1 controls)."""
-    assert isinstance(exc, UnicodeDecodeError)
-    return exc.object[exc.start:exc.end].decode("latin-1"), exc.end
-
-
-codecs.register_error("ticketd-cp1252", _latin1_for_undefined)
-
-
-def decode_text(data: bytes, charset: str | None) -> str:
-    """Bytes of a text part to str: the declared charset (or its supersets), then UTF-8, then cp1252 with
-    latin-1 for its five undefined bytes — which decodes any byte, so nothing is lost or replaced."""
-    tried: list[str] = []
-    label = (charset or "").strip().strip('"').lower()
-    if label:
-        tried += CHARSET_FAMILIES.get(label, (CHARSET_SUPERSETS.get(label, label),))
-    for name in [*tried, "utf-8"]:
-        try:
-            codecs.lookup(name)
-            return _nfc(data.decode(name))
-        except (LookupError, UnicodeDecodeError, ValueError):
-            continue
-    return _nfc(data.decode("cp1252", errors="ticketd-cp1252"))
-
-
-def _nfc(text: str) -> str:
-    """Composed form, so that Windows-1258's base letter + combining tone mark reads (and searches) as the
-    one letter everybody else writes. Cheap when the text already is NFC, as nearly all is."""
-    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
 _BLOCK_TAG = re.compile(r"<\s*/?\s*(?:p|div|br|tr|li|h[1-6]|blockquote|pre|hr|table|ul|ol)\b[^<>]*>", re.I)

@@ -60,11 +60,9 @@ class MessageContext:
 
     @property
     def author_email(self) -> str:
-        """The From address; the envelope sender only when there is no From header at all (an unclear
-        one, such as ``owner@a <attacker@b>``, makes the author unknown rather than the envelope's)."""
-        if self.mail.from_addr or self.mail.from_unclear:
-            return self.mail.from_addr
-        return (self.inbound.envelope_from or "").lower()
+        """The From address; with no usable From, the Reply-To, then the envelope sender (an unclear From,
+        such as ``owner@a <attacker@b>``, makes the author unknown instead): see ParsedMail.author."""
+        return self.mail.author(self.inbound.envelope_from)[0]
 
 
 @dataclass

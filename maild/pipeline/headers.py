@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from email.errors import InvalidHeaderDefect
 from email.header import decode_header
-from email.headerregistry import AddressHeader, HeaderRegistry
+from email.headerregistry import Address, AddressHeader, HeaderRegistry
 from email.utils import getaddresses
 
-from maild.pipeline.content import decode_text
+from maild.pipeline.charsets import decode_text
 
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 _WS_RE = re.compile(r"\s+")
@@ -62,26 +62,68 @@ def one_message_id(value: object) -> str:
 
 
 def single_author(values: list[str]) -> tuple[str, str, str]:
-    """(name, address, problem) of the From header. Exactly one header with exactly one well-formed mailbox
-    gives an address; anything else (``owner@a <attacker@b>``, two mailboxes, two From headers) gives none
-    and says why, so that no one can pass as someone else by a trick of syntax."""
+    """(name, address, problem) of the From header. Exactly one header naming exactly one well-formed
+    address gives that address, even when its display name is messy (an RFC 2047 word inside quotes, stray
+    spaces, no space before ``<``, an unquoted comma, a lost ``>``). Anything that names two addresses
+    (``owner@a <attacker@b>``, the same hidden in an encoded word, two mailboxes, two From headers) or an
+    address that does not parse gives none and says why, so that no one can pass as someone else by a trick
+    of syntax. A From with no address at all (``Mailer Daemon``, ``undisclosed-recipients:;``) gives no
+    address and no problem: there is no sender to doubt, and the caller may answer the Reply-To."""
     if not values:
         return "", "", ""
     if len(values) > 1:
         return "", "", "several From headers"
+    value = values[0][:MAX_DECODE]
+    decoded = _decode_all_words(value)
+    if "@" not in decoded:
+        return _clean_name(decoded.replace("<", " ").replace(">", " ")), "", ""
+    mailboxes: list[Address]
     try:
-        header = _REGISTRY("From", values[0][:MAX_DECODE])
+        header = _REGISTRY("From", value)
         assert isinstance(header, AddressHeader)  # the registry's class for From
         mailboxes = list(header.addresses)
         invalid = [d for d in header.defects if isinstance(d, InvalidHeaderDefect)]
-    except Exception as exc:
-        return "", "", f"unreadable From header ({type(exc).__name__})"
-    if invalid or len(mailboxes) != 1:
+    except Exception:
+        mailboxes, invalid = [], [InvalidHeaderDefect("unreadable From header")]
+    named = _named_addresses(decoded)
+    if not invalid and len(mailboxes) == 1:
+        box = mailboxes[0]
+        addr = (box.addr_spec or "").strip().lower()
+        if "@" in addr and " " not in addr and box.domain and named <= {addr}:
+            # The name as every other header's is decoded (charset supersets), not as the registry did it.
+            pairs = addresses(values)
+            name = pairs[0][0] if len(pairs) == 1 and pairs[0][1] == addr else str(box.display_name or "")
+            return name, addr, ""
+    if len(named) > 1:
         return "", "", f"ambiguous From header: {values[0][:200]!r}"
-    box = mailboxes[0]
-    addr = (box.addr_spec or "").strip().lower()
-    if "@" not in addr or " " in addr or not box.domain:
-        return "", "", f"no valid address in the From header: {values[0][:200]!r}"
-    # The name as every other header's is decoded (charset supersets), not as the registry did it.
-    pairs = addresses(values)
-    return (pairs[0][0] if len(pairs) == 1 and pairs[0][1] == addr else str(box.display_name or "")), addr, ""
+    if len(named) == 1 and decoded.count("@") == len(_ADDRESS.findall(decoded)):
+        (addr,) = named
+        rest = _ADDRESS.sub(" ", decoded)
+        return _clean_name(rest.replace("<", " ").replace(">", " ")), addr, ""
+    return "", "", f"no valid address in the From header: {values[0][:200]!r}"
+
+
+# A mailbox address as it is written in a messy From: dot-atom local part, dotted domain (IDNs too).
+_ADDRESS = re.compile(r"(?<![^\s<>\"',;:()\[\]])"
+                      r"([\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*@[\w-]+(?:\.[\w-]+)*)"
+                      r"(?![^\s<>\"',;:()\[\]])")
+_WORD_RE = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+
+
+def _decode_all_words(value: str) -> str:
+    """The header with every RFC 2047 word decoded, also the ones inside quotes (which RFC 2047 forbids and
+    mailers write anyway): what a reader sees, and so where a second address could hide."""
+    text = _WS_RE.sub(" ", value)
+    if "=?" not in text:
+        return text.strip()
+    return _WORD_RE.sub(lambda m: decode_words(m.group(0)), text).strip()
+
+
+def _named_addresses(decoded: str) -> set[str]:
+    return {m.lower() for m in _ADDRESS.findall(decoded)}
+
+
+def _clean_name(text: str) -> str:
+    """A display name from what is left of a messy From: no quotes, brackets of comments or stray commas."""
+    text = text.replace('"', " ").replace("(", " ").replace(")", " ")
+    return _WS_RE.sub(" ", text).strip(" ,;:")

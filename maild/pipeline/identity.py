@@ -20,11 +20,15 @@ SINGLE_HEADERS = ("from", "subject", "message-id", "in-reply-to", "references", 
 
 async def identify(ctx: MessageContext, env: Env) -> Outcome | None:
     """Look the author up (staff, accounts, registered user) once; then :func:`assign_badge`."""
-    email = ctx.author_email
+    email, source = ctx.mail.author(ctx.inbound.envelope_from)
     ctx.client_id, ctx.roles, ctx.registered = None, {}, False
     if not ctx.via_token:  # the signed reply token proved the staff member already
         ctx.staff = None
-    if email and ctx.staff is None:
+    if email and source != "from":
+        # No usable From: the address is only whom to answer, so it earns no badge (Guest).
+        where = "Reply-To" if source == "reply-to" else "envelope sender"
+        ctx.notes.append(f"no usable From: answering {email} ({where}) as a Guest")
+    elif email and ctx.staff is None:
         claimed = await staff.by_email(env.db, email)
         if claimed is not None and ctx.mail.from_addr == email:
             ctx.staff = _verified_staff(ctx, env, claimed)

@@ -39,7 +39,8 @@ def iter_messages(paths: list[str]) -> Iterator[tuple[bytes, str]]:
             box = mailbox.mbox(path, factory=None, create=False)
             try:
                 for i, key in enumerate(box.iterkeys()):
-                    yield box.get_bytes(key), f"{path}#{i + 1}"
+                    # With its ``From `` line: the envelope sender, for mail that has no usable From.
+                    yield box.get_bytes(key, from_=True), f"{path}#{i + 1}"
             finally:
                 box.close()
         else:

@@ -1,0 +1,331 @@
+"""Charsets: bytes to text when the label is wrong, missing or absent, without losing a byte.
+
+- :func:`decode_text` reads a text part (or an RFC 2047 word) in its declared charset or a superset of
+  it, then as UTF-8; ISO-2022-JP with the NEC/IBM extensions (CP50220/50221) and Japanese mail labelled in
+  the wrong Japanese charset are read as what they are; what still fails is read line by line, so UTF-8
+  lines among Latin-1 ones (a broken forwarder) each keep their own charset. It never raises and never
+  replaces a byte that some charset tried could decode: the last resort, cp1252 with latin-1 for its five
+  holes, decodes every byte.
+- :func:`guess` and :func:`decode_8bit` read raw 8-bit header text (a subject or a file name sent without
+  RFC 2047): UTF-8, then the message's own charsets (the body's declared ones), then a detector
+  (charset-normalizer) over all such header bytes of the message at once.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+
+# Labels that mail in the wild gets wrong: use the superset that decodes what the sender really wrote.
+CHARSET_SUPERSETS = {
+    "us-ascii": "utf-8",
+    "ascii": "utf-8",
+    "iso-8859-1": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "ks_c_5601-1987": "cp949",
+    "euc-kr": "cp949",
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "windows-31j": "cp932",
+    "ms_kanji": "cp932",
+    "csshiftjis": "cp932",
+    "windows-874": "cp874",
+    "unicode-1-1-utf-7": "utf-7",
+    "utf8": "utf-8",
+}
+# Labels with more than one superset, none of which covers the others: each is tried in turn.
+CHARSET_FAMILIES = {
+    # Half-width katakana (ESC ( I) only in _ext; JIS X 0212 and the 2004 planes in the others.
+    "iso-2022-jp": ("iso2022_jp_ext", "iso2022_jp_2", "iso2022_jp_2004"),
+    "csiso2022jp": ("iso2022_jp_ext", "iso2022_jp_2", "iso2022_jp_2004"),
+    "big5": ("cp950", "big5hkscs"),
+}
+# Every label of a Japanese charset: text so labelled may be in any of them (and often is).
+JAPANESE = {"iso-2022-jp", "csiso2022jp", "iso-2022-jp-1", "iso-2022-jp-2", "iso-2022-jp-3", "iso-2022-jp-2004",
+            "shift_jis", "shift-jis", "sjis", "x-sjis", "windows-31j", "ms_kanji", "csshiftjis", "cp932",
+            "euc-jp", "x-euc-jp", "eucjp", "cseucpkdfmtjapanese"}
+# What a detector may answer for mail headers: the charsets mail is really sent in (no UTF-16, no EBCDIC).
+DETECTABLE = ["utf_8", "gb18030", "big5", "cp932", "euc_jp", "cp949", "koi8_r", "koi8_u", "cp1251", "cp1252",
+              "cp1250", "iso8859_2", "cp1253", "cp1254", "cp1255", "cp1256", "cp1257", "cp874", "cp1258"]
+# The common core of a superset: text whose letters fall inside it is more likely what the sender wrote.
+_CORE = {"gb18030": "gb2312", "cp949": "euc_kr", "cp932": "shift_jis", "euc_jp": "euc_jp", "big5": "big5"}
+_GETA = "\u3013"    # 〓: the Japanese mark for a character that cannot be shown
+_JIS_ESCAPE = re.compile(rb"\x1b(?:\$[@B]|\(I)")
+_UNLABELLED = ("", "us-ascii", "ascii", "utf-8", "utf8")    # labels old Japanese mailers leave for ISO-2022-JP
+
+
+def _lost_as_latin1(exc: UnicodeError) -> tuple[str, int]:
+    """cp1252 leaves 0x81, 0x8D, 0x8F, 0x90 and 0x9D undefined: take them as latin-1 (the C1 controls)."""
+    assert isinstance(exc, UnicodeDecodeError)
+    return exc.object[exc.start:exc.end].decode("latin-1"), exc.end
+
+
+codecs.register_error("ticketd-cp1252", _lost_as_latin1)
+
+
+def label_of(charset: str | None) -> str:
+    return (charset or "").strip().strip('"').strip("'").lower()
+
+
+@lru_cache(maxsize=256)
+def candidates(charset: str | None) -> tuple[str, ...]:
+    """The codecs to try for a declared charset, superset first; unknown labels give none."""
+    label = label_of(charset)
+    if not label:
+        return ()
+    names = CHARSET_FAMILIES.get(label, (CHARSET_SUPERSETS.get(label, label),))
+    found = []
+    for name in names:
+        try:
+            found.append(codecs.lookup(name).name)
+        except LookupError:
+            continue
+    return tuple(found)
+
+
+@lru_cache(maxsize=256)
+def single_byte(name: str) -> bool:
+    """One byte, one character, ASCII as itself: such a charset decodes (nearly) anything, so decoding
+    without error proves nothing and UTF-8 is tried before it."""
+    try:
+        for b in range(256):
+            decoder = codecs.getincrementaldecoder(name)(errors="replace")
+            out = decoder.decode(bytes([b]), final=False)
+            if len(out) != 1 or (b < 0x80 and out != chr(b)):
+                return False
+    except (LookupError, ValueError, TypeError):
+        return False
+    return True
+
+
+def _wide(name: str) -> bool:
+    return name.startswith(("utf-16", "utf_16", "utf-32", "utf_32"))
+
+
+def _strict(data: bytes, name: str) -> str | None:
+    try:
+        return data.decode(name)
+    except (LookupError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def decode_text(data: bytes, charset: str | None) -> str:
+    """Bytes of a text part to str: the declared charset (or its supersets), then UTF-8, then line by line;
+    never raises, never loses a byte."""
+    label = label_of(charset)
+    names = candidates(label)
+    japanese = label in JAPANESE
+    if (japanese or label in _UNLABELLED) and _JIS_ESCAPE.search(data):
+        # ISO-2022-JP whatever the label says; with Windows' extensions when the standard codecs fail
+        for name in CHARSET_FAMILIES["iso-2022-jp"]:
+            if (text := _strict(data, name)) is not None:
+                return _nfc(text)
+        return _nfc(_by_line(_iso2022jp_to_sjis(data), ["cp932", "utf-8"]))
+    multi = [n for n in names if not single_byte(n)]
+    single = [n for n in names if single_byte(n)]
+    for name in multi:
+        text = _strict(data, name)
+        if text is not None:
+            return _nfc(text)
+    text = _strict(data, "utf-8")
+    if text is not None:
+        return _nfc(text)
+    if japanese:
+        found = [(t, n) for n in ("cp932", "euc_jp") if (t := _strict(data, n)) is not None]
+        if found:  # both often decode: EUC-JP read as Shift_JIS turns into half-width katakana
+            return _nfc(min(found, key=lambda tn: _halfwidth_kana(tn[0]))[0])
+        multi += ["cp932", "euc_jp"]
+    if any(_wide(n) for n in names):  # lines of UTF-16 cannot be split on a byte
+        return _nfc(data.decode("cp1252", errors="ticketd-cp1252"))
+    return _nfc(_by_line(data, [*multi, "utf-8", *single]))
+
+
+def _by_line(data: bytes, names: Sequence[str]) -> str:
+    """Each line in the first of ``names`` that decodes it, else cp1252: the part of a broken forwarder,
+    UTF-8 lines among Latin-1 ones, reads right line by line."""
+    whole = None if not names else _strict(data, names[0])
+    if whole is not None:
+        return whole
+    out = []
+    for line in data.splitlines(keepends=True):
+        if line.isascii():
+            out.append(line.decode("ascii"))
+            continue
+        for name in names:
+            text = _strict(line, name)
+            if text is not None:
+                out.append(text)
+                break
+        else:
+            out.append(line.decode("cp1252", errors="ticketd-cp1252"))
+    return "".join(out)
+
+
+def _halfwidth_kana(text: str) -> int:
+    return sum(1 for ch in text if "\uff61" <= ch <= "\uff9f")
+
+
+def _iso2022jp_to_sjis(data: bytes) -> bytes:
+    """ISO-2022-JP as Windows writes it (CP50220/50221: NEC row 13 and the NEC-selected IBM extensions in
+    JIS X 0208 mode, half-width katakana by ``ESC ( I`` or SO/SI), and raw Shift_JIS bytes in between, all
+    to Shift_JIS bytes for cp932. Escape sequences never reach the text: an unknown designation's
+    characters become 〓 (U+3013)."""
+    out = bytearray()
+    mode = "ascii"
+    i, n = 0, len(data)
+    geta = _GETA.encode("cp932")
+    while i < n:
+        b = data[i]
+        if b == 0x1B:
+            j = i + 1
+            while j < n and 0x20 <= data[j] <= 0x2F:  # intermediate bytes, then one final byte
+                j += 1
+            seq = data[i + 1:j + 1]
+            i = j + 1
+            if seq in (b"(B", b"(J", b"(H"):
+                mode = "ascii"
+            elif seq == b"(I":
+                mode = "kana"
+            elif seq in (b"$@", b"$B", b"&@"):
+                mode = "jis" if seq != b"&@" else mode
+            elif seq.startswith(b"$"):
+                mode = "other"  # JIS X 0212/0213, KS C 5601, GB 2312: not in cp932
+            continue
+        if b == 0x0E:
+            mode, i = "kana", i + 1
+            continue
+        if b == 0x0F:
+            mode, i = "ascii", i + 1
+            continue
+        if b in (0x0A, 0x0D):  # lines end in ASCII; a sender who forgot to say so is forgiven
+            mode = "ascii"
+            out.append(b)
+            i += 1
+            continue
+        if mode in ("jis", "other") and 0x21 <= b <= 0x7E and i + 1 < n and 0x21 <= data[i + 1] <= 0x7E:
+            if mode == "jis":
+                c1, c2 = b, data[i + 1]
+                s1 = (c1 + 1) // 2 + 0x70
+                s1 += 0x40 if s1 >= 0xA0 else 0
+                s2 = (c2 + 0x1F + (1 if c2 >= 0x60 else 0)) if c1 & 1 else c2 + 0x7E
+                out += bytes([s1, s2])
+            else:
+                out += geta
+            i += 2
+            continue
+        if mode == "kana" and 0x21 <= b <= 0x5F:
+            out.append(b | 0x80)
+        else:
+            out.append(b)  # ASCII, or a raw 8-bit (Shift_JIS) byte
+        i += 1
+    return bytes(out)
+
+
+def _nfc(text: str) -> str:
+    """Composed form, so that Windows-1258's base letter + combining tone mark reads (and searches) as the
+    one letter everybody else writes. Cheap when the text already is NFC, as nearly all is."""
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
+# -- raw 8-bit header text -------------------------------------------------------------------------------
+
+
+def guess(data: bytes, hints: Iterable[str] = ()) -> str | None:
+    """The charset of raw 8-bit header bytes (all of one message's, joined): UTF-8 if they are that; else
+    the first of ``hints`` (the body's declared charsets) that decodes them all; else what the detector
+    finds likeliest. None for plain ASCII."""
+    if data.isascii():
+        return None
+    if _strict(data, "utf-8") is not None:
+        return "utf-8"
+    for hint in hints:
+        for name in candidates(hint):
+            if not _wide(name) and _strict(data, name) is not None:
+                return name
+    return detect(data)
+
+
+def detect(data: bytes) -> str | None:
+    """charset-normalizer's answer among :data:`DETECTABLE`. Short text (a name, a subject) often leaves it
+    several answers of equal chaos; then the one whose letters are most plausible wins: letters in the
+    common core of the charset, one writing system per word (no Cyrillic amid Latin letters, no Hangul
+    amid Han), no capital after a small letter inside a word (KOI8-R read as cp1251), and the more widely
+    used charset on a tie."""
+    try:
+        from charset_normalizer import from_bytes
+
+        results = list(from_bytes(data, cp_isolation=DETECTABLE, explain=False))
+    except Exception:  # a detector bug must not stop a message
+        return None
+    if not results:
+        return None
+    least = min(r.chaos for r in results)
+    tied = [r for r in results if r.chaos <= least + 0.01 and r.encoding in DETECTABLE]
+    if not tied:
+        return results[0].encoding
+    scored = [(_plausibility(str(r), r.encoding), -DETECTABLE.index(r.encoding), r.encoding) for r in tied]
+    return max(scored)[2]
+
+
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+def _script(ch: str) -> str:
+    """The writing system of a letter; kanji and kana are one (Japanese writes them in one word)."""
+    name = unicodedata.name(ch, "")
+    if name.startswith(("CJK", "HIRAGANA", "KATAKANA", "HALFWIDTH KATAKANA")):
+        return "HAN"
+    for script in ("HANGUL", "CYRILLIC", "GREEK", "HEBREW", "ARABIC", "THAI"):
+        if name.startswith(script):
+            return script
+    return "LATIN" if ch.isascii() or "LATIN" in name else name.split(" ")[0]
+
+
+def _plausibility(text: str, encoding: str) -> float:
+    wide = [ch for ch in text if ord(ch) > 0x7F]
+    if not wide:
+        return 1.0
+    core = _CORE.get(encoding)
+    good = 0
+    for word in _WORD.findall(text):
+        if len({_script(ch) for ch in word}) > 1:  # "JЖrg": Latin-1 read as KOI8-R; Hangul amid Han
+            continue
+        for k, ch in enumerate(word):
+            if ord(ch) <= 0x7F or "\uff61" <= ch <= "\uff9f":
+                continue
+            if k and ch.isupper() and word[k - 1].islower():
+                continue
+            if core is not None:
+                try:
+                    ch.encode(core)
+                except UnicodeEncodeError:
+                    continue
+            good += 1
+    return good / len(wide)
+
+
+def decode_8bit(data: bytes, hints: Iterable[str] = ()) -> str:
+    """Raw 8-bit header bytes to text: UTF-8, the ``hints`` in order (usually :func:`guess`'s answer
+    first), the detector, then :func:`decode_text`'s line-by-line last resort. Never U+FFFD."""
+    if data.isascii():
+        return data.decode("ascii")
+    text = _strict(data, "utf-8")
+    if text is not None:
+        return _nfc(text)
+    for hint in hints:
+        for name in candidates(hint):
+            if not _wide(name) and (text := _strict(data, name)) is not None:
+                return _nfc(text)
+    found = detect(data)
+    if found and (text := _strict(data, found)) is not None:
+        return _nfc(text)
+    return decode_text(data, None)
