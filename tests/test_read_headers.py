@@ -279,7 +279,11 @@ def test_messy_and_missing_from_end_to_end(tmp_path: Path):
                     "Reply-To: Olivia <owner@acme.example>")
     return_path = mail("Return-Path: <bounce-me@lists.example>", *base, "Subject: no from",
                        "Message-ID: <nofrom@lists.example>")
-    items = ingest(inst, messy, ambiguous, reply_to, return_path)
+    inst.cli("ban", "add", "*@junk.example")
+    banned = mail("From: Nobody", *base, "Subject: banned", "Message-ID: <banned@junk.example>",
+                  "Reply-To: spam@junk.example")
+    items = ingest(inst, messy, ambiguous, reply_to, return_path, banned)
+    assert (items[4]["outcome"], items[4]["reason"]) == ("blocked", "banned")   # the Reply-To we would answer
     t = ticket(inst, items[0])
     assert (t["client_email"], t["client_name"]) == ("owner@acme.example", "Olivia Öwner")
     assert t["messages"][0]["badge"] == "Owner"                      # a messy name is still the owner

@@ -125,6 +125,7 @@ def parse(raw: bytes) -> ParsedMail:
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
 MAX_STRAY_RUN = 20        # stray lines in a row that may still belong to the header block
 MAX_HEADER_LINES = 5000
+_BLANK_LINE = re.compile(rb"\n\r?\n")
 
 
 def repair_header_block(raw: bytes) -> tuple[bytes, list[str]]:
@@ -139,7 +140,9 @@ def repair_header_block(raw: bytes) -> tuple[bytes, list[str]]:
     if bom:  # a byte order mark some tools write before the first header
         raw = raw[3:]
         notes.append("header block repaired: a byte order mark before the first header left out")
-    lines = raw.split(b"\n", MAX_HEADER_LINES)[:MAX_HEADER_LINES]
+    end = _BLANK_LINE.search(raw)   # the block ends at the first empty line in any case: read up to it
+    head, body = (raw[:end.start()], raw[end.start():]) if end else (raw, b"")
+    lines = head.split(b"\n", MAX_HEADER_LINES)
     out: list[bytes] = []
     i, n = 0, len(lines)
     if n and lines[0].startswith(b"From "):
@@ -179,9 +182,7 @@ def repair_header_block(raw: bytes) -> tuple[bytes, list[str]]:
         i = j
     if not changed:
         return raw, notes  # unchanged, but for a byte order mark
-    rest = lines[i:]
-    tail = raw.split(b"\n", MAX_HEADER_LINES)[MAX_HEADER_LINES:]
-    return b"\n".join(out + rest + tail), notes
+    return b"\n".join(out + lines[i:]) + body, notes
 
 
 def _header_text(value: object, hints: list[str]) -> str:

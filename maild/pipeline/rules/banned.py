@@ -13,7 +13,8 @@ _ANY_ADDRESS = re.compile(r"[^\s<>\"',;:()]+@[^\s<>\"',;:()]+")
 
 
 def _candidates(ctx: MessageContext) -> list[str]:
-    found = [ctx.mail.from_addr, (ctx.inbound.envelope_from or "").lower()]
+    # author_email: with no usable From, the Reply-To we would answer is the sender too
+    found = [ctx.mail.from_addr, ctx.author_email, (ctx.inbound.envelope_from or "").lower()]
     if ctx.mail.from_unclear:  # "a@x, b@y" or "a@x <b@y>": a banned sender must not hide behind another
         for value in ctx.mail.headers.get("from", [])[:5]:
             found += [m.lower().rstrip(".") for m in _ANY_ADDRESS.findall(value[:4096])][:20]
