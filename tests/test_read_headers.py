@@ -282,8 +282,11 @@ def test_messy_and_missing_from_end_to_end(tmp_path: Path):
     inst.cli("ban", "add", "*@junk.example")
     banned = mail("From: Nobody", *base, "Subject: banned", "Message-ID: <banned@junk.example>",
                   "Reply-To: spam@junk.example")
-    items = ingest(inst, messy, ambiguous, reply_to, return_path, banned)
+    ours = mail("From: Nobody", *base, "Subject: ours", "Message-ID: <ours@client.example>",
+                "Reply-To: help@helpdesk.example")
+    items = ingest(inst, messy, ambiguous, reply_to, return_path, banned, ours)
     assert (items[4]["outcome"], items[4]["reason"]) == ("blocked", "banned")   # the Reply-To we would answer
+    assert (items[5]["outcome"], items[5]["reason"]) == ("blocked", "loop")     # ... is never our own address
     t = ticket(inst, items[0])
     assert (t["client_email"], t["client_name"]) == ("owner@acme.example", "Olivia Öwner")
     assert t["messages"][0]["badge"] == "Owner"                      # a messy name is still the owner

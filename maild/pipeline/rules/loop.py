@@ -12,7 +12,7 @@ async def check(ctx: MessageContext, env: Env) -> Outcome | None:
     for value in ctx.mail.headers.get("x-loop", []):
         if value.strip().lower() == marker:
             return Blocked(reason=LOOP, detail=f"X-Loop: {marker} (our own mail came back)")
-    sender = ctx.mail.from_addr
+    sender = ctx.author_email   # the From; with no usable From, the Reply-To or envelope we would answer
     if sender and env.book.department_for(sender):
         return Blocked(reason=LOOP, detail=f"From {sender} is one of our department addresses")
     return None
