@@ -7,6 +7,9 @@ import asyncio
 import logging
 import os
 import signal
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -263,19 +266,35 @@ def child_main(kind: str, settings: Settings, parent: int) -> None:
 
 async def _child(kind: str, settings: Settings, parent: int) -> None:
     stop = stop_on_signals()
+    threading.Thread(target=_watch_parent, args=(kind, parent, asyncio.get_running_loop(), stop),
+                     name="parent-watch", daemon=True).start()
+    await (_worker_process if kind == "worker" else _sender_process)(settings, stop)
 
-    async def watch_parent() -> None:
-        while not stop.is_set():
-            if os.getppid() != parent:  # the daemon was killed: an orphan must not live on
-                log.warning("%s process: the daemon is gone; stopping", kind)
-                stop.set()
-            await asyncio.sleep(0.5)
 
-    watcher = asyncio.create_task(watch_parent())
+ORPHAN_POLL_SECONDS = 0.2
+ORPHAN_GRACE_SECONDS = 2.0
+
+
+def _watch_parent(kind: str, parent: int, loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """A thread, so that it works while the loop is busy: once the daemon is gone (even by SIGKILL), ask
+    the child to stop, and if it has not exited ORPHAN_GRACE_SECONDS later (a batch in the parsers' hands,
+    the executor joined at exit), kill its parser processes and exit. Nothing is lost by that: what was
+    not committed stays in the spool (or the outbox) for the next daemon."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_POLL_SECONDS)
+    log.warning("%s process: the daemon is gone; stopping", kind)
     try:
-        await (_worker_process if kind == "worker" else _sender_process)(settings, stop)
-    finally:
-        watcher.cancel()
+        loop.call_soon_threadsafe(stop.set)
+    except RuntimeError:  # the loop is already closed: the process is on its way out
+        pass
+    time.sleep(ORPHAN_GRACE_SECONDS)
+    import multiprocessing
+
+    log.warning("%s process: still here %.0f s after the daemon died; killing its parser processes and"
+                " exiting", kind, ORPHAN_GRACE_SECONDS)
+    for child in multiprocessing.active_children():
+        child.kill()
+    os._exit(70)
 
 
 async def _worker_process(settings: Settings, stop: asyncio.Event) -> None:
@@ -302,22 +321,47 @@ async def _sender_process(settings: Settings, stop: asyncio.Event) -> None:
         await db.close()
 
 
+class RestartBackoff:
+    """How long to wait before restarting a child process that died: 1 s, then doubling with each death in
+    a row up to 30 s; a child that ran ``healthy`` seconds before it died starts the series again (one
+    crash a day must not cost 30 s for the rest of the daemon's life)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, healthy: float = 60.0,
+                 first: float = 1.0, longest: float = 30.0) -> None:
+        self.clock, self.healthy, self.first, self.longest = clock, healthy, first, longest
+        self.failures = 0
+        self._started: float | None = None
+
+    def started(self) -> None:
+        self._started = self.clock()
+
+    def died(self) -> float:
+        """The delay before the next start."""
+        if self._started is not None and self.clock() - self._started >= self.healthy:
+            self.failures = 0
+        self._started = None
+        self.failures += 1
+        return min(self.longest, self.first * 2 ** min(self.failures - 1, 16))
+
+
 async def supervise(kind: str, settings: Settings, stop: asyncio.Event) -> None:
     """Run a child process; restart it if it dies; on ``stop``, SIGTERM it and wait for its work in hand."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")  # never fork a process with threads (aiosqlite)
-    restarts = 0
+    backoff = RestartBackoff()
     while not stop.is_set():
         # Not a daemonic process: the worker runs a parser pool of its own. It exits by itself if we die.
         proc = ctx.Process(target=child_main, args=(kind, settings, os.getpid()), name=f"ticketd-{kind}")
         try:
             proc.start()
         except OSError as exc:  # out of processes or memory: keep receiving, try again
-            restarts += 1
-            log.error("cannot start the %s process; retrying", kind, extra={"kv": {"error": str(exc)}})
-            await wait_any(min(30.0, 2.0 * restarts), stop)
+            delay = backoff.died()
+            log.error("cannot start the %s process; retrying", kind, extra={"kv": {"error": str(exc),
+                                                                                  "retry_in": f"{delay:.1f}s"}})
+            await wait_any(delay, stop)
             continue
+        backoff.started()
         log.info("%s process started", kind, extra={"kv": {"pid": proc.pid}})
         while proc.is_alive() and not stop.is_set():
             await wait_any(0.5, stop)
@@ -329,8 +373,7 @@ async def supervise(kind: str, settings: Settings, stop: asyncio.Event) -> None:
                 proc.kill()
                 await asyncio.to_thread(proc.join, 5)
             return
-        restarts += 1
-        delay = min(30.0, 0.5 * 2 ** min(restarts, 6))
+        delay = backoff.died()
         log.error("%s process died; restarting it", kind, extra={"kv": {"exitcode": proc.exitcode,
                                                                     "retry_in": f"{delay:.1f}s"}})
         await wait_any(delay, stop)

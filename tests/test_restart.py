@@ -82,3 +82,23 @@ def test_sigterm_finishes_and_exits_zero(daemon: Instance):
     daemon.wait_outcomes(1)
     assert daemon.stop(signal.SIGTERM) == 0
     assert "stopped" in daemon.daemon_log()
+
+
+def test_restart_delay_grows_with_deaths_in_a_row_and_starts_again_after_a_good_run():
+    from maild.app import RestartBackoff
+
+    now = [1000.0]
+    backoff = RestartBackoff(clock=lambda: now[0], healthy=60)
+    delays = []
+    for _ in range(7):  # each child dies a second after its start
+        backoff.started()
+        now[0] += 1
+        delays.append(backoff.died())
+    assert delays == [1, 2, 4, 8, 16, 30, 30]
+    backoff.started()
+    now[0] += 3600  # an hour of good work, then a crash: back to the first delay
+    assert backoff.died() == 1
+    backoff.started()
+    now[0] += 1
+    assert backoff.died() == 2
+    assert backoff.died() == 4  # a start that failed (no started()) counts as a death in a row

@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
@@ -46,7 +49,19 @@ def parse_all(raws: list[bytes], files_root: Path, policy: AttachmentPolicy) -> 
 
 
 def _warm() -> None:
+    """Each parser process's start: exit as soon as the worker that owns the pool dies, even by SIGKILL
+    and even in the middle of a big message; then the imports."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), name="parent-watch", daemon=True).start()
     import mailparser  # noqa: F401  (the first parse should not pay for imports)
+
+
+def _exit_with(sentinel: int) -> None:
+    # Waiting for the work queue's EOF is not enough: every parser holds a copy of the queue's write end
+    # (and of the forkserver's), so with the worker gone they would wait for each other for ever.
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
 
 
 class Preparer:
@@ -88,5 +103,11 @@ class Preparer:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            # shutdown() lets each parser finish the chunk in hand, and the interpreter's exit waits for them
+            # (under CPython 3.11 it sometimes waits for ever, a parser stuck at the work queue's lock): a
+            # closed pool has nothing left that we want, so its processes are ended here.
+            for process in processes:
+                process.kill()
