@@ -229,6 +229,11 @@ def test_guess_prefers_utf8_then_the_hints():
     assert guess("王小明".encode("gbk"), ["gb2312"]) == "gb18030"
     assert guess("王小明".encode("gbk"), ["us-ascii", "x-unknown", "gbk"]) == "gb18030"
     assert guess(b"plain") is None
+    # A single-byte hint decodes anything, so it wins only when its reading is as good as the detector's.
+    assert guess("Jörg Müller".encode("cp1252"), ["iso-8859-1"]) == "cp1252"
+    assert guess("Счёт Иван Петров".encode("koi8-r"), ["koi8-r"]) == "koi8-r"
+    assert guess("关于发票的问题".encode("gbk"), ["iso-8859-1"]) == "gb18030"
+    assert guess("Łódź Kraków".encode("cp1250"), ["windows-1252"]) == "cp1250"
     assert decode_8bit("陳大文".encode("big5"), ["big5"]) == "陳大文"
     # What no hint and no detector can read still keeps every byte (cp1252, latin-1 for its holes).
     assert "\ufffd" not in decode_8bit(b"\x81\x8d\x8f\x90\x9d", [])

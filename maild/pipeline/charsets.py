@@ -241,38 +241,60 @@ def _nfc(text: str) -> str:
 
 def guess(data: bytes, hints: Iterable[str] = ()) -> str | None:
     """The charset of raw 8-bit header bytes (all of one message's, joined): UTF-8 if they are that; else
-    the first of ``hints`` (the body's declared charsets) that decodes them all; else what the detector
-    finds likeliest. None for plain ASCII."""
+    the first of ``hints`` (the body's declared charsets) that decodes them all, a single-byte one only if
+    its reading is as good as the detector's best (any byte decodes in those, so decoding proves nothing);
+    else what the detector finds likeliest. None for plain ASCII."""
     if data.isascii():
         return None
     if _strict(data, "utf-8") is not None:
         return "utf-8"
+    ranked: list[tuple[float, str, str]] | None = None
     for hint in hints:
         for name in candidates(hint):
-            if not _wide(name) and _strict(data, name) is not None:
+            text = None if _wide(name) else _strict(data, name)
+            if text is None:
+                continue
+            if not single_byte(name):
                 return name
-    return detect(data)
+            ranked = _ranked(data) if ranked is None else ranked
+            tied = _least_chaos(ranked)
+            best = max((_plausibility(reading, enc) for _, enc, reading in tied), default=0.0)
+            if not tied or (any(reading == text for _, _, reading in tied) and _plausibility(text, name) >= best):
+                return name
+    return _pick(_ranked(data) if ranked is None else ranked)
 
 
 def detect(data: bytes) -> str | None:
-    """charset-normalizer's answer among :data:`DETECTABLE`. Short text (a name, a subject) often leaves it
-    several answers of equal chaos; then the one whose letters are most plausible wins: letters in the
-    common core of the charset, one writing system per word (no Cyrillic amid Latin letters, no Hangul
-    amid Han), no capital after a small letter inside a word (KOI8-R read as cp1251), and the more widely
-    used charset on a tie."""
+    """charset-normalizer's answer among :data:`DETECTABLE` (see :func:`_pick`)."""
+    return _pick(_ranked(data))
+
+
+def _ranked(data: bytes) -> list[tuple[float, str, str]]:
+    """(chaos, encoding, reading) of every charset of :data:`DETECTABLE` that charset-normalizer finds
+    possible; empty when it finds none (or fails: a detector bug must not stop a message)."""
     try:
         from charset_normalizer import from_bytes
 
-        results = list(from_bytes(data, cp_isolation=DETECTABLE, explain=False))
-    except Exception:  # a detector bug must not stop a message
-        return None
-    if not results:
-        return None
-    least = min(r.chaos for r in results)
-    tied = [r for r in results if r.chaos <= least + 0.01 and r.encoding in DETECTABLE]
+        return [(r.chaos, r.encoding, str(r)) for r in from_bytes(data, cp_isolation=DETECTABLE, explain=False)
+                if r.encoding in DETECTABLE]
+    except Exception:
+        return []
+
+
+def _least_chaos(ranked: list[tuple[float, str, str]]) -> list[tuple[float, str, str]]:
+    least = min((chaos for chaos, _, _ in ranked), default=0.0)
+    return [r for r in ranked if r[0] <= least + 0.01]
+
+
+def _pick(ranked: list[tuple[float, str, str]]) -> str | None:
+    """Short text (a name, a subject) often leaves the detector several answers of equal chaos; then the
+    one whose letters are most plausible wins: letters in the common core of the charset, one writing
+    system per word (no Cyrillic amid Latin letters, no Hangul amid Han), no capital after a small letter
+    inside a word (KOI8-R read as cp1251), and the more widely used charset on a tie."""
+    tied = _least_chaos(ranked)
     if not tied:
-        return results[0].encoding
-    scored = [(_plausibility(str(r), r.encoding), -DETECTABLE.index(r.encoding), r.encoding) for r in tied]
+        return None
+    scored = [(_plausibility(reading, enc), -DETECTABLE.index(enc), enc) for _, enc, reading in tied]
     return max(scored)[2]
 
 
