@@ -23,7 +23,8 @@ import pytest
 
 from maild.config import AttachmentSettings
 from maild.pipeline import transfer
-from maild.pipeline.attachments import macros
+from maild.pipeline.attachments import judge, macros
+from maild.pipeline.content import Part
 from maild.pipeline.parse import parse
 from maild.store.db import connect_sync, migration_files
 from tests.helpers import CORPUS, Instance, make_mail
@@ -456,3 +457,12 @@ def test_a_database_of_the_previous_version_gains_the_signatures_table(tmp_path:
     columns = [r[1] for r in upgraded.execute("PRAGMA table_info(message_signatures)")]
     upgraded.close()
     assert columns == ["id", "message_id", "kind", "content_type", "filename", "size"]
+
+
+def test_a_forwarded_message_libmagic_sees_as_text_stays_an_eml():
+    policy = AttachmentSettings().policy
+    forwarded = Part(filename=None, content_type="message/rfc822", data=INNER)
+    named_txt = Part(filename="notes.txt", content_type="message/rfc822", data=b"just some notes\n")
+    assert judge([forwarded, named_txt], policy) == []
+    assert (forwarded.filename, forwarded.content_type) == ("attachment_1.eml", "message/rfc822")
+    assert (named_txt.filename, named_txt.content_type) == ("notes.txt", "text/plain")

@@ -149,7 +149,8 @@ def judge(parts: list[Part], policy: AttachmentPolicy) -> list[str]:
     for part in parts:
         detected = sniff(part.data)
         specific = detected if detected not in VAGUE_TYPES else ""
-        if part.content_type == "message/rfc822" and specific in ("", "text/plain"):
+        if part.content_type == "message/rfc822" and specific in ("", "text/plain") \
+                and _extension(part.filename or "") in ("", "eml"):
             # A forwarded message (its MIME structure says so) that libmagic only sees as text, e.g. one
             # starting with a DKIM-Signature: it stays an .eml.
             detected = specific = "message/rfc822"
