@@ -21,7 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from maild import config
 from maild.config import AttachmentSettings
+from maild.keys import load_or_create_secret
+from maild.notify.tokens import Signer, with_tag
 from maild.pipeline import transfer
 from maild.pipeline.attachments import judge, macros
 from maild.pipeline.content import Part
@@ -466,3 +469,28 @@ def test_a_forwarded_message_libmagic_sees_as_text_stays_an_eml():
     assert judge([forwarded, named_txt], policy) == []
     assert (forwarded.filename, forwarded.content_type) == ("attachment_1.eml", "message/rfc822")
     assert (named_txt.filename, named_txt.content_type) == ("notes.txt", "text/plain")
+
+
+def test_a_staff_members_signed_reply_keeps_its_signature(instance: Instance, tmp_path: Path):
+    first = make_mail(subject="Printer", message_id="<first@client.example>")
+    t = ingest(instance, tmp_path, bytes(first))
+    instance.cli("staff", "add", "sam@helpdesk.example", "--name", "Sam Staff")
+    staff_id = instance.query("SELECT id FROM staff WHERE email = 'sam@helpdesk.example'")[0]["id"]
+    signer = Signer(load_or_create_secret(config.load(instance.config).secret_path))
+    reply = EmailMessage()
+    reply["From"] = "Sam Staff <sam@helpdesk.example>"
+    reply["To"] = with_tag("support@helpdesk.example", signer.reply_tag(t["tid"], staff_id))
+    reply["Subject"] = f"Re: [Ticket #{t['tid']}] Printer"
+    reply["Message-ID"] = "<answer@helpdesk.example>"
+    reply["In-Reply-To"] = "<first@client.example>"
+    reply.set_content("Turn it off and on again.\n")
+    reply.make_mixed()
+    reply.add_attachment(b"-----BEGIN PGP SIGNATURE-----\n\niQEz\n-----END PGP SIGNATURE-----\n",
+                         maintype="application", subtype="pgp-signature", filename="signature.asc")
+    path = tmp_path / "answer.eml"
+    path.write_bytes(bytes(reply))
+    assert instance.cli_json("ingest", str(path))["items"][0]["outcome"] == "reply"
+    answer = instance.cli_json("ticket", "show", t["tid"])["messages"][1]
+    assert answer["kind"] == "staff_reply" and answer["body"].startswith("Turn it off")
+    assert [(s["kind"], s["filename"]) for s in answer["signatures"]] == [("pgp", "signature.asc")]
+    assert answer["attachments"] == []

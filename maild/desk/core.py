@@ -100,12 +100,17 @@ async def add_message(db: Database, ticket_id: int, msg: NewMessage, stamp: str)
     for f in msg.files:
         await messages.add_attachment(db, message_id=message_id, filename=f.filename, content_type=f.content_type,
                                       size=f.size, sha256=f.sha256, content_id=f.content_id, inline=f.inline)
-    for s in msg.signatures:
-        await messages.add_signature(db, message_id=message_id, kind=s.kind, content_type=s.content_type,
-                                     filename=s.filename or "", size=s.size)
+    await add_signatures(db, message_id, msg.signatures)
     await tickets.add_mail_id(db, ticket_id, msg.message_id, msg.direction)
     await tickets.set_root(db, ticket_id, msg.message_id)
     return message_id
+
+
+async def add_signatures(db: Database, message_id: int, signatures: Sequence[Signature]) -> None:
+    """The mail's S/MIME or PGP signature parts, recorded on the message (not checked)."""
+    for s in signatures:
+        await messages.add_signature(db, message_id=message_id, kind=s.kind, content_type=s.content_type,
+                                     filename=s.filename or "", size=s.size)
 
 
 async def open_ticket(db: Database, *, actor: Actor, digits: int, department_id: int, department: str,

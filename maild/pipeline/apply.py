@@ -111,15 +111,23 @@ async def staff_mail(ctx: MessageContext, env: Env, ticket: Row, **detail: Any) 
         events += result.events
         ctx.notes += result.notes
         outcome = Note(ticket_id=ticket["id"], tid=tid)
+        await _signatures(ctx, env, result.message_id)
     elif not sm.note and (sm.body.strip() or ctx.files):
         result = await desk.reply(actor, tid, sm.body, tuple(ctx.files), status=sm.status, inbound_id=ctx.inbound.id,
                                   **detail)
         events += result.events
         opts.status = None  # the reply set it
         outcome = Reply(ticket_id=ticket["id"], tid=tid)
+        await _signatures(ctx, env, result.message_id)
     if opts.status or opts.priority or opts.assign:
         events += (await desk.set_options(actor, tid, opts)).events
     return events, outcome
+
+
+async def _signatures(ctx: MessageContext, env: Env, message_id: int | None) -> None:
+    """A staff member's mail keeps its signature parts on the message the desk wrote, as a client's does."""
+    if message_id is not None and ctx.mail.content.signatures:
+        await core.add_signatures(env.db, message_id, ctx.mail.content.signatures)
 
 
 async def _thread_index(ctx: MessageContext, env: Env, ticket_id: int) -> None:
