@@ -14,6 +14,8 @@ import shutil
 import sqlite3
 import struct
 import subprocess
+import sys
+import unicodedata
 import zipfile
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -27,7 +29,7 @@ from maild.keys import load_or_create_secret
 from maild.notify.tokens import Signer, with_tag
 from maild.pipeline import transfer
 from maild.pipeline.attachments import judge, macros
-from maild.pipeline.content import Part
+from maild.pipeline.content import Part, _blank
 from maild.pipeline.parse import parse
 from maild.store.db import connect_sync, migration_files
 from tests.helpers import CORPUS, Instance, make_mail
@@ -494,3 +496,10 @@ def test_a_staff_members_signed_reply_keeps_its_signature(instance: Instance, tm
     assert answer["kind"] == "staff_reply" and answer["body"].startswith("Turn it off")
     assert [(s["kind"], s["filename"]) for s in answer["signatures"]] == [("pgp", "signature.asc")]
     assert answer["attachments"] == []
+
+
+def test_blank_means_whitespace_and_format_characters_only():
+    invisible = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF
+                 and (chr(c).isspace() or unicodedata.category(chr(c)) == "Cf")]
+    assert _blank("".join(invisible))
+    assert not any(_blank(f"\u200b {ch} \ufeff") for ch in ("a", "0", ".", "\u00e9", "\u4e00", "\U0001f600"))
