@@ -3,8 +3,10 @@ UIDVALIDITY changes and a refused login."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,9 @@ from pathlib import Path
 import pytest
 from imapclient import IMAPClient
 
+from maild import config
+from maild.receive.imap import Bridge, Importer
+from maild.store.db import Database
 from tests.dovecot import HOST, Dovecot
 from tests.helpers import Instance, corpus_files, make_mail
 
@@ -340,3 +345,81 @@ def test_polling_when_idle_is_off(tmp_path: Path, dovecot: Dovecot, mailbox: str
         assert inst.query("SELECT state FROM imap_status")[0]["state"] == "connected"  # never 'idle'
     finally:
         assert inst.stop() == 0
+
+
+# -- push without gaps: mail that arrives while the importer is busy ------------------------------------------
+
+class _Racer:
+    """Appends one message to the mailbox (from another connection, as a mail server would) at a chosen
+    moment of the importer's own work, once."""
+
+    def __init__(self, dovecot: Dovecot, user: str, moment: str) -> None:
+        self.dovecot, self.user, self.moment = dovecot, user, moment
+        self.done = threading.Event()
+
+    def at(self, moment: str) -> None:
+        if moment == self.moment and not self.done.is_set():
+            self.dovecot.append(self.user, make_mail(subject=f"arrived {moment}").as_bytes())
+            self.done.set()
+
+
+def racing_importer(racer: _Racer, *args: object) -> Importer:
+    class Racing(Importer):
+        def _download(self, client, batch):  # after the SEARCH, before the batch's commit
+            items = super()._download(client, batch)
+            racer.at("before_commit")
+            return items
+
+        def _after_import(self, client, folder, uidvalidity, uids):  # after the commit, before STORE
+            racer.at("after_commit")
+            super()._after_import(client, folder, uidvalidity, uids)
+
+        def wait_for_mail(self, client):  # after the last STORE, before IDLE
+            racer.at("before_idle")
+            super().wait_for_mail(client)
+
+    return Racing(*args)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop in a thread, as the daemon's: the importer hands its database steps to it."""
+    lp = asyncio.new_event_loop()
+    thread = threading.Thread(target=lp.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield lp
+    finally:
+        lp.call_soon_threadsafe(lp.stop)
+        thread.join(10)
+        lp.close()
+
+
+@pytest.mark.parametrize("moment", ["before_commit", "after_commit", "before_idle"])
+def test_mail_arriving_while_the_importer_is_busy_is_imported_at_once(
+        instance: Instance, dovecot: Dovecot, mailbox: str, loop: asyncio.AbstractEventLoop, moment: str):
+    """The server announces such a message once (an EXISTS in the answer to our FETCH or STORE, or right
+    behind IDLE's "+ idling"): missed, it would wait for the poll_seconds re-sync (60 s here), past the
+    deadline below."""
+    with_imap(instance, dovecot, mailbox, poll_seconds=60)
+    account = config.load(instance.config).imap[0]
+    dovecot.append(mailbox, make_mail(subject="already there").as_bytes())
+    bridge = Bridge(loop)
+    db = bridge(Database.open(instance.db_path))
+    racer = _Racer(dovecot, mailbox, moment)
+    importer = racing_importer(racer, account, db, bridge, 1024 * 1024)
+    thread = threading.Thread(target=importer.run, daemon=True)
+    thread.start()
+    try:
+        assert racer.done.wait(20), f"the importer never reached {moment}"
+        deadline = time.monotonic() + 20
+        while (n := instance.query("SELECT count(*) AS n FROM inbound")[0]["n"]) < 2:
+            assert time.monotonic() < deadline, f"the message that arrived {moment} was not imported"
+            time.sleep(0.05)
+        assert n == 2
+        assert len(dovecot.flags(mailbox)) == 2 and all(b"\\Seen" in f for f in dovecot.flags(mailbox).values())
+    finally:
+        importer.stop.set()
+        thread.join(30)
+        bridge(db.close())
+    assert not thread.is_alive()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import ssl
 import threading
 import time
@@ -158,6 +159,17 @@ class Importer:
         return sum(self.sync_folder(client, folder) for folder in self.account.folders)
 
     def sync_folder(self, client: IMAPClient, folder: str) -> int:
+        """Import the folder's new messages; again while the server announced more during the pass (an
+        ``EXISTS`` in the answer to our FETCH, STORE or MOVE), so that such a message does not wait for the
+        next ``poll_seconds`` re-sync: IDLE will not announce it a second time."""
+        spooled = 0
+        for _ in range(MAX_PASSES):
+            spooled += self._sync_folder_once(client, folder)
+            if not _announced_new_mail(client):
+                break
+        return spooled
+
+    def _sync_folder_once(self, client: IMAPClient, folder: str) -> int:
         a = self.account
         try:
             info = client.select_folder(folder)
@@ -169,6 +181,7 @@ class Importer:
             raise FolderMissing(f"folder {folder!r} does not exist in {a.name} ({a.username}@{a.host}):"
                                 f" {_text(exc)}") from exc
         uidvalidity = int(info[b"UIDVALIDITY"])
+        _announced_new_mail(client)  # SELECT's own count is no news
         state = self.bridge(store.folder_state(self.db, a.name, folder))
         if state is None or state[0] != uidvalidity:
             if state is not None:
@@ -323,6 +336,11 @@ class Importer:
         self._status(state="idle")
         client.idle()
         try:
+            # Mail that came after our last command is announced right behind IDLE's "+ idling", often in
+            # the same packet: imaplib has already read it into its buffer, where idle_check (which polls
+            # the socket) would not look until the server's next packet.
+            if _NEW_MAIL.search(_buffered(client)):
+                return
             while not self.stop.is_set() and time.monotonic() < deadline:
                 responses = client.idle_check(timeout=1)
                 if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
@@ -334,6 +352,29 @@ class Importer:
                 client.idle_done()
             except (IMAPClientError, OSError):
                 pass
+
+
+MAX_PASSES = 10                     # a folder is synced again at most this often in a row (then IDLE)
+_NEW_MAIL = re.compile(rb"^\* \d+ (?:EXISTS|RECENT)\r?$", re.MULTILINE)
+
+
+def _announced_new_mail(client: IMAPClient) -> bool:
+    """Whether the server announced messages (``* N EXISTS``) since the last call; forgets them. imaplib
+    collects such untagged responses for us, whatever command they came with."""
+    return bool(client._imap.untagged_responses.pop("EXISTS", None))
+
+
+def _buffered(client: IMAPClient) -> bytes:
+    """What imaplib has read from the server and nobody has looked at yet (without waiting for more)."""
+    sock = client.socket()
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return bytes(client._imap.file.peek(1 << 16))  # never blocks: at most one non-blocking read
+    except OSError:
+        return b""
+    finally:
+        sock.settimeout(timeout)
 
 
 def _header_end(raw: bytes) -> int:
