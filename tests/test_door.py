@@ -142,11 +142,12 @@ def capped(tmp_path) -> Iterator[Instance]:
 
 def test_connection_caps_answer_421_while_a_normal_client_is_served(capped: Instance):
     port = capped.smtp_port
-    hogs = [connect(port) for _ in range(3)]
+    # Not from 127.0.0.1, where the fixture's probe of the port may not have been released yet.
+    hogs = [connect(port, "127.0.0.5") for _ in range(3)]
     try:
         assert all(greeting(s).startswith(b"220 ") for s in hogs)
         # A fourth from the same address: 421 instead of the greeting, and closed.
-        with connect(port) as extra:
+        with connect(port, "127.0.0.5") as extra:
             assert greeting(extra).decode().strip() == codes.S421_TOO_MANY_FROM_YOU
             assert closed_by_server(extra)
         # Someone else is served meanwhile.
@@ -162,7 +163,7 @@ def test_connection_caps_answer_421_while_a_normal_client_is_served(capped: Inst
             smtplib.SMTP("127.0.0.1", port, timeout=30, source_address=("127.0.0.4", 0))
         assert refused.value.smtp_code == 421
         # The caps are per listener, from its own table: LMTP allows one session per address.
-        with connect(capped.lmtp_port) as first, connect(capped.lmtp_port) as second:
+        with connect(capped.lmtp_port, "127.0.0.6") as first, connect(capped.lmtp_port, "127.0.0.6") as second:
             assert greeting(first).startswith(b"220 ")
             assert greeting(second).decode().strip() == codes.S421_TOO_MANY_FROM_YOU
     finally:
