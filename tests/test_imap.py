@@ -146,12 +146,10 @@ def test_idle_delivers_within_seconds(tmp_path: Path, dovecot: Dovecot, mailbox:
     inst.start()
     try:
         wait_status(inst, "idle")
-        start = time.monotonic()
         dovecot.append(mailbox, make_mail(subject="pushed").as_bytes())  # a second connection
-        rows = inst.wait_outcomes(1, timeout=10)
-        elapsed = time.monotonic() - start
+        # A deadline, not a speed goal: well before the poll_seconds (30 s) re-sync, so only IDLE can pass.
+        rows = inst.wait_outcomes(1, timeout=15)
         assert rows[0]["outcome"] == "new_ticket"
-        assert elapsed < 5, f"IDLE took {elapsed:.1f}s"
     finally:
         assert inst.stop() == 0
 
