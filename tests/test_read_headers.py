@@ -173,6 +173,25 @@ def test_japanese_mail_end_to_end(instance: Instance):
     assert all("\x1b" not in t["messages"][0]["body"] for t in (first, second))
 
 
+def test_raw_iso_2022_jp_headers_without_rfc2047():
+    # Old Japanese mailers wrote JIS straight into the header: 7-bit, so nothing looked wrong to the parser.
+    raw = (b"From: " + cp50220("山田") + b" <yamada@client.example>\r\nSubject: " + cp50220("会議①の件") + b"\r\n"
+           b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+           b"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\""
+           + cp50220("資料.pdf") + b"\"\r\n\r\n%PDF-1.4\r\n--b--\r\n")
+    parsed = parse(raw)
+    assert (parsed.subject, parsed.from_name, parsed.from_addr) == ("会議①の件", "山田", "yamada@client.example")
+    assert [p.filename for p in parsed.content.parts] == ["資料.pdf"]
+
+
+def test_labels_that_are_not_text_never_stop_a_message():
+    for raw in (b"From: a@client.example\r\nSubject: =?\xc9\xc9?B?abc?= \xe9t\xe9\r\n\r\nbody\r\n",
+                b"From: a@client.example\r\nSubject: \xe9t\xe9\r\nContent-Type: text/plain; charset=\"\xc9\x1b$B\"\r\n"
+                b"\r\nbody \xe9\r\n"):
+        parsed = parse(raw)
+        assert parsed.from_addr == "a@client.example" and "été" in parsed.subject
+
+
 def test_japanese_corpus_mail():
     # A Japanese bounce labelled ISO-2022-JP whose bytes are EUC-JP (it was read as Latin-1 mojibake).
     parsed = parse(corpus("sisimai-set-of-emails/bsd__lhost-ezweb-02.eml"))
@@ -242,6 +261,9 @@ def test_guess_prefers_utf8_then_the_hints():
     assert parse(corpus("spamscope-mail-parser/mail_test_1.eml")).content.parts[0].filename == "ФНС_РФ558.zip"
     names = [p.filename for p in parse(corpus("zbateson-mail-mime-parser/m2011.eml")).content.parts]
     assert "HasenundFrösche.txt" in names
+    # Raw UTF-8 cut off in the middle of a character is still UTF-8 (it was U+FFFD, then mojibake).
+    (png,) = parse(corpus("mailgun-flanker/russian-attachment-yahoo.eml")).content.parts
+    assert png.filename is not None and png.filename.startswith("Картинка с очень, очень длинным")
 
 
 # -- 4. One sender, a messy name ---------------------------------------------------------------------------
@@ -333,7 +355,8 @@ def test_mixed_encodings_decode_line_by_line(instance: Instance):
         assert ticket(instance, item)["messages"][0]["body"].strip() == expected
     # The declared charset still reads the lines that are not UTF-8.
     assert decode_text("Привет\n".encode("koi8-r") + "Привет\n".encode(), "koi8-r") == "Привет\nПривет\n"
-    # Corpus: UTF-8 HTML with one line that is not (mojibake at the source, kept as it is); the whole part
-    # used to become cp1252 mojibake, the good lines too.
+    # Corpus: UTF-8 HTML with one line broken by a stray byte; the whole part used to become cp1252 mojibake.
     text = parse(corpus("spamscope-mail-parser/mail_test_6.eml")).content.text
-    assert "Профиль" in text and "Все права защищены" in text and "ÐŸÑ€Ð¾Ñ„Ð¸Ð»ÑŒ" not in text
+    assert "Профиль" in text and "Внимание! Вы получили это письмо" in text and "Ð" not in text
+    # A line that is UTF-8 but for one byte keeps its UTF-8; the byte is kept too (as cp1252).
+    assert decode_text("Привет, мир".encode() + b"\xff\n", "utf-8") == "Привет, мирÿ\n"

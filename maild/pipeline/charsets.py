@@ -60,7 +60,6 @@ DETECTABLE = ["utf_8", "gb18030", "big5", "cp932", "euc_jp", "cp949", "koi8_r", 
 _CORE = {"gb18030": "gb2312", "cp949": "euc_kr", "cp932": "shift_jis", "euc_jp": "euc_jp", "big5": "big5"}
 _GETA = "\u3013"    # 〓: the Japanese mark for a character that cannot be shown
 _JIS_ESCAPE = re.compile(rb"\x1b(?:\$[@B]|\(I)")
-_UNLABELLED = ("", "us-ascii", "ascii", "utf-8", "utf8")    # labels old Japanese mailers leave for ISO-2022-JP
 
 
 def _lost_as_latin1(exc: UnicodeError) -> tuple[str, int]:
@@ -70,6 +69,24 @@ def _lost_as_latin1(exc: UnicodeError) -> tuple[str, int]:
 
 
 codecs.register_error("ticketd-cp1252", _lost_as_latin1)
+
+
+def _broken_utf8_as_cp1252(exc: UnicodeError) -> tuple[str, int]:
+    """The bytes of broken UTF-8 (a character cut off at the end, a stray Latin-1 byte) as cp1252."""
+    assert isinstance(exc, UnicodeDecodeError)
+    return exc.object[exc.start:exc.end].decode("cp1252", errors="ticketd-cp1252"), exc.end
+
+
+codecs.register_error("ticketd-utf8", _broken_utf8_as_cp1252)
+
+
+def _mostly_utf8(data: bytes) -> bool:
+    """UTF-8 but for a few bytes (at least four good characters for each bad byte): a name cut off in the
+    middle of a character, one stray byte. Text in a legacy charset hardly ever forms even two."""
+    text = data.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd")
+    good = sum(1 for ch in text if ord(ch) > 0x7F) - bad
+    return good >= 2 and bad * 4 <= good
 
 
 def label_of(charset: str | None) -> str:
@@ -87,7 +104,7 @@ def candidates(charset: str | None) -> tuple[str, ...]:
     for name in names:
         try:
             found.append(codecs.lookup(name).name)
-        except LookupError:
+        except (LookupError, ValueError):  # unknown, or not even text (8-bit bytes in a label)
             continue
     return tuple(found)
 
@@ -124,8 +141,9 @@ def decode_text(data: bytes, charset: str | None) -> str:
     label = label_of(charset)
     names = candidates(label)
     japanese = label in JAPANESE
-    if (japanese or label in _UNLABELLED) and _JIS_ESCAPE.search(data):
-        # ISO-2022-JP whatever the label says; with Windows' extensions when the standard codecs fail
+    if _JIS_ESCAPE.search(data):
+        # ISO-2022-JP whatever the label says (old mailers labelled it us-ascii, iso-8859-1 or nothing; these
+        # escapes mean nothing else); with Windows' extensions when the standard codecs fail
         for name in CHARSET_FAMILIES["iso-2022-jp"]:
             if (text := _strict(data, name)) is not None:
                 return _nfc(text)
@@ -166,8 +184,16 @@ def _by_line(data: bytes, names: Sequence[str]) -> str:
                 out.append(text)
                 break
         else:
-            out.append(line.decode("cp1252", errors="ticketd-cp1252"))
+            out.append(_last_resort(line))
     return "".join(out)
+
+
+def _last_resort(data: bytes) -> str:
+    """Bytes no charset tried could read: UTF-8 as far as it goes when it mostly is, else cp1252 (with
+    latin-1 for its five holes). Either way every byte is kept as a character."""
+    if _mostly_utf8(data):
+        return data.decode("utf-8", errors="ticketd-utf8")
+    return data.decode("cp1252", errors="ticketd-cp1252")
 
 
 def _halfwidth_kana(text: str) -> int:
@@ -246,7 +272,7 @@ def guess(data: bytes, hints: Iterable[str] = ()) -> str | None:
     else what the detector finds likeliest. None for plain ASCII."""
     if data.isascii():
         return None
-    if _strict(data, "utf-8") is not None:
+    if _strict(data, "utf-8") is not None or _mostly_utf8(data):
         return "utf-8"
     ranked: list[tuple[float, str, str]] | None = None
     for hint in hints:
@@ -337,12 +363,17 @@ def _plausibility(text: str, encoding: str) -> float:
 
 def decode_8bit(data: bytes, hints: Iterable[str] = ()) -> str:
     """Raw 8-bit header bytes to text: UTF-8, the ``hints`` in order (usually :func:`guess`'s answer
-    first), the detector, then :func:`decode_text`'s line-by-line last resort. Never U+FFFD."""
+    first), the detector, then :func:`decode_text`'s line-by-line last resort. Never U+FFFD. Raw
+    ISO-2022-JP (old Japanese mailers wrote headers so, without RFC 2047) is read as such."""
+    if _JIS_ESCAPE.search(data):
+        return decode_text(data, "iso-2022-jp")
     if data.isascii():
         return data.decode("ascii")
     text = _strict(data, "utf-8")
     if text is not None:
         return _nfc(text)
+    if _mostly_utf8(data):
+        return _nfc(data.decode("utf-8", errors="ticketd-utf8"))
     for hint in hints:
         for name in candidates(hint):
             if not _wide(name) and (text := _strict(data, name)) is not None:

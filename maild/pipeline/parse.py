@@ -24,7 +24,7 @@ logging.getLogger("mailparser").setLevel(logging.ERROR)
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
-_SURROGATE = re.compile("[\udc80-\udcff]")
+_RAW_HEADER = re.compile("[\udc80-\udcff]|\x1b(?:\\$[@B]|\\(I)")   # raw 8-bit bytes, or raw ISO-2022-JP
 
 
 @dataclass
@@ -185,12 +185,23 @@ def repair_header_block(raw: bytes) -> tuple[bytes, list[str]]:
     return b"\n".join(out + lines[i:]) + body, notes
 
 
+def _raw_bytes(value: object) -> bytes | None:
+    """The bytes of a header value as the parser left it (8-bit bytes as surrogates) when they need
+    decoding; None when there is nothing to decode (or it was decoded already)."""
+    text = str(value)
+    if not _RAW_HEADER.search(text):
+        return None
+    try:
+        return text.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        return None
+
+
 def _header_text(value: object, hints: list[str]) -> str:
     """A raw header value as text: unfolded, and raw 8-bit bytes (RFC 6532 or plain wrong) decoded."""
     text = _FOLD.sub(" ", str(value))
-    if _SURROGATE.search(text):
-        text = charsets.decode_8bit(text.encode("ascii", "surrogateescape"), hints)
-    return text
+    data = _raw_bytes(text)
+    return text if data is None else charsets.decode_8bit(data, hints)
 
 
 def _parts(message: Message, limit: int = 200) -> list[Message]:
@@ -231,22 +242,20 @@ def _read_8bit_headers(parts: list[Message], hints: list[str], notes: list[str])
     """Raw 8-bit header text (a subject, a sender's name, a file name sent without RFC 2047) decoded in
     place, in the charset guessed for all of the message's such bytes at once: the body's declared charset
     first, then a detector (:mod:`maild.pipeline.charsets`). Returns the hints for the other headers."""
-    raw = [str(v).encode("ascii", "surrogateescape") for part in parts for _, v in part.raw_items()
-           if _SURROGATE.search(str(v))]
+    raw = [data for part in parts for _, v in part.raw_items() if (data := _raw_bytes(v)) is not None]
     if not raw:
         return hints
     guessed = charsets.guess(b"\n".join(raw)[:64 * 1024], hints)
-    if guessed is None:
-        return hints
-    if guessed != "utf-8":
+    if guessed is not None and guessed != "utf-8":
         notes.append(f"raw 8-bit header text read as {guessed}")
-    order = [guessed, *hints]
+    order = [guessed, *hints] if guessed else hints
     for part in parts:
         items = list(part.raw_items())
-        if not any(_SURROGATE.search(str(v)) for _, v in items):
+        found = [_raw_bytes(v) for _, v in items]
+        if not any(data is not None for data in found):
             continue
-        fixed = [(k, charsets.decode_8bit(str(v).encode("ascii", "surrogateescape"), order)
-                  if _SURROGATE.search(str(v)) else v) for k, v in items]
+        fixed = [(k, v if data is None else charsets.decode_8bit(data, order))
+                 for (k, v), data in zip(items, found, strict=True)]
         try:
             for name in dict.fromkeys(k.lower() for k, _ in items):
                 del part[name]
@@ -305,6 +314,10 @@ def _fill(mail: ParsedMail, message: Message, raw: bytes) -> None:
     except RecursionError:
         mail.notes.append("MIME structure too deep; body kept as raw text")
         mail.content = content_mod.Content(text="")
+    except Exception as exc:  # a walker bug on strange MIME must not cost the headers: the body as text
+        mail.notes.append(f"MIME content unreadable ({type(exc).__name__}: {exc}); body kept as raw text")
+        end = _HEADER_END.search(raw)
+        mail.content = content_mod.Content(text=charsets.decode_text(raw[end.end():] if end else b"", None))
 
 
 def dedupe_key(mail: ParsedMail) -> str:
