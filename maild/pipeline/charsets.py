@@ -141,7 +141,8 @@ def decode_text(data: bytes, charset: str | None) -> str:
     label = label_of(charset)
     names = candidates(label)
     japanese = label in JAPANESE
-    if _JIS_ESCAPE.search(data):
+    wide = any(_wide(n) for n in names)
+    if not wide and _JIS_ESCAPE.search(data):
         # ISO-2022-JP whatever the label says (old mailers labelled it us-ascii, iso-8859-1 or nothing; these
         # escapes mean nothing else); with Windows' extensions when the standard codecs fail
         for name in CHARSET_FAMILIES["iso-2022-jp"]:
@@ -162,7 +163,7 @@ def decode_text(data: bytes, charset: str | None) -> str:
         if found:  # both often decode: EUC-JP read as Shift_JIS turns into half-width katakana
             return _nfc(min(found, key=lambda tn: _halfwidth_kana(tn[0]))[0])
         multi += ["cp932", "euc_jp"]
-    if any(_wide(n) for n in names):  # lines of UTF-16 cannot be split on a byte
+    if wide:  # lines of UTF-16 cannot be split on a byte
         return _nfc(data.decode("cp1252", errors="ticketd-cp1252"))
     return _nfc(_by_line(data, [*multi, "utf-8", *single]))
 
@@ -175,10 +176,7 @@ def _by_line(data: bytes, names: Sequence[str]) -> str:
         return whole
     out = []
     for line in data.splitlines(keepends=True):
-        if line.isascii():
-            out.append(line.decode("ascii"))
-            continue
-        for name in names:
+        for name in names:  # ASCII lines too: UTF-7 and HZ are written in ASCII
             text = _strict(line, name)
             if text is not None:
                 out.append(text)
@@ -200,59 +198,52 @@ def _halfwidth_kana(text: str) -> int:
     return sum(1 for ch in text if "\uff61" <= ch <= "\uff9f")
 
 
+def _jis_to_sjis(c1: int, c2: int) -> bytes:
+    s1 = (c1 + 1) // 2 + 0x70
+    s1 += 0x40 if s1 >= 0xA0 else 0
+    s2 = (c2 + 0x1F + (1 if c2 >= 0x60 else 0)) if c1 & 1 else c2 + 0x7E
+    return bytes([s1, s2])
+
+
+_JIS_PAIR = re.compile(rb"[\x21-\x7e]{2}")
+_SJIS_OF = {bytes([c1, c2]): _jis_to_sjis(c1, c2) for c1 in range(0x21, 0x7F) for c2 in range(0x21, 0x7F)}
+_KANA = bytes(b | 0x80 if 0x21 <= b <= 0x5F else b for b in range(256))
+# An escape sequence (intermediate bytes, then a final byte), SO/SI, or a line end: where the mode changes.
+_JIS_SHIFT = re.compile(rb"\x1b[\x20-\x2f]*[\x30-\x7e]?|[\x0e\x0f]|\r?\n|\r")
+
+
 def _iso2022jp_to_sjis(data: bytes) -> bytes:
     """ISO-2022-JP as Windows writes it (CP50220/50221: NEC row 13 and the NEC-selected IBM extensions in
     JIS X 0208 mode, half-width katakana by ``ESC ( I`` or SO/SI), and raw Shift_JIS bytes in between, all
     to Shift_JIS bytes for cp932. Escape sequences never reach the text: an unknown designation's
-    characters become 〓 (U+3013)."""
+    characters become 〓 (U+3013). Linear, a run between two mode changes at a time."""
     out = bytearray()
-    mode = "ascii"
-    i, n = 0, len(data)
+    mode, pos = "ascii", 0
     geta = _GETA.encode("cp932")
-    while i < n:
-        b = data[i]
-        if b == 0x1B:
-            j = i + 1
-            while j < n and 0x20 <= data[j] <= 0x2F:  # intermediate bytes, then one final byte
-                j += 1
-            seq = data[i + 1:j + 1]
-            i = j + 1
-            if seq in (b"(B", b"(J", b"(H"):
-                mode = "ascii"
-            elif seq == b"(I":
-                mode = "kana"
-            elif seq in (b"$@", b"$B", b"&@"):
-                mode = "jis" if seq != b"&@" else mode
-            elif seq.startswith(b"$"):
-                mode = "other"  # JIS X 0212/0213, KS C 5601, GB 2312: not in cp932
-            continue
-        if b == 0x0E:
-            mode, i = "kana", i + 1
-            continue
-        if b == 0x0F:
-            mode, i = "ascii", i + 1
-            continue
-        if b in (0x0A, 0x0D):  # lines end in ASCII; a sender who forgot to say so is forgiven
-            mode = "ascii"
-            out.append(b)
-            i += 1
-            continue
-        if mode in ("jis", "other") and 0x21 <= b <= 0x7E and i + 1 < n and 0x21 <= data[i + 1] <= 0x7E:
-            if mode == "jis":
-                c1, c2 = b, data[i + 1]
-                s1 = (c1 + 1) // 2 + 0x70
-                s1 += 0x40 if s1 >= 0xA0 else 0
-                s2 = (c2 + 0x1F + (1 if c2 >= 0x60 else 0)) if c1 & 1 else c2 + 0x7E
-                out += bytes([s1, s2])
-            else:
-                out += geta
-            i += 2
-            continue
-        if mode == "kana" and 0x21 <= b <= 0x5F:
-            out.append(b | 0x80)
+    for m in [*_JIS_SHIFT.finditer(data), None]:
+        run = data[pos:m.start() if m else len(data)]
+        if mode == "jis":
+            out += _JIS_PAIR.sub(lambda p: _SJIS_OF[p.group()], run)
+        elif mode == "other":   # JIS X 0212/0213, KS C 5601, GB 2312: not in cp932
+            out += _JIS_PAIR.sub(lambda p: geta, run)
+        elif mode == "kana":
+            out += run.translate(_KANA)
         else:
-            out.append(b)  # ASCII, or a raw 8-bit (Shift_JIS) byte
-        i += 1
+            out += run           # ASCII, or raw 8-bit (Shift_JIS) bytes
+        if m is None:
+            break
+        pos, shift = m.end(), m.group()
+        if shift in (b"\x1b(B", b"\x1b(J", b"\x1b(H", b"\x0f"):
+            mode = "ascii"
+        elif shift in (b"\x1b(I", b"\x0e"):
+            mode = "kana"
+        elif shift in (b"\x1b$@", b"\x1b$B"):
+            mode = "jis"
+        elif shift.startswith(b"\x1b$"):
+            mode = "other"
+        elif not shift.startswith(b"\x1b"):  # lines end in ASCII; a sender who forgot to say so is forgiven
+            mode = "ascii"
+            out += shift
     return bytes(out)
 
 
