@@ -352,10 +352,11 @@ def _plausibility(text: str, encoding: str) -> float:
     return good / len(wide)
 
 
-def decode_8bit(data: bytes, hints: Iterable[str] = ()) -> str:
+def decode_8bit(data: bytes, hints: Iterable[str] = (), detector: bool = True) -> str:
     """Raw 8-bit header bytes to text: UTF-8, the ``hints`` in order (usually :func:`guess`'s answer
     first), the detector, then :func:`decode_text`'s line-by-line last resort. Never U+FFFD. Raw
-    ISO-2022-JP (old Japanese mailers wrote headers so, without RFC 2047) is read as such."""
+    ISO-2022-JP (old Japanese mailers wrote headers so, without RFC 2047) is read as such. ``detector``
+    False: the caller ran it over these bytes already (:func:`guess`), don't again for each value."""
     if _JIS_ESCAPE.search(data):
         return decode_text(data, "iso-2022-jp")
     if data.isascii():
@@ -369,7 +370,7 @@ def decode_8bit(data: bytes, hints: Iterable[str] = ()) -> str:
         for name in candidates(hint):
             if not _wide(name) and (text := _strict(data, name)) is not None:
                 return _nfc(text)
-    found = detect(data)
+    found = detect(data) if detector else None
     if found and (text := _strict(data, found)) is not None:
         return _nfc(text)
     return decode_text(data, None)

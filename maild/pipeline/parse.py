@@ -201,7 +201,7 @@ def _header_text(value: object, hints: list[str]) -> str:
     """A raw header value as text: unfolded, and raw 8-bit bytes (RFC 6532 or plain wrong) decoded."""
     text = _FOLD.sub(" ", str(value))
     data = _raw_bytes(text)
-    return text if data is None else charsets.decode_8bit(data, hints)
+    return text if data is None else charsets.decode_8bit(data, hints, detector=False)
 
 
 def _parts(message: Message, limit: int = 200) -> list[Message]:
@@ -254,7 +254,7 @@ def _read_8bit_headers(parts: list[Message], hints: list[str], notes: list[str])
         found = [_raw_bytes(v) for _, v in items]
         if not any(data is not None for data in found):
             continue
-        fixed = [(k, v if data is None else charsets.decode_8bit(data, order))
+        fixed = [(k, v if data is None else charsets.decode_8bit(data, order, detector=False))
                  for (k, v), data in zip(items, found, strict=True)]
         try:
             for name in dict.fromkeys(k.lower() for k, _ in items):
