@@ -150,6 +150,8 @@ def test_a_killed_worker_takes_its_parsers_along_and_is_restarted(tmp_path: Path
         deadline = time.monotonic() + 10
         while (left := alive(procs)) and time.monotonic() < deadline:
             time.sleep(0.1)
+        for line in left:  # not to leave them to the rest of the suite
+            os.kill(int(line.split()[0]), signal.SIGKILL)
         assert not left, f"still running 10 s after the worker's SIGKILL: {left}"
         rows = inst.wait_outcomes(8, timeout=120)
         assert {r["outcome"] for r in rows} == {"new_ticket"}
