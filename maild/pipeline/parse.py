@@ -114,7 +114,7 @@ def parse(raw: bytes) -> ParsedMail:
         except Exception as exc2:
             mail.notes.append(f"unparseable: {type(exc2).__name__}: {exc2}")
     if message is None:
-        mail.content.text = content_mod.decode_text(raw, None)
+        mail.content.text = charsets.decode_text(raw, None)
     else:
         _fill(mail, message, raw)
     mail.dedupe_key = dedupe_key(mail)
