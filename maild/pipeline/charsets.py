@@ -151,6 +151,11 @@ def decode_text(data: bytes, charset: str | None) -> str:
         return _nfc(_by_line(_iso2022jp_to_sjis(data), ["cp932", "utf-8"]))
     multi = [n for n in names if not single_byte(n)]
     single = [n for n in names if single_byte(n)]
+    if japanese and not data.isascii():
+        # Japanese in the wrong Japanese charset: EUC-JP decodes as Shift_JIS too, into half-width katakana
+        found = [(t, n) for n in dict.fromkeys([*multi, "cp932", "euc_jp"]) if (t := _strict(data, n)) is not None]
+        if found:
+            return _nfc(min(found, key=lambda tn: _halfwidth_kana(tn[0]))[0])
     for name in multi:
         text = _strict(data, name)
         if text is not None:
@@ -159,9 +164,6 @@ def decode_text(data: bytes, charset: str | None) -> str:
     if text is not None:
         return _nfc(text)
     if japanese:
-        found = [(t, n) for n in ("cp932", "euc_jp") if (t := _strict(data, n)) is not None]
-        if found:  # both often decode: EUC-JP read as Shift_JIS turns into half-width katakana
-            return _nfc(min(found, key=lambda tn: _halfwidth_kana(tn[0]))[0])
         multi += ["cp932", "euc_jp"]
     if wide:  # lines of UTF-16 cannot be split on a byte
         return _nfc(data.decode("cp1252", errors="ticketd-cp1252"))
