@@ -150,6 +150,9 @@ def test_japanese_decoders():
     assert decode_text(text.encode("cp932"), "ISO-2022-JP") == text         # really Shift_JIS
     assert decode_text("見積書をお送りします".encode("euc_jp"), "iso-2022-jp") == "見積書をお送りします"
     assert decode_text("見積書をお送りします".encode("euc_jp"), "shift_jis") == "見積書をお送りします"
+    # Half-width katakana in Shift_JIS (old mobile mail) also decodes as EUC-JP, into kanji: not taken.
+    for label in ("shift_jis", "iso-2022-jp"):
+        assert decode_text("ｵﾐﾂﾓﾘｦｵｸﾘｼﾏｽ".encode("cp932"), label) == "ｵﾐﾂﾓﾘｦｵｸﾘｼﾏｽ"
     assert decode_text("ｶﾀｶﾅ".encode("iso2022_jp_ext"), "iso-2022-jp") == "ｶﾀｶﾅ"  # ESC ( I half-width
     assert decode_text("日本語".encode("iso2022_jp"), "shift_jis") == "日本語"  # the label says Shift_JIS
     assert decode_text(cp50220("無記名") + b"\n", None) == "無記名\n"           # no label at all

@@ -152,10 +152,12 @@ def decode_text(data: bytes, charset: str | None) -> str:
     multi = [n for n in names if not single_byte(n)]
     single = [n for n in names if single_byte(n)]
     if japanese and not data.isascii():
-        # Japanese in the wrong Japanese charset: EUC-JP decodes as Shift_JIS too, into half-width katakana
-        found = [(t, n) for n in dict.fromkeys([*multi, "cp932", "euc_jp"]) if (t := _strict(data, n)) is not None]
+        # Japanese in the wrong Japanese charset: EUC-JP decodes as Shift_JIS too (into half-width kana and
+        # stray kanji). Japanese prose is full of hiragana in its right charset only; on a tie (half-width
+        # katakana text, a name in kanji) the declared charset, then Shift_JIS.
+        found = [t for n in dict.fromkeys([*multi, "cp932", "euc_jp"]) if (t := _strict(data, n)) is not None]
         if found:
-            return _nfc(min(found, key=lambda tn: _halfwidth_kana(tn[0]))[0])
+            return _nfc(max(found, key=_hiragana))
     for name in multi:
         text = _strict(data, name)
         if text is not None:
@@ -196,8 +198,8 @@ def _last_resort(data: bytes) -> str:
     return data.decode("cp1252", errors="ticketd-cp1252")
 
 
-def _halfwidth_kana(text: str) -> int:
-    return sum(1 for ch in text if "\uff61" <= ch <= "\uff9f")
+def _hiragana(text: str) -> int:
+    return sum(1 for ch in text if "\u3041" <= ch <= "\u309f")
 
 
 def _jis_to_sjis(c1: int, c2: int) -> bytes:
