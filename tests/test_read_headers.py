@@ -5,6 +5,7 @@ the readers."""
 
 from __future__ import annotations
 
+import base64
 import json
 import mailbox
 from pathlib import Path
@@ -161,7 +162,7 @@ def test_japanese_decoders():
 
 
 def test_japanese_mail_end_to_end(instance: Instance):
-    subject = f"=?ISO-2022-JP?B?{__import__('base64').b64encode(cp50220('請求書' + NEC)).decode()}?="
+    subject = f"=?ISO-2022-JP?B?{base64.b64encode(cp50220('請求書' + NEC)).decode()}?="
     nec = mail("From: =?ISO-2022-JP?B?GyRCOzNFREJATzobKEI=?= <yamada@client.example>",
                "To: support@helpdesk.example", f"Subject: {subject}", "Message-ID: <nec@client.example>",
                "Content-Type: text/plain; charset=ISO-2022-JP", "Content-Transfer-Encoding: 7bit",
