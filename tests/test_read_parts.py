@@ -172,6 +172,34 @@ def test_damaged_base64_attachment_is_stored_decoded_and_the_repair_logged(insta
     assert "base64 of part 'text/plain' repaired: missing padding supplied" in detail
 
 
+def test_raw_8bit_bytes_in_a_quoted_printable_part_are_kept_as_sent():
+    """A part labelled quoted-printable that carries raw 8-bit bytes (broken senders do): the bytes come out
+    as sent, not as the UTF-8 of their reading in the part's charset (which doubled every such byte)."""
+    boundary = "q-1"
+    latin1 = "Qualität: très bien".encode("latin-1")
+    raw = raw_mail(
+        ["From: Alice <alice@client.example>", "To: support@helpdesk.example", "Subject: Raw 8-bit QP",
+         "MIME-Version: 1.0", f'Content-Type: multipart/mixed; boundary="{boundary}"'],
+        (f"--{boundary}\r\nContent-Type: text/plain; charset=koi8-r\r\n"
+         f"Content-Transfer-Encoding: quoted-printable\r\n\r\n").encode() + "Принтер горит".encode("koi8-r")
+        + (f"\r\n--{boundary}\r\nContent-Type: text/plain; charset=iso-8859-1; name=notes.txt\r\n"
+           f"Content-Disposition: attachment; filename=notes.txt\r\n"
+           f"Content-Transfer-Encoding: quoted-printable\r\n\r\n").encode() + latin1
+        + f"\r\n--{boundary}--\r\n".encode())
+    mail = parse(raw)
+    assert mail.content.text == "Принтер горит"
+    (part,) = [p for p in mail.content.parts if p.filename == "notes.txt"]
+    assert part.data == latin1
+    # The corpus's case: C3 82 (UTF-8 for Â) raw in a part labelled ISO-8859-1, quoted-printable.
+    text = parse(corpus_mail("mikel-mail/attachment_emails__attachment_pdf_non_ascii.eml")).content.text
+    assert text.endswith("going wrong here.    Â")
+    # An RFC 2231 charset*= parameter on such a part made the standard library's reading raise.
+    raw = (b"From: a@client.example\r\nTo: support@helpdesk.example\r\nSubject: 2231\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: text/plain; charset*=iso-8859-1''iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+           b"caf\xe9 ol\xe9\r\n")
+    assert parse(raw).content.text == "café olé"
+
+
 def test_corpus_base64_with_garbage_after_the_padding():
     # Dovecot's test message: text after the padding is not data, and a stray '?' is skipped.
     mail = parse(corpus_mail("stalwartlabs-mail-parser/thirdparty__002.eml"))

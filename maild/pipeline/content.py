@@ -115,12 +115,15 @@ def _payload(part: Message, notes: list[str] | None = None) -> bytes:
     """The part's bytes. Base64 and quoted-printable are decoded as far as they go, the way mail clients do
     (:mod:`maild.pipeline.transfer`), and each repair is added to ``notes``; other encodings (identity,
     uuencode) are the standard library's."""
-    raw = part.get_payload()
+    # The parser's own string, where raw 8-bit bytes are surrogates: get_payload() would read them in the
+    # part's charset (lossily, and a TypeError for an RFC 2231 charset*= parameter), doubling each such byte
+    # once encoded back. A message built from str (not parsed from bytes) has real text there.
+    raw = getattr(part, "_payload", None)
     if not isinstance(raw, str):
         return b""
     try:
         body = raw.encode("ascii", "surrogateescape")
-    except UnicodeEncodeError:  # a message built from str, not parsed from bytes
+    except UnicodeEncodeError:
         body = raw.encode("utf-8", "surrogateescape")
     cte = part.get("content-transfer-encoding")
     decoded = transfer.decode(body, str(cte)) if cte is not None else None
