@@ -104,6 +104,26 @@ async def test_an_event_that_cannot_be_rendered_is_logged_on_its_ticket_and_the_
     assert inst.query("SELECT count(*) FROM notify_queue")[0][0] == 0
 
 
+async def test_an_unreadable_event_is_logged_and_taken_out_and_never_holds_up_the_others(tmp_path: Path):
+    """An event the running version cannot read (left by another version, say) is logged on its ticket and
+    leaves the queue; the events behind it still become mail."""
+    inst = instance(tmp_path)
+    ingest(inst, 1)
+    ticket_id = inst.query("SELECT id FROM tickets")[0]["id"]
+    before = len(mail_rows(inst))
+    settings = config.load(inst.config)
+    async with App(settings) as app:
+        assert app.db is not None
+        async with app.db.transaction():
+            await outbox.queue_events(app.db, [(ticket_id, '{"kind": "teleported", "ticket_id": 1}')], "2026-01-01")
+            await app.notifier.follow([Event(EventKind.CLOSED, ticket_id, Actor.system("test"))])
+        assert await app.notifier.expand() == 1
+    assert mail_rows(inst)[before:] == [("closed", "client0@client.example")]
+    failed = inst.query("SELECT detail FROM ticket_log WHERE event = 'notify_failed'")
+    assert len(failed) == 1 and "teleported" in failed[0]["detail"]
+    assert inst.query("SELECT count(*) FROM notify_queue")[0][0] == 0
+
+
 async def test_an_expander_that_lost_the_race_writes_nothing(tmp_path: Path):
     """The interleaving the race above may or may not hit, made to happen: A reads and renders, B expands
     the same events and commits, then A's write finds its events gone and rolls back."""
@@ -116,7 +136,7 @@ async def test_an_expander_that_lost_the_race_writes_nothing(tmp_path: Path):
         assert app.db is not None
         async with app.db.transaction():
             await app.notifier.follow([Event(EventKind.CLOSED, ticket_id, Actor.system("test"))])
-        (queue_id, text), = await outbox.queued_events(app.db, 10)
+        (queue_id, _, text), = await outbox.queued_events(app.db, 10)
         planned = await app.notifier.plan([Event.from_json(text)])
         assert len(planned.mails) == 1
         other_db = await Database.open(settings.db_path)

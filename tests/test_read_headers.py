@@ -109,6 +109,17 @@ def test_a_body_without_an_empty_line_stays_the_body():
     assert repair_header_block(ordinary) == (ordinary, [])
 
 
+def test_a_mime_boundary_right_after_the_headers_starts_the_body():
+    """Multipart mail whose first boundary follows the headers with no empty line: the boundary is never
+    an unindented continuation, and the part's own headers never become the message's."""
+    raw = (b"From: ann@client.example\r\nTo: support@helpdesk.example\r\nSubject: no gap\r\nMIME-Version: 1.0\r\n"
+           b'Content-Type: multipart/mixed; boundary="b"\r\n--b\r\nContent-Type: text/plain\r\n\r\n'
+           b"hello there\r\n--b--\r\n")
+    assert repair_header_block(raw) == (raw, [])
+    parsed = parse(raw)
+    assert (parsed.subject, parsed.content.text.strip()) == ("no gap", "hello there")
+
+
 def test_an_mbox_from_line_and_a_byte_order_mark_are_not_banners():
     raw = b"From bob@client.example Tue Nov 24 10:00:00 2026\nFrom: Bob <bob@client.example>\nSubject: s\n\nb\n"
     assert repair_header_block(raw) == (raw, [])
@@ -293,6 +304,7 @@ def test_one_address_with_a_messy_name_is_that_sender(value: str, name: str):
     ["Olivia <owner@acme.example>", "Mallory <mallory@evil.example>"],
     ["Olivia <owner@@acme.example>"],
     ["Olivia <owner@>"],
+    ["Olivia <owner>"],                                             # meant as an address, does not parse
 ])
 def test_what_is_really_ambiguous_names_no_one(values: list[str]):
     name, addr, problem = single_author(values)
@@ -343,6 +355,32 @@ def test_messy_and_missing_from_end_to_end(tmp_path: Path):
     assert (t["subject"], t["client_email"], t["messages"][0]["badge"]) == ("from an mbox", "carol@client.example",
                                                                          "Guest")
     assert "envelope sender" in log_detail(inst, item)
+
+
+def test_a_clients_address_taken_for_want_of_a_from_brings_in_no_cc(tmp_path: Path):
+    """Answering the Reply-To or the envelope sender earns no badge, and where that address is a known
+    client's, whoever the mail copies waits, pending, as under a forged From of theirs (never a leak)."""
+    inst = Instance(tmp_path)
+    inst.cli("clients", "add", "owner@acme.example", "--account", "Acme", "--name", "Olivia Owner")
+    base = ("To: support@helpdesk.example", "Cc: mallory@evil.example", "Content-Type: text/plain; charset=utf-8")
+    via_reply_to = mail("From: Olivia", *base, "Subject: via reply-to", "Message-ID: <rt@evil.example>",
+                        "Reply-To: owner@acme.example")
+    via_envelope = mail("Return-Path: <owner@acme.example>", *base, "Subject: via return-path",
+                        "Message-ID: <rp@evil.example>")
+    stranger = mail("From: Someone", *base, "Subject: a stranger", "Message-ID: <st@client.example>",
+                    "Reply-To: new@client.example")
+    items = ingest(inst, via_reply_to, via_envelope, stranger)
+    for item, state in zip(items, ("pending", "pending", "confirmed"), strict=True):
+        t = ticket(inst, item)
+        assert t["messages"][0]["badge"] == "Guest"
+        cc = inst.query("SELECT state FROM cc_recipients WHERE ticket_id = (SELECT id FROM tickets WHERE tid = ?)",
+                        (t["tid"],))
+        assert [r["state"] for r in cc] == [state], (t["subject"], [dict(r) for r in cc])
+    queued = {r["recipient"] for r in inst.query("SELECT recipient FROM outbox")}
+    assert "mallory@evil.example" in queued                         # the stranger's CC is welcome
+    mallory = inst.query("SELECT count(*) FROM outbox o JOIN tickets t ON t.id = o.ticket_id"
+                         " WHERE o.recipient = 'mallory@evil.example' AND t.client_email = 'owner@acme.example'")
+    assert mallory[0][0] == 0
 
 
 # -- 7. Mixed encodings inside one part ------------------------------------------------------------------

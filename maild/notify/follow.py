@@ -76,34 +76,51 @@ class Notifier:
         """Turn the queued events into outbox mail; returns how many mails. Called outside any transaction:
         recipients are chosen and mail rendered from plain reads, then one short write transaction stores
         the mail and takes the events out of the queue. If another expander took some of them meanwhile,
-        that transaction rolls back and the rest are read again: each event becomes its mail once."""
+        that transaction rolls back and the rest are read again: each event becomes its mail once. An event
+        that cannot become mail (unreadable, a template failing on its data) is logged on its ticket and
+        taken out, so that it never holds up the others."""
         written = 0
         while queued := await outbox.queued_events(self.db, limit):
-            events = [(queue_id, Event.from_json(text)) for queue_id, text in queued]
+            events: list[tuple[int, Event]] = []
+            for queue_id, ticket_id, text in queued:
+                try:
+                    events.append((queue_id, Event.from_json(text)))
+                except Exception as exc:   # e.g. written by another version of ticketd
+                    await self._give_up(queue_id, ticket_id, "unreadable", exc)
+            if not events:
+                continue
             try:
-                batch = await self.plan([e for _, e in events])
+                written += await self._store([queue_id for queue_id, _ in events],
+                                             await self.plan([e for _, e in events]))
             except Exception as exc:
                 if is_transient(exc):
                     raise
-                # One event's trouble (a template that fails on its data) stays its own.
-                for item in events:
-                    written += await self._expand_alone(*item)
-                continue
-            written += await self._store([queue_id for queue_id, _ in events], batch)
+                for queue_id, event in events:   # one event's trouble stays its own
+                    written += await self._expand_alone(queue_id, event)
         return written
 
     async def _expand_alone(self, queue_id: int, event: Event) -> int:
         try:
-            batch = await self.plan([event])
+            return await self._store([queue_id], await self.plan([event]))
         except Exception as exc:
             if is_transient(exc):
                 raise
-            log.error("notification failed", exc_info=True,
-                      extra={"kv": {"ticket_id": event.ticket_id, "event": event.kind.value, "error": repr(exc)}})
-            batch = Batch()
-            batch.logs.append((event.ticket_id, "notify_failed",
-                               {"for_event": event.kind.value, "error": f"{type(exc).__name__}: {exc}"[:500]}))
-        return await self._store([queue_id], batch)
+            await self._give_up(queue_id, event.ticket_id, event.kind.value, exc)
+            return 0
+
+    async def _give_up(self, queue_id: int, ticket_id: int | None, what: str, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        log.error("notification failed", exc_info=exc,
+                  extra={"kv": {"ticket_id": ticket_id, "event": what, "error": error}})
+        batch = Batch()
+        if ticket_id is not None:
+            batch.logs.append((ticket_id, "notify_failed", {"for_event": what, "error": error}))
+        try:
+            await self._store([queue_id], batch)
+        except Exception as again:
+            if is_transient(again):
+                raise
+            await self._store([queue_id], Batch())   # the log row itself failed (the ticket is gone)
 
     async def _store(self, queue_ids: list[int], batch: Batch) -> int:
         try:

@@ -151,7 +151,7 @@ class OutboxSender:
                     if not queue:
                         async with refill:
                             if not queue and not exhausted:
-                                await self.notifier.expand()   # queued events become mail first
+                                await self._expand()   # queued events become mail first
                                 queue.extend(await outbox.due(self.db, self.clock.stamp(), self.fetch_limit,
                                                               in_flight))
                                 exhausted = not queue
@@ -170,6 +170,14 @@ class OutboxSender:
         if errors:
             raise errors[0]
         return done
+
+    async def _expand(self) -> None:
+        """The notification queue into outbox mail; trouble there (a busy database) is logged and never
+        holds up delivering what is in the outbox already: the next round tries again."""
+        try:
+            await self.notifier.expand()
+        except Exception as exc:
+            log.error("expanding notifications failed; retrying next round: %s", exc, exc_info=not is_transient(exc))
 
     async def _attempt(self, session: Session, row: OutboxRow) -> Attempt:
         try:

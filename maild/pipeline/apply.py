@@ -72,9 +72,10 @@ async def open_from_mail(ctx: MessageContext, env: Env) -> tuple[list[Event], Ou
     others = {a for _, a in mail.to + mail.cc} - {ctx.author_email}
     others = {a for a in others if a and not env.book.department_for(a)}
     if others:
-        # "Unknown" means no account and not registered: a client of several accounts is a Guest by badge,
-        # but a forged From of theirs must not bring in a CC either.
-        unknown = not ctx.roles and not ctx.registered and ctx.staff is None
+        # "Unknown" means no account, not registered, not staff: a client of several accounts is a Guest by
+        # badge, and so is a client's address taken from the Reply-To or the envelope for want of a From,
+        # but neither may bring in a CC.
+        unknown = not ctx.known
         trusted = unknown or bool(authres.verified_by(
             mail.headers.get("authentication-results", []), env.settings.mail.trusted_authserv_ids,
             ctx.author_email.rpartition("@")[2]))

@@ -45,6 +45,8 @@ class MessageContext:
     roles: dict[int, str] = field(default_factory=dict)   # account id → owner/user/contact of the author
     staff: Row | None = None
     registered: bool = False                   # the author has an account or is a registered user
+    known: bool = False                        # the author's address is a client's, a registered user's or staff's
+                                               # (also when, with no usable From, it earns no badge)
     via_token: bool = False                    # staff proven by the signed reply token of their notification
     staff_mail: StaffMail | None = None        # a staff member's commands and text (staff_commands stage)
     bounce: Any = None                         # what a delivery report is about (bounce rule → its action)

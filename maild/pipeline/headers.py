@@ -68,7 +68,8 @@ def single_author(values: list[str]) -> tuple[str, str, str]:
     (``owner@a <attacker@b>``, the same hidden in an encoded word, two mailboxes, two From headers) or an
     address that does not parse gives none and says why, so that no one can pass as someone else by a trick
     of syntax. A From with no address at all (``Mailer Daemon``, ``undisclosed-recipients:;``) gives no
-    address and no problem: there is no sender to doubt, and the caller may answer the Reply-To."""
+    address and no problem: there is no sender to doubt, and the caller may answer the Reply-To; one with
+    something in angle brackets that is not an address (``Olivia <owner>``) is an address that does not parse."""
     if not values:
         return "", "", ""
     if len(values) > 1:
@@ -76,6 +77,8 @@ def single_author(values: list[str]) -> tuple[str, str, str]:
     value = values[0][:MAX_DECODE]
     decoded = _decode_all_words(value)
     if "@" not in decoded:
+        if _NON_ADDRESS.search(decoded):   # <owner>: an address was meant but does not parse
+            return "", "", f"no valid address in the From header: {values[0][:200]!r}"
         return _clean_name(decoded.replace("<", " ").replace(">", " ")), "", ""
     mailboxes: list[Address]
     try:
@@ -107,6 +110,7 @@ def single_author(values: list[str]) -> tuple[str, str, str]:
 _ADDRESS = re.compile(r"(?<![^\s<>\"',;:()\[\]])"
                       r"([\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*@[\w-]+(?:\.[\w-]+)*)"
                       r"(?![^\s<>\"',;:()\[\]])")
+_NON_ADDRESS = re.compile(r"<\s*[^\s<>]+\s*>")   # something in angle brackets, but no @ (``<>`` is none)
 _WORD_RE = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 
 

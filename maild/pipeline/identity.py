@@ -21,13 +21,16 @@ SINGLE_HEADERS = ("from", "subject", "message-id", "in-reply-to", "references", 
 async def identify(ctx: MessageContext, env: Env) -> Outcome | None:
     """Look the author up (staff, accounts, registered user) once; then :func:`assign_badge`."""
     email, source = ctx.mail.author(ctx.inbound.envelope_from)
-    ctx.client_id, ctx.roles, ctx.registered = None, {}, False
+    ctx.client_id, ctx.roles, ctx.registered, ctx.known = None, {}, False, False
     if not ctx.via_token:  # the signed reply token proved the staff member already
         ctx.staff = None
     if email and source != "from":
-        # No usable From: the address is only whom to answer, so it earns no badge (Guest).
+        # No usable From: the address is only whom to answer, so it earns no badge (Guest). Whether it is a
+        # known client's still counts: mail naming a client's address must not bring in CC recipients.
         where = "Reply-To" if source == "reply-to" else "envelope sender"
         ctx.notes.append(f"no usable From: answering {email} ({where}) as a Guest")
+        ctx.known = (bool(await people.accounts_of(env.db, email)) or await people.is_registered(env.db, email)
+                     or await staff.by_email(env.db, email) is not None)
     elif email and ctx.staff is None:
         claimed = await staff.by_email(env.db, email)
         if claimed is not None and ctx.mail.from_addr == email:
@@ -35,6 +38,9 @@ async def identify(ctx: MessageContext, env: Env) -> Outcome | None:
         if ctx.staff is None:
             ctx.roles = {row["client_id"]: row["role"] for row in await people.accounts_of(env.db, email)}
             ctx.registered = bool(ctx.roles) or await people.is_registered(env.db, email)
+        ctx.known = ctx.registered or claimed is not None
+    else:
+        ctx.known = ctx.staff is not None
     assign_badge(ctx)
     return None
 

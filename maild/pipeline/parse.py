@@ -165,8 +165,11 @@ def repair_header_block(raw: bytes) -> tuple[bytes, list[str]]:
             out.append(line)
             i += 1
             continue
+        if line.startswith(b"--"):
+            break  # a MIME boundary (the sender left out the empty line before it): the body starts here
         j = i
-        while j < n and j - i < MAX_STRAY_RUN and not blank(lines[j]) and not _HEADER_LINE.match(lines[j]):
+        while j < n and j - i < MAX_STRAY_RUN and not blank(lines[j]) and not _HEADER_LINE.match(lines[j]) \
+                and not lines[j].startswith(b"--"):
             j += 1
         if j >= n or not _HEADER_LINE.match(lines[j]):
             break  # no header follows: this is where the body starts (no empty line before it)
