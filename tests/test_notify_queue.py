@@ -34,6 +34,14 @@ def ingest(inst: Instance, n: int) -> list[dict]:
     return inst.cli_json("ingest", str(folder))["items"]  # type: ignore[index]
 
 
+def one_ticket(tmp_path: Path, extra: str = "") -> tuple[Instance, int, int]:
+    """An instance with one ticket (its mail expanded already): the instance, the ticket's id and how many
+    outbox rows there are so far."""
+    inst = instance(tmp_path, extra)
+    ingest(inst, 1)
+    return inst, inst.query("SELECT id FROM tickets")[0]["id"], len(mail_rows(inst))
+
+
 def mail_rows(inst: Instance) -> list[tuple[str, str]]:
     return [(r["event"], r["recipient"]) for r in inst.query("SELECT event, recipient FROM outbox ORDER BY id")]
 
@@ -53,10 +61,7 @@ def test_the_pipeline_queues_events_and_a_one_shot_command_expands_them_before_i
 
 async def test_events_left_by_a_crash_become_mail_at_the_next_expansion_and_two_expanders_write_it_once(
         tmp_path: Path):
-    inst = instance(tmp_path, "\n[notifications]\nauto_per_hour = 0\n")   # 40 closures to one address
-    ingest(inst, 1)
-    ticket_id = inst.query("SELECT id FROM tickets")[0]["id"]
-    before = len(mail_rows(inst))
+    inst, ticket_id, before = one_ticket(tmp_path, "\n[notifications]\nauto_per_hour = 0\n")  # 40 closures, 1 address
     settings = config.load(inst.config)
     async with App(settings) as app:
         assert app.db is not None
@@ -107,10 +112,7 @@ async def test_an_event_that_cannot_be_rendered_is_logged_on_its_ticket_and_the_
 async def test_an_unreadable_event_is_logged_and_taken_out_and_never_holds_up_the_others(tmp_path: Path):
     """An event the running version cannot read (left by another version, say) is logged on its ticket and
     leaves the queue; the events behind it still become mail."""
-    inst = instance(tmp_path)
-    ingest(inst, 1)
-    ticket_id = inst.query("SELECT id FROM tickets")[0]["id"]
-    before = len(mail_rows(inst))
+    inst, ticket_id, before = one_ticket(tmp_path)
     settings = config.load(inst.config)
     async with App(settings) as app:
         assert app.db is not None
@@ -127,10 +129,7 @@ async def test_an_unreadable_event_is_logged_and_taken_out_and_never_holds_up_th
 async def test_an_expander_that_lost_the_race_writes_nothing(tmp_path: Path):
     """The interleaving the race above may or may not hit, made to happen: A reads and renders, B expands
     the same events and commits, then A's write finds its events gone and rolls back."""
-    inst = instance(tmp_path)
-    ingest(inst, 1)
-    ticket_id = inst.query("SELECT id FROM tickets")[0]["id"]
-    before = len(mail_rows(inst))
+    inst, ticket_id, before = one_ticket(tmp_path)
     settings = config.load(inst.config)
     async with App(settings) as app:
         assert app.db is not None
@@ -149,9 +148,7 @@ async def test_an_expander_that_lost_the_race_writes_nothing(tmp_path: Path):
 
 
 def test_the_daemon_expands_what_a_killed_command_left_queued_and_sends_it(tmp_path: Path):
-    inst = instance(tmp_path)
-    ingest(inst, 1)
-    ticket_id = inst.query("SELECT id FROM tickets")[0]["id"]
+    inst, ticket_id, _ = one_ticket(tmp_path)
     sent_before = len(list((inst.state / "sent" / "new").glob("*"))) if (inst.state / "sent").exists() else 0
 
     async def leave_queued() -> None:
