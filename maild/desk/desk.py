@@ -71,9 +71,9 @@ class Desk:
             return
         async with self.db.transaction():
             yield
-        await self.expand()
+        await self._expand()
 
-    async def expand(self) -> None:
+    async def _expand(self) -> None:
         """Once an action committed, its queued events become mail now (the daemon's sender would otherwise
         do it at its next round); trouble here leaves them queued for the sender and never undoes the action."""
         try:

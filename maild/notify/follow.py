@@ -166,7 +166,7 @@ class Notifier:
         stamp = self.clock.stamp()
         for ticket_id, event_name, details in batch.logs:
             await tickets.log_event(self.db, ticket_id, event_name, "notify", stamp, **details)
-        await tickets.add_mail_ids_many(self.db, batch.mail_ids, "out")
+        await tickets.add_mail_ids(self.db, batch.mail_ids, "out")
         await outbox.enqueue_many(self.db, batch.mails, stamp)
         return len(batch.mails)
 

@@ -119,10 +119,6 @@ async def take_events(db: Database, ids: Sequence[int]) -> int:
     return await db.execute(f"DELETE FROM notify_queue WHERE id IN ({','.join('?' * len(ids))})", list(ids))
 
 
-async def count_queued_events(db: Database) -> int:
-    return int(await db.scalar("SELECT count(*) FROM notify_queue") or 0)
-
-
 async def recipients_of(db: Database, message_ids: Sequence[str]) -> dict[str, list[str]]:
     """Message-ID → the recipients our mail with that id went to (one outbox row each)."""
     wanted = list(dict.fromkeys(message_ids))[-100:]

@@ -102,14 +102,8 @@ async def by_mail_ids(db: Database, message_ids: Sequence[str], direction: str |
     return max(rows, key=lambda r: position[r["matched"]])
 
 
-async def add_mail_ids(db: Database, ticket_id: int, message_ids: Sequence[str], direction: str) -> None:
-    await db.executemany(
-        "INSERT INTO mail_ids (message_id, ticket_id, direction) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        [(m, ticket_id, direction) for m in message_ids if m])
-
-
-async def add_mail_ids_many(db: Database, by_ticket: Mapping[int, Sequence[str]], direction: str) -> None:
-    """:func:`add_mail_ids` for several tickets in one statement."""
+async def add_mail_ids(db: Database, by_ticket: Mapping[int, Sequence[str]], direction: str) -> None:
+    """Record Message-IDs against their tickets (ticket id → ids), in one statement."""
     await db.executemany(
         "INSERT INTO mail_ids (message_id, ticket_id, direction) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         [(m, ticket_id, direction) for ticket_id, ids in by_ticket.items() for m in ids if m])
