@@ -32,7 +32,7 @@ test: test-deps $(VENV)/.installed-test ## install Debian + Python test dependen
 	echo "+ $(BIN)/python -m pytest -q"; $(BIN)/python -m pytest -q || status=$$?; \
 	exit $$status
 
-test-deps: ## install dovecot-imapd, postfix and chromium when missing (apt-get; quick when present)
+test-deps: ## install dovecot-imapd, postfix, chromium and postgresql when missing (apt-get; quick when present)
 	bash scripts/install-test-deps.sh
 
 lint: $(VENV)/.installed-test ## ruff check, then mypy (settings: [tool.mypy] in pyproject.toml)

@@ -52,8 +52,9 @@ class Instance:
         self.lmtp_port = free_port()
         while self.lmtp_port == self.smtp_port:
             self.lmtp_port = free_port()
+        # rate_limit=0: the load comes from one address
         self.config.write_text(CONFIG.format(state=self.state, smtp=self.smtp_port, lmtp=self.lmtp_port,
-                                             max_size=MAX_SIZE, rate_limit=0, mail_extra="")  # load: one address
+                                             max_size=MAX_SIZE, rate_limit=0, mail_extra="", database="")
                                + extra_config)  # more TOML tables after the template's ([outbound], ...)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "daemon.log"

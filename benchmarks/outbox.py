@@ -68,7 +68,7 @@ from maild.keys import load_or_create_secret
 from maild.notify.send import OutboxSender
 from maild.notify.tokens import Signer
 from maild.store import outbox
-from maild.store.db import Database
+from maild.store.db import Database, open_database
 from maild.store.outbox import OutboxMail
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -121,7 +121,7 @@ async def fill(db: Database, messages: int, clock: Clock) -> None:
 
 async def deliver(settings: config.Settings, messages: int, profile: bool) -> dict[str, Any]:
     clock = Clock()
-    db = await Database.open(settings.db_path, inline=True)   # as in ticketd serve's sender process
+    db = await open_database(settings.database_url, inline=True)   # as in ticketd serve's sender process
     try:
         await fill(db, messages, clock)
         sender = OutboxSender(db, settings, clock, Signer(load_or_create_secret(settings.secret_path)))

@@ -28,7 +28,7 @@ from maild.pipeline.prepare import Preparer
 from maild.pipeline.worker import Worker, wait_any
 from maild.spoolwriter import SpoolWriter
 from maild.store import departments
-from maild.store.db import Database
+from maild.store.db import Database, open_database
 from maild.store.files import FileStore
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class App:
         # database (whose thread would keep a failing process alive) is open.
         self.signer = self._signer()
         renderer = self._renderer()
-        self.db = await Database.open(self.settings.db_path, inline=self.inline_db)
+        self.db = await open_database(self.settings.database_url, inline=self.inline_db)
         try:
             await self._build(renderer)
         except BaseException:
@@ -167,7 +167,7 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
     async with App(settings, parsers=settings.worker.parsers) as app:
         assert app.worker is not None and app.db is not None
         # Receivers commit on their own connection; both take turns at the write lock through one gate.
-        spool_db = await Database.open(settings.db_path, gate=app.db.gate)
+        spool_db = await app.db.another()
         spool = SpoolWriter(spool_db, app.clock)
         spool.on_commit(app.worker.wake)
         spool.start()
@@ -198,7 +198,7 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
             if settings.imap:
                 from maild.receive.imap import ImapService
 
-                imap = ImapService(settings.imap, settings.db_path, app.db.gate, settings.mail.max_message_size,
+                imap = ImapService(settings.imap, app.db.another, settings.mail.max_message_size,
                                    app.clock, app.worker.wake)
                 await imap.start()
                 log.info("imap started", extra={"kv": {"accounts": ",".join(a.name for a in settings.imap)}})
@@ -206,7 +206,7 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
                 sender_task = asyncio.create_task(supervise("sender", settings, stop), name="sender-process")
             else:
                 # The outbox sender: its own connection (it must never read another writer's open transaction).
-                outbox_db = await Database.open(settings.db_path, gate=app.db.gate)
+                outbox_db = await app.db.another()
                 sender = OutboxSender(outbox_db, settings, app.clock, app.signer)  # app.signer: the secret's
                 sender.start()
                 wake_sender = sender.wake   # mail queued by the in-process worker goes out without a poll
@@ -311,7 +311,7 @@ async def _sender_process(settings: Settings, stop: asyncio.Event) -> None:
     from maild.notify.send import OutboxSender
 
     signer = Signer(load_or_create_secret(settings.secret_path))
-    db = await Database.open(settings.db_path, inline=True)
+    db = await open_database(settings.database_url, inline=True)
     try:
         sender = OutboxSender(db, settings, Clock(), signer, poll_seconds=SENDER_POLL_SECONDS)
         sender.start()

@@ -325,8 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ticketd: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
     except (StorageError, OSError) as exc:
-        print(f"ticketd: storage error: {exc} (database {settings.db_path}); check that the state directory"
-              " exists, is writable and has free space", file=sys.stderr)
+        print(f"ticketd: storage error: {exc} (database {settings.database_url.display}); check that the database"
+              " is reachable, or that the state directory exists, is writable and has free space", file=sys.stderr)
         return EX_TEMPFAIL
     except KeyboardInterrupt:
         return 130

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from maild.pipeline.attachments import AttachmentPolicy
+    from maild.store.db import DatabaseURL
 
 DEFAULT_CONFIG = "ticketd.toml"
 ENV_CONFIG = "TICKETD_CONFIG"
@@ -175,6 +176,16 @@ def _nonempty(r: _Reader, name: str, value: str) -> str:
     return value
 
 
+def _database_url(r: _Reader, name: str, value: str) -> str:
+    from maild.store.db import parse_url
+
+    try:
+        parse_url(value, Path("/"))
+    except ValueError as exc:
+        raise r.error(name, str(exc)) from None
+    return value.strip()
+
+
 def _domain(r: _Reader, name: str, value: str) -> str:
     if not re.match(r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$", value):
         raise r.error(name, f"expected a domain name such as helpdesk.example, got {value!r}")
@@ -259,6 +270,14 @@ class StorageSettings:
     """``[storage]``; read only to find :attr:`Settings.state_dir` (absolute there)."""
 
     state_dir: str = setting("./var", str, _nonempty)
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """``[database]``: ``url`` is ``sqlite:///FILE`` (relative to the state directory) or
+    ``postgresql://USER@HOST:PORT/DB`` (password from ``?password_file=PATH``, ``PGPASSWORD`` or ``~/.pgpass``)."""
+
+    url: str = setting("sqlite:///ticketd.sqlite3", str, _database_url)
 
 
 @dataclass(frozen=True)
@@ -503,6 +522,7 @@ class Settings:
     state_dir: Path
     departments: tuple[Department, ...]
     imap: tuple[ImapAccount, ...] = ()
+    database: DatabaseSettings = section(DatabaseSettings)
     mail: MailSettings = section(MailSettings)
     smtp: SmtpSettings = section(SmtpSettings)
     lmtp: LmtpSettings = section(LmtpSettings)
@@ -515,8 +535,11 @@ class Settings:
     notifications: NotificationSettings = section(NotificationSettings)
 
     @property
-    def db_path(self) -> Path:
-        return self.state_dir / "ticketd.sqlite3"
+    def database_url(self) -> DatabaseURL:
+        """Where the database is (a relative SQLite file is in the state directory)."""
+        from maild.store.db import parse_url
+
+        return parse_url(self.database.url, self.state_dir)
 
     @property
     def attachments_dir(self) -> Path:
@@ -545,13 +568,14 @@ class Settings:
         out: dict[str, Any] = {
             "config_file": str(self.source),
             "state_dir": str(self.state_dir),
-            "database": str(self.db_path),
+            "database": self.database_url.display,
         }
         for f in fields(self):
             if f.metadata.get("section"):
                 table = getattr(self, f.name)
                 out[f.name] = {k.name: _plain(getattr(table, k.name)) for k in fields(table)}
         out["outbound"]["port"] = self.outbound.effective_port
+        out["database"]["url"] = self.database_url.display  # never the password a URL may carry
         out["departments"] = [{"name": d.name, "addresses": list(d.addresses), "accept_new": d.accept_new,
                                "closed_replies": d.closed_replies} for d in self.departments]
         out["imap"] = [a.as_dict() for a in self.imap]
@@ -668,7 +692,7 @@ def _imap_accounts(file: Path, value: Any, departments: tuple[Department, ...]) 
 
 # Environment variables that override a key of the file: checked like the key, and a bad value is a
 # ConfigError that names the variable.
-ENV_OVERRIDES = {"TICKETD_LOG_LEVEL": ("log", "level")}
+ENV_OVERRIDES = {"TICKETD_LOG_LEVEL": ("log", "level"), "TICKETD_DATABASE_URL": ("database", "url")}
 
 
 def load(path: str | Path | None = None, state_dir: str | Path | None = None,

@@ -1,6 +1,6 @@
 """The spool: raw mail plus envelope, committed before any receiver acknowledges it.
 
-``ticketd pipe`` commits with :func:`maild.store.inbound.spool_sync` and the plain sqlite3 module (neither
+``ticketd pipe`` commits with :func:`maild.store.inbound.spool_sync` over a synchronous connection (neither
 imports anything heavy); the daemon's receivers share a group-committing
 :class:`maild.spoolwriter.SpoolWriter`.
 """

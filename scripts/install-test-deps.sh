@@ -3,15 +3,20 @@
 #   dovecot-imapd  /usr/sbin/dovecot       a real IMAP server for the importer tests
 #   postfix        /usr/sbin/smtp-source   smtp-source/smtp-sink, SMTP load generator and sink
 #   chromium       /usr/bin/chromium       a browser for the web view tests
-# Safe to run again: when all three are present it only checks and exits.
-# The tests start their own Dovecot/smtp-sink on free loopback ports, so the system daemons these
-# packages come with are kept from starting (policy-rc.d) and, under systemd, disabled: nothing is left
-# listening on ports 25 or 143.
+#   postgresql     /usr/lib/postgresql/*/bin/initdb   initdb/pg_ctl/psql for a throwaway server per test run
+# Safe to run again: when all four are present it only checks and exits.
+# The tests start their own Dovecot/smtp-sink/PostgreSQL on free loopback ports, so the system daemons
+# these packages come with are kept from starting (policy-rc.d), stopped if they started anyway and, under
+# systemd, disabled: nothing is left listening on ports 25, 143 or 5432 (the packaged `main` cluster is
+# created by the package but stays down; the tests do not use it).
 set -euo pipefail
 
 paths=(/usr/sbin/dovecot /usr/sbin/smtp-source /usr/bin/chromium)
 pkgs=(dovecot-imapd postfix chromium)
 services=(dovecot postfix "")
+
+# PostgreSQL's server binaries live under a versioned directory (15 on Debian 12), off PATH.
+have_initdb() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; }
 
 missing=() stop=()
 for i in "${!paths[@]}"; do
@@ -20,8 +25,12 @@ for i in "${!paths[@]}"; do
         [[ -n ${services[i]} ]] && stop+=("${services[i]}")
     fi
 done
+if ! have_initdb; then
+    missing+=(postgresql)
+    stop+=(postgresql)
+fi
 if ((${#missing[@]} == 0)); then
-    echo "install-test-deps: dovecot, smtp-source and chromium are present"
+    echo "install-test-deps: dovecot, smtp-source, chromium and postgresql are present"
     exit 0
 fi
 
@@ -62,10 +71,22 @@ for svc in "${stop[@]}"; do
     case $svc in
         postfix) "${sudo[@]}" postfix status >/dev/null 2>&1 && { "${sudo[@]}" postfix stop || true; } ;;
         dovecot) "${sudo[@]}" doveadm stop >/dev/null 2>&1 || true ;;
+        postgresql)
+            # The package creates a `main` cluster; stop it (pg_ctlcluster) if it is running, then the service.
+            if command -v pg_lsclusters >/dev/null; then
+                while read -r version cluster _port status _rest; do
+                    if [[ $cluster == main && $status == online* ]]; then
+                        "${sudo[@]}" pg_ctlcluster "$version" main stop || true
+                    fi
+                done < <(pg_lsclusters --no-header 2>/dev/null || true)
+            fi
+            "${sudo[@]}" service postgresql stop >/dev/null 2>&1 || true
+            ;;
     esac
 done
 
 for p in "${paths[@]}"; do
     [[ -x $p ]] || { say "$p is still missing after the install"; exit 1; }
 done
+have_initdb || { say "/usr/lib/postgresql/*/bin/initdb is still missing after the install"; exit 1; }
 say "done"

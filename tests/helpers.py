@@ -31,6 +31,7 @@ def free_port() -> int:
 CONFIG = """
 [storage]
 state_dir = "{state}"
+{database}
 
 [mail]
 domain = "helpdesk.example"
@@ -74,6 +75,51 @@ def query(db_path: Path, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         conn.close()
 
 
+class PgReader:
+    """Synchronous queries on a PostgreSQL database for tests (which may run inside an event loop): asyncpg
+    on a thread with a loop of its own. Rows are dicts; ``?`` placeholders as in the store's SQL."""
+
+    class Missing(Exception):
+        """The schema is not there yet (the daemon has not migrated)."""
+
+    def __init__(self, url: str) -> None:
+        import asyncio
+        import threading
+
+        self.url = url
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.conn = None
+
+    def _run(self, coro):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
+
+    def query(self, sql: str, params: tuple = ()) -> list[dict]:
+        import asyncpg
+
+        from maild.store.postgres.engine import placeholders
+
+        async def run() -> list[dict]:
+            if self.conn is None:
+                self.conn = await asyncpg.connect(self.url)
+            try:
+                return [dict(r.items()) for r in await self.conn.fetch(placeholders(sql), *params)]  # also writes
+            except asyncpg.UndefinedTableError as exc:
+                raise PgReader.Missing(str(exc)) from exc
+
+        return self._run(run())
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self._run(self.conn.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
 def wait_listening(port: int, exit_code: Callable[[], int | None], deadline: float) -> str:
     """Wait until 127.0.0.1:``port`` accepts a connection: "" then; else what went wrong (the process
     ``exit_code`` reports on exited first, or the port never opened by ``deadline``)."""
@@ -100,7 +146,9 @@ class Instance:
     extra_config: str = ""         # appended to the file, e.g. [[imap]] tables
     rate_limit: int = 0            # limits.new_tickets_per_sender
     mail_extra: str = ""           # more keys of the [mail] table
+    database_url: str = ""         # [database] url; "" keeps the default (SQLite in the state directory)
     proc: subprocess.Popen | None = None
+    _pg: PgReader | None = None
 
     def __post_init__(self) -> None:
         self.state = self.root / "var"
@@ -108,9 +156,10 @@ class Instance:
         self.write_config()
 
     def write_config(self) -> None:
+        database = f'[database]\nurl = "{self.database_url}"\n' if self.database_url else ""
         self.config.write_text(CONFIG.format(state=self.state, smtp=self.smtp_port, lmtp=self.lmtp_port,
                                              max_size=self.max_size, rate_limit=self.rate_limit,
-                                             mail_extra=self.mail_extra)
+                                             mail_extra=self.mail_extra, database=database)
                                + self.extra_config)
 
     @property
@@ -148,18 +197,44 @@ class Instance:
         path = self.root / "daemon.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        return query(self.db_path, sql, params)
+    @property
+    def engine(self) -> str:
+        return "postgres" if self.database_url else "sqlite"
+
+    def query(self, sql: str, params: tuple = ()) -> list:
+        """Rows read by column name (``row["tid"]``), on either engine; ``?`` placeholders."""
+        if not self.database_url:
+            return query(self.db_path, sql, params)
+        if self._pg is None:
+            self._pg = PgReader(self.database_url)
+        return self._pg.query(sql, params)
+
+    def execute(self, sql: str, params: tuple = ()) -> None:
+        """Change rows behind the daemon's back, on either engine (tests of states no command makes)."""
+        if not self.database_url:
+            conn = sqlite3.connect(self.db_path, timeout=10)
+            with conn:
+                conn.execute(sql, params)
+            conn.close()
+            return
+        if self._pg is None:
+            self._pg = PgReader(self.database_url)
+        self._pg.query(sql, params)
+
+    def close(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
+            self._pg = None
 
     def wait_outcomes(self, count: int, timeout: float = 20) -> list[sqlite3.Row]:
         """Wait until ``count`` import-log rows exist; return them oldest first."""
         deadline = time.monotonic() + timeout
         while True:
             rows = []
-            if self.db_path.exists():
+            if self.database_url or self.db_path.exists():
                 try:
                     rows = self.query("SELECT * FROM import_log ORDER BY inbound_id")
-                except sqlite3.OperationalError:
+                except (sqlite3.OperationalError, PgReader.Missing):
                     rows = []
             if len(rows) >= count:
                 return rows

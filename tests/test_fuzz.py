@@ -55,7 +55,8 @@ def mutated(draw: st.DrawFn) -> bytes:
 def test_mutated_corpus_messages(tmp_path: Path):
     state = tmp_path / "var"
     conf = tmp_path / "ticketd.toml"
-    conf.write_text(CONFIG.format(state=state, smtp=0, lmtp=0, max_size=1024 * 1024, rate_limit=0, mail_extra=""))
+    conf.write_text(CONFIG.format(state=state, smtp=0, lmtp=0, max_size=1024 * 1024, rate_limit=0, mail_extra="",
+                                   database=""))
     cfg = config.load(conf)
 
     async def run_one(raw: bytes) -> list[str]:

@@ -4,7 +4,6 @@ importing a blocked reply."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from email.utils import make_msgid
 from pathlib import Path
 
@@ -126,9 +125,8 @@ def test_a_staff_address_in_from_alone_earns_nothing(desk: Instance):
     assert [(i["outcome"], i["reason"]) for i in items] == [("blocked", "unauthorised_sender")] * len(attempts)
     t = desk.cli_json("ticket", "show", tid)
     assert len(t["messages"]) == 1 and t["status"] == "Open"
-    with sqlite3.connect(desk.db_path) as conn:
-        details = [conn.execute("SELECT detail FROM import_log WHERE inbound_id = ?", (i["queue_id"],)).fetchone()[0]
-                   for i in items]
+    details = [desk.query("SELECT detail FROM import_log WHERE inbound_id = ?", (i["queue_id"],))[0]["detail"]
+               for i in items]
     assert "claims staff member sam" in details[0]
     assert "repeats subject" in details[6]
 
@@ -231,10 +229,7 @@ def test_registered_only_department(desk: Instance):
 
 
 def close(inst: Instance, tid: str) -> None:
-    conn = sqlite3.connect(inst.db_path)
-    with conn:
-        conn.execute("UPDATE tickets SET status = 'Closed' WHERE tid = ?", (tid,))
-    conn.close()
+    inst.execute("UPDATE tickets SET status = 'Closed' WHERE tid = ?", (tid,))
 
 
 def test_closed_ticket_policies(desk: Instance):

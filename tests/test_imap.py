@@ -16,7 +16,7 @@ from imapclient import IMAPClient
 
 from maild import config
 from maild.receive.imap import Bridge, Importer
-from maild.store.db import Database
+from maild.store.db import open_database
 from tests.dovecot import HOST, Dovecot
 from tests.helpers import Instance, corpus_files, make_mail
 
@@ -400,10 +400,11 @@ def test_mail_arriving_while_the_importer_is_busy_is_imported_at_once(
     behind IDLE's "+ idling"): missed, it would wait for the poll_seconds re-sync (60 s here), past the
     deadline below."""
     with_imap(instance, dovecot, mailbox, poll_seconds=60)
-    account = config.load(instance.config).imap[0]
+    account_settings = config.load(instance.config)
+    account = account_settings.imap[0]
     dovecot.append(mailbox, make_mail(subject="already there").as_bytes())
     bridge = Bridge(loop)
-    db = bridge(Database.open(instance.db_path))
+    db = bridge(open_database(account_settings.database_url))
     racer = _Racer(dovecot, mailbox, moment)
     importer = racing_importer(racer, account, db, bridge, 1024 * 1024)
     thread = threading.Thread(target=importer.run, daemon=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from maild.store.db import connect_sync, migration_files
+from maild.store.sqlite.schema import connect_file as connect_sync
+from maild.store.sqlite.schema import migration_files
 
 
 def test_staff_of_an_earlier_version_keep_working_everywhere(tmp_path: Path):

@@ -13,7 +13,6 @@ from maild.app import App
 from maild.desk.events import Actor, Event, EventKind
 from maild.notify.follow import Notifier
 from maild.store import outbox
-from maild.store.db import Database
 from tests.helpers import Instance, make_mail
 
 STAFF = "dora@helpdesk.example"
@@ -71,7 +70,7 @@ async def test_events_left_by_a_crash_become_mail_at_the_next_expansion_and_two_
             assert await app.notifier.follow(events) == 40
         assert len(mail_rows(inst)) == before
         # Two expanders on two connections (a CLI and the daemon's sender) race for the same events.
-        other_db = await Database.open(settings.db_path)
+        other_db = await app.db.another()
         try:
             other = Notifier.build(other_db, settings, app.clock, app.signer)
             made = await asyncio.gather(app.notifier.expand(limit=7), other.expand(limit=5))
@@ -138,7 +137,7 @@ async def test_an_expander_that_lost_the_race_writes_nothing(tmp_path: Path):
         (queue_id, _, text), = await outbox.queued_events(app.db, 10)
         planned = await app.notifier.plan([Event.from_json(text)])
         assert len(planned.mails) == 1
-        other_db = await Database.open(settings.db_path)
+        other_db = await app.db.another()
         try:
             assert await Notifier.build(other_db, settings, app.clock, app.signer).expand() == 1
         finally:

@@ -31,7 +31,8 @@ from maild.pipeline import transfer
 from maild.pipeline.attachments import judge, macros
 from maild.pipeline.content import Part, _blank
 from maild.pipeline.parse import parse
-from maild.store.db import connect_sync, migration_files
+from maild.store.sqlite.schema import connect_file as connect_sync
+from maild.store.sqlite.schema import migration_files
 from tests.helpers import CORPUS, Instance, make_mail
 from tests.test_content import tiny_png
 

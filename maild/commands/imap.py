@@ -15,7 +15,6 @@ from maild.commands.output import plural, print_json, print_table
 from maild.config import ImapAccount, Settings
 from maild.receive.imap import Bridge, FolderMissing, ImapService, Importer, connect
 from maild.store import imap as store
-from maild.store.db import Database
 
 
 def _accounts(settings: Settings, name: str | None) -> list[ImapAccount] | None:
@@ -63,7 +62,7 @@ async def _sync_once(settings: Settings, accounts: list[ImapAccount]) -> tuple[i
     report: dict = {"accounts": {}, "outcomes": {}}
     async with App(settings, parsers=settings.worker.parsers) as app:
         assert app.db is not None and app.worker is not None
-        imap_db = await Database.open(settings.db_path, gate=app.db.gate)
+        imap_db = await app.db.another()
         loop = asyncio.get_running_loop()
         try:
             for account in accounts:
@@ -94,7 +93,7 @@ async def _sync_forever(settings: Settings, accounts: list[ImapAccount]) -> int:
     stop = stop_on_signals()
     async with App(settings, parsers=settings.worker.parsers) as app:
         assert app.db is not None and app.worker is not None
-        service = ImapService(accounts, settings.db_path, app.db.gate, settings.mail.max_message_size, app.clock,
+        service = ImapService(accounts, app.db.another, settings.mail.max_message_size, app.clock,
                               app.worker.wake)
         await service.start()
         try:

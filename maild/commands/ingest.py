@@ -20,7 +20,6 @@ from maild.receive.ingest import SourceError, count_messages, iter_messages
 from maild.spool import Incoming
 from maild.spoolwriter import spool_many
 from maild.store import importlog
-from maild.store.db import Database
 
 SPOOL_BATCH = 200
 AHEAD = 2000          # messages spooled but not yet processed, at most
@@ -110,7 +109,7 @@ async def _ingest(args: argparse.Namespace, settings: Settings, dept: str | None
     async with App(settings, parsers=settings.worker.parsers) as app:
         db, worker = app.db, app.worker
         assert db is not None and worker is not None
-        spool_db = await Database.open(settings.db_path, gate=db.gate)
+        spool_db = await db.another()
         stop = asyncio.Event()
         worker.listeners.append(on_result)
         task = asyncio.create_task(worker.run(stop), name="pipeline-worker")

@@ -12,11 +12,12 @@ from maild.store import importlog
 
 
 async def check(ctx: MessageContext, env: Env) -> Outcome | None:
-    earlier = await importlog.first_with_key(env.db, ctx.mail.dedupe_key)
+    """Claim the message's key; a key held by another queue id makes this message its duplicate."""
+    earlier = await importlog.claim_key(env.db, ctx.mail.dedupe_key, ctx.inbound.id)
     if earlier is None:
         return None
     return Duplicate(
         ticket_id=earlier["ticket_id"],
         tid=earlier["tid"],
-        detail=f"same as queue id {earlier['inbound_id']} ({earlier['outcome']})",
+        detail=f"same as queue id {earlier['inbound_id']} ({earlier['outcome'] or 'being processed'})",
     )

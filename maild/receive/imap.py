@@ -24,8 +24,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 from imapclient import IMAPClient
@@ -34,7 +33,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginEr
 from maild.clock import Clock
 from maild.config import ImapAccount
 from maild.store import imap as store
-from maild.store.db import Database, WriteGate
+from maild.store.db import Database
 
 log = logging.getLogger("ticketd.imap")
 
@@ -420,11 +419,10 @@ class ImapService:
     """All accounts' importers, each in its own thread with its own database connection (transactions
     of one connection cannot interleave), for ``serve`` and ``imap sync``."""
 
-    def __init__(self, accounts: Sequence[ImapAccount], db_path: Path, gate: WriteGate, max_size: int,
+    def __init__(self, accounts: Sequence[ImapAccount], connect: Callable[[], Awaitable[Database]], max_size: int,
                  clock: Clock, on_spooled: Callable[[], None]) -> None:
         self.accounts = accounts
-        self.db_path = db_path
-        self.gate = gate
+        self.connect = connect   # a new connection to the database (sharing the daemon's write gate)
         self.max_size = max_size
         self.clock = clock
         self.on_spooled = on_spooled
@@ -440,7 +438,7 @@ class ImapService:
             loop.call_soon_threadsafe(notify)
 
         for account in self.accounts:
-            db = await Database.open(self.db_path, gate=self.gate)
+            db = await self.connect()
             self.dbs.append(db)
             importer = Importer(account, db, Bridge(loop), self.max_size, self.clock, on_spooled)
             thread = threading.Thread(target=self._run, args=(importer,), name=f"imap-{account.name}",

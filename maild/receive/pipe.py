@@ -4,7 +4,9 @@ Exit codes follow sysexits(3), which MTAs understand: 0 only once the message is
 (EX_TEMPFAIL) when it cannot be stored, so the MTA keeps it and retries; 65 (EX_DATAERR) when it is over
 ``mail.max_message_size``, so the MTA returns it to the sender with our reason. Malformed mail is never a
 reason to fail: it is stored and the pipeline logs what is wrong with it. Only the config, the spool and
-sqlite3 are imported here, so a delivery costs milliseconds.
+the engine's driver (sqlite3, or asyncpg in a small event loop) are imported here, so a delivery costs
+milliseconds; a PostgreSQL server that does not answer within ``TICKETD_DB_CONNECT_TIMEOUT`` seconds
+(default 5) is an exit 75.
 """
 
 from __future__ import annotations
@@ -49,14 +51,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     item = Incoming(raw=raw, source="pipe", envelope_from=sender, envelope_to=recipients,
                     department_hint=dept)
     try:
-        conn = connect_sync(settings.db_path)
+        conn = connect_sync(settings.database_url)
     except (StorageError, OSError, RuntimeError) as exc:
-        _err(f"cannot open the spool {settings.db_path}: {exc}; the MTA should retry (exit 75)")
+        _err(f"cannot open the spool {settings.database_url.display}: {exc}; the MTA should retry (exit 75)")
         return EX_TEMPFAIL
     try:
         queue_id = spool_sync(conn, item)
     except SpoolError as exc:
-        _err(f"cannot store the message in {settings.db_path}: {exc}; the MTA should retry (exit 75)")
+        _err(f"cannot store the message in {settings.database_url.display}: {exc}; the MTA should retry (exit 75)")
         return EX_TEMPFAIL
     except Exception as exc:  # never exit 1 (a permanent failure to the MTA) for a message not stored
         _err(f"unexpected error storing the message: {type(exc).__name__}: {exc}; the MTA should retry (exit 75)")

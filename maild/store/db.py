@@ -1,121 +1,127 @@
-"""The database: one SQLite file in WAL mode, numbered migrations, transactions.
+"""The storage interface: one database, two engines (SQLite embedded by default, PostgreSQL for several nodes).
 
-Migrations and the spool insert of ``ticketd pipe`` use the standard ``sqlite3`` module (fast to import);
-everything inside the daemon goes through :class:`Database`. Its queries run on an aiosqlite thread, so
-they never block the event loop, or, opened ``inline``, directly on the loop's thread: for a process whose
-loop has nothing else to answer (the pipeline worker's own process), where each trip to a thread and back
-(two thread switches, tens of microseconds) cost more than most of its queries.
+Everything above ``maild/store/`` talks to a :class:`Database` and reads :class:`Row` objects and the errors of
+:mod:`maild.store.errors`; it never imports a driver or sees an engine's rows or error text. The query modules
+beside this one (``tickets``, ``messages``...) hold the SQL, written once in the dialect both engines speak
+(``?`` placeholders, ``ON CONFLICT``, ``RETURNING``); each engine (``sqlite/``, ``postgres/``) holds only what
+differs: connecting, transactions and locks, migrations, error translation.
+
+Importing this module imports no driver: ``ticketd pipe`` must start in milliseconds.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+import os
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
 
-if TYPE_CHECKING:
-    import aiosqlite
+from maild.store.errors import ConfigurationError, Conflict, NotFound, SchemaError, StorageError, Transient
 
-# What the layers above see of the engine, by these names only (issue 10 gives them a second engine).
-Row = sqlite3.Row                 # a row: read by column name
-StorageError = sqlite3.Error      # anything the database refused
+__all__ = [
+    "NO_LIMIT", "Conflict", "Database", "DatabaseURL", "NotFound", "Row", "SchemaError", "StorageError",
+    "Transient", "WriteGate", "connect_sync", "is_transient", "open_database", "parse_url",
+]
 
-MIGRATIONS = Path(__file__).with_name("migrations")
-BUSY_TIMEOUT_MS = 15000
-ASYNC_BUSY_TIMEOUT_MS = 2
-PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=FULL",
-    "PRAGMA foreign_keys=ON",
-    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
-)
+# "No limit" for a ``LIMIT ?`` (SQLite takes -1 for it, PostgreSQL refuses a negative one; both take this).
+NO_LIMIT = 2**62
+
+SQLITE = "sqlite"
+POSTGRES = "postgresql"
 
 
-_TRANSIENT = ("locked", "busy", "disk", "full", "i/o", "unable to open", "readonly", "read-only")
+class Row(dict[str, Any]):
+    """A row, read by column name (``row["tid"]``): the same type whatever the engine."""
+
+    __slots__ = ()
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Storage trouble that a retry can cure (a lock, a full disk, I/O), as opposed to a bug or bad data."""
-    if isinstance(exc, OSError):
-        return True
-    if isinstance(exc, sqlite3.OperationalError):
-        text = str(exc).lower()
-        return any(word in text for word in _TRANSIENT)
-    return False
+    """Storage trouble that a retry can cure (a lock, a full disk, I/O, a lost connection), as opposed to a
+    bug or bad data."""
+    return isinstance(exc, (Transient, OSError))
 
 
-def migration_files() -> list[tuple[int, Path]]:
-    found = []
-    for path in sorted(MIGRATIONS.glob("*.sql")):
-        number = int(path.name.split("_", 1)[0])
-        found.append((number, path))
-    return found
+@dataclass(frozen=True)
+class DatabaseURL:
+    """Where the database is: ``sqlite:///relative/or/absolute.sqlite3`` or ``postgresql://user@host:port/db``.
 
+    A PostgreSQL password comes from ``password_file`` (``?password_file=/path``), the URL itself or the
+    driver's standard environment (``PGPASSWORD``, ``~/.pgpass``)."""
 
-def schema_version() -> int:
-    return migration_files()[-1][0]
+    engine: str
+    text: str                      # as configured
+    path: Path | None = None       # SQLite: the file
+    dsn: str = ""                  # PostgreSQL: the URL without our own query parameters
+    password_file: Path | None = None
 
+    @property
+    def display(self) -> str:
+        """The URL without any password, for logs and error messages."""
+        if self.engine == SQLITE:
+            return f"sqlite:///{self.path}"
+        parts = urlsplit(self.dsn)
+        host = parts.hostname or ""
+        netloc = f"{parts.username}@" if parts.username else ""
+        netloc += f"[{host}]" if ":" in host else host
+        netloc += f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{netloc}{parts.path}"
 
-def _statements(sql: str) -> Iterable[str]:
-    buf: list[str] = []
-    for line in sql.splitlines(keepends=True):
-        buf.append(line)
-        text = "".join(buf)
-        if sqlite3.complete_statement(text):
-            if text.strip():
-                yield text
-            buf.clear()
-
-
-def migrate(conn: sqlite3.Connection) -> int:
-    """Apply the migrations not yet applied, each in its own write transaction; return the version."""
-    latest = schema_version()
-    current = conn.execute("PRAGMA user_version").fetchone()[0]
-    if current > latest:
-        raise RuntimeError(f"database schema version {current} is newer than this ticketd ({latest})")
-    for number, path in migration_files():
-        if number <= current:
-            continue
-        conn.execute("BEGIN IMMEDIATE")
+    def password(self) -> str | None:
+        """The password from ``password_file`` (its first line), if one is named."""
+        if self.password_file is None:
+            return None
         try:
-            # Another process may have migrated while we waited for the lock.
-            if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
-                conn.execute("ROLLBACK")
-                continue
-            for statement in _statements(path.read_text()):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={number}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        current = number
-    return current
+            return self.password_file.read_text().splitlines()[0] if self.password_file.stat().st_size else ""
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the database password file {self.password_file}: "
+                                     f"{exc.strerror or exc}") from exc
 
 
-def connect_sync(path: Path) -> sqlite3.Connection:
-    """A plain sqlite3 connection with our pragmas, the schema up to date (creates the file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-    try:
-        for pragma in PRAGMAS:
-            conn.execute(pragma)
-        migrate(conn)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+def parse_url(text: str, state_dir: Path) -> DatabaseURL:
+    """Parse a ``[database] url``; a relative SQLite path is relative to the state directory. Raises
+    ValueError saying what is wrong."""
+    text = text.strip()
+    if text.startswith("sqlite:"):
+        rest = text[len("sqlite:"):]
+        if not rest.startswith("///"):
+            raise ValueError("a SQLite URL is sqlite:///FILE (relative to the state directory) "
+                             "or sqlite:////absolute/FILE")
+        name = unquote(rest[3:])
+        if not name or name.endswith("/"):
+            raise ValueError("the SQLite URL names no file (sqlite:///ticketd.sqlite3)")
+        path = Path(name)
+        return DatabaseURL(SQLITE, text, path=(path if path.is_absolute() else state_dir / path))
+    scheme = text.split(":", 1)[0].lower()
+    if scheme in ("postgresql", "postgres"):
+        parts = urlsplit(text)
+        if not parts.path.strip("/"):
+            raise ValueError("the PostgreSQL URL names no database (postgresql://user@host:5432/ticketd)")
+        query, password_file = [], None
+        for item in filter(None, parts.query.split("&")):
+            key, _, value = item.partition("=")
+            if key == "password_file":
+                password_file = Path(unquote(value))
+                if not password_file.is_absolute():
+                    password_file = state_dir / password_file
+            else:
+                query.append(item)
+        dsn = parts._replace(scheme="postgresql", query="&".join(query)).geturl()
+        return DatabaseURL(POSTGRES, text, dsn=dsn, password_file=password_file)
+    raise ValueError(f"unknown database scheme {scheme!r}: use sqlite:///FILE or postgresql://USER@HOST:PORT/DB")
 
 
 class WriteGate:
     """Orders the write transactions of this process's connections (the receivers' spool writer and the
-    pipeline worker) in an asyncio queue, instead of SQLite's sleep-and-retry busy handler, whose naps
-    would stall SMTP answers. ``waiting`` lets a long writer see that someone needs the lock."""
+    pipeline worker) in an asyncio queue, instead of the engine's own waiting (SQLite's sleep-and-retry busy
+    handler, whose naps would stall SMTP answers). ``waiting`` lets a long writer see that someone needs it."""
 
     def __init__(self) -> None:
-        import asyncio
+        import asyncio  # here, not at the top: ``ticketd pipe`` imports this module and needs no event loop
 
         self._lock = asyncio.Lock()
         self.waiting = 0
@@ -133,144 +139,123 @@ class WriteGate:
             self._lock.release()
 
 
-class _Inline:
-    """The part of aiosqlite's connection that :class:`Database` uses, run on the caller's thread."""
+class Database(ABC):
+    """One connection to the database. Reads run as they come; writes run in :meth:`transaction`, which
+    commits or rolls back as a whole (``savepoint`` nests a part that can fail alone)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+    engine: str
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._conn.in_transaction
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        return self._conn.execute(sql, params)
-
-    async def execute_fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        return self._conn.execute(sql, params).fetchall()
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
-        return self._conn.executemany(sql, rows)
-
-    async def close(self) -> None:
-        self._conn.close()
-
-
-class Database:
-    """A connection in autocommit mode; write transactions are explicit and IMMEDIATE."""
-
-    def __init__(self, conn: aiosqlite.Connection | _Inline, path: Path, gate: WriteGate | None = None) -> None:
-        self.conn = conn
-        self.path = path
+    def __init__(self, url: DatabaseURL, gate: WriteGate | None = None) -> None:
+        self.url = url
         self.gate = gate or WriteGate()
         self._in_tx = False
 
-    @classmethod
-    async def open(cls, path: Path, gate: WriteGate | None = None, inline: bool = False) -> Database:
-        """Open (and create or migrate) the database; connections of one process share ``gate``. ``inline``:
-        queries block the event loop (see the module's docstring)."""
-        import asyncio
+    # Reads and writes; ``sql`` uses ``?`` placeholders on every engine.
+    @abstractmethod
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
 
-        import aiosqlite
+    @abstractmethod
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
 
-        if inline:
-            raw = connect_sync(path)
-            raw.row_factory = sqlite3.Row
-            raw.execute(f"PRAGMA busy_timeout={ASYNC_BUSY_TIMEOUT_MS}")  # see below
-            return cls(_Inline(raw), path, gate)
-        await asyncio.to_thread(lambda: connect_sync(path).close())
-        conn = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        for pragma in PRAGMAS:
-            await conn.execute(pragma)
-        # Waiting for another process's write lock is done by BEGIN's own short retries (below), not by
-        # SQLite's busy handler, whose naps grow to 100 ms and would stall SMTP answers.
-        await conn.execute(f"PRAGMA busy_timeout={ASYNC_BUSY_TIMEOUT_MS}")
-        return cls(conn, path, gate)
+    @abstractmethod
+    async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    @abstractmethod
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+
+    @abstractmethod
+    async def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one INSERT into a table with an ``id`` column; the new row's id (0 when ``ON CONFLICT DO
+        NOTHING`` inserted nothing)."""
+
+    @abstractmethod
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement for many rows, in one trip to the engine."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def another(self, inline: bool = False) -> Database:
+        """A second connection to the same database, sharing this one's write gate."""
 
     def others_waiting(self) -> bool:
         """Another writer of this process waits for the write lock."""
         return self.gate.waiting > 0
 
-    async def close(self) -> None:
-        await self.conn.close()
-
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        return list(await self.conn.execute_fetchall(sql, params))
-
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        rows = await self.conn.execute_fetchall(sql, params)
-        return next(iter(rows), None)
-
-    async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        row = await self.fetchone(sql, params)
-        return row[0] if row is not None else None
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run one statement; return the new row id (INSERT) or the number of rows changed."""
-        cursor = await self.conn.execute(sql, params)
-        if sql.lstrip()[:6].upper() == "INSERT":
-            return cursor.lastrowid or 0
-        return cursor.rowcount
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """One statement for many rows, in one trip to the database thread."""
-        if rows:
-            await self.conn.executemany(sql, rows)
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Database]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT``: takes the write lock up front, so it never deadlocks."""
+        """A write transaction: commits when the block ends, rolls back when it raises."""
         if self._in_tx:
             raise RuntimeError("nested transaction; use savepoint()")
         async with self.gate.hold():
-            async with self._transaction():
-                yield self
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[None]:
-        await self._begin()
-        self._in_tx = True
-        try:
+            await self._begin()
+            self._in_tx = True
             try:
-                yield
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
-            try:
-                await self.conn.execute("COMMIT")
-            except BaseException:
-                # A failed COMMIT (disk full, I/O error) can leave the transaction open.
-                if self.conn.in_transaction:
-                    await self.conn.execute("ROLLBACK")
-                raise
-        finally:
-            self._in_tx = False
-
-    async def _begin(self) -> None:
-        import asyncio
-        import time
-
-        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-        delay = 0.0005
-        while True:
-            try:
-                await self.conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                try:
+                    yield self
+                except BaseException:
+                    await self._rollback()
                     raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.005)
+                await self._commit()
+            finally:
+                self._in_tx = False
 
     @asynccontextmanager
     async def savepoint(self, name: str = "sp") -> AsyncIterator[Database]:
-        await self.conn.execute(f"SAVEPOINT {name}")
+        """Inside a transaction: a part that rolls back alone when the block raises."""
+        await self._run_plain(f"SAVEPOINT {name}")
         try:
             yield self
         except BaseException:
-            await self.conn.execute(f"ROLLBACK TO {name}")
-            await self.conn.execute(f"RELEASE {name}")
+            await self._run_plain(f"ROLLBACK TO SAVEPOINT {name}")
+            await self._run_plain(f"RELEASE SAVEPOINT {name}")
             raise
         else:
-            await self.conn.execute(f"RELEASE {name}")
+            await self._run_plain(f"RELEASE SAVEPOINT {name}")
+
+    @abstractmethod
+    async def _begin(self) -> None: ...
+
+    @abstractmethod
+    async def _commit(self) -> None: ...
+
+    @abstractmethod
+    async def _rollback(self) -> None: ...
+
+    @abstractmethod
+    async def _run_plain(self, sql: str) -> None: ...
+
+
+async def open_database(url: DatabaseURL, gate: WriteGate | None = None, inline: bool = False) -> Database:
+    """Connect (creating or migrating the schema); connections of one process share ``gate``. ``inline``
+    (SQLite only): queries run on the event loop's own thread, for a process whose loop has nothing else to
+    answer (the pipeline worker's), where each trip to a thread and back cost more than most queries."""
+    if url.engine == SQLITE:
+        from maild.store.sqlite.engine import SqliteDatabase
+
+        return await SqliteDatabase.open(url, gate, inline)
+    from maild.store.postgres.engine import PostgresDatabase
+
+    return await PostgresDatabase.open(url, gate)
+
+
+class SyncWriter(Protocol):
+    """The little a short-lived synchronous command (``ticketd pipe``) needs: one committed INSERT."""
+
+    def insert_committed(self, sql: str, params: Sequence[Any]) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def connect_sync(url: DatabaseURL, timeout: float | None = None) -> SyncWriter:
+    """A synchronous connection for ``ticketd pipe`` (schema brought up to date); ``timeout`` bounds the
+    connect in seconds. Raises :class:`StorageError` (``Transient`` when a retry may cure it)."""
+    if url.engine == SQLITE:
+        from maild.store.sqlite.schema import SqliteSyncWriter
+
+        return SqliteSyncWriter.connect(url)
+    from maild.store.postgres.engine import PostgresSyncWriter
+
+    return PostgresSyncWriter.connect(url, timeout or float(os.environ.get("TICKETD_DB_CONNECT_TIMEOUT", "5")))

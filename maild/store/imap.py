@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from maild.spool import Incoming
 from maild.store import inbound
-from maild.store.db import Database
+from maild.store.db import Database, Row
 
 
 @dataclass(frozen=True)
@@ -71,8 +70,9 @@ async def commit_batch(
                     (account, folder, uidvalidity, item.uid),
                 )
         await db.execute(
-            "UPDATE imap_folders SET last_uid = max(last_uid, ?), updated_at = ? WHERE account = ? AND folder = ?",
-            (last_uid, stamp, account, folder),
+            "UPDATE imap_folders SET last_uid = CASE WHEN last_uid < ? THEN ? ELSE last_uid END, updated_at = ?"
+            " WHERE account = ? AND folder = ?",
+            (last_uid, last_uid, stamp, account, folder),
         )
     return ids
 
@@ -112,11 +112,11 @@ async def set_status(db: Database, account: str, stamp: str, **fields: object) -
                              (*fields.values(), stamp, account))
 
 
-async def status_rows(db: Database) -> list[sqlite3.Row]:
+async def status_rows(db: Database) -> list[Row]:
     return await db.fetchall("SELECT * FROM imap_status ORDER BY account")
 
 
-async def folder_rows(db: Database) -> list[sqlite3.Row]:
+async def folder_rows(db: Database) -> list[Row]:
     return await db.fetchall("SELECT * FROM imap_folders ORDER BY account, folder")
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from maild.outcomes import label
-from maild.store.db import Database
+from maild.store.db import NO_LIMIT, Database, Row
 
 SELECT = (
     "SELECT l.*, i.received_at, i.source, i.source_ref, i.envelope_from, i.envelope_to, i.size, i.state,"
@@ -32,7 +31,7 @@ class Entry:
 
 async def record(db: Database, entry: Entry, stamp: str) -> int:
     """Write (or, on reprocess, replace) the outcome of one spooled message."""
-    return await db.execute(
+    return await db.insert(
         "INSERT INTO import_log (inbound_id, processed_at, from_addr, from_name, subject, message_id,"
         " outcome, reason, detail, ticket_id, department_id, dedupe_key)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -46,21 +45,28 @@ async def record(db: Database, entry: Entry, stamp: str) -> int:
     )
 
 
-async def first_with_key(db: Database, dedupe_key: str) -> sqlite3.Row | None:
-    """The earlier handling of the same message, if any (duplicates and failures do not count)."""
-    return await db.fetchone(
-        "SELECT l.id, l.inbound_id, l.outcome, l.ticket_id, t.tid FROM import_log l"
-        " LEFT JOIN tickets t ON t.id = l.ticket_id WHERE l.dedupe_key = ?"
-        " AND l.outcome NOT IN ('duplicate', 'failed') ORDER BY l.id LIMIT 1",
-        (dedupe_key,),
-    )
+async def claim_key(db: Database, dedupe_key: str, inbound_id: int) -> Row | None:
+    """Claim the message's dedupe key for queue id ``inbound_id``, in the message's transaction; None when it
+    is ours now (or was already), else the earlier handling that holds it. The key's unique constraint
+    decides, not a read before the write: of two nodes processing the same message at once, the second
+    waits for the first's commit and finds the key taken (or claims it, if the first rolled back)."""
+    if await db.execute("INSERT INTO message_keys (dedupe_key, inbound_id) VALUES (?, ?)"
+                        " ON CONFLICT (dedupe_key) DO NOTHING", (dedupe_key, inbound_id)):
+        return None
+    holder = await db.fetchone(
+        "SELECT k.inbound_id, l.outcome, l.ticket_id, t.tid FROM message_keys k"
+        " LEFT JOIN import_log l ON l.inbound_id = k.inbound_id LEFT JOIN tickets t ON t.id = l.ticket_id"
+        " WHERE k.dedupe_key = ?", (dedupe_key,))
+    if holder is None or holder["inbound_id"] == inbound_id:
+        return None   # (a row deleted meanwhile), or this very message processed again
+    return holder
 
 
-async def get(db: Database, log_id: int) -> sqlite3.Row | None:
+async def get(db: Database, log_id: int) -> Row | None:
     return await db.fetchone(f"{SELECT} WHERE l.id = ?", (log_id,))
 
 
-async def by_inbound(db: Database, inbound_id: int) -> sqlite3.Row | None:
+async def by_inbound(db: Database, inbound_id: int) -> Row | None:
     return await db.fetchone(f"{SELECT} WHERE l.inbound_id = ?", (inbound_id,))
 
 
@@ -71,7 +77,7 @@ async def listing(
     since: str | None = None,
     limit: int | None = 100,
     after_inbound: int | None = None,
-) -> list[sqlite3.Row]:
+) -> list[Row]:
     """Entries, newest first; ``since`` an ISO stamp in the stored form (UTC, ``Z``); ``limit`` None: all."""
     where: list[str] = []
     params: list[object] = []
@@ -88,7 +94,8 @@ async def listing(
         where.append("l.inbound_id > ?")
         params.append(after_inbound)
     clause = ("WHERE " + " AND ".join(where)) if where else ""
-    return await db.fetchall(f"{SELECT} {clause} ORDER BY l.id DESC LIMIT ?", (*params, -1 if limit is None else limit))
+    return await db.fetchall(f"{SELECT} {clause} ORDER BY l.id DESC LIMIT ?",
+                             (*params, NO_LIMIT if limit is None else limit))
 
 
 async def counts(db: Database, inbound_ids: tuple[int, int] | None = None) -> dict[str, int]:
@@ -103,9 +110,9 @@ async def counts(db: Database, inbound_ids: tuple[int, int] | None = None) -> di
     return {label(r["outcome"], r["reason"]): r["n"] for r in rows}
 
 
-async def outcomes_for(db: Database, inbound_ids: list[int]) -> list[sqlite3.Row]:
+async def outcomes_for(db: Database, inbound_ids: list[int]) -> list[Row]:
     """Outcome rows of these queue ids (those processed so far), in queue order."""
-    rows: list[sqlite3.Row] = []
+    rows: list[Row] = []
     for i in range(0, len(inbound_ids), 500):
         chunk = inbound_ids[i:i + 500]
         marks = ",".join("?" * len(chunk))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from maild.clock import Clock
 from maild.spool import Incoming, SpoolError
-from maild.store.db import Database
+from maild.store.db import Database, Row, StorageError, SyncWriter
 
 INSERT_SQL = (
     "INSERT INTO inbound (received_at, source, source_ref, peer, envelope_from, envelope_to,"
@@ -31,7 +30,7 @@ class InboundRow:
     size: int
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> InboundRow:
+    def from_row(cls, row: Row) -> InboundRow:
         return cls(
             id=row["id"],
             received_at=row["received_at"],
@@ -77,7 +76,7 @@ async def get(db: Database, inbound_id: int) -> tuple[InboundRow, bytes] | None:
 
 async def insert(db: Database, items: Sequence[Incoming], stamp: str) -> list[int]:
     """Spool ``items`` inside the caller's transaction; their queue ids, in order."""
-    return [await db.execute(INSERT_SQL, item.row(stamp)) for item in items]
+    return [await db.insert(INSERT_SQL, item.row(stamp)) for item in items]
 
 
 async def owned(db: Database, ids: list[int], from_state: str = "new") -> set[int]:
@@ -105,18 +104,10 @@ async def count_pending(db: Database) -> int:
     return int(await db.scalar("SELECT count(*) FROM inbound WHERE state = 'new'") or 0)
 
 
-def spool_sync(conn: sqlite3.Connection, item: Incoming, clock: Clock | None = None) -> int:
-    """Commit one message with a plain sqlite3 connection; return its queue id."""
+def spool_sync(conn: SyncWriter, item: Incoming, clock: Clock | None = None) -> int:
+    """Commit one message with a synchronous connection (``ticketd pipe``); return its queue id."""
     stamp = (clock or Clock()).stamp()
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            cur = conn.execute(INSERT_SQL, item.row(stamp))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    except sqlite3.Error as exc:
+        return conn.insert_committed(INSERT_SQL, item.row(stamp))
+    except StorageError as exc:
         raise SpoolError(str(exc)) from exc
-    return int(cur.lastrowid or 0)

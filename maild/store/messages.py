@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 
-from maild.store.db import Database
+from maild.store.db import Database, Row
 
 
 async def add(
@@ -25,7 +24,7 @@ async def add(
     stamp: str,
     staff_id: int | None = None,
 ) -> int:
-    return await db.execute(
+    return await db.insert(
         "INSERT INTO messages (ticket_id, kind, author_email, author_name, badge, subject, body, body_full,"
         " body_html, message_id, inbound_id, staff_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (ticket_id, kind, author_email, author_name, badge, subject, body, body_full, body_html,
@@ -44,7 +43,7 @@ async def add_attachment(
     content_id: str | None,
     inline: bool,
 ) -> int:
-    return await db.execute(
+    return await db.insert(
         "INSERT INTO attachments (message_id, filename, content_type, size, sha256, content_id, inline)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         (message_id, filename, content_type, size, sha256, content_id, int(inline)),
@@ -54,13 +53,13 @@ async def add_attachment(
 async def add_signature(db: Database, *, message_id: int, kind: str, content_type: str, filename: str,
                         size: int) -> int:
     """An S/MIME or PGP signature part of the message (migration 0006)."""
-    return await db.execute(
+    return await db.insert(
         "INSERT INTO message_signatures (message_id, kind, content_type, filename, size) VALUES (?, ?, ?, ?, ?)",
         (message_id, kind, content_type, filename, size),
     )
 
 
-async def signatures_for_ticket(db: Database, ticket_id: int) -> list[sqlite3.Row]:
+async def signatures_for_ticket(db: Database, ticket_id: int) -> list[Row]:
     return await db.fetchall(
         "SELECT s.* FROM message_signatures s JOIN messages m ON m.id = s.message_id WHERE m.ticket_id = ?"
         " ORDER BY s.id",
@@ -68,11 +67,11 @@ async def signatures_for_ticket(db: Database, ticket_id: int) -> list[sqlite3.Ro
     )
 
 
-async def for_ticket(db: Database, ticket_id: int) -> list[sqlite3.Row]:
+async def for_ticket(db: Database, ticket_id: int) -> list[Row]:
     return await db.fetchall("SELECT * FROM messages WHERE ticket_id = ? ORDER BY id", (ticket_id,))
 
 
-async def attachments_for_ticket(db: Database, ticket_id: int) -> list[sqlite3.Row]:
+async def attachments_for_ticket(db: Database, ticket_id: int) -> list[Row]:
     return await db.fetchall(
         "SELECT a.* FROM attachments a JOIN messages m ON m.id = a.message_id WHERE m.ticket_id = ?"
         " ORDER BY a.id",
@@ -99,14 +98,14 @@ async def thread_ids(db: Database, ticket_ids: Sequence[int]) -> dict[int, tuple
 
 
 async def with_attachments(db: Database, ids: Sequence[int]
-                           ) -> tuple[dict[int, sqlite3.Row], dict[int, list[sqlite3.Row]]]:
+                           ) -> tuple[dict[int, Row], dict[int, list[Row]]]:
     """Messages ``ids`` and their attachments, two queries for them all."""
     wanted = sorted(set(ids))
     if not wanted:
         return {}, {}
     marks = ",".join("?" * len(wanted))
     rows = await db.fetchall(f"SELECT * FROM messages WHERE id IN ({marks})", wanted)
-    files: dict[int, list[sqlite3.Row]] = {}
+    files: dict[int, list[Row]] = {}
     for f in await db.fetchall(f"SELECT * FROM attachments WHERE message_id IN ({marks}) ORDER BY id", wanted):
         files.setdefault(f["message_id"], []).append(f)
     return {r["id"]: r for r in rows}, files

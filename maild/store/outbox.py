@@ -15,11 +15,10 @@ Contract:
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from maild.store.db import Database
+from maild.store.db import NO_LIMIT, Database, Row
 
 QUEUED = "queued"
 SENT = "sent"
@@ -69,7 +68,7 @@ class OutboxRow:
     raw: bytes = b""
 
 
-def _row(r: sqlite3.Row, with_raw: bool) -> OutboxRow:
+def _row(r: Row, with_raw: bool) -> OutboxRow:
     return OutboxRow(
         id=r["id"], ticket_id=r["ticket_id"], event=r["event"], audience=r["audience"],
         automatic=bool(r["automatic"]), sender=r["sender"], recipient=r["recipient"],
@@ -82,7 +81,7 @@ def _row(r: sqlite3.Row, with_raw: bool) -> OutboxRow:
 
 async def enqueue(db: Database, mail: OutboxMail, stamp: str) -> int:
     """Queue ``mail`` (due at ``stamp``); return its outbox id. Runs in the caller's transaction."""
-    return await db.execute(
+    return await db.insert(
         "INSERT INTO outbox (ticket_id, event, audience, automatic, sender, recipient, message_id, subject, raw,"
         " state, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (mail.ticket_id, mail.event, mail.audience, int(mail.automatic), mail.sender, mail.recipient,
@@ -164,13 +163,13 @@ async def listing(db: Database, state: str | None = None, limit: int | None = 50
     """The newest rows first (without their bytes), optionally only those in ``state``; ``limit`` None: all."""
     where, params = ("WHERE state = ?", [state]) if state else ("", [])
     rows = await db.fetchall(f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY id DESC LIMIT ?",
-                             (*params, -1 if limit is None else limit))
+                             (*params, NO_LIMIT if limit is None else limit))
     return [_row(r, False) for r in rows]
 
 
 async def counts(db: Database) -> dict[str, int]:
     """Rows per state (every state present, zero when none)."""
-    found = {r[0]: r[1] for r in await db.fetchall("SELECT state, count(*) FROM outbox GROUP BY state")}
+    found = {r["state"]: r["n"] for r in await db.fetchall("SELECT state, count(*) AS n FROM outbox GROUP BY state")}
     return {state: int(found.get(state, 0)) for state in STATES}
 
 

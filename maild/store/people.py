@@ -4,16 +4,15 @@ ticket's CC recipients."""
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Iterable, Sequence
 
-from maild.store.db import Database
+from maild.store.db import NO_LIMIT, Database, Row
 
 ROLES = ("owner", "user", "contact")
 _ADDRESS = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
 
 
-async def client_by_name(db: Database, name: str) -> sqlite3.Row | None:
+async def client_by_name(db: Database, name: str) -> Row | None:
     return await db.fetchone("SELECT * FROM clients WHERE lower(name) = lower(?)", (name,))
 
 
@@ -27,7 +26,7 @@ async def add_person(db: Database, account: str | None, email: str, name: str, r
     assert account and role in ROLES
     client = await client_by_name(db, account)
     if client is None:
-        client_id = await db.execute("INSERT INTO clients (name, created_at) VALUES (?, ?)", (account, stamp))
+        client_id = await db.insert("INSERT INTO clients (name, created_at) VALUES (?, ?)", (account, stamp))
     else:
         client_id = client["id"]
     if role == "owner":  # one owner per account: a new owner makes the old one an authorised user
@@ -41,7 +40,7 @@ async def add_person(db: Database, account: str | None, email: str, name: str, r
     return f"{role} of {account}"
 
 
-async def accounts_of(db: Database, email: str) -> list[sqlite3.Row]:
+async def accounts_of(db: Database, email: str) -> list[Row]:
     """(client_id, role) for every account ``email`` belongs to."""
     return await db.fetchall("SELECT client_id, role FROM client_people WHERE email = ?", (email.lower(),))
 
@@ -50,12 +49,12 @@ async def is_registered(db: Database, email: str) -> bool:
     return await db.fetchone("SELECT 1 FROM registered_users WHERE email = ?", (email.lower(),)) is not None
 
 
-async def listing(db: Database, limit: int | None = None) -> list[sqlite3.Row]:
+async def listing(db: Database, limit: int | None = None) -> list[Row]:
     """Account people, then registered users, by account, role and address; ``limit`` None: all."""
     return await db.fetchall(
         "SELECT c.name AS account, p.email, p.name, p.role FROM client_people p JOIN clients c ON c.id = p.client_id"
         " UNION ALL SELECT NULL, email, name, 'registered' FROM registered_users ORDER BY 1, 4, 2 LIMIT ?",
-        (-1 if limit is None else limit,))
+        (NO_LIMIT if limit is None else limit,))
 
 
 def normalise_address(address: str) -> str:
@@ -83,13 +82,13 @@ async def remove_cc(db: Database, ticket_id: int, addresses: Iterable[str]) -> N
         await db.execute("DELETE FROM cc_recipients WHERE ticket_id = ? AND address = ?", (ticket_id, address.lower()))
 
 
-async def cc_list(db: Database, ticket_id: int) -> list[sqlite3.Row]:
+async def cc_list(db: Database, ticket_id: int) -> list[Row]:
     """The ticket's CC recipients with their state (confirmed | pending)."""
     return await db.fetchall("SELECT address, state, added_by FROM cc_recipients WHERE ticket_id = ? ORDER BY address",
                              (ticket_id,))
 
 
-async def on_ticket(db: Database, ticket: sqlite3.Row, address: str) -> bool:
+async def on_ticket(db: Database, ticket: Row, address: str) -> bool:
     """Is ``address`` one of the ticket's own people: the address that opened it, or a confirmed CC recipient
     (a pending one, from a From nobody verified, counts only once staff confirm it)?"""
     address = address.lower()
@@ -102,7 +101,7 @@ async def is_cc(db: Database, ticket_id: int, address: str) -> bool:
                              (ticket_id, address.lower())) is not None
 
 
-async def ticket_people(db: Database, tickets: Sequence[tuple[int, int | None]]) -> list[sqlite3.Row]:
+async def ticket_people(db: Database, tickets: Sequence[tuple[int, int | None]]) -> list[Row]:
     """In one query, the client-side people of each (ticket id, client account id), per ticket
     (``for_ticket``): the account's (``role`` owner/user/contact, with names) and the ticket's CC recipients
     (``role`` cc, ``state`` confirmed or pending)."""

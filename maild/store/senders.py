@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
-
-from maild.store.db import Database
+from maild.store.db import NO_LIMIT, Database, Row
 
 
 def ban_patterns(address: str) -> list[str]:
@@ -15,7 +13,7 @@ def ban_patterns(address: str) -> list[str]:
     return list(dict.fromkeys([addr, plain, f"*@{domain}"])) if domain else [addr]
 
 
-async def banned(db: Database, addresses: list[str]) -> tuple[str, sqlite3.Row] | None:
+async def banned(db: Database, addresses: list[str]) -> tuple[str, Row] | None:
     """The first of ``addresses`` on the ban list, with its ban; one query for them all."""
     by_pattern: dict[str, str] = {}
     for address in addresses:
@@ -47,9 +45,10 @@ async def unban(db: Database, pattern: str) -> bool:
         return bool(await db.execute("DELETE FROM banned_senders WHERE pattern = ?", (pattern.lower(),)))
 
 
-async def bans(db: Database, limit: int | None = None) -> list[sqlite3.Row]:
+async def bans(db: Database, limit: int | None = None) -> list[Row]:
     """The ban list by pattern; ``limit`` None: all."""
-    return await db.fetchall("SELECT * FROM banned_senders ORDER BY pattern LIMIT ?", (-1 if limit is None else limit,))
+    return await db.fetchall("SELECT * FROM banned_senders ORDER BY pattern LIMIT ?",
+                             (NO_LIMIT if limit is None else limit,))
 
 
 async def record_bounce(db: Database, address: str, status: str, diagnostic: str, ticket_id: int | None,

@@ -3,32 +3,32 @@ want, signatures, and the tickets they watch."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 
-from maild.store.db import Database
+from maild.store.db import NO_LIMIT, Database, Row
 
 
-async def by_username(db: Database, username: str) -> sqlite3.Row | None:
+async def by_username(db: Database, username: str) -> Row | None:
     return await db.fetchone("SELECT * FROM staff WHERE lower(username) = lower(?)", (username,))
 
 
-async def by_email(db: Database, email: str) -> sqlite3.Row | None:
+async def by_email(db: Database, email: str) -> Row | None:
     return await db.fetchone("SELECT * FROM staff WHERE email = ?", (email.strip().lower(),))
 
 
-async def by_id(db: Database, staff_id: int) -> sqlite3.Row | None:
+async def by_id(db: Database, staff_id: int) -> Row | None:
     return await db.fetchone("SELECT * FROM staff WHERE id = ?", (staff_id,))
 
 
-async def with_access(db: Database, names: Iterable[str], department_id: int) -> list[sqlite3.Row]:
+async def with_access(db: Database, names: Iterable[str], department_id: int) -> list[Row]:
     """The staff among usernames ``names`` who may see the department's tickets (admins and its members)."""
     wanted = sorted({n.lower() for n in names})
     if not wanted:
         return []
     return await db.fetchall(
-        f"SELECT s.* FROM staff s WHERE lower(s.username) IN ({','.join('?' * len(wanted))}) AND (s.is_admin"
-        " OR EXISTS (SELECT 1 FROM staff_departments x WHERE x.staff_id = s.id AND x.department_id = ? AND x.member))",
+        f"SELECT s.* FROM staff s WHERE lower(s.username) IN ({','.join('?' * len(wanted))}) AND (s.is_admin = 1"
+        " OR EXISTS (SELECT 1 FROM staff_departments x WHERE x.staff_id = s.id AND x.department_id = ?"
+        " AND x.member = 1))",
         (*wanted, department_id))
 
 
@@ -38,7 +38,7 @@ async def save(db: Database, *, email: str, username: str, name: str | None, is_
     email = email.strip().lower()
     row = await db.fetchone("SELECT * FROM staff WHERE email = ?", (email,))
     if row is None:
-        return await db.execute(
+        return await db.insert(
             "INSERT INTO staff (email, name, username, is_admin, signature, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             (email, name or "", username, int(bool(is_admin)), signature or "", stamp))
     await update(db, row["id"], username=username, name=name, is_admin=is_admin, signature=signature)
@@ -75,15 +75,15 @@ async def departments_of(db: Database, staff_id: int) -> tuple[set[int], set[int
     return ({r["department_id"] for r in rows if r["member"]}, {r["department_id"] for r in rows if r["notify"]})
 
 
-async def listing(db: Database, limit: int | None = None) -> list[sqlite3.Row]:
+async def listing(db: Database, limit: int | None = None) -> list[Row]:
     """Staff members by username, with their departments; ``limit`` None: all."""
     return await db.fetchall(
         "SELECT s.*,"
         " (SELECT group_concat(d.name, ',') FROM staff_departments x JOIN departments d ON d.id = x.department_id"
-        "  WHERE x.staff_id = s.id AND x.member) AS departments,"
+        "  WHERE x.staff_id = s.id AND x.member = 1) AS departments,"
         " (SELECT group_concat(d.name, ',') FROM staff_departments x JOIN departments d ON d.id = x.department_id"
-        "  WHERE x.staff_id = s.id AND x.notify) AS notify"
-        " FROM staff s ORDER BY s.username LIMIT ?", (-1 if limit is None else limit,))
+        "  WHERE x.staff_id = s.id AND x.notify = 1) AS notify"
+        " FROM staff s ORDER BY s.username LIMIT ?", (NO_LIMIT if limit is None else limit,))
 
 
 async def watch(db: Database, ticket_id: int, staff_id: int) -> bool:
@@ -95,13 +95,13 @@ async def unwatch(db: Database, ticket_id: int, staff_id: int) -> bool:
     return bool(await db.execute("DELETE FROM watchers WHERE ticket_id = ? AND staff_id = ?", (ticket_id, staff_id)))
 
 
-async def watchers(db: Database, ticket_id: int) -> list[sqlite3.Row]:
+async def watchers(db: Database, ticket_id: int) -> list[Row]:
     return await db.fetchall(
         "SELECT s.* FROM staff s JOIN watchers w ON w.staff_id = s.id WHERE w.ticket_id = ? ORDER BY s.id",
         (ticket_id,))
 
 
-async def candidates(db: Database, ticket_ids: Sequence[int], ids: Sequence[int]) -> list[sqlite3.Row]:
+async def candidates(db: Database, ticket_ids: Sequence[int], ids: Sequence[int]) -> list[Row]:
     """In one query, every staff member a notification about these tickets may go to, per ticket
     (``for_ticket``): its watchers (``watching``), its department's members who want its mail
     (``dept_notify``), and the members ``ids`` (flagged, assigned, mentioned); ``can_see``: an admin or a
@@ -114,10 +114,10 @@ async def candidates(db: Database, ticket_ids: Sequence[int], ids: Sequence[int]
         "SELECT t.id AS for_ticket, s.*,"
         " EXISTS (SELECT 1 FROM watchers w WHERE w.ticket_id = t.id AND w.staff_id = s.id) AS watching,"
         " EXISTS (SELECT 1 FROM staff_departments x WHERE x.staff_id = s.id AND x.department_id = t.department_id"
-        "  AND x.notify AND (x.member OR s.is_admin)) AS dept_notify,"
-        " (s.is_admin OR EXISTS (SELECT 1 FROM staff_departments x WHERE x.staff_id = s.id"
-        "  AND x.department_id = t.department_id AND x.member)) AS can_see"
+        "  AND x.notify = 1 AND (x.member = 1 OR s.is_admin = 1)) AS dept_notify,"
+        " (s.is_admin = 1 OR EXISTS (SELECT 1 FROM staff_departments x WHERE x.staff_id = s.id"
+        "  AND x.department_id = t.department_id AND x.member = 1)) AS can_see"
         " FROM tickets t JOIN staff s ON s.id IN (SELECT staff_id FROM watchers WHERE ticket_id = t.id)"
-        " OR s.id IN (SELECT staff_id FROM staff_departments WHERE department_id = t.department_id AND notify)"
+        " OR s.id IN (SELECT staff_id FROM staff_departments WHERE department_id = t.department_id AND notify = 1)"
         f" OR s.id IN ({extra_marks})"
         f" WHERE t.id IN ({','.join('?' * len(tids))}) ORDER BY t.id, s.id", (*extra, *tids))

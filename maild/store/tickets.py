@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from maild.store.db import Database
+from maild.store.db import NO_LIMIT, Conflict, Database, Row
 
 OPEN = "Open"
 ANSWERED = "Answered"
@@ -43,22 +42,22 @@ async def create(
     stamp: str,
 ) -> int:
     try:
-        return await db.execute(
+        return await db.insert(
             "INSERT INTO tickets (tid, subject, status, priority, department_id, client_email, client_name, client_id,"
             " created_at, updated_at, last_reply_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (tid, subject, status, priority, department_id, client_email, client_name, client_id, stamp, stamp, stamp),
         )
-    except sqlite3.IntegrityError as exc:
-        if "tickets.tid" in str(exc):
+    except Conflict as exc:
+        if exc.on("tickets", "tid"):
             raise TidTaken(tid) from None
         raise
 
 
-async def get(db: Database, ticket_id: int) -> sqlite3.Row | None:
+async def get(db: Database, ticket_id: int) -> Row | None:
     return await db.fetchone(f"{SELECT} WHERE t.id = ?", (ticket_id,))
 
 
-async def get_many(db: Database, ids: Sequence[int]) -> dict[int, sqlite3.Row]:
+async def get_many(db: Database, ids: Sequence[int]) -> dict[int, Row]:
     wanted = sorted(set(ids))
     if not wanted:
         return {}
@@ -66,11 +65,11 @@ async def get_many(db: Database, ids: Sequence[int]) -> dict[int, sqlite3.Row]:
     return {r["id"]: r for r in rows}
 
 
-async def by_tid(db: Database, tid: str) -> sqlite3.Row | None:
+async def by_tid(db: Database, tid: str) -> Row | None:
     return await db.fetchone(f"{SELECT} WHERE t.tid = ?", (tid,))
 
 
-async def resolve_merged(db: Database, ticket: sqlite3.Row) -> sqlite3.Row:
+async def resolve_merged(db: Database, ticket: Row) -> Row:
     """Follow ``merged_into`` to the ticket that lives on (a merge keeps old links working)."""
     seen = {ticket["id"]}
     while ticket["merged_into"] is not None and ticket["merged_into"] not in seen:
@@ -83,7 +82,7 @@ async def resolve_merged(db: Database, ticket: sqlite3.Row) -> sqlite3.Row:
 
 
 async def by_mail_ids(db: Database, message_ids: Sequence[str], direction: str | None = None
-                      ) -> sqlite3.Row | None:
+                      ) -> Row | None:
     """The ticket of the latest of ``message_ids`` that we know (References list the oldest first);
     with ``direction="out"``, only among the Message-IDs of mail we sent."""
     wanted = list(dict.fromkeys(message_ids))[-100:]  # a hostile References header can be huge
@@ -162,15 +161,15 @@ async def log_event(
     )
 
 
-async def events(db: Database, ticket_id: int) -> list[sqlite3.Row]:
+async def events(db: Database, ticket_id: int) -> list[Row]:
     return await db.fetchall("SELECT * FROM ticket_log WHERE ticket_id = ? ORDER BY id", (ticket_id,))
 
 
-async def listing(db: Database, status: str | None = None, limit: int | None = None) -> list[sqlite3.Row]:
+async def listing(db: Database, status: str | None = None, limit: int | None = None) -> list[Row]:
     """Tickets (not merged away), the most recent activity first; ``limit`` None: all."""
     where, params = "WHERE t.merged_into IS NULL", []
     if status:
         where += " AND lower(t.status) = lower(?)"
         params.append(status)
     return await db.fetchall(f"{SELECT} {where} ORDER BY t.last_reply_at DESC LIMIT ?",
-                             (*params, -1 if limit is None else limit))
+                             (*params, NO_LIMIT if limit is None else limit))

@@ -1,0 +1,279 @@
+"""The PostgreSQL engine (asyncpg): for several ticketd nodes on one database.
+
+The query modules' SQL is shared with SQLite: ``?`` placeholders become ``$1, $2...`` here (once per
+statement text, cached), and the few SQLite functions the shared SQL uses (``instr``, ``group_concat``) are
+defined by the first migration. Migrations are numbered like SQLite's and recorded in ``schema_version``;
+nodes starting together migrate one at a time under an advisory lock.
+
+Write transactions take one transaction-scoped advisory lock (:data:`WRITE_LOCK`), so writers are serialised
+across nodes as SQLite serialises them across processes: every invariant that held on SQLite holds here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from maild.store.db import POSTGRES, Database, DatabaseURL, Row, WriteGate
+from maild.store.errors import Conflict, SchemaError, StorageError, Transient
+
+if TYPE_CHECKING:
+    import asyncpg
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATION_LOCK = 0x7469636B  # 'tick': one node migrates at a time
+WRITE_LOCK = 0x74696377      # 'ticw': held by every write transaction until it ends
+CONNECT_TIMEOUT = 10.0
+
+_KEY_COLUMNS = re.compile(r"Key \(([^)]*)\)=")
+
+
+def migration_files() -> list[tuple[int, Path]]:
+    return sorted((int(p.name.split("_", 1)[0]), p) for p in MIGRATIONS.glob("*.sql"))
+
+
+def schema_version() -> int:
+    return migration_files()[-1][0]
+
+
+_cache: dict[str, str] = {}
+
+
+def placeholders(sql: str) -> str:
+    """``?`` → ``$n`` outside quoted strings and identifiers."""
+    done = _cache.get(sql)
+    if done is not None:
+        return done
+    out: list[str] = []
+    n = 0
+    quote = ""
+    for ch in sql:
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in ("'", '"'):
+            quote = ch
+        elif ch == "?":
+            n += 1
+            out.append(f"${n}")
+            continue
+        out.append(ch)
+    done = "".join(out)
+    if len(_cache) < 4096:
+        _cache[sql] = done
+    return done
+
+
+def translate(exc: BaseException) -> BaseException:
+    """The engine-neutral error for an asyncpg one (others pass through)."""
+    import asyncpg.exceptions as pg
+
+    if isinstance(exc, pg.UniqueViolationError):
+        match = _KEY_COLUMNS.search(exc.detail or "")
+        columns = tuple(c.strip().strip('"') for c in match.group(1).split(",")) if match else ()
+        return Conflict(str(exc), exc.table_name or "", columns)
+    transient = (pg.TransactionRollbackError, pg.LockNotAvailableError, pg.PostgresConnectionError,
+                 pg.OperatorInterventionError, pg.InsufficientResourcesError, pg.InterfaceError,
+                 pg.CannotConnectNowError, ConnectionError, asyncio.TimeoutError, OSError)
+    if isinstance(exc, transient):
+        return Transient(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, (pg.PostgresError, pg.InterfaceError)):
+        return StorageError(str(exc))
+    return exc
+
+
+async def _connect(url: DatabaseURL, timeout: float) -> asyncpg.Connection:
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(url.dsn, password=url.password(), timeout=timeout)
+    except Exception as exc:  # asyncpg raises OSError, TimeoutError, PostgresError...
+        err = translate(exc)
+        if err is exc or not isinstance(err, StorageError):
+            raise Transient(f"cannot connect to {url.display}: {exc}") from exc
+        raise type(err)(f"cannot connect to {url.display}: {err}") from exc
+    try:
+        await _migrate(conn)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+def _split(sql: str) -> list[str]:
+    """A migration's statements: split at ``;`` line ends (our migrations keep one statement per ``;``
+    at the end of a line; function bodies use dollar quotes with no such line inside)."""
+    parts, buf = [], []
+    for line in sql.splitlines():
+        buf.append(line)
+        if line.rstrip().endswith(";") and not line.lstrip().startswith("--"):
+            text = "\n".join(buf).strip()
+            if text:
+                parts.append(text)
+            buf = []
+    if "\n".join(buf).strip(" \n;"):
+        parts.append("\n".join(buf))
+    return parts
+
+
+async def _migrate(conn: asyncpg.Connection) -> int:
+    import asyncpg
+
+    latest = schema_version()
+    try:
+        current = await conn.fetchval("SELECT max(version) FROM schema_version")
+    except asyncpg.UndefinedTableError:
+        current = 0
+    current = current or 0
+    if current > latest:
+        raise SchemaError(f"database schema version {current} is newer than this ticketd ({latest})")
+    if current == latest:
+        return current
+    await conn.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
+                           " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+        for number, path in migration_files():
+            if number <= current:
+                continue
+            try:
+                async with conn.transaction():
+                    for statement in _split(path.read_text()):
+                        await conn.execute(statement)
+                    await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
+            except asyncpg.PostgresError as exc:
+                raise SchemaError(f"migration {path.name} failed: {exc}") from exc
+            current = number
+    finally:
+        await conn.execute(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+    return current
+
+
+class PostgresDatabase(Database):
+    """One asyncpg connection; statements from several tasks are taken one at a time, as aiosqlite does."""
+
+    engine = POSTGRES
+
+    def __init__(self, conn: asyncpg.Connection, url: DatabaseURL, gate: WriteGate | None) -> None:
+        super().__init__(url, gate)
+        self.conn = conn
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, url: DatabaseURL, gate: WriteGate | None = None) -> PostgresDatabase:
+        return cls(await _connect(url, CONNECT_TIMEOUT), url, gate)
+
+    async def another(self, inline: bool = False) -> PostgresDatabase:
+        return await PostgresDatabase.open(self.url, self.gate)
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            async with self._lock:
+                records = await self.conn.fetch(placeholders(sql), *params)
+        except Exception as exc:
+            raise translate(exc) from exc
+        return [Row(r.items()) for r in records]
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        try:
+            async with self._lock:
+                return await self.conn.fetchval(placeholders(sql), *params)
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            async with self._lock:
+                status = await self.conn.execute(placeholders(sql), *params)
+        except Exception as exc:
+            raise translate(exc) from exc
+        last = status.rsplit(" ", 1)[-1]
+        return int(last) if last.isdigit() else 0
+
+    async def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            async with self._lock:
+                found = await self.conn.fetchval(placeholders(sql) + " RETURNING id", *params)
+        except Exception as exc:
+            raise translate(exc) from exc
+        return int(found or 0)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            try:
+                async with self._lock:
+                    await self.conn.executemany(placeholders(sql), rows)
+            except Exception as exc:
+                raise translate(exc) from exc
+
+    async def _run_plain(self, sql: str) -> None:
+        try:
+            async with self._lock:
+                await self.conn.execute(sql)
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    async def _begin(self) -> None:
+        await self._run_plain(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+
+    async def _commit(self) -> None:
+        try:
+            await self._run_plain("COMMIT")
+        except BaseException:
+            if self.conn.is_in_transaction():
+                try:
+                    await self._run_plain("ROLLBACK")
+                except Exception:  # the connection may be gone; its transaction is gone with it
+                    pass
+            raise
+
+    async def _rollback(self) -> None:
+        if not self.conn.is_closed():
+            await self._run_plain("ROLLBACK")
+
+
+class PostgresSyncWriter:
+    """``ticketd pipe``'s connection: asyncpg in a small event loop of its own."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, conn: asyncpg.Connection) -> None:
+        self.loop = loop
+        self.conn = conn
+
+    @classmethod
+    def connect(cls, url: DatabaseURL, timeout: float) -> PostgresSyncWriter:
+        loop = asyncio.new_event_loop()
+        try:
+            conn = loop.run_until_complete(_connect(url, timeout))
+        except BaseException:
+            loop.close()
+            raise
+        return cls(loop, conn)
+
+    def insert_committed(self, sql: str, params: Sequence[Any]) -> int:
+        async def run() -> int:
+            async with self.conn.transaction():
+                return int(await self.conn.fetchval(placeholders(sql) + " RETURNING id", *params))
+
+        try:
+            return self.loop.run_until_complete(run())
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    def close(self) -> None:
+        try:
+            self.loop.run_until_complete(self.conn.close(timeout=2))
+        except Exception:  # closing is best effort: the row is committed or not already
+            pass
+        finally:
+            self.loop.close()
