@@ -199,7 +199,8 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
                 from maild.receive.imap import ImapService
 
                 imap = ImapService(settings.imap, app.db.another, settings.mail.max_message_size,
-                                   app.clock, app.worker.wake)
+                                   app.clock, app.worker.wake, lease_seconds=settings.database.lease_seconds,
+                                   node=settings.database.node)
                 await imap.start()
                 log.info("imap started", extra={"kv": {"accounts": ",".join(a.name for a in settings.imap)}})
             if settings.worker.process:

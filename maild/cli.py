@@ -169,6 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("check-config", "validate the configuration and print the effective settings")
 
+    p = command("migrate-db", "copy the whole install to another database (SQLite to PostgreSQL), verified",
+                "Copy every table from --from to --to (creating the target's schema), then verify row counts and"
+                " content hashes table by table. Stop every ticketd first. Exit 0 verified; 65 the target holds"
+                " data (see --force); 70 the copy did not verify; 75 a database cannot be reached.")
+    p.add_argument("--from", dest="source", required=True, metavar="URL",
+                   help="the database now in use, e.g. sqlite:///ticketd.sqlite3 (relative to the state directory)")
+    p.add_argument("--to", dest="target", required=True, metavar="URL",
+                   help="the new database, e.g. postgresql://ticketd@db.example:5432/ticketd")
+    p.add_argument("--force", action="store_true", help="delete what the target holds before the copy")
+    p.add_argument("--json", action="store_true", help="print the tables' counts and hashes as JSON")
+
     p = command("import-log", "the mail import log: one row per received message",
                 "List the mail import log, newest first; 'show ID' for one entry.")
     p.add_argument("--outcome", metavar="X",

@@ -278,6 +278,10 @@ class DatabaseSettings:
     ``postgresql://USER@HOST:PORT/DB`` (password from ``?password_file=PATH``, ``PGPASSWORD`` or ``~/.pgpass``)."""
 
     url: str = setting("sqlite:///ticketd.sqlite3", str, _database_url)
+    # Several nodes: how long the work a node took (spool and outbox rows, an IMAP mailbox) stays its own
+    # without renewal, i.e. how soon a node that died has its work taken over.
+    lease_seconds: int = setting(60, int, _range(2, 3600))
+    node: str = setting("", str)   # this node's name among several (default: the host name)
 
 
 @dataclass(frozen=True)

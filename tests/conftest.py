@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import Instance
+from tests.helpers import Instance, PgReader
 from tests.relay import relay  # noqa: F401  (the SMTP relay fixture, for everyone's tests)
 
 ENGINES = ("sqlite", "postgres")
@@ -14,11 +15,26 @@ ENGINES = ("sqlite", "postgres")
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests marked ``both_engines`` (a module's ``pytestmark``, or one test) run once per storage engine,
     through the ``engine`` fixture that ``instance``, ``daemon`` and ``database_url`` depend on; the others
-    run on SQLite only, as do tests marked ``sqlite_only`` (they read the SQLite file itself)."""
+    run on SQLite only, as do tests marked ``sqlite_only`` (they read the SQLite file itself).
+    ``TICKETD_TEST_ENGINES=postgres`` (or ``sqlite,postgres``) runs every test that can on those engines."""
     node = metafunc.definition
-    if "engine" in metafunc.fixturenames and node.get_closest_marker("both_engines") \
-            and not node.get_closest_marker("sqlite_only"):
+    if "engine" not in metafunc.fixturenames or node.get_closest_marker("sqlite_only"):
+        return
+    forced = [e for e in os.environ.get("TICKETD_TEST_ENGINES", "").split(",") if e]
+    if forced:
+        unknown = set(forced) - set(ENGINES)
+        assert not unknown, f"TICKETD_TEST_ENGINES: unknown engine(s) {unknown}; use {', '.join(ENGINES)}"
+        metafunc.parametrize("engine", forced, indirect=True)
+    elif node.get_closest_marker("both_engines"):
         metafunc.parametrize("engine", ENGINES, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def _close_pg_readers() -> Iterator[None]:
+    """Instances made by a module's own fixtures are not closed by them: their PostgreSQL readers are here."""
+    yield
+    for reader in list(PgReader.live):
+        reader.close()
 
 
 @pytest.fixture

@@ -75,12 +75,26 @@ def query(db_path: Path, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         conn.close()
 
 
+class PgRow(tuple):
+    """A row as tests read sqlite3.Row: by name or by position, iterated as values, ``dict(row)``."""
+
+    names: dict[str, int]
+
+    def __getitem__(self, key):
+        return super().__getitem__(self.names[key] if isinstance(key, str) else key)
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+
 class PgReader:
     """Synchronous queries on a PostgreSQL database for tests (which may run inside an event loop): asyncpg
-    on a thread with a loop of its own. Rows are dicts; ``?`` placeholders as in the store's SQL."""
+    on a thread with a loop of its own. Rows are :class:`PgRow`; ``?`` placeholders as in the store's SQL."""
 
     class Missing(Exception):
         """The schema is not there yet (the daemon has not migrated)."""
+
+    live: set[PgReader] = set()   # closed after each test (tests/conftest.py), whoever opened them
 
     def __init__(self, url: str) -> None:
         import asyncio
@@ -91,28 +105,36 @@ class PgReader:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.conn = None
+        PgReader.live.add(self)
 
     def _run(self, coro):
         import asyncio
 
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
 
-    def query(self, sql: str, params: tuple = ()) -> list[dict]:
+    def query(self, sql: str, params: tuple = ()) -> list[PgRow]:
         import asyncpg
 
         from maild.store.postgres.engine import placeholders
 
-        async def run() -> list[dict]:
+        async def run() -> list[PgRow]:
             if self.conn is None:
                 self.conn = await asyncpg.connect(self.url)
             try:
-                return [dict(r.items()) for r in await self.conn.fetch(placeholders(sql), *params)]  # also writes
+                records = await self.conn.fetch(placeholders(sql), *params)  # also writes
             except asyncpg.UndefinedTableError as exc:
                 raise PgReader.Missing(str(exc)) from exc
+            rows = []
+            for r in records:
+                row = PgRow(r.values())
+                row.names = {k: i for i, k in enumerate(r.keys())}
+                rows.append(row)
+            return rows
 
         return self._run(run())
 
     def close(self) -> None:
+        PgReader.live.discard(self)
         if self.conn is not None:
             self._run(self.conn.close())
         self.loop.call_soon_threadsafe(self.loop.stop)

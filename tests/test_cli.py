@@ -108,6 +108,7 @@ def test_missing_config_file(tmp_path):
     assert proc.returncode == 78 and b"none.toml" in proc.stderr and b"not found" in proc.stderr
 
 
+@pytest.mark.sqlite_only   # the failure is injected with a SQLite trigger
 def test_import_log_filters_show_and_reprocess_of_a_failure(instance: Instance):
     # A real failure inside the pipeline: a trigger makes ticket creation abort for one subject.
     instance.cli("pipe", input=make_mail(subject="fine").as_bytes())

@@ -18,12 +18,14 @@ from maild.spool import Incoming
 from maild.spoolwriter import spool_many
 from tests.helpers import Instance, make_mail
 
+pytestmark = pytest.mark.both_engines  # the pipeline and the desk on SQLite and on PostgreSQL
+
 CLIENT = "alice@client.example"
 
 
 @pytest.fixture
-def desk(tmp_path: Path) -> Instance:
-    inst = Instance(tmp_path)
+def desk(tmp_path: Path, database_url: str) -> Instance:
+    inst = Instance(tmp_path, database_url=database_url)
     inst.cli("staff", "add", "ann@helpdesk.example", "--name", "Ann Admin", "--admin")
     inst.cli("staff", "add", "ben@helpdesk.example", "--name", "Ben Billing", "--departments", "Billing")
     return inst

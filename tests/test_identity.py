@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers import Instance, make_mail
 
+pytestmark = pytest.mark.both_engines  # the pipeline and the desk on SQLite and on PostgreSQL
+
 POLICIES = """
 [[departments]]
 name = "Partners"
@@ -26,8 +28,9 @@ closed_replies = "new_ticket"
 
 
 @pytest.fixture
-def desk(tmp_path: Path) -> Instance:
-    inst = Instance(tmp_path, extra_config=POLICIES, mail_extra='trusted_authserv_ids = ["mx.helpdesk.example"]')
+def desk(tmp_path: Path, database_url: str) -> Instance:
+    inst = Instance(tmp_path, extra_config=POLICIES, mail_extra='trusted_authserv_ids = ["mx.helpdesk.example"]',
+                    database_url=database_url)
     inst.cli("clients", "add", "owner@acme.example", "--account", "Acme", "--name", "Olivia Owner")
     inst.cli("clients", "add", "user@acme.example", "--account", "Acme", "--role", "user")
     inst.cli("clients", "add", "contact@acme.example", "--account", "Acme", "--role", "contact")

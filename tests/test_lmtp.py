@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import smtplib
 
+import pytest
+
 from tests.helpers import Instance, make_mail
+
+pytestmark = pytest.mark.both_engines  # the pipeline and the desk on SQLite and on PostgreSQL
 
 
 def test_lmtp_answers_per_recipient(daemon: Instance):

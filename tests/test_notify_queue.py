@@ -8,12 +8,16 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from maild import config
 from maild.app import App
 from maild.desk.events import Actor, Event, EventKind
 from maild.notify.follow import Notifier
 from maild.store import outbox
 from tests.helpers import Instance, make_mail
+
+pytestmark = pytest.mark.both_engines  # the pipeline and the desk on SQLite and on PostgreSQL
 
 STAFF = "dora@helpdesk.example"
 

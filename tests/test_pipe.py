@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import ROOT, TICKETD, Instance, make_mail
+
+pytestmark = pytest.mark.both_engines  # the pipeline on SQLite and on PostgreSQL
 
 
 def _read_only(cmd: list[str], directory: str) -> list[str]:
@@ -67,6 +72,7 @@ def test_pipe_accepts_malformed_mail(instance: Instance, payload: bytes):
     assert "failed" not in out["outcomes"]
 
 
+@pytest.mark.sqlite_only
 def test_pipe_exit_75_when_state_dir_is_read_only(instance: Instance):
     msg = make_mail().as_bytes()
     instance.state.mkdir()
@@ -107,13 +113,38 @@ def test_pipe_retry_is_a_duplicate(instance: Instance):
 
 
 def test_pipe_imports_nothing_heavy(instance: Instance):
-    """An MTA runs ``ticketd pipe`` once per message: it must not pay for the daemon's imports (asyncio,
-    aiosqlite, the parsers). The speed itself is measured by benchmarks/ingest.py (e)."""
+    """An MTA runs ``ticketd pipe`` once per message: it must not pay for the daemon's imports (aiosqlite,
+    the parsers; asyncio too on SQLite, while PostgreSQL's asyncpg needs it). The speed itself is measured
+    by benchmarks/ingest.py (e)."""
     proc = subprocess.run([*TICKETD[:1], "-X", "importtime", *TICKETD[1:], "--config", str(instance.config),
                            "pipe"], input=make_mail().as_bytes(), capture_output=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.decode().splitlines() if "|" in line}
     assert "maild.spool" in imported  # the listing is real
-    heavy = sorted(m for m in imported if m.split(".")[0] in ("asyncio", "aiosqlite", "mailparser", "magic",
-                                                                   "nh3", "imapclient", "aiosmtpd"))
+    daemons = {"aiosqlite", "mailparser", "magic", "nh3", "imapclient", "aiosmtpd", "jinja2"}
+    daemons |= {"asyncio", "asyncpg"} if instance.engine == "sqlite" else {"sqlite3", "_sqlite3"}
+    heavy = sorted(m for m in imported if m.split(".")[0] in daemons)
     assert not heavy, heavy
+
+
+def test_pipe_exit_75_when_postgresql_does_not_answer(tmp_path: Path):
+    """A PostgreSQL that refuses connections, or accepts them and never answers: the MTA keeps the mail
+    (exit 75) and the pipe gives up within TICKETD_DB_CONNECT_TIMEOUT."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = closed.getsockname()[1]
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)   # accepts (the kernel does), never speaks
+    try:
+        for port in (refused, silent.getsockname()[1]):
+            (tmp_path / str(port)).mkdir()
+            inst = Instance(tmp_path / str(port), database_url=f"postgresql://ticketd@127.0.0.1:{port}/desk")
+            started = time.monotonic()
+            proc = inst.cli("pipe", input=make_mail().as_bytes(), env={"TICKETD_DB_CONNECT_TIMEOUT": "2"},
+                            check=False)
+            assert proc.returncode == 75, proc.stderr
+            assert b"MTA should retry" in proc.stderr and f"127.0.0.1:{port}/desk".encode() in proc.stderr
+            assert time.monotonic() - started < 30   # bounded by the timeout, not by the MTA's patience
+    finally:
+        silent.close()

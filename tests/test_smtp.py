@@ -9,6 +9,8 @@ import pytest
 
 from tests.helpers import Instance, make_mail
 
+pytestmark = pytest.mark.both_engines  # the pipeline on SQLite and on PostgreSQL
+
 
 def send(inst: Instance, msg, rcpts: list[str] | None = None, sender: str = "alice@client.example") -> tuple:
     with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=30) as smtp:

@@ -20,13 +20,15 @@ import pytest
 from tests.helpers import Instance, make_mail
 from tests.relay import Relay, Transaction
 
+pytestmark = pytest.mark.both_engines  # the pipeline and the desk on SQLite and on PostgreSQL
+
 CLIENT = "alice@client.example"
 STAFF = "sam@helpdesk.example"
 
 
 @pytest.fixture
-def live(tmp_path: Path, relay: Relay) -> Iterator[Instance]:
-    inst = Instance(tmp_path, extra_config=relay.outbound_toml())
+def live(tmp_path: Path, relay: Relay, database_url: str) -> Iterator[Instance]:
+    inst = Instance(tmp_path, extra_config=relay.outbound_toml(), database_url=database_url)
     inst.cli("staff", "add", STAFF, "--name", "Sam Staff", "--notify", "Technical Support")
     inst.cli("staff", "add", "boss@helpdesk.example", "--name", "Bo Boss", "--admin")
     inst.start()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from maild.spool import Incoming
-from maild.store import departments, imap, importlog, inbound, staff, tickets
+from maild.store import departments, imap, importlog, inbound, leases, messages, search, staff, tickets
 from maild.store.db import NO_LIMIT, Conflict, Database, Row, Transient, WriteGate, open_database, parse_url
 from maild.store.errors import StorageError
 from maild.store.postgres import engine as pg_engine
@@ -119,11 +119,10 @@ async def test_the_shared_sql_runs_on_both_engines(db: Database):
         tid_id = await tickets.create(db, tid="123456", subject="s", status="Open", priority="Medium",
                                       department_id=dept["Support"], client_email="a@c.example", client_name="A",
                                       client_id=None, stamp="x")
-        with pytest.raises(tickets.TidTaken):
-            async with db.savepoint():
-                await tickets.create(db, tid="123456", subject="s", status="Open", priority="Medium",
-                                     department_id=dept["Support"], client_email="b@c.example", client_name="B",
-                                     client_id=None, stamp="x")
+        with pytest.raises(tickets.TidTaken):   # and the transaction goes on (no failed statement on PostgreSQL)
+            await tickets.create(db, tid="123456", subject="s", status="Open", priority="Medium",
+                                 department_id=dept["Support"], client_email="b@c.example", client_name="B",
+                                 client_id=None, stamp="x")
         assert await staff.watch(db, tid_id, sam) and not await staff.watch(db, tid_id, sam)
     await imap.reset_folder(db, "acct", "INBOX", 7, "x")
     assert await imap.folder_state(db, "acct", "INBOX") == (7, 0)
@@ -165,6 +164,74 @@ async def _claim(db: Database, key: str, inbound_id: int) -> Row | None:
         return await importlog.claim_key(db, key, inbound_id)
 
 
+async def test_two_nodes_claim_disjoint_spool_rows_and_take_over_a_dead_nodes(db: Database):
+    async with db.transaction():
+        ids = await inbound.insert(db, [Incoming(raw=b"x" * n, source="smtp") for n in range(1, 7)], "x")
+    a = await inbound.pending(db, 4, claim=("node-a", "T10", "T20"))
+    assert [row.id for row, _ in a] == ids[:4] and a[2][1] == b"xxx"
+    b = await inbound.pending(db, 4, claim=("node-b", "T11", "T21"))
+    if db.engine == "sqlite":   # one node by nature: nothing is claimed
+        assert [row.id for row, _ in b] == ids[:4]
+        return
+    assert [row.id for row, _ in b] == ids[4:]                 # not node a's rows
+    assert [row.id for row, _ in await inbound.pending(db, 9, claim=("node-a", "T12", "T22"))] == ids[:4]  # again
+    # Node a dies; once its claim has run out, node b takes its rows.
+    assert await inbound.pending(db, 9, after=ids[-1], claim=("node-b", "T19", "T29")) == []
+    assert [row.id for row, _ in await inbound.pending(db, 9, claim=("node-b", "T23", "T33"))] == ids
+
+
+async def test_a_lease_has_one_holder_until_it_runs_out(db: Database):
+    assert await leases.acquire(db, "scheduler", "a", now="T10", until="T20")
+    assert not await leases.acquire(db, "scheduler", "b", now="T15", until="T25")
+    assert await leases.acquire(db, "scheduler", "a", now="T15", until="T25")      # renewed
+    assert not await leases.acquire(db, "scheduler", "b", now="T24", until="T34")
+    assert await leases.acquire(db, "scheduler", "b", now="T26", until="T36")      # a died: b takes over
+    assert not await leases.release(db, "scheduler", "a")
+    assert [(r["name"], r["holder"], r["taken_at"]) for r in await leases.listing(db)] == [("scheduler", "b", "T26")]
+    assert await leases.release(db, "scheduler", "b") and await leases.listing(db) == []
+
+
+async def test_search_finds_every_word_folding_case_and_accents_and_follows_the_messages(db: Database):
+    dept = await departments.sync(db, ["Support", "Billing"], "x")
+
+    async def ticket(tid: str, department: str, *texts: tuple[str, str]) -> tuple[int, list[int]]:
+        async with db.transaction():
+            ticket_id = await tickets.create(db, tid=tid, subject=texts[0][0], status="Open", priority="Medium",
+                                             department_id=dept[department], client_email="a@c.example",
+                                             client_name="A", client_id=None, stamp=f"2026-01-0{tid[-1]}")
+            ids = [await messages.add(db, ticket_id=ticket_id, kind="reply", author_email="a@c.example",
+                                      author_name="A", badge="Guest", subject=subject, body=body, body_full=body,
+                                      body_html=None, message_id="", inbound_id=None, stamp="x")
+                   for subject, body in texts]
+        return ticket_id, ids
+
+    printer, (p1, p2) = await ticket("100001", "Support", ("Printer on fire", "It smokes."),
+                                     ("Re: Printer on fire", "Now the CAFÉ machine too: problème!"))
+    cafe, (c1,) = await ticket("100002", "Billing", ("Invoice", "Le café était froid, quel problème"))
+
+    async def found(text: str, **kw: object) -> dict[int, tuple[int, ...]]:
+        return {h.ticket_id: h.message_ids for h in await search.search(db, text, **kw)}
+
+    assert await found("printer") == {printer: (p1, p2)}            # a message's subject counts
+    assert await found("smokes") == {printer: (p1,)}
+    assert await found("cafe probleme") == {printer: (p2,), cafe: (c1,)}   # accents and case folded
+    assert [h.ticket_id for h in await search.search(db, "PROBLÈME")] == [cafe, printer]  # latest first
+    assert await found("printer invoice") == {}                    # every word, in one message
+    assert await found("problème", department_ids=[dept["Billing"]]) == {cafe: (c1,)}
+    assert await found("problème", department_ids=[]) == {}
+    assert await found("  ") == {} and await found('"; DROP TABLE messages; --') == {}
+    assert len(await search.search(db, "problème", limit=1)) == 1
+    # The index follows the messages in their own transactions.
+    async with db.transaction():
+        await db.execute("UPDATE messages SET body = ? WHERE id = ?", ("Toner everywhere", p1))
+        await db.execute("UPDATE tickets SET merged_into = ? WHERE id = ?", (printer, cafe))
+    assert await found("toner") == {printer: (p1,)} and await found("smokes") == {}
+    assert await found("froid") == {}                              # merged away
+    async with db.transaction():
+        await db.execute("DELETE FROM messages WHERE id = ?", (p1,))
+    assert await found("toner") == {}
+
+
 def test_both_engines_have_the_same_migrations_and_the_same_tables(tmp_path, pg_server):
     """A migration or a table added for one engine only fails here."""
     assert [n for n, _ in sqlite_schema.migration_files()] == [n for n, _ in pg_engine.migration_files()]
@@ -187,6 +254,8 @@ def test_both_engines_have_the_same_migrations_and_the_same_tables(tmp_path, pg_
 
     pg = asyncio.run(pg_tables())
     pg.pop("schema_version")   # PostgreSQL's record of migrations (SQLite keeps PRAGMA user_version)
+    # The search index is each engine's own (FTS5's tables here, an expression index there).
+    lite = {t: c for t, c in lite.items() if not t.startswith("messages_fts")}
     assert pg == lite
 
 

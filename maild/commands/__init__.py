@@ -20,6 +20,7 @@ MODULES = {
     "clients": "people",
     "staff": "people",
     "outbox": "outbox",
+    "migrate-db": "migrate_db",
 }
 
 

@@ -35,7 +35,7 @@ from maild.notify.tokens import Signer, with_tag
 from maild.notify.transport import MAIL, PERMANENT, Delivery, Envelope, Session, Transport, build_transport, failure
 from maild.pipeline.worker import wait_any
 from maild.store import outbox, tickets
-from maild.store.db import Database, is_transient
+from maild.store.db import Database, is_transient, node_name
 from maild.store.outbox import OutboxRow
 
 if TYPE_CHECKING:
@@ -81,6 +81,9 @@ class OutboxSender:
         self.sessions: list[Session] = [self.transport.session() for _ in range(max(1, self.outbound.connections))]
         self.fetch_limit = max(64, 32 * len(self.sessions))
         self.counts = {SENT: 0, DEFERRED: 0, FAILED: 0}
+        self.node = node_name(settings.database.node)
+        # Rows fetched are this sender's for so long (then another node's: see [database] lease_seconds).
+        self.lease = timedelta(seconds=settings.database.lease_seconds)
         self.commits = 0               # group commits written (counts / commits = attempts per fsync)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -152,8 +155,9 @@ class OutboxSender:
                         async with refill:
                             if not queue and not exhausted:
                                 await self._expand()   # queued events become mail first
-                                queue.extend(await outbox.due(self.db, self.clock.stamp(), self.fetch_limit,
-                                                              in_flight))
+                                now = self.clock.now()
+                                queue.extend(await outbox.due(self.db, clocks.iso(now), self.fetch_limit,
+                                                              in_flight, self.node, clocks.iso(now + self.lease)))
                                 exhausted = not queue
                         if not queue:
                             return

@@ -15,14 +15,16 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
+from maild.clock import iso
 from maild.outcomes import Failed, Outcome
 from maild.pipeline import chain
 from maild.pipeline.context import Env, MessageContext
 from maild.pipeline.parse import ParsedMail
 from maild.pipeline.prepare import Preparer
 from maild.store import importlog, inbound
-from maild.store.db import is_transient
+from maild.store.db import is_transient, node_name
 from maild.store.inbound import InboundRow
 
 log = logging.getLogger("ticketd.pipeline")
@@ -58,6 +60,9 @@ class Worker:
         self._high = 0                 # highest queue id fetched; the next fetch starts above it
         self._next: tuple[list[tuple[InboundRow, bytes]], asyncio.Future] | None = None
         self.processed = 0
+        self.node = node_name(env.settings.database.node)
+        # Spool rows fetched are this node's for so long (then another node's: see [database] lease_seconds).
+        self.lease = timedelta(seconds=env.settings.database.lease_seconds)
         self.listeners: list[Callable[[Result], None]] = []   # told of each outcome once committed
 
     def wake(self) -> None:
@@ -100,7 +105,9 @@ class Worker:
                 return done
 
     async def _fetch(self) -> tuple[list[tuple[InboundRow, bytes]], asyncio.Future] | None:
-        rows = await inbound.pending(self.env.db, self.batch, after=self._high)
+        now = self.env.clock.now()
+        rows = await inbound.pending(self.env.db, self.batch, after=self._high,
+                                     claim=(self.node, iso(now), iso(now + self.lease)))
         if not rows:
             self._high = 0  # next time, look at the whole spool again
             return None

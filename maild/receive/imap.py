@@ -25,15 +25,17 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
-from maild.clock import Clock
+from maild.clock import Clock, iso
 from maild.config import ImapAccount
 from maild.store import imap as store
-from maild.store.db import Database
+from maild.store import leases
+from maild.store.db import Database, node_name
 
 log = logging.getLogger("ticketd.imap")
 
@@ -417,35 +419,79 @@ def _close(client: IMAPClient) -> None:
 
 class ImapService:
     """All accounts' importers, each in its own thread with its own database connection (transactions
-    of one connection cannot interleave), for ``serve`` and ``imap sync``."""
+    of one connection cannot interleave), for ``serve`` and ``imap sync``.
+
+    With ``lease_seconds`` (``serve``), each mailbox is imported by one node at a time: a node runs an
+    account's importer only while it holds the lease ``imap:ACCOUNT`` (renewed every third of that time), and
+    takes over the accounts of a node that died once their leases have run out."""
 
     def __init__(self, accounts: Sequence[ImapAccount], connect: Callable[[], Awaitable[Database]], max_size: int,
-                 clock: Clock, on_spooled: Callable[[], None]) -> None:
+                 clock: Clock, on_spooled: Callable[[], None], lease_seconds: float | None = None,
+                 node: str = "") -> None:
         self.accounts = accounts
         self.connect = connect   # a new connection to the database (sharing the daemon's write gate)
         self.max_size = max_size
         self.clock = clock
         self.on_spooled = on_spooled
-        self.importers: list[Importer] = []
-        self.threads: list[threading.Thread] = []
-        self.dbs: list[Database] = []
+        self.lease_seconds = lease_seconds
+        self.node = node_name(node)
+        self.running: dict[str, tuple[Importer, threading.Thread, Database]] = {}
+        self.keepers: list[asyncio.Task[None]] = []
+        self._lease_db: Database | None = None
+
+    @property
+    def importers(self) -> list[Importer]:
+        return [importer for importer, _, _ in self.running.values()]
 
     async def start(self) -> None:
+        if self.lease_seconds is None:
+            for account in self.accounts:
+                await self._start(account)
+            return
+        self._lease_db = await self.connect()
+        self.keepers = [asyncio.create_task(self._keep(account), name=f"imap-lease-{account.name}")
+                        for account in self.accounts]
+
+    async def _start(self, account: ImapAccount) -> None:
         loop = asyncio.get_running_loop()
         notify = self.on_spooled
 
         def on_spooled() -> None:
             loop.call_soon_threadsafe(notify)
 
-        for account in self.accounts:
-            db = await self.connect()
-            self.dbs.append(db)
-            importer = Importer(account, db, Bridge(loop), self.max_size, self.clock, on_spooled)
-            thread = threading.Thread(target=self._run, args=(importer,), name=f"imap-{account.name}",
-                                      daemon=True)
-            self.importers.append(importer)
-            self.threads.append(thread)
-            thread.start()
+        db = await self.connect()
+        importer = Importer(account, db, Bridge(loop), self.max_size, self.clock, on_spooled)
+        thread = threading.Thread(target=self._run, args=(importer,), name=f"imap-{account.name}", daemon=True)
+        self.running[account.name] = (importer, thread, db)
+        thread.start()
+
+    async def _stop_one(self, name: str, deadline: float) -> None:
+        importer, thread, db = self.running.pop(name)
+        importer.stop.set()
+        await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
+        if not thread.is_alive():
+            await db.close()
+
+    async def _keep(self, account: ImapAccount) -> None:
+        """Hold this account's lease and run its importer while held; give both up when the lease is lost."""
+        assert self._lease_db is not None and self.lease_seconds is not None
+        name, period = f"imap:{account.name}", self.lease_seconds
+        while True:
+            now = self.clock.now()
+            try:
+                held = await leases.acquire(self._lease_db, name, self.node, iso(now),
+                                            iso(now + timedelta(seconds=period)))
+            except Exception as exc:  # the database is away: keep what runs (its lease may still hold)
+                log.warning("imap lease not renewed: %s", exc, extra={"kv": {"account": account.name}})
+                await asyncio.sleep(min(period / 3, 5))
+                continue
+            if held and account.name not in self.running:
+                log.info("imap lease taken", extra={"kv": {"account": account.name, "node": self.node}})
+                await self._start(account)
+            elif not held and account.name in self.running:
+                log.warning("imap lease lost to another node", extra={"kv": {"account": account.name}})
+                await self._stop_one(account.name, time.monotonic() + 30)
+            await asyncio.sleep(period / 3)
 
     @staticmethod
     def _run(importer: Importer) -> None:
@@ -458,12 +504,20 @@ class ImapService:
                 importer.stop.wait(30)
 
     async def stop(self, timeout: float = 30) -> None:
-        for importer in self.importers:
-            importer.stop.set()
+        for keeper in self.keepers:
+            keeper.cancel()
+        await asyncio.gather(*self.keepers, return_exceptions=True)
+        self.keepers = []
         deadline = time.monotonic() + timeout
-        for thread in self.threads:
-            await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
-        for db, thread in zip(self.dbs, self.threads, strict=True):
-            if not thread.is_alive():
-                await db.close()
-        self.importers, self.threads, self.dbs = [], [], []
+        for importer, _, _ in self.running.values():
+            importer.stop.set()
+        for name in list(self.running):
+            await self._stop_one(name, deadline)
+        if self._lease_db is not None:
+            for account in self.accounts:   # another node need not wait for them to run out
+                try:
+                    await leases.release(self._lease_db, f"imap:{account.name}", self.node)
+                except Exception as exc:
+                    log.warning("imap lease not released: %s", exc, extra={"kv": {"account": account.name}})
+            await self._lease_db.close()
+            self._lease_db = None

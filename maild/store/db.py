@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 from maild.store.errors import ConfigurationError, Conflict, NotFound, SchemaError, StorageError, Transient
 
 __all__ = [
-    "NO_LIMIT", "Conflict", "Database", "DatabaseURL", "NotFound", "Row", "SchemaError", "StorageError",
+    "NO_LIMIT", "node_name", "Conflict", "Database", "DatabaseURL", "NotFound", "Row", "SchemaError", "StorageError",
     "Transient", "WriteGate", "connect_sync", "is_transient", "open_database", "parse_url",
 ]
 
@@ -38,6 +38,15 @@ class Row(dict[str, Any]):
     """A row, read by column name (``row["tid"]``): the same type whatever the engine."""
 
     __slots__ = ()
+
+
+def node_name(configured: str = "") -> str:
+    """Who claims rows and leases: ``[database] node``, else this host's name. Stable across restarts, so
+    a node that restarts takes its own claims and leases back at once instead of waiting for them to run
+    out; two nodes on one host must be given different names."""
+    import socket
+
+    return configured or socket.gethostname()
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -172,6 +181,29 @@ class Database(ABC):
     @abstractmethod
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """One statement for many rows, in one trip to the engine."""
+
+    @abstractmethod
+    async def claim_rows(self, table: str, columns: str, where: str, params: Sequence[Any], order: str, limit: int,
+                         node: str, now: str, until: str) -> list[Row]:
+        """Rows of ``table`` (``columns``) matching ``where`` in ``order``, at most ``limit``, that no other
+        node is working on, claimed for ``node`` until ``until``: of several nodes asking at once each gets
+        its own rows, and the rows of a node that died (its claim ran out) go to another. The table has
+        ``claimed_by`` and ``claimed_until`` columns. SQLite, one node by nature, claims nothing."""
+
+    @abstractmethod
+    def text_match(self, text: str) -> tuple[str, list[Any]] | None:
+        """A subquery of the ids of the messages whose subject or text hold every word of ``text`` (case
+        and accents folded), and its parameters; None when ``text`` has no word to look for. The engine's
+        own full-text index answers it (FTS5 on SQLite, text search on PostgreSQL)."""
+
+    @abstractmethod
+    async def tables(self) -> dict[str, list[str]]:
+        """The schema's tables and their columns (the engine's own bookkeeping and index tables left out)."""
+
+    @abstractmethod
+    async def reset_ids(self, table: str) -> None:
+        """After rows were copied in with their ids: new rows get ids above them (PostgreSQL's identity
+        sequence; SQLite needs nothing)."""
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -47,13 +47,15 @@ class InboundRow:
 MAX_BATCH_BYTES = 64 * 1024 * 1024
 
 
-async def pending(db: Database, limit: int, after: int = 0,
-                  max_bytes: int = MAX_BATCH_BYTES) -> list[tuple[InboundRow, bytes]]:
+async def pending(db: Database, limit: int, after: int = 0, max_bytes: int = MAX_BATCH_BYTES,
+                  claim: tuple[str, str, str] = ("", "", "")) -> list[tuple[InboundRow, bytes]]:
     """The oldest rows not yet processed (above queue id ``after``), with their raw bytes: at most
-    ``limit`` rows and, past the first, ``max_bytes`` of mail, so a burst of big mail stays in bounds."""
-    sizes = await db.fetchall(
-        "SELECT id, length(raw) AS n FROM inbound WHERE state = 'new' AND id > ? ORDER BY id LIMIT ?", (after, limit)
-    )
+    ``limit`` rows and, past the first, ``max_bytes`` of mail, so a burst of big mail stays in bounds.
+    ``claim`` (node, now, until): rows another node works on are left out, and those taken are claimed for
+    ``node`` until ``until`` (see :meth:`Database.claim_rows`)."""
+    node, now, until = claim
+    sizes = sorted(await db.claim_rows("inbound", "id, length(raw) AS n", "state = 'new' AND id > ?", (after,),
+                                       "id", limit, node, now, until), key=lambda r: r["id"])
     ids: list[int] = []
     total = 0
     for row in sizes:

@@ -141,17 +141,16 @@ async def automatic_counts(db: Database, recipients: Sequence[str], since: str) 
     return {r["recipient"]: r["n"] for r in rows}
 
 
-async def due(db: Database, now: str, limit: int, exclude: Collection[int] = ()) -> list[OutboxRow]:
+async def due(db: Database, now: str, limit: int, exclude: Collection[int] = (), node: str = "",
+              until: str = "") -> list[OutboxRow]:
     """Queued rows whose time has come (``next_attempt_at <= now``), the longest-waiting first, with their
-    bytes; ``exclude`` leaves out the ids the caller already has in hand."""
+    bytes; ``exclude`` leaves out the ids the caller already has in hand. Rows another node's sender has in
+    hand are left out, and those returned are claimed for ``node`` until ``until``."""
     skip = sorted(exclude)
     marks = f" AND id NOT IN ({','.join('?' * len(skip))})" if skip else ""
-    rows = await db.fetchall(
-        f"SELECT {_COLUMNS}, raw FROM outbox WHERE state = ? AND next_attempt_at <= ?{marks}"
-        " ORDER BY next_attempt_at, id LIMIT ?",
-        (QUEUED, now, *skip, limit),
-    )
-    return [_row(r, True) for r in rows]
+    rows = await db.claim_rows("outbox", f"{_COLUMNS}, raw", f"state = ? AND next_attempt_at <= ?{marks}",
+                               (QUEUED, now, *skip), "next_attempt_at, id", limit, node, now, until or now)
+    return sorted((_row(r, True) for r in rows), key=lambda r: (r.next_attempt_at, r.id))
 
 
 async def get(db: Database, outbox_id: int) -> OutboxRow | None:
@@ -186,7 +185,8 @@ async def mark_sent(db: Database, outbox_ids: Sequence[int], stamp: str) -> None
 async def defer(db: Database, outbox_id: int, error: str, next_attempt_at: str) -> None:
     """A temporary failure: count the attempt, keep the answer, try again at ``next_attempt_at``."""
     await db.execute(
-        "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ? AND state = ?",
+        "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, claimed_by = NULL,"
+        " claimed_until = NULL WHERE id = ? AND state = ?",
         (error, next_attempt_at, outbox_id, QUEUED),
     )
 

@@ -107,7 +107,7 @@ async def ticket_people(db: Database, tickets: Sequence[tuple[int, int | None]])
     (``role`` cc, ``state`` confirmed or pending)."""
     if not tickets:
         return []
-    pairs = ", ".join("(?, ?)" for _ in tickets)
+    pairs = ", ".join("(CAST(? AS BIGINT), CAST(? AS BIGINT))" for _ in tickets)  # typed for PostgreSQL
     params = [v for pair in tickets for v in pair]
     return await db.fetchall(
         f"WITH wanted (tid, cid) AS (VALUES {pairs})"

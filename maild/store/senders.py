@@ -56,8 +56,8 @@ async def record_bounce(db: Database, address: str, status: str, diagnostic: str
     await db.execute(
         "INSERT INTO bounced_addresses (address, status, diagnostic, ticket_id, first_at, last_at)"
         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (address) DO UPDATE SET status = excluded.status,"
-        " diagnostic = excluded.diagnostic, ticket_id = coalesce(excluded.ticket_id, ticket_id),"
-        " bounces = bounces + 1, last_at = excluded.last_at",
+        " diagnostic = excluded.diagnostic, ticket_id = coalesce(excluded.ticket_id, bounced_addresses.ticket_id),"
+        " bounces = bounced_addresses.bounces + 1, last_at = excluded.last_at",
         (address.strip().lower(), status, diagnostic, ticket_id, stamp, stamp),
     )
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from maild.store.db import NO_LIMIT, Conflict, Database, Row
+from maild.store.db import NO_LIMIT, Database, Row
 
 OPEN = "Open"
 ANSWERED = "Answered"
@@ -41,16 +41,15 @@ async def create(
     client_id: int | None,
     stamp: str,
 ) -> int:
-    try:
-        return await db.insert(
-            "INSERT INTO tickets (tid, subject, status, priority, department_id, client_email, client_name, client_id,"
-            " created_at, updated_at, last_reply_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (tid, subject, status, priority, department_id, client_email, client_name, client_id, stamp, stamp, stamp),
-        )
-    except Conflict as exc:
-        if exc.on("tickets", "tid"):
-            raise TidTaken(tid) from None
-        raise
+    # ON CONFLICT, not a caught error: on PostgreSQL a failed statement would abort the whole transaction.
+    ticket_id = await db.insert(
+        "INSERT INTO tickets (tid, subject, status, priority, department_id, client_email, client_name, client_id,"
+        " created_at, updated_at, last_reply_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tid) DO NOTHING",
+        (tid, subject, status, priority, department_id, client_email, client_name, client_id, stamp, stamp, stamp),
+    )
+    if not ticket_id:
+        raise TidTaken(tid)
+    return ticket_id
 
 
 async def get(db: Database, ticket_id: int) -> Row | None:

@@ -29,6 +29,7 @@ WRITE_LOCK = 0x74696377      # 'ticw': held by every write transaction until it 
 CONNECT_TIMEOUT = 10.0
 
 _KEY_COLUMNS = re.compile(r"Key \(([^)]*)\)=")
+_DOLLAR = re.compile(r"\$[A-Za-z_]*\$")
 
 
 def migration_files() -> list[tuple[int, Path]]:
@@ -37,6 +38,14 @@ def migration_files() -> list[tuple[int, Path]]:
 
 def schema_version() -> int:
     return migration_files()[-1][0]
+
+
+def storable(params: Sequence[Any]) -> Sequence[Any]:
+    """PostgreSQL's text cannot hold NUL (mail can, in a subject or a body): stored as U+FFFD instead."""
+    for p in params:
+        if type(p) is str and "\x00" in p:
+            return [v.replace("\x00", "\ufffd") if type(v) is str else v for v in params]
+    return params
 
 
 _cache: dict[str, str] = {}
@@ -104,12 +113,19 @@ async def _connect(url: DatabaseURL, timeout: float) -> asyncpg.Connection:
 
 
 def _split(sql: str) -> list[str]:
-    """A migration's statements: split at ``;`` line ends (our migrations keep one statement per ``;``
-    at the end of a line; function bodies use dollar quotes with no such line inside)."""
-    parts, buf = [], []
+    """A migration's statements: split at a ``;`` that ends a line, outside dollar-quoted bodies
+    (``$$ ... $$``, ``$f$ ... $f$``) and comment lines."""
+    parts, buf, quote = [], [], ""
     for line in sql.splitlines():
         buf.append(line)
-        if line.rstrip().endswith(";") and not line.lstrip().startswith("--"):
+        if not quote and line.lstrip().startswith("--"):
+            continue
+        for tag in _DOLLAR.findall(line):
+            if not quote:
+                quote = tag
+            elif tag == quote:
+                quote = ""
+        if not quote and line.rstrip().endswith(";"):
             text = "\n".join(buf).strip()
             if text:
                 parts.append(text)
@@ -176,7 +192,7 @@ class PostgresDatabase(Database):
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
             async with self._lock:
-                records = await self.conn.fetch(placeholders(sql), *params)
+                records = await self.conn.fetch(placeholders(sql), *storable(params))
         except Exception as exc:
             raise translate(exc) from exc
         return [Row(r.items()) for r in records]
@@ -188,14 +204,14 @@ class PostgresDatabase(Database):
     async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         try:
             async with self._lock:
-                return await self.conn.fetchval(placeholders(sql), *params)
+                return await self.conn.fetchval(placeholders(sql), *storable(params))
         except Exception as exc:
             raise translate(exc) from exc
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         try:
             async with self._lock:
-                status = await self.conn.execute(placeholders(sql), *params)
+                status = await self.conn.execute(placeholders(sql), *storable(params))
         except Exception as exc:
             raise translate(exc) from exc
         last = status.rsplit(" ", 1)[-1]
@@ -204,7 +220,7 @@ class PostgresDatabase(Database):
     async def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
         try:
             async with self._lock:
-                found = await self.conn.fetchval(placeholders(sql) + " RETURNING id", *params)
+                found = await self.conn.fetchval(placeholders(sql) + " RETURNING id", *storable(params))
         except Exception as exc:
             raise translate(exc) from exc
         return int(found or 0)
@@ -213,9 +229,44 @@ class PostgresDatabase(Database):
         if rows:
             try:
                 async with self._lock:
-                    await self.conn.executemany(placeholders(sql), rows)
+                    await self.conn.executemany(placeholders(sql), [storable(r) for r in rows])
             except Exception as exc:
                 raise translate(exc) from exc
+
+    async def claim_rows(self, table: str, columns: str, where: str, params: Sequence[Any], order: str, limit: int,
+                         node: str, now: str, until: str) -> list[Row]:
+        n = len(params)
+        # Rows another node has locked are skipped, not waited for; a claim that ran out is taken over.
+        sql = (f"UPDATE {table} SET claimed_by = ${n + 1}, claimed_until = ${n + 2} WHERE id IN"
+               f" (SELECT id FROM {table} WHERE {placeholders(where)} AND (claimed_until IS NULL"
+               f" OR claimed_until < ${n + 3} OR claimed_by = ${n + 1}) ORDER BY {order} LIMIT ${n + 4}"
+               f" FOR UPDATE SKIP LOCKED) RETURNING {columns}")
+        try:
+            async with self._lock:
+                records = await self.conn.fetch(sql, *storable(params), node, until, now, limit)
+        except Exception as exc:
+            raise translate(exc) from exc
+        return [Row(r.items()) for r in records]
+
+    async def tables(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for r in await self.fetchall(
+                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+                " AND table_name != 'schema_version' ORDER BY table_name, ordinal_position"):
+            found.setdefault(r["table_name"], []).append(r["column_name"])
+        return found
+
+    async def reset_ids(self, table: str) -> None:
+        await self.scalar(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), coalesce(max(id), 0) + 1, false)"
+                          f" FROM {table}")
+
+    def text_match(self, text: str) -> tuple[str, list[Any]] | None:
+        if not text.split():
+            return None
+        # The very expression of the index messages_search (migration 0010), so that the index answers.
+        return ("SELECT id FROM messages WHERE"
+                " to_tsvector('simple', ticketd_fold(coalesce(subject, '') || ' ' || body))"
+                " @@ plainto_tsquery('simple', ticketd_fold(?))", [text])
 
     async def _run_plain(self, sql: str) -> None:
         try:
@@ -263,7 +314,7 @@ class PostgresSyncWriter:
     def insert_committed(self, sql: str, params: Sequence[Any]) -> int:
         async def run() -> int:
             async with self.conn.transaction():
-                return int(await self.conn.fetchval(placeholders(sql) + " RETURNING id", *params))
+                return int(await self.conn.fetchval(placeholders(sql) + " RETURNING id", *storable(params)))
 
         try:
             return self.loop.run_until_complete(run())

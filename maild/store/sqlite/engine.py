@@ -126,6 +126,29 @@ class SqliteDatabase(Database):
             except sqlite3.Error as exc:
                 raise translate(exc) from exc
 
+    async def claim_rows(self, table: str, columns: str, where: str, params: Sequence[Any], order: str, limit: int,
+                         node: str, now: str, until: str) -> list[Row]:
+        # One node: nothing to claim against (and an UPDATE would rewrite the spool rows' raw mail).
+        return await self.fetchall(f"SELECT {columns} FROM {table} WHERE {where} ORDER BY {order} LIMIT ?",
+                                   (*params, limit))
+
+    async def tables(self) -> dict[str, list[str]]:
+        names = [r["name"] for r in await self.fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            " AND name NOT LIKE 'messages_fts%' ORDER BY name")]
+        return {n: [c["name"] for c in await self.fetchall(f'PRAGMA table_info("{n}")')] for n in names}
+
+    async def reset_ids(self, table: str) -> None:
+        return None   # an INTEGER PRIMARY KEY continues above the largest id by itself
+
+    def text_match(self, text: str) -> tuple[str, list[Any]] | None:
+        words = text.split()
+        if not words:
+            return None
+        # Each word a quoted FTS5 string (its own punctuation is tokenised away, never read as syntax).
+        query = " ".join('"' + w.replace('"', '""') + '"' for w in words)
+        return "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?", [query]
+
     async def _run_plain(self, sql: str) -> None:
         try:
             await self.conn.execute(sql)
