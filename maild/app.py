@@ -28,8 +28,8 @@ from maild.pipeline.prepare import Preparer
 from maild.pipeline.worker import Worker, wait_any
 from maild.spoolwriter import SpoolWriter
 from maild.store import departments
+from maild.store.blobs import BlobSpec
 from maild.store.db import Database, open_database
-from maild.store.files import FileStore
 
 if TYPE_CHECKING:
     from maild.notify.send import OutboxSender
@@ -76,7 +76,7 @@ class App:
         dept_ids = await departments.sync(self.db, names, self.clock.stamp())
         self.departments = dept_ids
         self.notifier = Notifier(self.db, self.settings, self.clock, self.signer, renderer,
-                                 FileStore(self.settings.attachments_dir), AddressBook(self.settings))
+                                 BlobSpec.from_settings(self.settings).open(), AddressBook(self.settings))
         self.desk = Desk(self.db, self.settings, self.clock, dept_ids, self.notifier)
         self.env = Env(
             db=self.db,
@@ -88,7 +88,7 @@ class App:
             signer=self.signer,
         )
         self.worker = Worker(self.env, preparer=Preparer(
-            self.parsers, self.settings.attachments_dir, self.settings.attachments.policy))
+            self.parsers, BlobSpec.from_settings(self.settings), self.settings.attachments.policy))
 
     def _signer(self) -> Signer:
         """The installation secret signs reply tokens, bounce addresses and client links."""

@@ -363,6 +363,8 @@ class AttachmentSettings:
          "pdf", "txt", "log", "csv", "json", "xml", "zip", "7z", "gz", "eml", "msg", "mp4", "mov"), list, _extensions)
     max_file_size: int = setting(10 * MB, (int, str), _size)
     max_total_size: int = setting(25 * MB, (int, str), _size)
+    # Where their bytes go: "files" under state_dir/attachments, or "database" (nodes without a shared disk).
+    store: str = setting("files", str, _choice("files", "database"))
 
     @property
     def policy(self) -> AttachmentPolicy:

@@ -5,6 +5,8 @@ by the survivor when its node dies."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import signal
 import smtplib
 import threading
@@ -144,6 +146,43 @@ def test_two_nodes_process_every_message_once_through_a_sigkill(nodes: tuple[Ins
     # Both nodes did work (the claims spread the spool between them).
     workers = {r["claimed_by"] for r in b.query("SELECT DISTINCT claimed_by FROM inbound")}
     assert {"a", "b"} <= workers
+
+
+def test_nodes_without_a_shared_disk_keep_attachments_in_the_database(tmp_path: Path, pg_server, relay: Relay):
+    """Separate state directories (the installation secret copied, as the README says): an attachment that
+    came in on one node goes out, from the database, with a reply made on the other."""
+    url = pg_server.new_database()
+    extra = relay.outbound_toml() + '\n[attachments]\nstore = "database"\n'
+    a, b = node(tmp_path, "a", url, extra), node(tmp_path, "b", url, extra)
+    a.start()
+    try:
+        b.state.mkdir(parents=True)
+        (b.state / "secret.key").write_bytes((a.state / "secret.key").read_bytes())
+        b.start()
+        msg = make_mail(subject="Screenshot attached", sender="shot@client.example")
+        msg.add_attachment(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40, maintype="image", subtype="png",
+                           filename="screen.png")
+        assert deliver(a, msg)
+        wait_processed(a)
+        (sha,) = [r["sha256"] for r in a.query("SELECT sha256 FROM attachments")]
+        assert a.query("SELECT count(*) AS n FROM blobs WHERE sha256 = ?", (sha,))[0]["n"] == 1
+        assert not (a.state / "attachments").exists() and not (b.state / "attachments").exists()
+        tid = a.query("SELECT tid FROM tickets")[0]["tid"]
+        b.cli("staff", "add", "sam@helpdesk.example", "--name", "Sam", "--admin")
+        report = b.state.parent / "report.pdf"
+        report.write_bytes(b"%PDF-1.4\n" + b"0" * 5000)
+        b.cli("ticket", "reply", tid, "--as", "sam", "--attach", str(report), "--body-file", "-", input=b"Here.\n")
+        wait_processed(b)
+        (reply,) = [email.message_from_bytes(t.data, policy=email.policy.default) for t in relay.transactions
+                    if b"Here." in t.data]
+        (part,) = [p for p in reply.walk() if p.get_filename() == "report.pdf"]
+        assert part.get_payload(decode=True) == report.read_bytes()   # read back from the database
+        assert not (b.state / "attachments").exists()
+    finally:
+        for inst in (a, b):
+            if inst.proc is not None:
+                assert inst.stop() == 0, inst.daemon_log()[-3000:]
+            inst.close()
 
 
 PASSWORD = "s3cret"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import os
 import socket
 import sqlite3
 from pathlib import Path
@@ -12,9 +13,20 @@ from pathlib import Path
 import pytest
 
 from maild.spool import Incoming
-from maild.store import departments, imap, importlog, inbound, leases, messages, search, staff, tickets
-from maild.store.db import NO_LIMIT, Conflict, Database, Row, Transient, WriteGate, open_database, parse_url
-from maild.store.errors import StorageError
+from maild.store import blobs, departments, imap, importlog, inbound, leases, messages, search, staff, tickets
+from maild.store.db import (
+    NO_LIMIT,
+    Conflict,
+    Database,
+    Row,
+    Transient,
+    WriteGate,
+    connect_sync,
+    open_database,
+    parse_url,
+)
+from maild.store.errors import NotFound, StorageError
+from maild.store.files import FileStore
 from maild.store.postgres import engine as pg_engine
 from maild.store.sqlite import schema as sqlite_schema
 
@@ -230,6 +242,83 @@ async def test_search_finds_every_word_folding_case_and_accents_and_follows_the_
     async with db.transaction():
         await db.execute("DELETE FROM messages WHERE id = ?", (p1,))
     assert await found("toner") == {}
+
+
+@pytest.mark.parametrize("kind", ["files", "database"])
+async def test_attachment_bytes_round_trip_and_orphans_are_collected_on_either_store(db: Database, tmp_path,
+                                                                                    kind: str):
+    conn = connect_sync(db.url) if kind == "database" else None
+    clock = type("Fixed", (), {"stamp": lambda self: "2026-01-01T00:00:00.000000Z"})()
+    store = blobs.DatabaseBlobs(conn, clock) if conn else FileStore(tmp_path / "attachments")  # type: ignore[arg-type]
+    try:
+        big = bytes(range(256)) * (10 * 1024 + 7)          # 2.5 MiB: three chunks in the database
+        kept, orphan, empty = store.put(big), store.put(b"nobody's"), store.put(b"")
+        assert store.put(big) == kept and store.read(kept) == big and store.read(empty) == b""
+        with pytest.raises(NotFound):
+            store.read("0" * 64)
+        with pytest.raises(ValueError):
+            store.read("../../etc/passwd")
+        if conn:   # a crash mid-write: chunks without chunk 0 are no blob, and are collected
+            conn.execute("INSERT INTO blobs (sha256, chunk, data, created_at) VALUES (?, 1, ?, ?)",
+                         ("f" * 64, b"half", "2026-01-01T00:00:00.000000Z"))
+            with pytest.raises(NotFound):
+                store.read("f" * 64)
+        else:      # files: the clock is the file's mtime
+            old = 1767225600 - 3600   # an hour before 2026-01-01
+            for sha in (kept, orphan, empty):
+                os.utime(store.path_for(sha), (old, old))
+        dept = await departments.sync(db, ["Support"], "x")
+        async with db.transaction():
+            ticket_id = await tickets.create(db, tid="100001", subject="s", status="Open", priority="Medium",
+                                             department_id=dept["Support"], client_email="a@c.example",
+                                             client_name="A", client_id=None, stamp="x")
+            message = await messages.add(db, ticket_id=ticket_id, kind="reply", author_email="a@c.example",
+                                         author_name="A", badge="Guest", subject="s", body="b", body_full="b",
+                                         body_html=None, message_id="", inbound_id=None, stamp="x")
+            for sha, size in ((kept, len(big)), (empty, 0)):
+                await messages.add_attachment(db, message_id=message, filename="f.bin", content_type="x/y",
+                                              size=size, sha256=sha, content_id=None, inline=False)
+        assert await blobs.collect_orphans(db, store, "2025-12-31T00:00:00.000000Z") == 0   # too young
+        assert await blobs.collect_orphans(db, store, "2026-01-02T00:00:00.000000Z") == (2 if conn else 1)
+        assert store.read(kept) == big and store.read(empty) == b""
+        with pytest.raises(NotFound):
+            store.read(orphan)
+    finally:
+        if conn:
+            conn.close()
+
+
+async def test_a_lease_keeper_moves_the_work_to_another_node_when_its_holder_stops_renewing(db: Database):
+    """What the scheduler and the IMAP importers run under: one node at a time, taken over on death."""
+    from datetime import UTC, datetime, timedelta
+
+    from maild.clock import Clock
+    from maild.nodes import LeaseKeeper
+
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    clock = Clock(lambda: now[0])
+    events: list[str] = []
+
+    def keeper(node: str) -> LeaseKeeper:
+        async def gained() -> None:
+            events.append(f"{node}+")
+
+        async def lost() -> None:
+            events.append(f"{node}-")
+
+        return LeaseKeeper(db, "scheduler", node, clock, 30, gained, lost)
+
+    a, b = keeper("a"), keeper("b")
+    assert await a.step() and not await b.step()
+    now[0] += timedelta(seconds=20)
+    assert await a.step() and not await b.step()      # renewed at 20 s: good until 50 s
+    now[0] += timedelta(seconds=29)
+    assert not await b.step()
+    now[0] += timedelta(seconds=2)                     # 51 s: a stopped renewing (a dead node)
+    assert await b.step() and not await a.step()       # b takes over; a, back, finds it lost
+    await b.release()
+    assert await a.step()
+    assert events == ["a+", "b+", "a-", "b-", "a+"]
 
 
 def test_both_engines_have_the_same_migrations_and_the_same_tables(tmp_path, pg_server):

@@ -49,9 +49,9 @@ def read_body(args: argparse.Namespace, required: bool) -> str:
 def store_files(settings: Settings, paths: Sequence[str]) -> list[StoredFile]:
     """Staff may attach any file type (seed); names are made safe and bytes stored content-addressed."""
     from maild.pipeline.attachments import safe_filename, sniff
-    from maild.store.files import FileStore
+    from maild.store.blobs import BlobSpec
 
-    store = FileStore(settings.attachments_dir)
+    store = BlobSpec.from_settings(settings).open()
     files = []
     for i, name in enumerate(paths, start=1):
         path = Path(name)

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from maild.notify.lookups import Lookups
     from maild.notify.render import Renderer
     from maild.notify.tokens import Signer
+    from maild.store.blobs import Blobs
     from maild.store.db import Database
-    from maild.store.files import FileStore
 
 log = logging.getLogger("ticketd.notify")
 
@@ -48,7 +48,7 @@ PERSONAL = frozenset({EventKind.ADMIN_REPLY})
 
 class Notifier:
     def __init__(self, db: Database, settings: Settings, clock: Clock, signer: Signer, renderer: Renderer,
-                 files: FileStore, book: AddressBook) -> None:
+                 files: Blobs, book: AddressBook) -> None:
         self.db, self.settings, self.clock = db, settings, clock
         self.signer, self.renderer, self.files, self.book = signer, renderer, files, book
         self.rules = R.rules(settings.notifications.rules)
@@ -59,10 +59,10 @@ class Notifier:
         """A notifier of its own for ``db`` (the sender process expands the queue on its own connection)."""
         from maild.addressbook import AddressBook
         from maild.notify.render import Renderer
-        from maild.store.files import FileStore
+        from maild.store.blobs import BlobSpec
 
         return cls(db, settings, clock, signer, Renderer(settings.notifications.templates),
-                   FileStore(settings.attachments_dir), AddressBook(settings))
+                   BlobSpec.from_settings(settings).open(), AddressBook(settings))
 
     async def follow(self, events: Sequence[Event]) -> int:
         """Queue ``events`` for notification in the caller's transaction (one statement); returns how many

@@ -21,7 +21,7 @@ from maild.notify.compose import Attachment, Outgoing, Part, ascii_address, body
 from maild.notify.render import Rendered
 from maild.notify.tokens import with_tag
 from maild.store import outbox
-from maild.store.db import Row
+from maild.store.db import Row, StorageError
 
 if TYPE_CHECKING:
     from maild.notify.follow import Notifier
@@ -163,7 +163,7 @@ class Mailing:
             if f["size"] <= budget:
                 try:
                     data = self.n.files.read(f["sha256"])
-                except OSError:
+                except (OSError, StorageError):   # gone, or its store is unreachable: linked instead
                     data = None
                 if data is not None:
                     carried.append(Attachment(f["filename"], f["content_type"], data))

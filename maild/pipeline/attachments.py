@@ -19,7 +19,7 @@ from maild.desk.core import StoredFile
 from maild.outcomes import Outcome
 from maild.pipeline.content import Part
 from maild.pipeline.context import Env, MessageContext
-from maild.store.files import FileStore
+from maild.store.blobs import BlobSpec
 
 MAX_NAME = 120
 _RESERVED = re.compile(r'[<>:"|?*]')
@@ -211,7 +211,7 @@ async def store(ctx: MessageContext, env: Env) -> Outcome | None:
     staff = ctx.staff is not None and ctx.via_token
     for part in ctx.mail.content.parts:
         if part.dropped is not None and part.by_type and staff and part.data:
-            sha = FileStore(env.settings.attachments_dir).put(part.data)
+            sha = BlobSpec.from_settings(env.settings).open().put(part.data)
             assert ctx.staff is not None
             ctx.notes.append(f"kept attachment {part.filename!r} from staff member {ctx.staff['username']}"
                              f" (refused for a client: {part.dropped})")

@@ -16,11 +16,10 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
-from pathlib import Path
 
 from maild.pipeline.attachments import AttachmentPolicy, judge
 from maild.pipeline.parse import ParsedMail, parse
-from maild.store.files import FileStore
+from maild.store.blobs import BlobSpec
 
 log = logging.getLogger("ticketd.pipeline")
 
@@ -28,11 +27,11 @@ log = logging.getLogger("ticketd.pipeline")
 POOL_MIN_BYTES = 256 * 1024
 
 
-def parse_all(raws: list[bytes], files_root: Path, policy: AttachmentPolicy) -> list[ParsedMail | BaseException]:
-    """Parse each message, judge its attachments and store the kept ones' bytes under ``files_root``
-    (fsync'd, content-addressed), so that the database transaction never waits for the disk on their
-    account. Files of messages that end up blocked or duplicate are orphans, collected by housekeeping."""
-    store = FileStore(files_root)
+def parse_all(raws: list[bytes], blobs: BlobSpec, policy: AttachmentPolicy) -> list[ParsedMail | BaseException]:
+    """Parse each message, judge its attachments and store the kept ones' bytes in ``blobs`` (durably,
+    content-addressed), so that the database transaction never waits for them. Bytes of messages that end
+    up blocked or duplicate are orphans, collected by housekeeping (:func:`maild.store.blobs.collect_orphans`)."""
+    store = blobs.open()
     out: list[ParsedMail | BaseException] = []
     for raw in raws:
         try:
@@ -65,9 +64,9 @@ def _exit_with(sentinel: int) -> None:
 
 
 class Preparer:
-    def __init__(self, processes: int, files_root: Path, policy: AttachmentPolicy) -> None:
+    def __init__(self, processes: int, blobs: BlobSpec, policy: AttachmentPolicy) -> None:
         self.processes = processes
-        self.parse_all = partial(parse_all, files_root=files_root, policy=policy)
+        self.parse_all = partial(parse_all, blobs=blobs, policy=policy)
         self._pool: ProcessPoolExecutor | None = None
 
     def _get_pool(self) -> ProcessPoolExecutor:

@@ -25,16 +25,16 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
-from datetime import timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
-from maild.clock import Clock, iso
+from maild.clock import Clock
 from maild.config import ImapAccount
+from maild.nodes import LeaseKeeper
 from maild.store import imap as store
-from maild.store import leases
 from maild.store.db import Database, node_name
 
 log = logging.getLogger("ticketd.imap")
@@ -436,7 +436,8 @@ class ImapService:
         self.lease_seconds = lease_seconds
         self.node = node_name(node)
         self.running: dict[str, tuple[Importer, threading.Thread, Database]] = {}
-        self.keepers: list[asyncio.Task[None]] = []
+        self.keepers: list[LeaseKeeper] = []
+        self.tasks: list[asyncio.Task[None]] = []
         self._lease_db: Database | None = None
 
     @property
@@ -449,8 +450,11 @@ class ImapService:
                 await self._start(account)
             return
         self._lease_db = await self.connect()
-        self.keepers = [asyncio.create_task(self._keep(account), name=f"imap-lease-{account.name}")
-                        for account in self.accounts]
+        for account in self.accounts:
+            keeper = LeaseKeeper(self._lease_db, f"imap:{account.name}", self.node, self.clock, self.lease_seconds,
+                                 gained=partial(self._start, account), lost=partial(self._stop_one, account.name))
+            self.keepers.append(keeper)
+            self.tasks.append(asyncio.create_task(keeper.run(), name=f"imap-lease-{account.name}"))
 
     async def _start(self, account: ImapAccount) -> None:
         loop = asyncio.get_running_loop()
@@ -465,33 +469,14 @@ class ImapService:
         self.running[account.name] = (importer, thread, db)
         thread.start()
 
-    async def _stop_one(self, name: str, deadline: float) -> None:
+    async def _stop_one(self, name: str, timeout: float = 30) -> None:
+        if name not in self.running:
+            return
         importer, thread, db = self.running.pop(name)
         importer.stop.set()
-        await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
+        await asyncio.to_thread(thread.join, timeout)
         if not thread.is_alive():
             await db.close()
-
-    async def _keep(self, account: ImapAccount) -> None:
-        """Hold this account's lease and run its importer while held; give both up when the lease is lost."""
-        assert self._lease_db is not None and self.lease_seconds is not None
-        name, period = f"imap:{account.name}", self.lease_seconds
-        while True:
-            now = self.clock.now()
-            try:
-                held = await leases.acquire(self._lease_db, name, self.node, iso(now),
-                                            iso(now + timedelta(seconds=period)))
-            except Exception as exc:  # the database is away: keep what runs (its lease may still hold)
-                log.warning("imap lease not renewed: %s", exc, extra={"kv": {"account": account.name}})
-                await asyncio.sleep(min(period / 3, 5))
-                continue
-            if held and account.name not in self.running:
-                log.info("imap lease taken", extra={"kv": {"account": account.name, "node": self.node}})
-                await self._start(account)
-            elif not held and account.name in self.running:
-                log.warning("imap lease lost to another node", extra={"kv": {"account": account.name}})
-                await self._stop_one(account.name, time.monotonic() + 30)
-            await asyncio.sleep(period / 3)
 
     @staticmethod
     def _run(importer: Importer) -> None:
@@ -504,20 +489,16 @@ class ImapService:
                 importer.stop.wait(30)
 
     async def stop(self, timeout: float = 30) -> None:
-        for keeper in self.keepers:
-            keeper.cancel()
-        await asyncio.gather(*self.keepers, return_exceptions=True)
-        self.keepers = []
-        deadline = time.monotonic() + timeout
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         for importer, _, _ in self.running.values():
-            importer.stop.set()
+            importer.stop.set()   # all at once; then each is waited for
+        for keeper in self.keepers:
+            await keeper.release()
         for name in list(self.running):
-            await self._stop_one(name, deadline)
+            await self._stop_one(name, timeout)
+        self.keepers, self.tasks = [], []
         if self._lease_db is not None:
-            for account in self.accounts:   # another node need not wait for them to run out
-                try:
-                    await leases.release(self._lease_db, f"imap:{account.name}", self.node)
-                except Exception as exc:
-                    log.warning("imap lease not released: %s", exc, extra={"kv": {"account": account.name}})
             await self._lease_db.close()
             self._lease_db = None

@@ -24,7 +24,7 @@ from maild.store.errors import ConfigurationError, Conflict, NotFound, SchemaErr
 
 __all__ = [
     "NO_LIMIT", "node_name", "Conflict", "Database", "DatabaseURL", "NotFound", "Row", "SchemaError", "StorageError",
-    "Transient", "WriteGate", "connect_sync", "is_transient", "open_database", "parse_url",
+    "SyncConnection", "Transient", "WriteGate", "connect_sync", "is_transient", "open_database", "parse_url",
 ]
 
 # "No limit" for a ``LIMIT ?`` (SQLite takes -1 for it, PostgreSQL refuses a negative one; both take this).
@@ -273,21 +273,32 @@ async def open_database(url: DatabaseURL, gate: WriteGate | None = None, inline:
     return await PostgresDatabase.open(url, gate)
 
 
-class SyncWriter(Protocol):
-    """The little a short-lived synchronous command (``ticketd pipe``) needs: one committed INSERT."""
+class SyncConnection(Protocol):
+    """What synchronous callers need (``ticketd pipe``, the attachment store in parser processes): each
+    write commits on its own."""
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
 
     def insert_committed(self, sql: str, params: Sequence[Any]) -> int: ...
 
     def close(self) -> None: ...
 
 
-def connect_sync(url: DatabaseURL, timeout: float | None = None) -> SyncWriter:
-    """A synchronous connection for ``ticketd pipe`` (schema brought up to date); ``timeout`` bounds the
-    connect in seconds. Raises :class:`StorageError` (``Transient`` when a retry may cure it)."""
+SyncWriter = SyncConnection
+
+
+def connect_sync(url: DatabaseURL, timeout: float | None = None) -> SyncConnection:
+    """A synchronous connection (schema brought up to date); ``timeout`` bounds the connect in seconds
+    (default ``$TICKETD_DB_CONNECT_TIMEOUT`` or 5). Raises :class:`StorageError` (``Transient`` when a
+    retry may cure it). No event loop, and only the engine's synchronous driver, is imported."""
     if url.engine == SQLITE:
         from maild.store.sqlite.schema import SqliteSyncWriter
 
         return SqliteSyncWriter.connect(url)
-    from maild.store.postgres.engine import PostgresSyncWriter
+    from maild.store.postgres.sync import PostgresSync
 
-    return PostgresSyncWriter.connect(url, timeout or float(os.environ.get("TICKETD_DB_CONNECT_TIMEOUT", "5")))
+    return PostgresSync.connect(url, timeout or float(os.environ.get("TICKETD_DB_CONNECT_TIMEOUT", "5")))

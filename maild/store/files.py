@@ -1,4 +1,5 @@
-"""Attachment bytes on disk, content-addressed by sha256, inside the state directory only.
+"""Attachment bytes on disk, content-addressed by sha256, inside the state directory only (the default
+:class:`maild.store.blobs.Blobs`).
 
 Names on disk are hashes, never names from mail, so no attachment name can reach the file system.
 """
@@ -7,7 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+from maild.clock import parse
+from maild.store.errors import NotFound
 
 
 class FileStore:
@@ -44,4 +49,28 @@ class FileStore:
         return sha
 
     def read(self, sha256: str) -> bytes:
-        return self.path_for(sha256).read_bytes()
+        try:
+            return self.path_for(sha256).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no stored attachment {sha256}") from None
+
+    def delete(self, sha256: str) -> None:
+        self.path_for(sha256).unlink(missing_ok=True)
+
+    def stored_before(self, stamp: str) -> Iterator[str]:
+        """Files last written before ``stamp``; a temporary file left by a crash mid-write goes at once."""
+        cutoff = parse(stamp).timestamp()
+        if not self.root.is_dir():
+            return
+        for folder in sorted(self.root.iterdir()):
+            if len(folder.name) != 2 or not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                try:
+                    old = path.stat().st_mtime < cutoff
+                except FileNotFoundError:
+                    continue
+                if path.name.endswith(".tmp") and old:
+                    path.unlink(missing_ok=True)
+                elif old and len(path.name) == 64:
+                    yield path.name

@@ -39,10 +39,11 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("outbox", ("id",)),
     ("notify_queue", ("id",)),
     ("leases", ("name",)),
+    ("blobs", ("sha256", "chunk")),
 )
 # Columns that point at a row of the same table, set in a second pass (the row pointed at may come later).
 SELF_REFERENCES = {"tickets": ("merged_into",)}
-BIG_ROWS = {"inbound": 20, "outbox": 50}   # raw mail: fewer rows a chunk
+BIG_ROWS = {"inbound": 20, "outbox": 50, "blobs": 8}   # raw mail, 1 MiB chunks: fewer rows a chunk
 CHUNK = 500
 
 Progress = Callable[[str, int, int], None]   # table, rows copied so far, rows in all

@@ -292,39 +292,3 @@ class PostgresDatabase(Database):
     async def _rollback(self) -> None:
         if not self.conn.is_closed():
             await self._run_plain("ROLLBACK")
-
-
-class PostgresSyncWriter:
-    """``ticketd pipe``'s connection: asyncpg in a small event loop of its own."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, conn: asyncpg.Connection) -> None:
-        self.loop = loop
-        self.conn = conn
-
-    @classmethod
-    def connect(cls, url: DatabaseURL, timeout: float) -> PostgresSyncWriter:
-        loop = asyncio.new_event_loop()
-        try:
-            conn = loop.run_until_complete(_connect(url, timeout))
-        except BaseException:
-            loop.close()
-            raise
-        return cls(loop, conn)
-
-    def insert_committed(self, sql: str, params: Sequence[Any]) -> int:
-        async def run() -> int:
-            async with self.conn.transaction():
-                return int(await self.conn.fetchval(placeholders(sql) + " RETURNING id", *storable(params)))
-
-        try:
-            return self.loop.run_until_complete(run())
-        except Exception as exc:
-            raise translate(exc) from exc
-
-    def close(self) -> None:
-        try:
-            self.loop.run_until_complete(self.conn.close(timeout=2))
-        except Exception:  # closing is best effort: the row is committed or not already
-            pass
-        finally:
-            self.loop.close()

@@ -90,7 +90,8 @@ def connect_file(path: Path) -> sqlite3.Connection:
     """A plain sqlite3 connection with our pragmas, the schema up to date (creates the file)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        # Any thread may use it (the attachment store's callers serialise their use themselves).
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         try:
             for pragma in PRAGMAS:
                 conn.execute(pragma)
@@ -104,7 +105,7 @@ def connect_file(path: Path) -> sqlite3.Connection:
 
 
 class SqliteSyncWriter:
-    """``ticketd pipe``'s connection: one committed INSERT."""
+    """A synchronous connection (``ticketd pipe``, the attachment store): each write commits on its own."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -113,6 +114,32 @@ class SqliteSyncWriter:
     def connect(cls, url: DatabaseURL) -> SqliteSyncWriter:
         assert url.path is not None
         return cls(connect_file(url.path))
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            cur = self.conn.execute(sql, params)
+            names = [d[0] for d in cur.description or ()]
+            return [Row(zip(names, r, strict=True)) for r in cur.fetchall()]
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        rows = self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self.conn.execute(sql, params)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+        return cur.rowcount
 
     def insert_committed(self, sql: str, params: Sequence[Any]) -> int:
         try:

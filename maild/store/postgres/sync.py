@@ -1,0 +1,141 @@
+"""PostgreSQL for synchronous callers: ``ticketd pipe`` (one committed INSERT, within the MTA's patience) and
+the attachment store in the parser processes. psycopg2 imports in about 25 ms and needs no event loop;
+asyncpg would bring asyncio along (twice that). The daemon's own connections are asyncpg's (engine.py).
+
+A database whose schema is missing or old is brought up to date by the engine's migrations first (the
+rare case: a pipe delivery before any ``ticketd serve`` ran), which imports asyncpg then.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from maild.store.db import DatabaseURL, Row
+from maild.store.errors import Conflict, StorageError, Transient
+
+_cache: dict[str, str] = {}
+
+
+def pyformat(sql: str) -> str:
+    """``?`` → ``%s`` (and a literal ``%`` → ``%%``) outside quoted strings and identifiers."""
+    done = _cache.get(sql)
+    if done is not None:
+        return done
+    out: list[str] = []
+    quote = ""
+    for ch in sql:
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in ("'", '"'):
+            quote = ch
+        elif ch == "?":
+            out.append("%s")
+            continue
+        out.append("%%" if ch == "%" else ch)
+    done = "".join(out)
+    if len(_cache) < 1024:
+        _cache[sql] = done
+    return done
+
+
+def storable(params: Sequence[Any]) -> list[Any]:
+    """As the engine stores it: NUL in text as U+FFFD; bytes as they are."""
+    return [v.replace("\x00", "\ufffd") if type(v) is str else v for v in params]
+
+
+def translate(exc: BaseException) -> BaseException:
+    import psycopg2
+    import psycopg2.errors as pe
+
+    if isinstance(exc, pe.UniqueViolation):
+        diag = exc.diag
+        return Conflict(str(exc), diag.table_name or "", ())
+    if isinstance(exc, (psycopg2.OperationalError, pe.SerializationFailure, pe.DeadlockDetected,
+                        pe.LockNotAvailable, pe.AdminShutdown, pe.CannotConnectNow, pe.TooManyConnections,
+                        psycopg2.InterfaceError, OSError)):
+        return Transient(f"{type(exc).__name__}: {str(exc).strip()}")
+    if isinstance(exc, psycopg2.Error):
+        return StorageError(str(exc).strip())
+    return exc
+
+
+class PostgresSync:
+    """One psycopg2 connection. Each write commits on its own (``insert_committed``, ``execute``)."""
+
+    def __init__(self, conn: Any, url: DatabaseURL) -> None:
+        self.conn = conn
+        self.url = url
+
+    @classmethod
+    def connect(cls, url: DatabaseURL, timeout: float) -> PostgresSync:
+        import psycopg2
+
+        try:
+            conn = psycopg2.connect(url.dsn, password=url.password(), connect_timeout=max(1, math.ceil(timeout)))
+        except Exception as exc:
+            err = translate(exc)
+            if not isinstance(err, StorageError):
+                err = Transient(str(exc))
+            raise type(err)(f"cannot connect to {url.display}: {err}") from exc
+        self = cls(conn, url)
+        try:
+            self._ensure_schema()
+        except BaseException:
+            conn.close()
+            raise
+        return self
+
+    def _ensure_schema(self) -> None:
+        from maild.store.postgres.engine import schema_version
+
+        try:
+            current = self.fetchone("SELECT max(version) AS v FROM schema_version")
+        except StorageError:
+            current = None
+        if current is not None and current["v"] == schema_version():
+            return
+        import asyncio
+
+        from maild.store.postgres.engine import PostgresDatabase
+
+        async def migrate() -> None:
+            await (await PostgresDatabase.open(self.url)).close()
+
+        asyncio.run(migrate())
+
+    def _run(self, sql: str, params: Sequence[Any], fetch: bool) -> tuple[list[Row], int]:
+        try:
+            with self.conn, self.conn.cursor() as cur:   # one transaction: committed, or rolled back
+                cur.execute(pyformat(sql), storable(params))
+                rows: list[Row] = []
+                if fetch and cur.description is not None:
+                    names = [d[0] for d in cur.description]
+                    rows = [Row(zip(names, (bytes(v) if isinstance(v, memoryview) else v for v in r), strict=True))
+                            for r in cur.fetchall()]
+                return rows, cur.rowcount
+        except Exception as exc:
+            err = translate(exc)
+            if err is exc:
+                raise
+            raise err from exc
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._run(sql, params, True)[0]
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        rows = self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One statement in a transaction of its own; the rows it changed."""
+        return self._run(sql, params, False)[1]
+
+    def insert_committed(self, sql: str, params: Sequence[Any]) -> int:
+        rows, _ = self._run(sql + " RETURNING id", params, True)
+        return int(rows[0]["id"]) if rows else 0
+
+    def close(self) -> None:
+        self.conn.close()
