@@ -32,8 +32,19 @@ Figures, per set-up (each the median of ``--runs`` runs; the set-ups alternate w
 
 Targets: two nodes >= 0.9 x one node on PostgreSQL, end to end (a 2-core machine cannot scale out, but
 must not collapse); 1 / (PostgreSQL CPU seconds per message) >= 2000 msg/s per PostgreSQL core. SQLite is
-shown beside them without a target. Every run must log exactly one import_log row per message sent, none
-failed, and one confirmation per message. ``--json`` prints one JSON object instead of text.
+shown beside them without a target. From the ticketd CPU per message, the capacity of one
+``--cores-per-node`` (8) core node is printed (cores / CPU seconds per message), and how many such nodes
+one PostgreSQL core keeps up with.
+
+Every run must log exactly one import_log row per message sent, a new ticket each, and one confirmation
+sent per message; the nodes must exit 0 on SIGTERM. Also printed, to explain the figures: the CPU the
+machine spent on other processes meanwhile (a note when over 20%: the figures of a busy machine are
+low), the nodes' WARNING/ERROR log lines and "mail skipped" lines, PostgreSQL's log ERROR/FATAL lines,
+pg_stat_database counters per message (commits, rollbacks, WAL bytes, rows written), and what the nodes'
+connections did during the load (pg_stat_activity sampled every 0.1 s: running, waiting for the write
+lock). ``--pg-set NAME=VALUE`` changes a PostgreSQL setting that needs no restart (e.g. ``jit=off``);
+``--json`` prints one JSON object instead of text. Everything listens on 127.0.0.1; the nodes and
+PostgreSQL are stopped at the end, on an error, on Ctrl-C and on SIGTERM.
 """
 
 from __future__ import annotations
@@ -83,7 +94,11 @@ CORES_PER_NODE = 8        # the node size the capacity estimate is printed for
 KINDS = ("sqlite", "pg1", "pg2")
 TITLES = {"sqlite": "(a) SQLite, one node", "pg1": "(b) PostgreSQL, one node", "pg2": "(c) PostgreSQL, two nodes"}
 PG_SETTINGS = ("server_version", "shared_buffers", "synchronous_commit", "fsync", "wal_sync_method",
-               "full_page_writes", "max_connections")
+               "full_page_writes", "jit", "max_connections")
+# pg_stat_database counters shown per message (rows read are left out: the benchmark's polling reads them)
+PG_COUNTERS = ("xact_commit", "xact_rollback", "deadlocks", "tup_inserted", "tup_updated", "tup_deleted",
+               "blks_read")
+OTHER_LOAD_NOTE = 0.2     # a run whose machine spent this share of its CPU on other processes gets a note
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -120,9 +135,10 @@ def machine() -> dict[str, Any]:
 
 
 def busy_seconds() -> float:
-    """CPU seconds the whole machine has spent in user, nice and system time since boot (/proc/stat)."""
+    """CPU seconds the whole machine has spent since boot in user, nice, system, irq and softirq time
+    (/proc/stat: sampled at each tick, so a few per cent off the processes' own exact figures)."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()
-    return sum(int(x) for x in fields[1:4]) / CLOCK_TICKS
+    return sum(int(x) for x in fields[1:4] + fields[6:8]) / CLOCK_TICKS
 
 
 # --- CPU time of process trees ------------------------------------------------------------------------
@@ -236,14 +252,16 @@ class Reader:
         self.db_path = node.db_path
         self.pg: Any = None
         self.backend_pid: int | None = None
+        self.queries = 0   # each one a transaction of its own, counted in pg_stat_database's xact_commit
         if node.url:
             from tests.helpers import PgReader
 
             self.pg = PgReader(node.url)
-            self.backend_pid = int(self.pg.query("SELECT pg_backend_pid()")[0][0])
+            self.backend_pid = int(self.rows("SELECT pg_backend_pid()")[0][0])
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         if self.pg is not None:
+            self.queries += 1
             return list(self.pg.query(sql, params))
         return query(self.db_path, sql, params)
 
@@ -336,8 +354,9 @@ class Load:
                 if proc.poll() is None:
                     proc.kill()
 
-    def run(self) -> dict[str, Any]:
-        """Send everything; returns when every process has ended (or on the first failure)."""
+    def run(self, sample: Callable[[], None] | None = None, every: float = 0.1) -> dict[str, Any]:
+        """Send everything; returns when every process has ended (or on the first failure). ``sample`` is
+        called every ``every`` seconds meanwhile."""
         threads: list[threading.Thread] = []
         with open(self.errlog, "ab") as err:
             self.deadline = time.monotonic() + self.timeout
@@ -351,7 +370,9 @@ class Load:
                     threads.append(t)
                 for t in threads:
                     while t.is_alive():
-                        t.join(0.2)   # with a timeout: Ctrl-C reaches this thread
+                        t.join(every)   # with a timeout: Ctrl-C reaches this thread
+                        if sample is not None and t.is_alive():
+                            sample()
             finally:
                 self.stop()
                 for t in threads:
@@ -424,8 +445,38 @@ def wait_for(what: str, check: Callable[[], tuple[bool, str]], nodes: list[Node]
                 raise BenchError(f"node {n.name} exited {n.proc.returncode} while waiting for {what}:"
                                  f" {n.log_tail()}")
         if time.monotonic() > deadline:
-            return f"{what}: not done {timeout:.0f} s after the load ({state})"
+            return f"{what}: not done {timeout:g} s after the load ({state})"
         time.sleep(poll)
+
+
+def pg_counters(rows: list[Any]) -> dict[str, int]:
+    (row,) = rows
+    return {"wal_bytes": int(row[0]), **{name: int(row[i + 1]) for i, name in enumerate(PG_COUNTERS)}}
+
+
+# What the ticketd nodes' connections are doing: sampled during the load.
+PG_ACTIVITY_SQL = ("SELECT count(*) FILTER (WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'),"
+                   " count(*) FILTER (WHERE wait_event_type = 'Lock' AND wait_event <> 'advisory'),"
+                   " count(*) FILTER (WHERE state = 'active' AND wait_event_type IS DISTINCT FROM 'Lock'),"
+                   " count(*) FILTER (WHERE state LIKE 'idle in transaction%'), count(*)"
+                   " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+ACTIVITY = ("waiting_write_lock", "waiting_other_lock", "active", "idle_in_transaction", "connections")
+
+
+PG_COUNTERS_SQL = (f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, {', '.join(PG_COUNTERS)}"
+                   " FROM pg_stat_database WHERE datname = current_database()")
+
+
+def pg_counters_after(url: str) -> dict[str, int]:
+    """The counters read on a connection of their own, once the nodes and the benchmark's reader have gone
+    (a backend reports its counters when idle, at most once a second, and when it exits)."""
+    from tests.helpers import PgReader
+
+    reader = PgReader(url)
+    try:
+        return pg_counters(reader.query(PG_COUNTERS_SQL))
+    finally:
+        reader.close()
 
 
 def run_setup(kind: str, binary: str, server: Any, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -451,9 +502,21 @@ def run_setup(kind: str, binary: str, server: Any, args: argparse.Namespace, wor
         time.sleep(args.settle)   # the nodes' worker, sender and parser processes start
         say(f"{TITLES[kind]}: {messages} msgs, {args.sessions} sessions, {args.per_sender} per sender -> "
             + ", ".join(f"{n.name} 127.0.0.1:{n.smtp_port}" for n in nodes))
+        if pg:
+            counters0 = pg_counters(reader.rows(PG_COUNTERS_SQL))
+            queries0 = reader.queries - 1   # the counters' own transaction ends after their snapshot
+        samples: list[tuple[int, ...]] = []
+
+        def sample() -> None:
+            assert reader is not None
+            try:
+                samples.append(tuple(int(v) for v in reader.rows(PG_ACTIVITY_SQL)[0]))
+            except Exception as exc:  # a diagnostic only: the run goes on without it
+                result.setdefault("sample_error", f"{type(exc).__name__}: {exc}")
+
         cpu0 = cpu_reading(nodes, postmaster, exclude)
         load = Load(binary, [n.smtp_port for n in nodes], messages, args.sessions, args.per_sender,
-                    work / "smtp-source.err", timeout=max(120.0, messages / 10)).run()
+                    work / "smtp-source.err", timeout=max(120.0, messages / 10)).run(sample if pg else None)
         cpu_load = cpu_reading(nodes, postmaster, exclude)
         accepted = reader.scalar("SELECT count(*) FROM inbound")
         if accepted != messages:
@@ -490,6 +553,16 @@ def run_setup(kind: str, binary: str, server: Any, args: argparse.Namespace, wor
             except BenchError as exc:
                 codes[n.name] = -9
                 result.setdefault("error", str(exc))
+    if pg:
+        counters1 = pg_counters_after(url)
+        counters = {k: counters1[k] - counters0[k] for k in counters0}
+        counters["xact_commit"] -= reader.queries - queries0
+        result["pg_counters"] = counters
+        if samples:
+            result["pg_activity"] = {"samples": len(samples), **{
+                f"mean_{name}": statistics.fmean(s[i] for s in samples) for i, name in enumerate(ACTIVITY)},
+                "max_waiting_write_lock": max(s[0] for s in samples),
+                "share_with_write_lock_waiters": sum(1 for s in samples if s[0]) / len(samples)}
     sent_dir = nodes[0].state / "sent" / "new"
     maildir = sum(1 for _ in sent_dir.iterdir()) if sent_dir.is_dir() else 0
     if not rows:
@@ -540,7 +613,7 @@ def run_setup(kind: str, binary: str, server: Any, args: argparse.Namespace, wor
         cpu=cpu,
         cpu_during_load=spent(cpu0, cpu_load),
         cpu_to_last_import_log=spent(cpu0, cpu1),
-        node_processes=cpu0["node_processes"],
+        node_processes=cpu_load["node_processes"],
         ticketd_cpu_ms_per_msg=cpu["ticketd"] * 1000 / messages,
         node_cpu_ms_per_msg={k: v * 1000 / messages for k, v in cpu["nodes"].items()},
         exit_codes=codes,
@@ -550,7 +623,7 @@ def run_setup(kind: str, binary: str, server: Any, args: argparse.Namespace, wor
         pg_s = cpu["pg"]["total"]
         result.update(pg_cpu_ms_per_msg=pg_s * 1000 / messages,
                       pg_msgs_per_core=messages / pg_s if pg_s > 0 else float("inf"),
-                      pg_processes=cpu0.get("pg_processes"),
+                      pg_processes=cpu_load.get("pg_processes"),
                       pg_log_problems=pg_log_problems(server.log()[pg_log_from:]))
     # What a correct run looks like: every mail sent logged once, a new ticket each, one confirmation each.
     wrong = []
@@ -574,6 +647,28 @@ def median(runs: list[dict[str, Any]], key: str) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
+def pg_set(server: Any, assignments: list[str]) -> None:
+    """``--pg-set NAME=VALUE``: ALTER SYSTEM SET and a reload, for settings that need no restart."""
+    from tests.helpers import PgReader
+
+    reader = PgReader(server.url())
+    try:
+        for assignment in assignments:
+            name, _, value = assignment.partition("=")
+            name = name.strip()
+            rows = reader.query("SELECT context FROM pg_settings WHERE name = ?", (name,))
+            if not rows:
+                raise BenchError(f"--pg-set {assignment}: PostgreSQL has no setting {name!r}")
+            if rows[0][0] in ("postmaster", "internal"):
+                raise BenchError(f"--pg-set {assignment}: {name} takes a server restart, which this benchmark"
+                                 f" does not do")
+            server.psql(f"ALTER SYSTEM SET {name} = '{value.strip().replace(chr(39), chr(39) * 2)}'")
+        server.psql("SELECT pg_reload_conf()")
+    finally:
+        reader.close()
+    time.sleep(0.5)   # the postmaster rereads its configuration on SIGHUP; new sessions get it
+
+
 def pg_settings(server: Any) -> dict[str, str]:
     from tests.helpers import PgReader
 
@@ -592,7 +687,7 @@ def measure(args: argparse.Namespace, top: Path) -> dict[str, Any]:
                               "settings": {"messages": args.messages, "sessions": args.sessions,
                                            "per_sender": args.per_sender, "message_bytes": MESSAGE_SIZE,
                                            "runs": args.runs, "rate_limit": RATE_LIMIT,
-                                           "lease_seconds": LEASE_SECONDS}}
+                                           "lease_seconds": LEASE_SECONDS, "pg_set": args.pg_set}}
     errors: list[str] = report["errors"]
     binary = smtp_source_path()
     if binary is None:
@@ -610,8 +705,10 @@ def measure(args: argparse.Namespace, top: Path) -> dict[str, Any]:
             say("starting a fresh PostgreSQL cluster (tests/postgres.py)")
             try:
                 server.start()
+                if args.pg_set:
+                    pg_set(server, args.pg_set)
                 report["postgres"] = pg_settings(server)
-            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            except (BenchError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
                 errors.append(f"PostgreSQL: {exc}")
                 say(f"PostgreSQL FAILED: {exc}")
                 kinds = [k for k in kinds if k == "sqlite"]
@@ -620,8 +717,8 @@ def measure(args: argparse.Namespace, top: Path) -> dict[str, Any]:
                 work = Path(tempfile.mkdtemp(prefix=f"{kind}-{i + 1}-", dir=top))
                 try:
                     got = run_setup(kind, binary, server, args, work)
-                except (BenchError, OSError, ValueError, KeyError, RuntimeError) as exc:
-                    errors.append(f"{TITLES[kind]}, run {i + 1}: {exc}")
+                except Exception as exc:  # this run is lost; the others go on (Ctrl-C still stops all)
+                    errors.append(f"{TITLES[kind]}, run {i + 1}: {exc if isinstance(exc, BenchError) else repr(exc)}")
                     say(f"{TITLES[kind]}, run {i + 1} FAILED: {exc}")
                     continue
                 finally:
@@ -646,20 +743,23 @@ def measure(args: argparse.Namespace, top: Path) -> dict[str, Any]:
             continue
         summary: dict[str, Any] = {key: median(runs[kind], key) for key in (
             "e2e_per_s", "accepted_per_s", "spool_e2e_per_s", "latency_p50_s", "latency_p99_s",
-            "ticketd_cpu_ms_per_msg", "pg_cpu_ms_per_msg", "pg_msgs_per_core")}
+            "ticketd_cpu_ms_per_msg", "pg_cpu_ms_per_msg", "pg_msgs_per_core") if key in runs[kind][0]}
+        summary["complete"] = all("error" not in r for r in runs[kind])   # else no PASS on these figures
         summary["runs"] = runs[kind]
         results[kind] = summary
     report["results"] = results
     pg1, pg2 = results.get("pg1"), results.get("pg2")
     if pg1 and pg2:
         ratio = pg2["e2e_per_s"] / pg1["e2e_per_s"]
-        report["two_nodes_ratio"] = {"value": ratio, "target": TARGET_TWO_NODES,
-                                     "verdict": verdict(ratio, TARGET_TWO_NODES)}
+        complete = pg1["complete"] and pg2["complete"]
+        report["two_nodes_ratio"] = {"value": ratio, "target": TARGET_TWO_NODES, "complete": complete,
+                                     "verdict": verdict(ratio, TARGET_TWO_NODES) if complete else "MISS"}
     for kind in ("pg1", "pg2"):
         if kind in results:
             value = results[kind]["pg_msgs_per_core"]
-            report[f"pg_per_core_{kind}"] = {"value": value, "target": TARGET_PG_PER_CORE,
-                                             "verdict": verdict(value, TARGET_PG_PER_CORE)}
+            complete = results[kind]["complete"]
+            report[f"pg_per_core_{kind}"] = {"value": value, "target": TARGET_PG_PER_CORE, "complete": complete,
+                                             "verdict": verdict(value, TARGET_PG_PER_CORE) if complete else "MISS"}
     base = pg2 or pg1
     if base:
         node_ms = base["ticketd_cpu_ms_per_msg"]
@@ -692,7 +792,8 @@ def print_text(report: dict[str, Any]) -> None:
         print(f"PostgreSQL {pg['server_version']} (a fresh cluster, tests/postgres.py): shared_buffers"
               f" {pg['shared_buffers']}, synchronous_commit {pg['synchronous_commit']}, fsync {pg['fsync']},"
               f" wal_sync_method {pg['wal_sync_method']}, full_page_writes {pg['full_page_writes']},"
-              f" max_connections {pg['max_connections']}")
+              f" jit {pg['jit']}, max_connections {pg['max_connections']}"
+              + (f" (set by --pg-set: {', '.join(s['pg_set'])})" if s["pg_set"] else ""))
     print(f"load: {s['messages']} msgs of {s['message_bytes']} bytes, {s['sessions']} smtp-source sessions at"
           f" once (one process per sender, -s 1 -m {s['per_sender']}: {-(-s['messages'] // s['per_sender'])}"
           f" senders; split over the nodes' SMTP ports); [limits] new_tickets_per_sender {s['rate_limit']},"
@@ -726,15 +827,39 @@ def print_text(report: dict[str, Any]) -> None:
                   f" {p['backends']:.2f}, background {p['background']:.2f}, postmaster and exited children"
                   f" {p['postmaster_and_exited']:.2f}; the benchmark's own reading connection,"
                   f" {p['excluded']:.2f} s, left out")
-        other_share = cpu["other"] / cpu["machine_busy"] if cpu["machine_busy"] > 0 else 0.0
-        print(f"    last run: accepted in {last['load_seconds']:.2f} s, pipeline done {last['drain_after_load_s']:.2f}"
-              f" s later; machine busy {cpu['machine_busy']:.1f} CPU s: smtp-source {cpu['smtp_source']:.1f},"
-              f" benchmark {cpu['bench']:.1f}, other processes {cpu['other']:.1f} ({other_share:.0%})")
+        if "pg_counters" in last:
+            c, n = last["pg_counters"], last["messages"]
+            print(f"    last run, per message: {c['xact_commit'] / n:.2f} commits, {c['xact_rollback'] / n:.3f}"
+                  f" rollbacks ({c['xact_rollback']} in all), {c['wal_bytes'] / n / 1024:.1f} KB of WAL,"
+                  f" {c['tup_inserted'] / n:.1f} rows inserted, {c['tup_updated'] / n:.1f} updated,"
+                  f" {c['tup_deleted'] / n:.1f} deleted, {c['blks_read'] / n:.2f} blocks read;"
+                  f" {c['deadlocks']} deadlocks")
+        if "pg_activity" in last:
+            a = last["pg_activity"]
+            print(f"    last run, ticketd's connections during the load ({a['samples']} samples of pg_stat_activity):"
+                  f" {a['mean_connections']:.1f} open, {a['mean_active']:.2f} running,"
+                  f" {a['mean_waiting_write_lock']:.2f} waiting for the write lock (advisory; max"
+                  f" {a['max_waiting_write_lock']}, some waiting in {a['share_with_write_lock_waiters']:.0%}"
+                  f" of samples), {a['mean_waiting_other_lock']:.2f} for other locks,"
+                  f" {a['mean_idle_in_transaction']:.2f} idle in a transaction")
+        other = max(0.0, cpu["other"])   # /proc/stat's tick sampling can put it a little under 0
+        other_share = other / cpu["machine_busy"] if cpu["machine_busy"] > 0 else 0.0
+        print(f"    last run: accepted in {last['load_seconds']:.2f} s, last import_log row"
+              f" {max(0.0, last['drain_after_load_s']):.2f} s after the last smtp-source exited; machine busy"
+              f" {cpu['machine_busy']:.1f} CPU s: smtp-source {cpu['smtp_source']:.1f},"
+              f" benchmark {cpu['bench']:.1f}, other processes and interrupts {other:.1f} ({other_share:.0%})")
+        busy = [n for n, run in enumerate(runs, 1)
+                if run["cpu"]["other"] > OTHER_LOAD_NOTE * max(run["cpu"]["machine_busy"], 1e-9)]
+        if busy:
+            print(f"    NOTE: other processes took over {OTHER_LOAD_NOTE:.0%} of the machine's CPU in run(s)"
+                  f" {', '.join(map(str, busy))}: the throughput figures of those runs are low")
         outcomes = ", ".join(f"{k} {v}" for k, v in last["outcomes"].items())
         print(f"    last run: {last['logged']} import_log rows for {last['messages']} sent ({outcomes});"
               f" {last['tickets']} tickets; outbox {last['outbox']}; {last['maildir_files']} mails in the"
               f" maildir")
         for n, run in enumerate(runs, 1):
+            if "error" in run:
+                print(f"    run {n}: INCOMPLETE OR WRONG, its figures are not to be trusted: {run['error']}")
             for name, kinds in run["log_problems"].items():
                 if kinds:
                     print(f"    run {n}: node {name} log: {_problems(kinds)}")
@@ -745,7 +870,7 @@ def print_text(report: dict[str, Any]) -> None:
     ratio = report.get("two_nodes_ratio")
     if ratio:
         print(f"two nodes / one node on PostgreSQL      {ratio['value']:8.2f}        target >="
-              f" {TARGET_TWO_NODES}   {ratio['verdict']}")
+              f" {TARGET_TWO_NODES}   {ratio['verdict']}" + ("" if ratio["complete"] else "   (incomplete runs)"))
     else:
         print(f"two nodes / one node on PostgreSQL      not measured  target >= {TARGET_TWO_NODES}   MISS")
     for kind in ("pg1", "pg2"):
@@ -753,7 +878,7 @@ def print_text(report: dict[str, Any]) -> None:
         label = f"msg/s per PostgreSQL core, {'one node' if kind == 'pg1' else 'two nodes'}"
         if got:
             print(f"{label:<39} {got['value']:8.0f}        target >= {TARGET_PG_PER_CORE:.0f}  {got['verdict']}"
-                  f"   (1 / PostgreSQL CPU s per msg)")
+                  f"   (1 / PostgreSQL CPU s per msg)" + ("" if got["complete"] else "   (incomplete runs)"))
         elif kind in report["kinds"]:
             print(f"{label:<39} not measured  target >= {TARGET_PG_PER_CORE:.0f}  MISS")
     sqlite = results.get("sqlite")
@@ -791,6 +916,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=1.5,
                         help="seconds between the nodes' start and the load (1.5)")
     parser.add_argument("--poll", type=float, default=0.1, help=argparse.SUPPRESS)
+    parser.add_argument("--pg-set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a PostgreSQL setting for the runs, e.g. jit=off (ALTER SYSTEM + reload;"
+                             " repeatable; none by default: PostgreSQL's defaults)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, state)")
     args = parser.parse_args(argv)
     args.kinds = [k.strip() for k in args.only.split(",") if k.strip()]

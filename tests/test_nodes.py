@@ -209,6 +209,8 @@ def test_one_node_imports_a_mailbox_and_the_survivor_takes_it_over(tmp_path: Pat
         for i in range(5):
             dovecot.append("shared", make_mail(subject=f"imap {i}", sender=f"i{i}@client.example").as_bytes())
         holder = wait_lease(a, "imap:shared-inbox")
+        (status,) = a.cli_json("imap", "status")
+        assert status["node"] == holder and status["node_until"]
         wait_count(a, "SELECT count(*) AS n FROM import_log", 5)
         first, second = (a, b) if holder == "a" else (b, a)
         first.stop(signal.SIGKILL)

@@ -98,18 +98,54 @@ async def test_bad_sql_is_a_storage_error_not_the_drivers(db: Database):
             pass
 
 
-async def test_a_writer_of_another_connection_waits_for_the_lock_instead_of_failing(db: Database):
-    other = await db.another()
-    other.gate = type(db.gate)()   # another gate: as if another process (or node)
+async def test_writers_of_two_connections_wait_for_each_other_only_where_they_must(db: Database):
+    """SQLite: one writer at a time (the other waits for the lock instead of failing). PostgreSQL: writers
+    run side by side, and wait only for the same row (here, the same unique key)."""
+    other, third = await db.another(), await db.another()
+    other.gate, third.gate = WriteGate(), WriteGate()   # other gates: as if other processes (or nodes)
     try:
         async with db.transaction():
             await db.execute("INSERT INTO t (v) VALUES ('first')")
             assert await other.scalar("SELECT count(*) FROM t") == 0   # reads never wait; they see the last commit
-            blocked = asyncio.ensure_future(_write(other, "second"))
-            await asyncio.sleep(0.05)
-            assert not blocked.done()
-        await asyncio.wait_for(blocked, 5)
-        assert [r["v"] for r in await db.fetchall("SELECT v FROM t ORDER BY id")] == ["first", "second"]
+            unrelated = asyncio.ensure_future(_write(other, "second"))
+            same_key = asyncio.ensure_future(_write(third, "first"))
+            await asyncio.sleep(0.1)
+            assert unrelated.done() == (db.engine == "postgresql")
+            assert not same_key.done()
+        await asyncio.wait_for(unrelated, 5)
+        with pytest.raises(Conflict):
+            await asyncio.wait_for(same_key, 5)
+        assert [r["v"] for r in await db.fetchall("SELECT v FROM t ORDER BY v")] == ["first", "second"]
+    finally:
+        await other.close()
+        await third.close()
+
+
+async def test_a_ticket_read_to_decide_a_change_is_locked_until_that_change_commits(db: Database):
+    """The desk's collision detection on several nodes: a second writer reads the ticket only after the
+    first one's change, never the state before it."""
+    dept = await departments.sync(db, ["Support"], "x")
+    async with db.transaction():
+        ticket_id = await tickets.create(db, tid="100001", subject="s", status="Open", priority="Medium",
+                                         department_id=dept["Support"], client_email="a@c.example",
+                                         client_name="A", client_id=None, stamp="x")
+    other = await db.another()
+    other.gate = WriteGate()
+
+    async def second() -> str:
+        async with other.transaction():
+            row = await tickets.get_locked(other, ticket_id)
+            assert row is not None
+            return str(row["status"])
+
+    try:
+        async with db.transaction():
+            assert (await tickets.get_locked(db, ticket_id))["status"] == "Open"
+            waiting = asyncio.ensure_future(second())
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+            await tickets.set_status(db, ticket_id, "Closed", "y")
+        assert await asyncio.wait_for(waiting, 5) == "Closed"
     finally:
         await other.close()
 

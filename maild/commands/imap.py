@@ -15,6 +15,7 @@ from maild.commands.output import plural, print_json, print_table
 from maild.config import ImapAccount, Settings
 from maild.receive.imap import Bridge, FolderMissing, ImapService, Importer, connect
 from maild.store import imap as store
+from maild.store import leases
 
 
 def _accounts(settings: Settings, name: str | None) -> list[ImapAccount] | None:
@@ -36,6 +37,7 @@ async def _status(settings: Settings) -> list[dict]:
         status = {r["account"]: r for r in await store.status_rows(app.db)}
         folders = await store.folder_rows(app.db)
         counts = await store.counts(app.db)
+        held = {r["name"]: r for r in await leases.listing(app.db)}
     out = []
     for account in settings.imap:
         row = status.get(account.name)
@@ -53,6 +55,9 @@ async def _status(settings: Settings) -> list[dict]:
             "folders": {f["folder"]: {"uidvalidity": f["uidvalidity"], "last_uid": f["last_uid"]}
                         for f in folders if f["account"] == account.name},
             **counts.get(account.name, {"imported": 0, "too_large": 0, "waiting": 0}),
+            # Which node imports it (serve holds a lease per mailbox), and until when without renewal.
+            "node": lease["holder"] if (lease := held.get(f"imap:{account.name}")) else None,
+            "node_until": lease["until"] if lease else None,
         })
     return out
 
@@ -132,9 +137,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         elif not rows:
             print(f"no [[imap]] mailboxes in {settings.source}")
         else:
-            print_table(["NAME", "STATE", "CONNECTED", "LAST SYNC", "IMPORTED", "TOO LARGE", "LAST ERROR"],
-                        [[r["name"], r["state"], "yes" if r["connected"] else "no", (r["last_sync"] or "")[:19],
-                          r["imported"], r["too_large"], r["last_error"] or ""] for r in rows])
+            print_table(["NAME", "STATE", "CONNECTED", "NODE", "LAST SYNC", "IMPORTED", "TOO LARGE", "LAST ERROR"],
+                        [[r["name"], r["state"], "yes" if r["connected"] else "no", r["node"] or "",
+                          (r["last_sync"] or "")[:19], r["imported"], r["too_large"], r["last_error"] or ""]
+                         for r in rows])
         return 0
     accounts = _accounts(settings, args.name)
     if accounts is None:

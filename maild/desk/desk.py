@@ -90,10 +90,12 @@ class Desk:
         return actor_of(row)
 
     async def ticket(self, tid: str) -> Row:
+        """The ticket (followed past merges), locked until the action's transaction ends."""
         row = await tickets.by_tid(self.db, tid.strip().lstrip("#"))
         if row is None:
             raise NotFound(f"no ticket #{tid.strip().lstrip('#')}")
-        return await tickets.resolve_merged(self.db, row)
+        row = await tickets.resolve_merged(self.db, row)
+        return await tickets.get_locked(self.db, row["id"]) or row
 
     def department_id(self, name: str) -> tuple[int, str]:
         for known, dept_id in self.departments.items():

@@ -16,13 +16,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from maild.addressbook import subject_token_pattern
+from maild.clock import iso
 from maild.desk.events import Actor, Event, EventKind
 from maild.notify import lookups
 from maild.notify import rules as R
 from maild.notify.compose import ascii_address
 from maild.notify.mailing import Batch, Mailing, Recipient
 from maild.store import outbox, senders, tickets
-from maild.store.db import Row, is_transient
+from maild.store.db import Row, is_transient, node_name
 
 if TYPE_CHECKING:
     from maild.addressbook import AddressBook
@@ -80,7 +81,7 @@ class Notifier:
         that cannot become mail (unreadable, a template failing on its data) is logged on its ticket and
         taken out, so that it never holds up the others."""
         written = 0
-        while queued := await outbox.queued_events(self.db, limit):
+        while queued := await outbox.queued_events(self.db, limit, *self._claim()):
             events: list[tuple[int, Event]] = []
             for queue_id, ticket_id, text in queued:
                 try:
@@ -98,6 +99,12 @@ class Notifier:
                 for queue_id, event in events:   # one event's trouble stays its own
                     written += await self._expand_alone(queue_id, event)
         return written
+
+    def _claim(self) -> tuple[str, str, str]:
+        """(node, now, until) for claiming queued events (see [database] lease_seconds)."""
+        now = self.clock.now()
+        return (node_name(self.settings.database.node), iso(now),
+                iso(now + timedelta(seconds=self.settings.database.lease_seconds)))
 
     async def _expand_alone(self, queue_id: int, event: Event) -> int:
         try:

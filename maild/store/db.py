@@ -191,6 +191,12 @@ class Database(ABC):
         ``claimed_by`` and ``claimed_until`` columns. SQLite, one node by nature, claims nothing."""
 
     @abstractmethod
+    def lock_clause(self, alias: str) -> str:
+        """What a SELECT inside a write transaction appends to lock the rows of ``alias`` it reads until the
+        transaction ends, so that another node's writer waits instead of working on what it read (PostgreSQL:
+        ``FOR UPDATE OF alias``; SQLite, whose writers take turns anyway: nothing)."""
+
+    @abstractmethod
     def text_match(self, text: str) -> tuple[str, list[Any]] | None:
         """A subquery of the ids of the messages whose subject or text hold every word of ``text`` (case
         and accents folded), and its parameters; None when ``text`` has no word to look for. The engine's

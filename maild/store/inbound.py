@@ -85,7 +85,9 @@ async def owned(db: Database, ids: list[int], from_state: str = "new") -> set[in
     """Those of ``ids`` still in ``from_state``: inside a write transaction, no other worker can take
     them until it ends (rows another worker already took drop out)."""
     marks = ",".join("?" * len(ids))
-    rows = await db.fetchall(f"SELECT id FROM inbound WHERE state = ? AND id IN ({marks})", (from_state, *ids))
+    # Locked: a worker of another node that took the same rows (its claim ran out) waits, then finds them done.
+    rows = await db.fetchall(f"SELECT i.id FROM inbound i WHERE i.state = ? AND i.id IN ({marks})"
+                             f"{db.lock_clause('i')}", (from_state, *ids))
     return {r["id"] for r in rows}
 
 

@@ -104,10 +104,13 @@ async def queue_events(db: Database, events: Sequence[tuple[int, str]], stamp: s
                          [(ticket_id, stamp, event) for ticket_id, event in events])
 
 
-async def queued_events(db: Database, limit: int) -> list[tuple[int, int | None, str]]:
-    """The oldest queued events as (queue id, ticket id, event JSON)."""
-    rows = await db.fetchall("SELECT id, ticket_id, event FROM notify_queue ORDER BY id LIMIT ?", (limit,))
-    return [(r["id"], r["ticket_id"], r["event"]) for r in rows]
+async def queued_events(db: Database, limit: int, node: str = "", now: str = "", until: str = ""
+                        ) -> list[tuple[int, int | None, str]]:
+    """The oldest queued events as (queue id, ticket id, event JSON), claimed for ``node`` until ``until``
+    (another node's expander leaves them alone meanwhile: each plans its own)."""
+    rows = await db.claim_rows("notify_queue", "id, ticket_id, event", "1 = 1", (), "id", limit, node, now,
+                               until or now)
+    return sorted((r["id"], r["ticket_id"], r["event"]) for r in rows)
 
 
 async def take_events(db: Database, ids: Sequence[int]) -> int:

@@ -64,6 +64,12 @@ async def get_many(db: Database, ids: Sequence[int]) -> dict[int, Row]:
     return {r["id"]: r for r in rows}
 
 
+async def get_locked(db: Database, ticket_id: int) -> Row | None:
+    """The ticket as it is now, locked until the caller's write transaction ends (another node's desk or
+    pipeline waits for it): what a change is decided on, collision detection included."""
+    return await db.fetchone(f"{SELECT} WHERE t.id = ?{db.lock_clause('t')}", (ticket_id,))
+
+
 async def by_tid(db: Database, tid: str) -> Row | None:
     return await db.fetchone(f"{SELECT} WHERE t.tid = ?", (tid,))
 

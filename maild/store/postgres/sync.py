@@ -91,10 +91,8 @@ class PostgresSync:
     def _ensure_schema(self) -> None:
         from maild.store.postgres.engine import schema_version
 
-        try:
-            current = self.fetchone("SELECT max(version) AS v FROM schema_version")
-        except StorageError:
-            current = None
+        exists = self.fetchone("SELECT to_regclass('schema_version') IS NOT NULL AS e")
+        current = self.fetchone("SELECT max(version) AS v FROM schema_version") if exists and exists["e"] else None
         if current is not None and current["v"] == schema_version():
             return
         import asyncio

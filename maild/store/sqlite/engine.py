@@ -141,6 +141,9 @@ class SqliteDatabase(Database):
     async def reset_ids(self, table: str) -> None:
         return None   # an INTEGER PRIMARY KEY continues above the largest id by itself
 
+    def lock_clause(self, alias: str) -> str:
+        return ""   # BEGIN IMMEDIATE: one writer at a time already
+
     def text_match(self, text: str) -> tuple[str, list[Any]] | None:
         words = text.split()
         if not words:

@@ -14,3 +14,5 @@ ALTER TABLE inbound ADD COLUMN claimed_by TEXT;
 ALTER TABLE inbound ADD COLUMN claimed_until TEXT;
 ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
 ALTER TABLE outbox ADD COLUMN claimed_until TEXT;
+ALTER TABLE notify_queue ADD COLUMN claimed_by TEXT;
+ALTER TABLE notify_queue ADD COLUMN claimed_until TEXT;

@@ -9,9 +9,11 @@ CREATE TABLE leases (
     taken_at   TEXT NOT NULL
 );
 
--- Spool and outbox rows claimed by a node's worker or sender (PostgreSQL: FOR UPDATE SKIP LOCKED, with a
+-- Spool, outbox and notification-queue rows claimed by a node's worker, sender or expander (PostgreSQL: FOR UPDATE SKIP LOCKED, with a
 -- lease so that a dead node's rows go to another). SQLite, one node by nature, leaves them empty.
 ALTER TABLE inbound ADD COLUMN claimed_by TEXT;
 ALTER TABLE inbound ADD COLUMN claimed_until TEXT;
 ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
 ALTER TABLE outbox ADD COLUMN claimed_until TEXT;
+ALTER TABLE notify_queue ADD COLUMN claimed_by TEXT;
+ALTER TABLE notify_queue ADD COLUMN claimed_until TEXT;
