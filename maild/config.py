@@ -748,6 +748,9 @@ def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = N
     state = Path(state_dir) if state_dir is not None else file.parent / storage.state_dir
     sections: dict[str, Any] = {f.name: _section(root, f.name, f.default_factory)  # type: ignore[arg-type]
                 for f in fields(Settings) if f.metadata.get("section")}
+    if sections["attachments"].store == "database" and sections["database"].url.startswith("sqlite:"):
+        raise ConfigError(file, "attachments.store", '"database" is for several nodes on PostgreSQL ([database] url);'
+                          ' with SQLite keep "files" (the bytes beside the database, written outside its lock)')
     departments = _departments(file, root.table.pop("departments", None))
     imap = _imap_accounts(file, root.table.pop("imap", []), departments)
     root.finish()

@@ -91,13 +91,18 @@ def test_the_verification_sees_a_changed_row_and_a_missing_one(tmp_path: Path, p
 
 
 def test_migrate_db_says_what_is_wrong_with_its_arguments(instance: Instance, tmp_path: Path):
+    instance.cli("pipe", input=make_mail().as_bytes())
     for args, code, words in (
             (["--from", "mysql://x/y", "--to", "sqlite:///b.sqlite3"], 64, b"--from"),
             (["--from", "sqlite:///ticketd.sqlite3", "--to", "sqlite:///ticketd.sqlite3"], 64, b"same database"),
+            # The same file under another name, with --force: refused, never emptied.
+            (["--from", "sqlite:///ticketd.sqlite3", "--to", f"sqlite:///../{instance.state.name}/ticketd.sqlite3",
+              "--force"], 64, b"same database"),
             (["--from", "sqlite:///ticketd.sqlite3", "--to", "postgresql://ticketd@127.0.0.1:1/none"], 75,
              b"127.0.0.1:1/none")):
         proc = instance.cli("migrate-db", *args, check=False)
         assert proc.returncode == code and words in proc.stderr and b"Traceback" not in proc.stderr, proc.stderr
+    assert instance.query("SELECT count(*) AS n FROM inbound")[0]["n"] == 1   # nothing was deleted
     # SQLite to SQLite works too (and back: any engine to any engine).
     out = json.loads(instance.cli("migrate-db", "--from", "sqlite:///ticketd.sqlite3", "--to",
                                   f"sqlite:///{tmp_path / 'copy.sqlite3'}", "--json").stdout)

@@ -27,7 +27,7 @@ from maild.store.db import (
 )
 from maild.store.errors import NotFound, StorageError
 from maild.store.files import FileStore
-from maild.store.postgres import engine as pg_engine
+from maild.store.postgres import schema as pg_engine
 from maild.store.sqlite import schema as sqlite_schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -355,6 +355,15 @@ async def test_a_lease_keeper_moves_the_work_to_another_node_when_its_holder_sto
     await b.release()
     assert await a.step()
     assert events == ["a+", "b+", "a-", "b-", "a+"]
+    # The database goes away under a: its work goes on while its lease surely holds, then stops.
+    away = await db.another()
+    await away.close()
+    away.url = parse_url("postgresql://ticketd@127.0.0.1:1/away", Path("/"))  # PostgreSQL would reconnect
+    a.db = away
+    now[0] += timedelta(seconds=20)
+    assert await a.step() and events[-1] == "a+"
+    now[0] += timedelta(seconds=11)                    # past the last renewal's 30 s
+    assert not await a.step() and events[-1] == "a-"
 
 
 def test_both_engines_have_the_same_migrations_and_the_same_tables(tmp_path, pg_server):
@@ -392,6 +401,30 @@ async def test_an_unreachable_postgresql_is_transient(tmp_path):
         await open_database(parse_url(f"postgresql://ticketd@127.0.0.1:{port}/nodb", tmp_path))
 
 
+async def test_a_lost_postgresql_connection_is_opened_again(pg_server, tmp_path):
+    """A server restart or a dropped connection: one Transient (the statement in flight), then the next
+    statement connects again, instead of every statement failing for ever."""
+    db = await open_database(parse_url(pg_server.new_database(), tmp_path))
+    killer = await db.another()
+    try:
+        for in_transaction in (False, True):
+            pid = await db.scalar("SELECT pg_backend_pid()")
+            assert await killer.scalar("SELECT pg_terminate_backend(?)", (pid,))
+            if in_transaction:
+                with pytest.raises(Transient):
+                    async with db.transaction():
+                        await db.execute("INSERT INTO leases (name, holder, until, taken_at) VALUES ('x', '', '', '')")
+            else:
+                with pytest.raises(Transient):
+                    await db.scalar("SELECT 1")
+            assert await db.scalar("SELECT 2") == 2
+            assert await db.scalar("SELECT pg_backend_pid()") != pid
+        assert await db.scalar("SELECT count(*) FROM leases") == 0
+    finally:
+        await killer.close()
+        await db.close()
+
+
 def test_urls_parse_relative_to_the_state_directory_and_never_show_a_password(tmp_path):
     assert parse_url("sqlite:///ticketd.sqlite3", tmp_path).path == tmp_path / "ticketd.sqlite3"
     assert parse_url("sqlite:////srv/t.db", tmp_path).path == Path("/srv/t.db")
@@ -405,7 +438,7 @@ def test_urls_parse_relative_to_the_state_directory_and_never_show_a_password(tm
 
 def test_nothing_above_the_store_imports_a_driver():
     """SQL and drivers live in maild/store/ only."""
-    drivers = {"sqlite3", "aiosqlite", "asyncpg", "psycopg"}
+    drivers = {"sqlite3", "aiosqlite", "asyncpg", "psycopg", "psycopg2"}
     offenders = []
     for path in (ROOT / "maild").rglob("*.py"):
         if path.is_relative_to(ROOT / "maild" / "store"):
@@ -424,5 +457,6 @@ def test_the_query_modules_import_no_engine():
     """The shared SQL (maild/store/*.py) is engine-neutral; engine code lives in store/sqlite and store/postgres."""
     for path in (ROOT / "maild" / "store").glob("*.py"):
         text = path.read_text()
-        assert "import sqlite3" not in text and "asyncpg" not in text.replace("asyncpg for", ""), path.name
+        for driver in ("sqlite3", "aiosqlite", "asyncpg", "psycopg2"):
+            assert f"import {driver}" not in text, (path.name, driver)
     assert sqlite3  # the tests themselves may use the driver

@@ -60,6 +60,11 @@ async def _run(source_url: DatabaseURL, target_url: DatabaseURL, args: argparse.
             progress = _Progress()
             try:
                 results = await migrate.copy(source, target, force=args.force, progress=progress)
+            except migrate.SameDatabase:
+                progress.end()
+                print(f"ticketd migrate-db: --from {source_url.display} and --to {target_url.display} are the same"
+                      " database", file=sys.stderr)
+                return EX_USAGE
             except migrate.NotEmpty as exc:
                 progress.end()
                 print(f"ticketd migrate-db: {target_url.display} holds data already ({exc}); empty it, or pass"

@@ -164,7 +164,8 @@ class OutboxSender:
                     row = queue.popleft()
                     in_flight.add(row.id)
                     try:
-                        done.append(await self._attempt(session, row))
+                        if attempt := await self._attempt(session, row):
+                            done.append(attempt)
                     finally:
                         in_flight.discard(row.id)
                 except Exception as exc:  # the other lanes finish the mail in hand, then stop too
@@ -183,7 +184,11 @@ class OutboxSender:
         except Exception as exc:
             log.error("expanding notifications failed; retrying next round: %s", exc, exc_info=not is_transient(exc))
 
-    async def _attempt(self, session: Session, row: OutboxRow) -> Attempt:
+    async def _attempt(self, session: Session, row: OutboxRow) -> Attempt | None:
+        """Send one mail and record the outcome; None when another node took the row over meanwhile."""
+        if not await outbox.still_mine(self.db, row.id, self.node, clocks.iso(self.clock.now() + self.lease)):
+            log.info("outbound left to another node", extra={"kv": {"outbox_id": row.id}})
+            return None
         try:
             sender = with_tag(row.sender, self.signer.bounce_tag(row.id, row.recipient))
         except ValueError as exc:

@@ -32,6 +32,7 @@ log = logging.getLogger("ticketd.pipeline")
 POLL_SECONDS = 0.5            # rows spooled by other processes (ticketd pipe) are found this fast
 MAX_TX_SECONDS = 0.25         # hold the write lock no longer (in-process writers are seen waiting anyway)
 RETRY_SECONDS = (1, 2, 5, 10, 30, 60)
+RESCAN_SECONDS = 2.0          # the whole spool is looked at again at least this often
 
 
 class _Careful(Exception):
@@ -58,6 +59,7 @@ class Worker:
         self.preparer = preparer
         self._wake = asyncio.Event()
         self._high = 0                 # highest queue id fetched; the next fetch starts above it
+        self._rescan_at = 0.0          # time.monotonic() when the next fetch starts from the spool's start
         self._next: tuple[list[tuple[InboundRow, bytes]], asyncio.Future] | None = None
         self.processed = 0
         self.node = node_name(env.settings.database.node)
@@ -104,9 +106,15 @@ class Worker:
                 await self.env.notifier.expand()
                 return done
 
-    async def _fetch(self) -> tuple[list[tuple[InboundRow, bytes]], asyncio.Future] | None:
+    async def _fetch(self, in_hand: Sequence[int] = ()) -> tuple[list[tuple[InboundRow, bytes]], asyncio.Future] | None:
         now = self.env.clock.now()
-        rows = await inbound.pending(self.env.db, self.batch, after=self._high,
+        if time.monotonic() >= self._rescan_at:
+            # Rows below the last one fetched can still appear: a pipe delivery that committed late, rows
+            # another node had claimed and died with. Under steady load the spool never runs dry, so look
+            # from its start again now and then, not only when it is empty.
+            self._high = 0
+            self._rescan_at = time.monotonic() + RESCAN_SECONDS
+        rows = await inbound.pending(self.env.db, self.batch, after=self._high, exclude=in_hand,
                                      claim=(self.node, iso(now), iso(now + self.lease)))
         if not rows:
             self._high = 0  # next time, look at the whole spool again
@@ -129,7 +137,7 @@ class Worker:
                 return []
             rows, preparing = current
             parsed = await preparing
-            self._next = await self._fetch()
+            self._next = await self._fetch([row.id for row, _ in rows])
             return await self._apply(rows, parsed, from_state="new")
         except BaseException:
             self._forget_prefetch()  # a rolled-back batch is fetched again from the start

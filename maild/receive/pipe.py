@@ -4,8 +4,8 @@ Exit codes follow sysexits(3), which MTAs understand: 0 only once the message is
 (EX_TEMPFAIL) when it cannot be stored, so the MTA keeps it and retries; 65 (EX_DATAERR) when it is over
 ``mail.max_message_size``, so the MTA returns it to the sender with our reason. Malformed mail is never a
 reason to fail: it is stored and the pipeline logs what is wrong with it. Only the config, the spool and
-the engine's driver (sqlite3, or asyncpg in a small event loop) are imported here, so a delivery costs
-milliseconds; a PostgreSQL server that does not answer within ``TICKETD_DB_CONNECT_TIMEOUT`` seconds
+the engine's synchronous driver (sqlite3, or psycopg2 for PostgreSQL; no event loop) are imported here, so
+a delivery costs milliseconds; a PostgreSQL server that does not answer within ``TICKETD_DB_CONNECT_TIMEOUT`` seconds
 (default 5) is an exit 75.
 """
 

@@ -191,6 +191,11 @@ class Database(ABC):
         ``claimed_by`` and ``claimed_until`` columns. SQLite, one node by nature, claims nothing."""
 
     @abstractmethod
+    async def renew_claim(self, table: str, row_id: int, node: str, until: str) -> bool:
+        """Keep a row claimed by :meth:`claim_rows` for ``node`` until ``until``: False when another node has
+        taken it meanwhile (its claim ran out), and ``node`` must leave it alone. SQLite: always True."""
+
+    @abstractmethod
     def lock_clause(self, alias: str) -> str:
         """What a SELECT inside a write transaction appends to lock the rows of ``alias`` it reads until the
         transaction ends, so that another node's writer waits instead of working on what it read (PostgreSQL:
@@ -228,7 +233,15 @@ class Database(ABC):
         if self._in_tx:
             raise RuntimeError("nested transaction; use savepoint()")
         async with self.gate.hold():
-            await self._begin()
+            try:
+                await self._begin()
+            except BaseException:
+                # Cancelled or failed half-way: leave no transaction open on the connection.
+                try:
+                    await self._rollback()
+                except Exception:
+                    pass
+                raise
             self._in_tx = True
             try:
                 try:

@@ -48,13 +48,16 @@ MAX_BATCH_BYTES = 64 * 1024 * 1024
 
 
 async def pending(db: Database, limit: int, after: int = 0, max_bytes: int = MAX_BATCH_BYTES,
-                  claim: tuple[str, str, str] = ("", "", "")) -> list[tuple[InboundRow, bytes]]:
+                  claim: tuple[str, str, str] = ("", "", ""), exclude: Sequence[int] = ()
+                  ) -> list[tuple[InboundRow, bytes]]:
     """The oldest rows not yet processed (above queue id ``after``), with their raw bytes: at most
     ``limit`` rows and, past the first, ``max_bytes`` of mail, so a burst of big mail stays in bounds.
     ``claim`` (node, now, until): rows another node works on are left out, and those taken are claimed for
-    ``node`` until ``until`` (see :meth:`Database.claim_rows`)."""
+    ``node`` until ``until`` (see :meth:`Database.claim_rows`); ``exclude``: the rows the caller has in hand."""
     node, now, until = claim
-    sizes = sorted(await db.claim_rows("inbound", "id, length(raw) AS n", "state = 'new' AND id > ?", (after,),
+    skip = sorted(i for i in exclude if i > after)
+    where = "state = 'new' AND id > ?" + (f" AND id NOT IN ({','.join('?' * len(skip))})" if skip else "")
+    sizes = sorted(await db.claim_rows("inbound", "id, length(raw) AS n", where, (after, *skip),
                                        "id", limit, node, now, until), key=lambda r: r["id"])
     ids: list[int] = []
     total = 0

@@ -6,6 +6,7 @@ hash on both sides. Attachment files stay where they are (the state directory)."
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,10 @@ Progress = Callable[[str, int, int], None]   # table, rows copied so far, rows i
 
 class NotEmpty(Exception):
     """The target holds data already (and ``force`` was not given)."""
+
+
+class SameDatabase(Exception):
+    """``source`` and ``target`` are one database under two names."""
 
 
 class Mismatch(Exception):
@@ -117,12 +122,28 @@ async def digest(db: Database, table: str, key: tuple[str, ...], columns: Sequen
     return TableResult(table, n, f"{total:064x}")
 
 
+async def same_database(source: Database, target: Database) -> bool:
+    """Whether the two connections reach one database (two URLs for one file or server: a relative and an
+    absolute path, a host name and its address): a row written through one is read through the other."""
+    probe = f"migrate-db-probe-{secrets.token_hex(8)}"
+    async with target.transaction():
+        await target.execute("INSERT INTO leases (name, holder, until, taken_at) VALUES (?, '', '', '')", (probe,))
+    try:
+        return bool(await source.scalar("SELECT count(*) FROM leases WHERE name = ?", (probe,)))
+    finally:
+        async with target.transaction():
+            await target.execute("DELETE FROM leases WHERE name = ?", (probe,))
+
+
 async def copy(source: Database, target: Database, force: bool = False,
                progress: Progress | None = None) -> list[TableResult]:
     """Copy every table from ``source`` to ``target`` (both at the same schema version), then verify it.
-    A target with rows refuses (:class:`NotEmpty`) unless ``force``, which empties it first."""
+    A target with rows refuses (:class:`NotEmpty`) unless ``force``, which empties it first; the source
+    itself as the target is refused (:class:`SameDatabase`), whatever the URLs say."""
     await check_tables(source)
     await check_tables(target)
+    if await same_database(source, target):
+        raise SameDatabase("the two URLs reach the same database")
     have = {t: n for t, n in (await counts(target)).items() if n}
     if have and not force:
         raise NotEmpty(", ".join(f"{t}: {n}" for t, n in have.items()))

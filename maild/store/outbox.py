@@ -180,9 +180,15 @@ async def mark_sent(db: Database, outbox_ids: Sequence[int], stamp: str) -> None
     if outbox_ids:
         await db.execute(
             f"UPDATE outbox SET state = ?, sent_at = ?, attempts = attempts + 1, last_error = ''"
-            f" WHERE id IN ({','.join('?' * len(outbox_ids))})",
-            (SENT, stamp, *outbox_ids),
+            f" WHERE state = ? AND id IN ({','.join('?' * len(outbox_ids))})",
+            (SENT, stamp, QUEUED, *outbox_ids),
         )
+
+
+async def still_mine(db: Database, outbox_id: int, node: str, until: str) -> bool:
+    """Right before sending: the row is still this node's (renewed until ``until``), not taken over by
+    another node while it waited in this sender's queue."""
+    return await db.renew_claim("outbox", outbox_id, node, until)
 
 
 async def defer(db: Database, outbox_id: int, error: str, next_attempt_at: str) -> None:

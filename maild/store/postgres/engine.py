@@ -16,31 +16,32 @@ error that the caller retries.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from maild.store.db import POSTGRES, Database, DatabaseURL, Row, WriteGate
 from maild.store.errors import Conflict, SchemaError, StorageError, Transient
+from maild.store.postgres.schema import migration_files, schema_version
 
 if TYPE_CHECKING:
     import asyncpg
 
-MIGRATIONS = Path(__file__).with_name("migrations")
+log = logging.getLogger("ticketd.store")
+
 MIGRATION_LOCK = 0x7469636B  # 'tick': one node migrates at a time
 CONNECT_TIMEOUT = 10.0
+SESSION_SETTINGS = {
+    "jit": "off",
+    # A node that vanished mid-transaction (a dead host, a network split) must not hold row locks for the
+    # hours TCP takes to notice: its session ends, and its claims run out, within minutes.
+    "idle_in_transaction_session_timeout": "120s",
+    "tcp_keepalives_idle": "60", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3",
+}
 
 _KEY_COLUMNS = re.compile(r"Key \(([^)]*)\)=")
 _DOLLAR = re.compile(r"\$[A-Za-z_]*\$")
-
-
-def migration_files() -> list[tuple[int, Path]]:
-    return sorted((int(p.name.split("_", 1)[0]), p) for p in MIGRATIONS.glob("*.sql"))
-
-
-def schema_version() -> int:
-    return migration_files()[-1][0]
 
 
 def storable(params: Sequence[Any]) -> Sequence[Any]:
@@ -79,6 +80,14 @@ def placeholders(sql: str) -> str:
     return done
 
 
+def _broken(exc: BaseException) -> bool:
+    """The connection itself failed (not the statement): it must not be used again."""
+    import asyncpg.exceptions as pg
+
+    return isinstance(exc, (pg.PostgresConnectionError, pg.InterfaceError, pg.InternalClientError,
+                            pg.AdminShutdownError, ConnectionError, OSError, asyncio.TimeoutError))
+
+
 def translate(exc: BaseException) -> BaseException:
     """The engine-neutral error for an asyncpg one (others pass through)."""
     import asyncpg.exceptions as pg
@@ -87,9 +96,13 @@ def translate(exc: BaseException) -> BaseException:
         match = _KEY_COLUMNS.search(exc.detail or "")
         columns = tuple(c.strip().strip('"') for c in match.group(1).split(",")) if match else ()
         return Conflict(str(exc), exc.table_name or "", columns)
+    # A failover to a read-only standby, or a statement prepared before another node migrated the schema,
+    # is over with the next try too.
     transient = (pg.TransactionRollbackError, pg.LockNotAvailableError, pg.PostgresConnectionError,
                  pg.OperatorInterventionError, pg.InsufficientResourcesError, pg.InterfaceError,
-                 pg.CannotConnectNowError, ConnectionError, asyncio.TimeoutError, OSError)
+                 pg.CannotConnectNowError, pg.ReadOnlySQLTransactionError, pg.InvalidCachedStatementError,
+                 pg.IdleInTransactionSessionTimeoutError, pg.InternalClientError,
+                 ConnectionError, asyncio.TimeoutError, OSError)
     if isinstance(exc, transient):
         return Transient(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, (pg.PostgresError, pg.InterfaceError)):
@@ -104,7 +117,7 @@ async def _connect(url: DatabaseURL, timeout: float) -> asyncpg.Connection:
         # No JIT: short OLTP statements whose estimates look big (an OR of IN-subqueries) would spend far
         # longer compiling than running (measured: most of PostgreSQL's CPU per message with it on).
         conn = await asyncpg.connect(url.dsn, password=url.password(), timeout=timeout,
-                                     server_settings={"jit": "off"})
+                                     server_settings=SESSION_SETTINGS)
     except Exception as exc:  # asyncpg raises OSError, TimeoutError, PostgresError...
         err = translate(exc)
         if err is exc or not isinstance(err, StorageError):
@@ -193,49 +206,45 @@ class PostgresDatabase(Database):
     async def close(self) -> None:
         await self.conn.close()
 
+    async def _call(self, op: str, sql: str, *args: Any) -> Any:
+        """One statement, taken in turn; a connection that was lost (a server restart, a failover, a dropped
+        idle connection) is opened again first, outside a transaction (inside one, the loss is the
+        transaction's: Transient, and the caller runs it again)."""
+        async with self._lock:
+            if self.conn.is_closed():
+                if self._in_tx:
+                    raise Transient(f"the connection to {self.url.display} was lost in a transaction")
+                log.warning("database connection lost; connecting again", extra={"kv": {"db": self.url.display}})
+                self.conn = await _connect(self.url, CONNECT_TIMEOUT)
+            try:
+                return await getattr(self.conn, op)(sql, *args)
+            except Exception as exc:
+                if _broken(exc) and not self.conn.is_closed():
+                    self.conn.terminate()   # its state is unknown: the next statement connects again
+                raise translate(exc) from exc
+
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        try:
-            async with self._lock:
-                records = await self.conn.fetch(placeholders(sql), *storable(params))
-        except Exception as exc:
-            raise translate(exc) from exc
-        return [Row(r.items()) for r in records]
+        return [Row(r.items()) for r in await self._call("fetch", placeholders(sql), *storable(params))]
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
     async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        try:
-            async with self._lock:
-                return await self.conn.fetchval(placeholders(sql), *storable(params))
-        except Exception as exc:
-            raise translate(exc) from exc
+        return await self._call("fetchval", placeholders(sql), *storable(params))
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        try:
-            async with self._lock:
-                status = await self.conn.execute(placeholders(sql), *storable(params))
-        except Exception as exc:
-            raise translate(exc) from exc
+        status = await self._call("execute", placeholders(sql), *storable(params))
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 
     async def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
-        try:
-            async with self._lock:
-                found = await self.conn.fetchval(placeholders(sql) + " RETURNING id", *storable(params))
-        except Exception as exc:
-            raise translate(exc) from exc
+        found = await self._call("fetchval", placeholders(sql) + " RETURNING id", *storable(params))
         return int(found or 0)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            try:
-                async with self._lock:
-                    await self.conn.executemany(placeholders(sql), [storable(r) for r in rows])
-            except Exception as exc:
-                raise translate(exc) from exc
+            await self._call("executemany", placeholders(sql), [storable(r) for r in rows])
 
     async def claim_rows(self, table: str, columns: str, where: str, params: Sequence[Any], order: str, limit: int,
                          node: str, now: str, until: str) -> list[Row]:
@@ -245,12 +254,12 @@ class PostgresDatabase(Database):
                f" (SELECT id FROM {table} WHERE {placeholders(where)} AND (claimed_until IS NULL"
                f" OR claimed_until < ${n + 3} OR claimed_by = ${n + 1}) ORDER BY {order} LIMIT ${n + 4}"
                f" FOR UPDATE SKIP LOCKED) RETURNING {columns}")
-        try:
-            async with self._lock:
-                records = await self.conn.fetch(sql, *storable(params), node, until, now, limit)
-        except Exception as exc:
-            raise translate(exc) from exc
+        records = await self._call("fetch", sql, *storable(params), node, until, now, limit)
         return [Row(r.items()) for r in records]
+
+    async def renew_claim(self, table: str, row_id: int, node: str, until: str) -> bool:
+        return await self.execute(f"UPDATE {table} SET claimed_until = ? WHERE id = ? AND claimed_by = ?",
+                                  (until, row_id, node)) == 1
 
     async def tables(self) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
@@ -276,11 +285,7 @@ class PostgresDatabase(Database):
                 " @@ plainto_tsquery('simple', ticketd_fold(?))", [text])
 
     async def _run_plain(self, sql: str) -> None:
-        try:
-            async with self._lock:
-                await self.conn.execute(sql)
-        except Exception as exc:
-            raise translate(exc) from exc
+        await self._call("execute", sql)
 
     async def _begin(self) -> None:
         await self._run_plain("BEGIN")

@@ -55,6 +55,7 @@ def translate(exc: BaseException) -> BaseException:
         return Conflict(str(exc), diag.table_name or "", ())
     if isinstance(exc, (psycopg2.OperationalError, pe.SerializationFailure, pe.DeadlockDetected,
                         pe.LockNotAvailable, pe.AdminShutdown, pe.CannotConnectNow, pe.TooManyConnections,
+                        pe.ReadOnlySqlTransaction,
                         psycopg2.InterfaceError, OSError)):
         return Transient(f"{type(exc).__name__}: {str(exc).strip()}")
     if isinstance(exc, psycopg2.Error):
@@ -65,22 +66,29 @@ def translate(exc: BaseException) -> BaseException:
 class PostgresSync:
     """One psycopg2 connection. Each write commits on its own (``insert_committed``, ``execute``)."""
 
-    def __init__(self, conn: Any, url: DatabaseURL) -> None:
+    def __init__(self, conn: Any, url: DatabaseURL, timeout: float) -> None:
         self.conn = conn
         self.url = url
+        self.timeout = timeout
 
-    @classmethod
-    def connect(cls, url: DatabaseURL, timeout: float) -> PostgresSync:
+    @staticmethod
+    def _open(url: DatabaseURL, timeout: float) -> Any:
         import psycopg2
 
         try:
-            conn = psycopg2.connect(url.dsn, password=url.password(), connect_timeout=max(1, math.ceil(timeout)))
+            # Keepalives: a connection a firewall dropped while idle is noticed, not waited on for hours.
+            return psycopg2.connect(url.dsn, password=url.password(), connect_timeout=max(1, math.ceil(timeout)),
+                                    keepalives=1, keepalives_idle=60, keepalives_interval=10, keepalives_count=3)
         except Exception as exc:
             err = translate(exc)
             if not isinstance(err, StorageError):
                 err = Transient(str(exc))
             raise type(err)(f"cannot connect to {url.display}: {err}") from exc
-        self = cls(conn, url)
+
+    @classmethod
+    def connect(cls, url: DatabaseURL, timeout: float) -> PostgresSync:
+        conn = cls._open(url, timeout)
+        self = cls(conn, url, timeout)
         try:
             self._ensure_schema()
         except BaseException:
@@ -89,7 +97,7 @@ class PostgresSync:
         return self
 
     def _ensure_schema(self) -> None:
-        from maild.store.postgres.engine import schema_version
+        from maild.store.postgres.schema import schema_version
 
         exists = self.fetchone("SELECT to_regclass('schema_version') IS NOT NULL AS e")
         current = self.fetchone("SELECT max(version) AS v FROM schema_version") if exists and exists["e"] else None
@@ -105,6 +113,8 @@ class PostgresSync:
         asyncio.run(migrate())
 
     def _run(self, sql: str, params: Sequence[Any], fetch: bool) -> tuple[list[Row], int]:
+        if self.conn.closed:   # lost (a server restart, a failover): each statement is its own transaction
+            self.conn = self._open(self.url, self.timeout)
         try:
             with self.conn, self.conn.cursor() as cur:   # one transaction: committed, or rolled back
                 cur.execute(pyformat(sql), storable(params))

@@ -141,6 +141,9 @@ class SqliteDatabase(Database):
     async def reset_ids(self, table: str) -> None:
         return None   # an INTEGER PRIMARY KEY continues above the largest id by itself
 
+    async def renew_claim(self, table: str, row_id: int, node: str, until: str) -> bool:
+        return True   # nothing was claimed (one node)
+
     def lock_clause(self, alias: str) -> str:
         return ""   # BEGIN IMMEDIATE: one writer at a time already
 
