@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from maild.spool import Incoming
-from maild.store import blobs, departments, imap, importlog, inbound, leases, messages, search, staff, tickets
+from maild.store import blobs, departments, imap, importlog, inbound, leases, messages, people, search, staff, tickets
 from maild.store.db import (
     NO_LIMIT,
     Conflict,
@@ -174,6 +174,11 @@ async def test_the_shared_sql_runs_on_both_engines(db: Database):
         assert await staff.watch(db, tid_id, sam) and not await staff.watch(db, tid_id, sam)
     await imap.reset_folder(db, "acct", "INBOX", 7, "x")
     assert await imap.folder_state(db, "acct", "INBOX") == (7, 0)
+    async with db.transaction():
+        await people.add_person(db, None, "zed@c.example", "Zed", "registered", "x")
+        await people.add_person(db, "Acme", "amy@acme.example", "Amy", "owner", "x")
+    # The same order on both engines (NULL sorts first on one and last on the other): accounts first.
+    assert [r["email"] for r in await people.listing(db)] == ["amy@acme.example", "zed@c.example"]
     (row,) = await staff.listing(db)
     assert sorted(row["departments"].split(",")) == ["Billing", "Support"] and row["notify"] == "Billing"
     assert (await tickets.by_tid(db, "123456"))["id"] == tid_id
@@ -255,12 +260,15 @@ async def test_search_finds_every_word_folding_case_and_accents_and_follows_the_
 
     printer, (p1, p2) = await ticket("100001", "Support", ("Printer on fire", "It smokes."),
                                      ("Re: Printer on fire", "Now the CAFÉ machine too: problème!"))
-    cafe, (c1,) = await ticket("100002", "Billing", ("Invoice", "Le café était froid, quel problème"))
+    cafe, (c1, _) = await ticket("100002", "Billing", ("Invoice", "Le café était froid, quel problème"),
+                               ("Re: Invoice", "Write to john.doe@example.com or see https://example.org/page/path_2"))
 
     async def found(text: str, **kw: object) -> dict[int, tuple[int, ...]]:
         return {h.ticket_id: h.message_ids for h in await search.search(db, text, **kw)}
 
     assert await found("printer") == {printer: (p1, p2)}            # a message's subject counts
+    # Words inside addresses, URLs and paths, as SQLite's tokenizer splits them, on both engines.
+    assert set(await found("john")) == set(await found("example page")) == set(await found("path 2")) == {cafe}
     assert await found("smokes") == {printer: (p1,)}
     assert await found("cafe probleme") == {printer: (p2,), cafe: (c1,)}   # accents and case folded
     assert [h.ticket_id for h in await search.search(db, "PROBLÈME")] == [cafe, printer]  # latest first

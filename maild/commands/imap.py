@@ -16,6 +16,7 @@ from maild.config import ImapAccount, Settings
 from maild.receive.imap import Bridge, FolderMissing, ImapService, Importer, connect
 from maild.store import imap as store
 from maild.store import leases
+from maild.store.db import node_name
 
 
 def _accounts(settings: Settings, name: str | None) -> list[ImapAccount] | None:
@@ -70,9 +71,19 @@ async def _sync_once(settings: Settings, accounts: list[ImapAccount]) -> tuple[i
         imap_db = await app.db.another()
         loop = asyncio.get_running_loop()
         try:
+            held = {r["name"]: r for r in await leases.listing(imap_db)}
+            me, now = node_name(settings.database.node), app.clock.stamp()
             for account in accounts:
                 importer = Importer(account, imap_db, Bridge(loop), settings.mail.max_message_size, app.clock)
                 entry: dict = {"spooled": 0, "error": None}
+                lease = held.get(f"imap:{account.name}")
+                if lease and lease["holder"] != me and lease["until"] > now:
+                    # Another node's serve imports it: two importers would race on its flags and moves.
+                    entry["error"] = (f"node {lease['holder']} imports this mailbox (its lease runs until"
+                                      f" {lease['until']}); sync it there, or stop that node first")
+                    code = code or EX_TEMPFAIL
+                    report["accounts"][account.name] = entry
+                    continue
                 try:
                     await asyncio.to_thread(importer.run, True)
                 except LoginError as exc:
@@ -98,8 +109,10 @@ async def _sync_forever(settings: Settings, accounts: list[ImapAccount]) -> int:
     stop = stop_on_signals()
     async with App(settings, parsers=settings.worker.parsers) as app:
         assert app.db is not None and app.worker is not None
+        # One node at a time per mailbox, as under serve: it waits for a mailbox another node imports.
         service = ImapService(accounts, app.db.another, settings.mail.max_message_size, app.clock,
-                              app.worker.wake)
+                              app.worker.wake, lease_seconds=settings.database.lease_seconds,
+                              node=settings.database.node)
         await service.start()
         try:
             await app.worker.run(stop)

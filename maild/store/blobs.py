@@ -89,9 +89,11 @@ class DatabaseBlobs:
     def put(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
         with self._lock:
-            if self.conn.fetchone("SELECT 1 AS x FROM blobs WHERE sha256 = ? AND chunk = 0", (sha,)):
-                return sha
             stamp = self.clock.stamp()
+            # Stored already: made young again, so that housekeeping never takes bytes a message in
+            # flight is about to reference.
+            if self.conn.execute("UPDATE blobs SET created_at = ? WHERE sha256 = ? AND chunk = 0", (stamp, sha)):
+                return sha
             pieces = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]
             for n in range(1, len(pieces)):
                 self.conn.execute("INSERT INTO blobs (sha256, chunk, data, created_at) VALUES (?, ?, ?, ?)"
@@ -113,10 +115,10 @@ class DatabaseBlobs:
         return data
 
     def delete(self, sha256: str) -> None:
+        """All its chunks at once, unless an attachment references it by now (checked in the same statement)."""
         with self._lock:
-            # Chunk 0 first: from then on the blob is gone for readers, whatever happens to the rest.
-            self.conn.execute("DELETE FROM blobs WHERE sha256 = ? AND chunk = 0", (check_sha(sha256),))
-            self.conn.execute("DELETE FROM blobs WHERE sha256 = ?", (sha256,))
+            self.conn.execute("DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS"
+                              " (SELECT 1 FROM attachments a WHERE a.sha256 = ?)", (check_sha(sha256), sha256))
 
     def stored_before(self, stamp: str) -> Iterator[str]:
         with self._lock:

@@ -52,8 +52,9 @@ async def is_registered(db: Database, email: str) -> bool:
 async def listing(db: Database, limit: int | None = None) -> list[Row]:
     """Account people, then registered users, by account, role and address; ``limit`` None: all."""
     return await db.fetchall(
-        "SELECT c.name AS account, p.email, p.name, p.role FROM client_people p JOIN clients c ON c.id = p.client_id"
-        " UNION ALL SELECT NULL, email, name, 'registered' FROM registered_users ORDER BY 1, 4, 2 LIMIT ?",
+        "SELECT * FROM (SELECT c.name AS account, p.email, p.name, p.role FROM client_people p"
+        " JOIN clients c ON c.id = p.client_id UNION ALL SELECT NULL, email, name, 'registered' FROM registered_users)"
+        " u ORDER BY account IS NULL, account, role, email LIMIT ?",   # NULLs last on both engines
         (NO_LIMIT if limit is None else limit,))
 
 

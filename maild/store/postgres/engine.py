@@ -281,8 +281,8 @@ class PostgresDatabase(Database):
             return None
         # The very expression of the index messages_search (migration 0010), so that the index answers.
         return ("SELECT id FROM messages WHERE"
-                " to_tsvector('simple', ticketd_fold(coalesce(subject, '') || ' ' || body))"
-                " @@ plainto_tsquery('simple', ticketd_fold(?))", [text])
+                " to_tsvector('simple', ticketd_words(coalesce(subject, '') || ' ' || body))"
+                " @@ plainto_tsquery('simple', ticketd_words(?))", [text])
 
     async def _run_plain(self, sql: str) -> None:
         await self._call("execute", sql)

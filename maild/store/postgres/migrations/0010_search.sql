@@ -16,5 +16,10 @@ BEGIN
 END
 $$;
 
+-- Letters and digits only, as SQLite's tokenizer sees them: PostgreSQL's parser would otherwise keep an
+-- address, a URL or a path as one token, and "john" would not find john@example.com.
+CREATE FUNCTION ticketd_words(TEXT) RETURNS TEXT LANGUAGE SQL IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT regexp_replace(ticketd_fold($1), '[^[:alnum:]]+', ' ', 'g') $$;
+
 CREATE INDEX messages_search ON messages
-    USING gin (to_tsvector('simple', ticketd_fold(coalesce(subject, '') || ' ' || body)));
+    USING gin (to_tsvector('simple', ticketd_words(coalesce(subject, '') || ' ' || body)));
