@@ -468,3 +468,11 @@ def test_the_query_modules_import_no_engine():
         for driver in ("sqlite3", "aiosqlite", "asyncpg", "psycopg2"):
             assert f"import {driver}" not in text, (path.name, driver)
     assert sqlite3  # the tests themselves may use the driver
+
+
+def test_placeholders_are_rewritten_for_each_postgresql_driver_outside_quotes():
+    from maild.store.postgres.schema import rewrite
+
+    sql = "SELECT '?', \"a?\", ? FROM t WHERE s LIKE '5%' AND n % 2 = ?"
+    assert rewrite(sql, True) == "SELECT '?', \"a?\", $1 FROM t WHERE s LIKE '5%' AND n % 2 = $2"
+    assert rewrite(sql, False) == "SELECT '?', \"a?\", %s FROM t WHERE s LIKE '5%%' AND n %% 2 = %s"

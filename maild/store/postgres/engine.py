@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from maild.store.db import POSTGRES, Database, DatabaseURL, Row, WriteGate
 from maild.store.errors import Conflict, SchemaError, StorageError, Transient
-from maild.store.postgres.schema import migration_files, schema_version
+from maild.store.postgres.schema import migration_files, rewrite, schema_version
 
 if TYPE_CHECKING:
     import asyncpg
@@ -52,32 +52,9 @@ def storable(params: Sequence[Any]) -> Sequence[Any]:
     return params
 
 
-_cache: dict[str, str] = {}
-
-
 def placeholders(sql: str) -> str:
-    """``?`` → ``$n`` outside quoted strings and identifiers."""
-    done = _cache.get(sql)
-    if done is not None:
-        return done
-    out: list[str] = []
-    n = 0
-    quote = ""
-    for ch in sql:
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in ("'", '"'):
-            quote = ch
-        elif ch == "?":
-            n += 1
-            out.append(f"${n}")
-            continue
-        out.append(ch)
-    done = "".join(out)
-    if len(_cache) < 4096:
-        _cache[sql] = done
-    return done
+    """``?`` → ``$n`` (outside quoted strings and identifiers)."""
+    return rewrite(sql, True)
 
 
 def _broken(exc: BaseException) -> bool:

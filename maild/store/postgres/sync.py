@@ -14,31 +14,12 @@ from typing import Any
 
 from maild.store.db import DatabaseURL, Row
 from maild.store.errors import Conflict, StorageError, Transient
-
-_cache: dict[str, str] = {}
+from maild.store.postgres.schema import rewrite
 
 
 def pyformat(sql: str) -> str:
     """``?`` → ``%s`` (and a literal ``%`` → ``%%``) outside quoted strings and identifiers."""
-    done = _cache.get(sql)
-    if done is not None:
-        return done
-    out: list[str] = []
-    quote = ""
-    for ch in sql:
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in ("'", '"'):
-            quote = ch
-        elif ch == "?":
-            out.append("%s")
-            continue
-        out.append("%%" if ch == "%" else ch)
-    done = "".join(out)
-    if len(_cache) < 1024:
-        _cache[sql] = done
-    return done
+    return rewrite(sql, False)
 
 
 def storable(params: Sequence[Any]) -> list[Any]:
