@@ -89,6 +89,26 @@ async def test_a_failed_transaction_leaves_nothing_and_a_savepoint_undoes_only_i
     assert [r["v"] for r in await db.fetchall("SELECT v FROM t")] == ["kept"]
 
 
+async def test_two_tasks_sharing_a_connection_take_turns_at_transactions(db: Database):
+    """The outbox sender's committer and its lanes' notification expansion share one connection: the
+    second transaction waits for the first instead of failing as if it were nested."""
+    first_in = asyncio.Event()
+
+    async def first() -> None:
+        async with db.transaction():
+            await db.execute("INSERT INTO t (v) VALUES ('first')")
+            first_in.set()
+            await asyncio.sleep(0.05)
+
+    async def second() -> None:
+        await first_in.wait()
+        async with db.transaction():
+            await db.execute("INSERT INTO t (v) VALUES ('second')")
+
+    await asyncio.gather(first(), second())
+    assert [r["v"] for r in await db.fetchall("SELECT v FROM t ORDER BY id")] == ["first", "second"]
+
+
 async def test_bad_sql_is_a_storage_error_not_the_drivers(db: Database):
     with pytest.raises(StorageError) as caught:
         await db.fetchall("SELECT nope FROM t")

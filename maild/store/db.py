@@ -158,6 +158,7 @@ class Database(ABC):
         self.url = url
         self.gate = gate or WriteGate()
         self._in_tx = False
+        self._tx_task: object = None
 
     # Reads and writes; ``sql`` uses ``?`` placeholders on every engine.
     @abstractmethod
@@ -229,10 +230,15 @@ class Database(ABC):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Database]:
-        """A write transaction: commits when the block ends, rolls back when it raises."""
-        if self._in_tx:
+        """A write transaction: commits when the block ends, rolls back when it raises. Another task of this
+        process that wants one on the same connection waits for it (the outbox sender's committer and its
+        lanes' notification expansion share one); the same task asking again is a bug (use savepoint())."""
+        import asyncio
+
+        if self._in_tx and self._tx_task is asyncio.current_task():
             raise RuntimeError("nested transaction; use savepoint()")
         async with self.gate.hold():
+            self._tx_task = asyncio.current_task()
             try:
                 await self._begin()
             except BaseException:
