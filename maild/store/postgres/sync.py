@@ -16,6 +16,8 @@ from maild.store.db import DatabaseURL, Row
 from maild.store.errors import Conflict, StorageError, Transient
 from maild.store.postgres.schema import rewrite
 
+STATEMENT_TIMEOUT_MS = 30000
+
 
 def pyformat(sql: str) -> str:
     """``?`` → ``%s`` (and a literal ``%`` → ``%%``) outside quoted strings and identifiers."""
@@ -58,8 +60,11 @@ class PostgresSync:
 
         try:
             # Keepalives: a connection a firewall dropped while idle is noticed, not waited on for hours.
+            # Each statement bounded too: a server that stalls after the connect (a synchronous standby
+            # gone) costs the MTA's pipe a clear exit 75, not its whole patience.
             return psycopg2.connect(url.dsn, password=url.password(), connect_timeout=max(1, math.ceil(timeout)),
-                                    keepalives=1, keepalives_idle=60, keepalives_interval=10, keepalives_count=3)
+                                    keepalives=1, keepalives_idle=60, keepalives_interval=10, keepalives_count=3,
+                                    options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c jit=off")
         except Exception as exc:
             err = translate(exc)
             if not isinstance(err, StorageError):
