@@ -127,7 +127,8 @@ class SqliteSyncWriter:
         rows = self.fetchall(sql, params)
         return rows[0] if rows else None
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+    def _committed(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
+        """One statement in a write transaction of its own."""
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -139,21 +140,13 @@ class SqliteSyncWriter:
                 raise
         except sqlite3.Error as exc:
             raise translate(exc) from exc
-        return cur.rowcount
+        return cur
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._committed(sql, params).rowcount
 
     def insert_committed(self, sql: str, params: Sequence[Any]) -> int:
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self.conn.execute(sql, params)
-                self.conn.execute("COMMIT")
-            except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-        return int(cur.lastrowid or 0)
+        return int(self._committed(sql, params).lastrowid or 0)
 
     def close(self) -> None:
         self.conn.close()
