@@ -15,6 +15,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -540,7 +541,7 @@ class Settings:
     outbound: OutboundSettings = section(OutboundSettings)
     notifications: NotificationSettings = section(NotificationSettings)
 
-    @property
+    @cached_property
     def database_url(self) -> DatabaseURL:
         """Where the database is (a relative SQLite file is in the state directory)."""
         from maild.store.db import parse_url

@@ -7,7 +7,6 @@ import ast
 import asyncio
 import os
 import socket
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -487,7 +486,6 @@ def test_the_query_modules_import_no_engine():
         text = path.read_text()
         for driver in ("sqlite3", "aiosqlite", "asyncpg", "psycopg2"):
             assert f"import {driver}" not in text, (path.name, driver)
-    assert sqlite3  # the tests themselves may use the driver
 
 
 def test_placeholders_are_rewritten_for_each_postgresql_driver_outside_quotes():

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Protocol
 from maild.clock import Clock
 from maild.store.db import Database, DatabaseURL, SyncConnection, connect_sync
 from maild.store.errors import NotFound
+from maild.store.files import FileStore, check_sha
 
 if TYPE_CHECKING:
     from maild.config import Settings
 
 CHUNK = 1024 * 1024
-FILES, DATABASE = "files", "database"
+DATABASE = "database"
 
 
 class Blobs(Protocol):
@@ -61,8 +62,6 @@ class BlobSpec:
                     assert self.url is not None
                     found = DatabaseBlobs(connect_sync(self.url))
                 else:
-                    from maild.store.files import FileStore
-
                     found = FileStore(self.root)
                 _open[self] = found
             return found
@@ -70,12 +69,6 @@ class BlobSpec:
 
 _open: dict[BlobSpec, Blobs] = {}
 _lock = threading.Lock()
-
-
-def check_sha(sha256: str) -> str:
-    if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
-        raise ValueError(f"not a sha256 hex digest: {sha256!r}")
-    return sha256
 
 
 class DatabaseBlobs:

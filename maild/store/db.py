@@ -63,7 +63,6 @@ class DatabaseURL:
     driver's standard environment (``PGPASSWORD``, ``~/.pgpass``)."""
 
     engine: str
-    text: str                      # as configured
     path: Path | None = None       # SQLite: the file
     dsn: str = ""                  # PostgreSQL: the URL without our own query parameters
     password_file: Path | None = None
@@ -104,7 +103,7 @@ def parse_url(text: str, state_dir: Path) -> DatabaseURL:
         if not name or name.endswith("/"):
             raise ValueError("the SQLite URL names no file (sqlite:///ticketd.sqlite3)")
         path = Path(name)
-        return DatabaseURL(SQLITE, text, path=(path if path.is_absolute() else state_dir / path))
+        return DatabaseURL(SQLITE, path=(path if path.is_absolute() else state_dir / path))
     scheme = text.split(":", 1)[0].lower()
     if scheme in ("postgresql", "postgres"):
         parts = urlsplit(text)
@@ -120,7 +119,7 @@ def parse_url(text: str, state_dir: Path) -> DatabaseURL:
             else:
                 query.append(item)
         dsn = parts._replace(scheme="postgresql", query="&".join(query)).geturl()
-        return DatabaseURL(POSTGRES, text, dsn=dsn, password_file=password_file)
+        return DatabaseURL(POSTGRES, dsn=dsn, password_file=password_file)
     raise ValueError(f"unknown database scheme {scheme!r}: use sqlite:///FILE or postgresql://USER@HOST:PORT/DB")
 
 
@@ -313,17 +312,14 @@ class SyncConnection(Protocol):
     def close(self) -> None: ...
 
 
-SyncWriter = SyncConnection
-
-
 def connect_sync(url: DatabaseURL, timeout: float | None = None) -> SyncConnection:
     """A synchronous connection (schema brought up to date); ``timeout`` bounds the connect in seconds
     (default ``$TICKETD_DB_CONNECT_TIMEOUT`` or 5). Raises :class:`StorageError` (``Transient`` when a
     retry may cure it). No event loop, and only the engine's synchronous driver, is imported."""
     if url.engine == SQLITE:
-        from maild.store.sqlite.schema import SqliteSyncWriter
+        from maild.store.sqlite.schema import SqliteSync
 
-        return SqliteSyncWriter.connect(url)
+        return SqliteSync.connect(url)
     from maild.store.postgres.sync import PostgresSync
 
     return PostgresSync.connect(url, timeout or float(os.environ.get("TICKETD_DB_CONNECT_TIMEOUT", "5")))

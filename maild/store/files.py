@@ -15,14 +15,19 @@ from maild.clock import parse
 from maild.store.errors import NotFound
 
 
+def check_sha(sha256: str) -> str:
+    """A sha256 hex digest, or ValueError: no other name reaches a path or a query."""
+    if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+    return sha256
+
+
 class FileStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
     def path_for(self, sha256: str) -> Path:
-        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
-            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
-        return self.root / sha256[:2] / sha256
+        return self.root / check_sha(sha256)[:2] / sha256
 
     def put(self, data: bytes) -> str:
         """Store ``data`` durably (fsync'd) and return its sha256; storing the same bytes twice is free."""

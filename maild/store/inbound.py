@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from maild.clock import Clock
 from maild.spool import Incoming, SpoolError
-from maild.store.db import Database, Row, StorageError, SyncWriter
+from maild.store.db import Database, Row, StorageError, SyncConnection
 
 INSERT_SQL = (
     "INSERT INTO inbound (received_at, source, source_ref, peer, envelope_from, envelope_to,"
@@ -111,7 +111,7 @@ async def count_pending(db: Database) -> int:
     return int(await db.scalar("SELECT count(*) FROM inbound WHERE state = 'new'") or 0)
 
 
-def spool_sync(conn: SyncWriter, item: Incoming, clock: Clock | None = None) -> int:
+def spool_sync(conn: SyncConnection, item: Incoming, clock: Clock | None = None) -> int:
     """Commit one message with a synchronous connection (``ticketd pipe``); return its queue id."""
     stamp = (clock or Clock()).stamp()
     try:

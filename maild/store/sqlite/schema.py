@@ -104,14 +104,14 @@ def connect_file(path: Path) -> sqlite3.Connection:
     return conn
 
 
-class SqliteSyncWriter:
+class SqliteSync:
     """A synchronous connection (``ticketd pipe``, the attachment store): each write commits on its own."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
     @classmethod
-    def connect(cls, url: DatabaseURL) -> SqliteSyncWriter:
+    def connect(cls, url: DatabaseURL) -> SqliteSync:
         assert url.path is not None
         return cls(connect_file(url.path))
 
