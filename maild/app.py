@@ -349,7 +349,7 @@ async def supervise(kind: str, settings: Settings, stop: asyncio.Event) -> None:
     """Run a child process; restart it if it dies; on ``stop``, SIGTERM it and wait for its work in hand."""
     import multiprocessing
 
-    ctx = multiprocessing.get_context("spawn")  # never fork a process with threads (aiosqlite)
+    ctx = multiprocessing.get_context("spawn")  # never fork a process with threads (the database's)
     backoff = RestartBackoff()
     while not stop.is_set():
         # Not a daemonic process: the worker runs a parser pool of its own. It exits by itself if we die.

@@ -34,7 +34,7 @@ def setup(level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Library chatter (aiosmtpd logs every command at INFO) stays out unless asked for.
-    for noisy in ("mail.log", "aiosmtpd", "aiosqlite", "asyncio"):
+    for noisy in ("mail.log", "aiosmtpd", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
     # mail-parser warns about every MIME subtype it has no use for ("Email content 'mixed' not handled"):
     # one line per ordinary message, nothing an admin can act on. Our own notes say what matters.

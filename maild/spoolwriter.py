@@ -20,8 +20,7 @@ log = logging.getLogger("ticketd.spool")
 
 async def spool_many(db: Database, items: Sequence[Incoming], stamp: str) -> list[int]:
     """Commit ``items`` in one transaction; return their queue ids in order."""
-    async with db.transaction():
-        return await inbound.insert(db, items, stamp)
+    return await db.unit(lambda: inbound.insert(db, items, stamp))
 
 
 class SpoolWriter:
@@ -80,16 +79,19 @@ class SpoolWriter:
 
     async def _commit(self) -> None:
         batch: list[tuple[Incoming, asyncio.Future[int]]] = []
+
+        async def work() -> list[int]:
+            # Take the batch only once the write lock is ours: what arrived meanwhile rides along. (On the
+            # database thread, while the loop may append: appends go to the end, past what is taken here.)
+            batch.extend(self._pending[: self.max_batch])
+            del self._pending[: len(batch)]
+            return await inbound.insert(self.db, [item for item, _ in batch], self.clock.stamp())
+
         try:
-            async with self.db.transaction():
-                # Take the batch only once the write lock is ours: what arrived meanwhile rides along.
-                batch = self._pending[: self.max_batch]
-                del self._pending[: len(batch)]
-                stamp = self.clock.stamp()
-                ids = await inbound.insert(self.db, [item for item, _ in batch], stamp)
+            ids = await self.db.unit(work)
         except Exception as exc:  # any storage failure: nobody gets a 250
             if not batch:  # failed before taking a batch (BEGIN itself): fail those waiting now
-                batch = self._pending[: self.max_batch]
+                batch.extend(self._pending[: self.max_batch])
                 del self._pending[: len(batch)]
             log.error("spool commit failed for %d message(s): %s", len(batch), exc)
             for _, fut in batch:

@@ -1,5 +1,5 @@
 """The storage interface (maild/store/db.py) on both engines: the same answers, rows and errors from SQLite
-(on an aiosqlite thread, or inline on the loop's thread) and from PostgreSQL."""
+(on the connection's own thread, or inline on the loop's thread) and from PostgreSQL."""
 
 from __future__ import annotations
 
@@ -86,6 +86,77 @@ async def test_a_failed_transaction_leaves_nothing_and_a_savepoint_undoes_only_i
                 await db.execute("INSERT INTO t (v) VALUES (?)", ("gone",))
                 await db.execute("INSERT INTO t (v) VALUES (?)", ("kept",))
     assert [r["v"] for r in await db.fetchall("SELECT v FROM t")] == ["kept"]
+
+
+async def test_a_unit_of_work_commits_or_rolls_back_whole_and_may_hold_savepoints(db: Database):
+    async def work(values: list[str]) -> list[int]:
+        ids = [await db.insert("INSERT INTO t (v) VALUES (?)", (v,)) for v in values]
+        with pytest.raises(Conflict):
+            async with db.savepoint():
+                await db.execute("INSERT INTO t (v) VALUES ('dup')")
+                await db.execute("INSERT INTO t (v) VALUES ('dup')")
+        return ids
+
+    assert await db.unit(lambda: work(["a", "b"])) == [1, 2]
+    with pytest.raises(Conflict):
+        await db.unit(lambda: work(["c", "a"]))        # the second insert fails: "c" goes too
+    assert [r["v"] for r in await db.fetchall("SELECT v FROM t ORDER BY id")] == ["a", "b"]
+
+    async def nested() -> None:
+        async with db.transaction():
+            pass
+
+    with pytest.raises(RuntimeError, match="nested|unit of work"):
+        await db.unit(nested)
+    # The connection is usable after all that (no transaction left open).
+    async with db.transaction():
+        await db.execute("INSERT INTO t (v) VALUES ('after')")
+    assert await db.scalar("SELECT count(*) FROM t") == 3
+
+
+async def test_a_unit_of_work_crosses_to_the_sqlite_thread_once_not_per_statement(tmp_path):
+    """Point 6 of the storage issue: on a threaded SQLite connection a unit runs whole on the connection's
+    thread (one trip from the loop and back). Inline SQLite and PostgreSQL run it on the loop (above)."""
+    import threading
+
+    from maild.store.sqlite.engine import SqliteDatabase
+
+    db = await open_database(parse_url("sqlite:///t.sqlite3", tmp_path))
+    assert isinstance(db, SqliteDatabase) and db.thread is not None
+    await db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)")
+    thread = db.thread
+    trips = 0
+    run = thread.run
+
+    async def counted(fn, *args):
+        nonlocal trips
+        trips += 1
+        return await run(fn, *args)
+
+    thread.run = counted
+    seen: set[int] = set()
+
+    async def work(prefix: str) -> int:
+        for n in range(50):
+            seen.add(threading.get_ident())
+            await db.insert("INSERT INTO t (v) VALUES (?)", (f"{prefix}{n}",))
+        return await db.scalar("SELECT count(*) FROM t")
+
+    assert await db.unit(lambda: work("a")) == 50
+    assert trips == 1 and seen == {thread.ident} and thread.ident != threading.get_ident()
+    trips = 0
+    async with db.transaction():                       # the same work statement by statement: 52 trips
+        await work("b")
+    assert trips >= 52
+
+    async def waits() -> None:
+        await db.execute("INSERT INTO t (v) VALUES ('never')")
+        await asyncio.sleep(0)                          # not a statement: a unit must not wait on the loop
+
+    with pytest.raises(RuntimeError, match="awaited something other"):
+        await db.unit(waits)
+    assert await db.scalar("SELECT count(*) FROM t WHERE v = 'never'") == 0
+    await db.close()
 
 
 async def test_two_tasks_sharing_a_connection_take_turns_at_transactions(db: Database):

@@ -130,11 +130,13 @@ class Notifier:
             await self._store([queue_id], Batch())   # the log row itself failed (the ticket is gone)
 
     async def _store(self, queue_ids: list[int], batch: Batch) -> int:
+        async def work() -> int:
+            if await outbox.take_events(self.db, queue_ids) != len(queue_ids):
+                raise _Taken
+            return await self._flush(batch)
+
         try:
-            async with self.db.transaction():
-                if await outbox.take_events(self.db, queue_ids) != len(queue_ids):
-                    raise _Taken
-                return await self._flush(batch)
+            return await self.db.unit(work)
         except _Taken:
             return 0   # another expander had some of these: the loop reads what is left
 

@@ -71,7 +71,7 @@ class Preparer:
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            # forkserver: never fork the daemon itself, whose threads (aiosqlite) hold locks.
+            # forkserver: never fork the daemon itself, whose threads (the database's) hold locks.
             ctx = multiprocessing.get_context("forkserver")
             self._pool = ProcessPoolExecutor(self.processes, mp_context=ctx, initializer=_warm)
         return self._pool

@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from maild.clock import iso
 from maild.outcomes import Failed, Outcome
@@ -161,23 +162,8 @@ class Worker:
         while todo:
             committed: list[Result] = []
             try:
-                async with db.transaction():
-                    began = time.monotonic()
-                    # Optimistically, the messages' notifications are followed together at the end of the
-                    # transaction (a few database trips for the batch instead of per message).
-                    self.env.deferred = None if careful else []
-                    # Rows another worker took meanwhile drop out; ours stay ours while we hold the lock.
-                    mine = await inbound.owned(db, [row.id for (row, _), _ in todo], from_state)
-                    done = 0
-                    for (row, raw), mail in todo:
-                        done += 1
-                        if row.id in mine:
-                            committed.append(Result(row, await self._one(row, raw, mail, careful)))
-                        if db.others_waiting() or time.monotonic() - began > self.max_tx_seconds:
-                            break  # the receivers need the lock: the rest waits for the next transaction
-                    await self._follow_deferred()
-                    await inbound.finish(db, [r.inbound.id for r in committed if not isinstance(r.outcome, Failed)],
-                                         from_state)
+                # The batch's statements run on the database's side in one go (Database.unit).
+                done = await db.unit(partial(self._transaction, todo, from_state, careful, committed))
             except _Careful:
                 careful = True  # the batch rolled back whole; again, one savepoint per message
                 continue
@@ -191,6 +177,28 @@ class Worker:
                     listener(result)
             results.extend(committed)
         return results
+
+    async def _transaction(self, todo: list[tuple[tuple[InboundRow, bytes], ParsedMail | BaseException]],
+                           from_state: str, careful: bool, committed: list[Result]) -> int:
+        """One transaction's part of the batch: the messages it got to (how many), their results added to
+        ``committed``."""
+        db = self.env.db
+        began = time.monotonic()
+        # Optimistically, the messages' notifications are followed together at the end of the transaction
+        # (a few statements for the batch instead of per message).
+        self.env.deferred = None if careful else []
+        # Rows another worker took meanwhile drop out; ours stay ours while we hold the lock.
+        mine = await inbound.owned(db, [row.id for (row, _), _ in todo], from_state)
+        done = 0
+        for (row, raw), mail in todo:
+            done += 1
+            if row.id in mine:
+                committed.append(Result(row, await self._one(row, raw, mail, careful)))
+            if db.others_waiting() or time.monotonic() - began > self.max_tx_seconds:
+                break  # the receivers need the lock: the rest waits for the next transaction
+        await self._follow_deferred()
+        await inbound.finish(db, [r.inbound.id for r in committed if not isinstance(r.outcome, Failed)], from_state)
+        return done
 
     async def _follow_deferred(self) -> None:
         """The batch's notifications, queued in the batch's transaction (one statement; the mail is made

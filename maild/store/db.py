@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from maild.store.errors import ConfigurationError, Conflict, NotFound, SchemaError, StorageError, Transient
@@ -25,7 +25,10 @@ from maild.store.errors import ConfigurationError, Conflict, NotFound, SchemaErr
 __all__ = [
     "NO_LIMIT", "node_name", "Conflict", "Database", "DatabaseURL", "NotFound", "Row", "SchemaError", "StorageError",
     "SyncConnection", "Transient", "WriteGate", "connect_sync", "is_transient", "open_database", "parse_url",
+    "run_to_end",
 ]
+
+T = TypeVar("T")
 
 # "No limit" for a ``LIMIT ?`` (SQLite takes -1 for it, PostgreSQL refuses a negative one; both take this).
 NO_LIMIT = 2**62
@@ -147,9 +150,29 @@ class WriteGate:
             self._lock.release()
 
 
+def run_to_end(coro: Awaitable[T]) -> T:
+    """Run a coroutine that never waits (it awaits only statements that complete at once: a unit of work on
+    its database's thread) to its end, without an event loop."""
+    assert isinstance(coro, Coroutine)
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("a unit of work awaited something other than its database's statements")
+
+
+class _InUnit:
+    """Marks a connection whose transaction is a unit of work running on the database's thread."""
+
+
+IN_UNIT = _InUnit()
+
+
 class Database(ABC):
     """One connection to the database. Reads run as they come; writes run in :meth:`transaction`, which
-    commits or rolls back as a whole (``savepoint`` nests a part that can fail alone)."""
+    commits or rolls back as a whole (``savepoint`` nests a part that can fail alone), or as a
+    :meth:`unit` of work, which does the same and crosses to the engine once."""
 
     engine: str
 
@@ -227,6 +250,22 @@ class Database(ABC):
         """Another writer of this process waits for the write lock."""
         return self.gate.waiting > 0
 
+    async def unit(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work()`` as one write transaction (committed when it returns, rolled back when it raises)
+        that crosses from the event loop to the engine once: on SQLite it runs whole on the connection's
+        database thread, its statements called there directly. ``work`` must await nothing but this
+        database's statements (and ``savepoint``); it must not open a transaction of its own. PostgreSQL,
+        whose statements are trips to the server anyway, runs it as a plain transaction on the loop."""
+        async with self.transaction():
+            return await work()
+
+    def _enter_unit(self) -> None:
+        """On the database thread, as a unit of work begins (its gate held by the caller)."""
+        self._in_tx, self._tx_task = True, IN_UNIT
+
+    def _leave_unit(self) -> None:
+        self._in_tx, self._tx_task = False, None
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Database]:
         """A write transaction: commits when the block ends, rolls back when it raises. Another task of this
@@ -234,10 +273,14 @@ class Database(ABC):
         lanes' notification expansion share one); the same task asking again is a bug (use savepoint())."""
         import asyncio
 
-        if self._in_tx and self._tx_task is asyncio.current_task():
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:   # no event loop on this thread: inside a unit of work
+            raise RuntimeError("a transaction inside a unit of work; use savepoint()") from None
+        if self._in_tx and self._tx_task is task:
             raise RuntimeError("nested transaction; use savepoint()")
         async with self.gate.hold():
-            self._tx_task = asyncio.current_task()
+            self._tx_task = task
             try:
                 await self._begin()
             except BaseException:

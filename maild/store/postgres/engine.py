@@ -164,7 +164,8 @@ async def _migrate(conn: asyncpg.Connection) -> int:
 
 
 class PostgresDatabase(Database):
-    """One asyncpg connection; statements from several tasks are taken one at a time, as aiosqlite does."""
+    """One asyncpg connection; statements from several tasks are taken one at a time (as a SQLite
+    connection's thread takes them)."""
 
     engine = POSTGRES
 

@@ -1,52 +1,53 @@
 """The SQLite engine: one file in WAL mode, numbered migrations, ``BEGIN IMMEDIATE`` transactions.
 
-Migrations and the spool insert of ``ticketd pipe`` use the standard ``sqlite3`` module (``schema.py``);
-the daemon's connections run their queries on an aiosqlite thread, so they never block the event loop, or,
-opened ``inline``, directly on the loop's thread (see :func:`maild.store.db.open_database`).
+Migrations and the spool insert of ``ticketd pipe`` use the standard ``sqlite3`` module (``schema.py``).
+The daemon's connections each own one database thread (as aiosqlite's do), so a statement never blocks
+the event loop; a :meth:`~maild.store.db.Database.unit` of work runs whole on that thread, crossing from
+the loop and back once instead of once per statement. A connection opened ``inline`` runs everything on
+the loop's own thread (see :func:`maild.store.db.open_database`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
 
-from maild.store.db import SQLITE, Database, DatabaseURL, Row, WriteGate
-from maild.store.sqlite.schema import (
-    ASYNC_BUSY_TIMEOUT_MS,
-    BUSY_TIMEOUT_MS,
-    PRAGMAS,
-    connect_file,
-    row_factory,
-    translate,
-)
+from maild.store.db import SQLITE, Database, DatabaseURL, Row, WriteGate, run_to_end
+from maild.store.sqlite.schema import ASYNC_BUSY_TIMEOUT_MS, BUSY_TIMEOUT_MS, connect_file, row_factory, translate
 
-if TYPE_CHECKING:
-    import aiosqlite
+T = TypeVar("T")
 
-class _Inline:
-    """The part of aiosqlite's connection that :class:`SqliteDatabase` uses, run on the caller's thread."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+class _Thread:
+    """A connection's database thread: the connection is used there only (except by an ``inline`` one)."""
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._conn.in_transaction
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ticketd-sqlite")
+        self.ident = self._pool.submit(threading.get_ident).result()
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        return self._conn.execute(sql, params)
+    def here(self) -> bool:
+        return threading.get_ident() == self.ident
 
-    async def execute_fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return self._conn.execute(sql, params).fetchall()
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(fn, *args))
 
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
-        return self._conn.executemany(sql, rows)
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
 
-    async def close(self) -> None:
-        self._conn.close()
+
+def _open(path: Any) -> sqlite3.Connection:
+    raw = connect_file(path)
+    raw.row_factory = row_factory
+    # Waiting for another process's write lock is done by BEGIN's own short retries (below), not by SQLite's
+    # busy handler, whose naps grow to 100 ms and would stall SMTP answers.
+    raw.execute(f"PRAGMA busy_timeout={ASYNC_BUSY_TIMEOUT_MS}")
+    return raw
 
 
 class SqliteDatabase(Database):
@@ -54,47 +55,77 @@ class SqliteDatabase(Database):
 
     engine = SQLITE
 
-    def __init__(self, conn: aiosqlite.Connection | _Inline, url: DatabaseURL, gate: WriteGate | None,
-                 inline: bool) -> None:
+    def __init__(self, raw: sqlite3.Connection, url: DatabaseURL, gate: WriteGate | None,
+                 thread: _Thread | None) -> None:
         super().__init__(url, gate)
-        self.conn = conn
-        self.inline = inline
+        self.raw = raw
+        self.thread = thread
+
+    @property
+    def inline(self) -> bool:
+        return self.thread is None
 
     @classmethod
     async def open(cls, url: DatabaseURL, gate: WriteGate | None = None, inline: bool = False) -> SqliteDatabase:
-        import aiosqlite
-
         path = url.path
         assert path is not None
         if inline:
-            raw = connect_file(path)
-            raw.row_factory = row_factory
-            raw.execute(f"PRAGMA busy_timeout={ASYNC_BUSY_TIMEOUT_MS}")  # see below
-            return cls(_Inline(raw), url, gate, True)
-        await asyncio.to_thread(lambda: connect_file(path).close())
+            return cls(_open(path), url, gate, None)
+        thread = _Thread()
         try:
-            conn = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            conn.row_factory = row_factory  # type: ignore[assignment]
-            for pragma in PRAGMAS:
-                await conn.execute(pragma)
-            # Waiting for another process's write lock is done by BEGIN's own short retries (below), not by
-            # SQLite's busy handler, whose naps grow to 100 ms and would stall SMTP answers.
-            await conn.execute(f"PRAGMA busy_timeout={ASYNC_BUSY_TIMEOUT_MS}")
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-        return cls(conn, url, gate, False)
+            raw = await thread.run(_open, path)
+        except BaseException:
+            thread.close()
+            raise
+        return cls(raw, url, gate, thread)
 
     async def another(self, inline: bool = False) -> SqliteDatabase:
         return await SqliteDatabase.open(self.url, self.gate, inline)
 
-    async def close(self) -> None:
-        await self.conn.close()
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the connection's thread: directly when already there (inside a unit of work) or
+        inline, else by one trip to the database thread and back."""
+        if self.thread is None or self.thread.here():
+            return fn(*args)
+        return await self.thread.run(fn, *args)
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    async def close(self) -> None:
         try:
-            return list(await self.conn.execute_fetchall(sql, params))  # type: ignore[arg-type]
+            await self._call(self.raw.close)
+        finally:
+            if self.thread is not None:
+                self.thread.close()
+
+    # -- statements, run on the database thread --------------------------------------------------------
+
+    def _fetchall(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        try:
+            return self.raw.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise translate(exc) from exc
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> int:
+        try:
+            return self.raw.execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    def _insert(self, sql: str, params: Sequence[Any]) -> int:
+        try:
+            cursor = self.raw.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+        # lastrowid keeps the connection's previous insert when this one inserted nothing.
+        return (cursor.lastrowid or 0) if cursor.rowcount > 0 else 0
+
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            self.raw.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return await self._call(self._fetchall, sql, params)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         rows = await self.fetchall(sql, params)
@@ -105,26 +136,14 @@ class SqliteDatabase(Database):
         return next(iter(rows[0].values())) if rows else None
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        try:
-            cursor = await self.conn.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-        return cursor.rowcount
+        return await self._call(self._execute, sql, params)
 
     async def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
-        try:
-            cursor = await self.conn.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-        # lastrowid keeps the connection's previous insert when this one inserted nothing.
-        return (cursor.lastrowid or 0) if cursor.rowcount > 0 else 0
+        return await self._call(self._insert, sql, params)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            try:
-                await self.conn.executemany(sql, rows)
-            except sqlite3.Error as exc:
-                raise translate(exc) from exc
+            await self._call(self._executemany, sql, rows)
 
     async def claim_rows(self, table: str, columns: str, where: str, params: Sequence[Any], order: str, limit: int,
                          node: str, now: str, until: str) -> list[Row]:
@@ -155,40 +174,87 @@ class SqliteDatabase(Database):
         query = " ".join('"' + w.replace('"', '""') + '"' for w in words)
         return "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?", [query]
 
-    async def _run_plain(self, sql: str) -> None:
+    # -- transactions --------------------------------------------------------------------------------------
+
+    async def unit(self, work: Callable[[], Awaitable[T]]) -> T:
+        if self.thread is None:
+            return await super().unit(work)   # inline: no trips to save
+        async with self.gate.hold():
+            return await self.thread.run(self._run_unit, work)
+
+    def _run_unit(self, work: Callable[[], Awaitable[T]]) -> T:
+        """On the database thread: BEGIN, ``work`` to its end, COMMIT (ROLLBACK if it raised)."""
+        self._begin_waiting()
+        self._enter_unit()
         try:
-            await self.conn.execute(sql)
+            try:
+                result = run_to_end(work())
+            except BaseException:
+                self._rollback_now()
+                raise
+            self._commit_now()
+        finally:
+            self._leave_unit()
+        return result
+
+    def _try_begin(self) -> bool:
+        """``BEGIN IMMEDIATE``: False while another process holds the write lock."""
+        try:
+            self.raw.execute("BEGIN IMMEDIATE")
+            return True
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise translate(exc) from exc
+            return False
+
+    def _begin_waiting(self) -> None:
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        delay = 0.0005
+        while not self._try_begin():
+            if time.monotonic() > deadline:
+                raise translate(sqlite3.OperationalError("database is locked"))
+            time.sleep(delay)
+            delay = min(delay * 2, 0.005)
+
+    def _commit_now(self) -> None:
+        try:
+            self.raw.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # A failed COMMIT (disk full, I/O error) can leave the transaction open.
+            if self.raw.in_transaction:
+                self.raw.execute("ROLLBACK")
+            raise translate(exc) from exc
+
+    def _rollback_now(self) -> None:
+        if not self.raw.in_transaction:
+            return
+        try:
+            self.raw.execute("ROLLBACK")
         except sqlite3.Error as exc:
             raise translate(exc) from exc
+
+    def _plain(self, sql: str) -> None:
+        try:
+            self.raw.execute(sql)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    async def _run_plain(self, sql: str) -> None:
+        await self._call(self._plain, sql)
 
     async def _begin(self) -> None:
         """``BEGIN IMMEDIATE`` takes the write lock up front, so a transaction never deadlocks; another
         process's lock is waited for in short naps here, not in SQLite's growing ones."""
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         delay = 0.0005
-        while True:
-            try:
-                await self.conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise translate(exc) from exc
+        while not await self._call(self._try_begin):
+            if time.monotonic() > deadline:
+                raise translate(sqlite3.OperationalError("database is locked"))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.005)
 
     async def _commit(self) -> None:
-        try:
-            await self.conn.execute("COMMIT")
-        except BaseException as exc:
-            # A failed COMMIT (disk full, I/O error) can leave the transaction open.
-            if self.conn.in_transaction:
-                await self.conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise translate(exc) from exc
-            raise
+        await self._call(self._commit_now)
 
     async def _rollback(self) -> None:
-        try:
-            await self.conn.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
+        await self._call(self._rollback_now)
