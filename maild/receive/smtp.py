@@ -271,6 +271,12 @@ def guard_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
         if isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES and "accept" in str(context.get("message")):
             notice(error=exc.strerror or str(exc))
             return
+        retry = getattr(getattr(context.get("handle"), "_callback", None), "__name__", "")
+        if isinstance(exc, ValueError) and retry == "_start_serving":
+            # That retry's timer outlives a listener closed meanwhile (stopping while out of descriptors):
+            # asyncio does not cancel it, and it finds the socket gone. Nothing is wrong.
+            log.debug("accept retry of a closed listener skipped")
+            return
         if previous is not None:
             previous(loop, context)
         else:
