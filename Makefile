@@ -8,6 +8,8 @@ VENV   ?= .venv
 CONFIG ?= ticketd.toml
 ARGS   ?=
 BENCH_ARGS ?=
+# Test files run side by side in this many processes (pytest-xdist; "auto": one per core, 0: in this one).
+TEST_WORKERS ?= auto
 BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
@@ -17,7 +19,8 @@ BIN    := $(VENV)/bin
 help: ## list the targets
 	@echo "ticketd: make TARGET"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "Variables: PYTHON=$(PYTHON) VENV=$(VENV) CONFIG=$(CONFIG) ARGS=$(ARGS) (serve's flags for run)"
+	@echo "Variables: PYTHON=$(PYTHON) VENV=$(VENV) CONFIG=$(CONFIG) ARGS=$(ARGS) (serve's flags for run)" \
+		"TEST_WORKERS=$(TEST_WORKERS) (test processes)"
 
 # ARGS are serve's flags, e.g. make run ARGS="--smtp 127.0.0.1:2526 --lmtp off".
 run: $(VENV)/.installed ## install into .venv if needed, then run the daemon with ticketd.toml (ARGS="--smtp HOST:PORT ...")
@@ -29,7 +32,8 @@ test: test-deps $(VENV)/.installed-test ## install Debian + Python test dependen
 	@status=0; \
 	echo "+ $(BIN)/ruff check ."; $(BIN)/ruff check . || status=$$?; \
 	echo "+ $(BIN)/mypy"; $(BIN)/mypy || status=$$?; \
-	echo "+ $(BIN)/python -m pytest -q"; $(BIN)/python -m pytest -q || status=$$?; \
+	echo "+ $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile"; \
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile || status=$$?; \
 	exit $$status
 
 test-deps: ## install dovecot-imapd, postfix, chromium and postgresql when missing (apt-get; quick when present)
