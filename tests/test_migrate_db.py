@@ -35,7 +35,7 @@ def test_the_corpus_install_moves_to_postgresql_and_every_ticket_reads_the_same(
     async def shown(url_text: str) -> dict[str, dict]:
         db = await open_database(parse_url(url_text, lite.state))
         try:
-            return {row["tid"]: await views.ticket_full(db, row) for row in await tickets.listing(db)}
+            return {row.tid: await views.ticket_full(db, row) for row in await tickets.listing(db)}
         finally:
             await db.close()
 

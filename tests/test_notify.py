@@ -156,7 +156,7 @@ async def test_every_event_reaches_exactly_its_rule_row(desk: Instance, relay: R
         ticket = await app.desk.ticket(tid)
         for kind in (EventKind.AUTO_CLOSED, EventKind.ESCALATED, EventKind.FEEDBACK_REQUEST):
             async with app.db.transaction():
-                await app.notifier.follow([Event(kind, ticket["id"], Actor.system("scheduler"))])
+                await app.notifier.follow([Event(kind, ticket.id, Actor.system("scheduler"))])
             await step(kind, "scheduler")
         # A department change while flagged: only the flagged admin and watchers.
         await app.desk.set_options(ann, tid, Options(department="Technical Support"))

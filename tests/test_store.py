@@ -226,11 +226,11 @@ async def test_a_ticket_read_to_decide_a_change_is_locked_until_that_change_comm
         async with other.transaction():
             row = await tickets.get_locked(other, ticket_id)
             assert row is not None
-            return str(row["status"])
+            return row.status
 
     try:
         async with db.transaction():
-            assert (await tickets.get_locked(db, ticket_id))["status"] == "Open"
+            assert (await tickets.get_locked(db, ticket_id)).status == "Open"  # type: ignore[union-attr]
             waiting = asyncio.ensure_future(second())
             await asyncio.sleep(0.1)
             assert not waiting.done()
@@ -271,7 +271,7 @@ async def test_the_shared_sql_runs_on_both_engines(db: Database):
     assert [r["email"] for r in await people.listing(db)] == ["amy@acme.example", "zed@c.example"]
     (row,) = await staff.listing(db)
     assert sorted(row["departments"].split(",")) == ["Billing", "Support"] and row["notify"] == "Billing"
-    assert (await tickets.by_tid(db, "123456"))["id"] == tid_id
+    assert (await tickets.by_tid(db, "123456")).id == tid_id  # type: ignore[union-attr]
     assert await imap.counts(db) == {}
 
 

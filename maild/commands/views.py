@@ -7,6 +7,7 @@ from typing import Any
 
 from maild.store import messages, people, staff, tickets
 from maild.store.db import Database, Row
+from maild.store.tickets import Ticket
 
 
 def import_log_row(row: Row) -> dict[str, Any]:
@@ -33,26 +34,26 @@ def import_log_row(row: Row) -> dict[str, Any]:
     }
 
 
-def ticket_summary(row: Row) -> dict[str, Any]:
+def ticket_summary(row: Ticket) -> dict[str, Any]:
     return {
-        "tid": row["tid"],
-        "subject": row["subject"],
-        "status": row["status"],
-        "priority": row["priority"],
-        "department": row["department"],
-        "client_email": row["client_email"],
-        "client_name": row["client_name"],
-        "created_at": row["created_at"],
-        "last_reply_at": row["last_reply_at"],
-        "assigned": row["assigned_username"],
-        "flagged": row["flagged_username"],
+        "tid": row.tid,
+        "subject": row.subject,
+        "status": row.status,
+        "priority": row.priority,
+        "department": row.department,
+        "client_email": row.client_email,
+        "client_name": row.client_name,
+        "created_at": row.created_at,
+        "last_reply_at": row.last_reply_at,
+        "assigned": row.assigned_username,
+        "flagged": row.flagged_username,
     }
 
 
-async def ticket_full(db: Database, row: Row) -> dict[str, Any]:
+async def ticket_full(db: Database, row: Ticket) -> dict[str, Any]:
     data = ticket_summary(row)
     files: dict[int, list[dict[str, Any]]] = {}
-    for a in await messages.attachments_for_ticket(db, row["id"]):
+    for a in await messages.attachments_for_ticket(db, row.id):
         files.setdefault(a["message_id"], []).append({
             "filename": a["filename"],
             "content_type": a["content_type"],
@@ -62,7 +63,7 @@ async def ticket_full(db: Database, row: Row) -> dict[str, Any]:
             "content_id": a["content_id"],
         })
     signatures: dict[int, list[dict[str, Any]]] = {}
-    for s in await messages.signatures_for_ticket(db, row["id"]):
+    for s in await messages.signatures_for_ticket(db, row.id):
         signatures.setdefault(s["message_id"], []).append({
             "kind": s["kind"], "content_type": s["content_type"], "filename": s["filename"], "size": s["size"]})
     data["messages"] = [
@@ -83,12 +84,12 @@ async def ticket_full(db: Database, row: Row) -> dict[str, Any]:
             "attachments": files.get(m["id"], []),
             "signatures": signatures.get(m["id"], []),   # S/MIME or PGP signature parts (not checked)
         }
-        for number, m in enumerate(await messages.for_ticket(db, row["id"]), start=1)
+        for number, m in enumerate(await messages.for_ticket(db, row.id), start=1)
     ]
-    data["cc"] = [{"address": c["address"], "state": c["state"]} for c in await people.cc_list(db, row["id"])]
-    data["watchers"] = [w["username"] for w in await staff.watchers(db, row["id"])]
+    data["cc"] = [{"address": c["address"], "state": c["state"]} for c in await people.cc_list(db, row.id)]
+    data["watchers"] = [w["username"] for w in await staff.watchers(db, row.id)]
     data["log"] = [
         {"at": e["at"], "actor": e["actor"], "event": e["event"], "detail": json.loads(e["detail"])}
-        for e in await tickets.events(db, row["id"])
+        for e in await tickets.events(db, row.id)
     ]
     return data

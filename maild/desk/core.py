@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 from maild.desk.events import Actor, Event, EventKind
 from maild.store import messages, tickets
-from maild.store.db import Database, Row
+from maild.store.db import Database
+from maild.store.tickets import Ticket
 
 MAX_TID_TRIES = 50
 
@@ -129,31 +130,31 @@ async def open_ticket(db: Database, *, actor: Actor, digits: int, department_id:
     return ticket_id, tid, [Event(EventKind.TICKET_OPENED, ticket_id, actor, message_id=message_id, notify=notify)]
 
 
-async def add_reply(db: Database, ticket: Row, msg: NewMessage, actor: Actor, stamp: str,
+async def add_reply(db: Database, ticket: Ticket, msg: NewMessage, actor: Actor, stamp: str,
                     status: str | None = None, **detail: Any) -> tuple[int, list[Event]]:
     """``msg`` as a reply on ``ticket``: a staff reply sets Answered (or ``status``), a client reply
     Customer-Reply; a Closed ticket reopens either way. Logs it; returns the message id and the event."""
     staff = msg.kind == "staff_reply"
     event = EventKind.ADMIN_REPLY if staff else EventKind.CLIENT_REPLY
-    message_id = await add_message(db, ticket["id"], msg, stamp)
-    if ticket["status"] == tickets.CLOSED and status != tickets.CLOSED:
-        await tickets.log_event(db, ticket["id"], "reopened", actor.label, stamp, by=event.value)
+    message_id = await add_message(db, ticket.id, msg, stamp)
+    if ticket.status == tickets.CLOSED and status != tickets.CLOSED:
+        await tickets.log_event(db, ticket.id, "reopened", actor.label, stamp, by=event.value)
     new_status = status or (tickets.ANSWERED if staff else tickets.CUSTOMER_REPLY)
-    await tickets.touch_reply(db, ticket["id"], new_status, stamp)
-    await tickets.log_event(db, ticket["id"], "staff_reply" if staff else "client_reply", actor.label, stamp,
-                            previous_status=ticket["status"], status=new_status, **detail)
-    events = [Event(event, ticket["id"], actor, message_id=message_id)]
-    if new_status == tickets.CLOSED and ticket["status"] != tickets.CLOSED:
+    await tickets.touch_reply(db, ticket.id, new_status, stamp)
+    await tickets.log_event(db, ticket.id, "staff_reply" if staff else "client_reply", actor.label, stamp,
+                            previous_status=ticket.status, status=new_status, **detail)
+    events = [Event(event, ticket.id, actor, message_id=message_id)]
+    if new_status == tickets.CLOSED and ticket.status != tickets.CLOSED:
         # Closed with the reply: watchers hear of it; the client's copy of the reply says so (follow.py).
-        events.append(Event(EventKind.CLOSED, ticket["id"], actor, changes={"status": (ticket["status"], new_status)},
+        events.append(Event(EventKind.CLOSED, ticket.id, actor, changes={"status": (ticket.status, new_status)},
                             client_notice=False))
     return message_id, events
 
 
-async def add_note(db: Database, ticket: Row, msg: NewMessage, actor: Actor, mentioned: Sequence[int],
+async def add_note(db: Database, ticket: Ticket, msg: NewMessage, actor: Actor, mentioned: Sequence[int],
                    stamp: str, **detail: Any) -> tuple[int, list[Event]]:
     """A private note: never shown to or mailed to a client; the admins it mentions hear of it."""
-    message_id = await add_message(db, ticket["id"], msg, stamp)
-    await tickets.log_event(db, ticket["id"], "note", actor.label, stamp, mentioned=list(mentioned), **detail)
-    return message_id, [Event(EventKind.NOTE_ADDED, ticket["id"], actor, message_id=message_id,
+    message_id = await add_message(db, ticket.id, msg, stamp)
+    await tickets.log_event(db, ticket.id, "note", actor.label, stamp, mentioned=list(mentioned), **detail)
+    return message_id, [Event(EventKind.NOTE_ADDED, ticket.id, actor, message_id=message_id,
                               mentioned=tuple(mentioned))]

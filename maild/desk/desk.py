@@ -22,6 +22,7 @@ from maild.desk.options import Options, apply_options, parse_status
 from maild.notify.headers import new_message_id
 from maild.store import people, staff, tickets
 from maild.store.db import Database, Row
+from maild.store.tickets import Ticket
 
 if TYPE_CHECKING:
     from maild.clock import Clock
@@ -89,13 +90,13 @@ class Desk:
             raise NotFound(f"no staff member {username!r} (ticketd staff list shows them)")
         return actor_of(row)
 
-    async def ticket(self, tid: str) -> Row:
+    async def ticket(self, tid: str) -> Ticket:
         """The ticket (followed past merges), locked until the action's transaction ends."""
         row = await tickets.by_tid(self.db, tid.strip().lstrip("#"))
         if row is None:
             raise NotFound(f"no ticket #{tid.strip().lstrip('#')}")
         row = await tickets.resolve_merged(self.db, row)
-        return await tickets.get_locked(self.db, row["id"]) or row
+        return await tickets.get_locked(self.db, row.id) or row
 
     def department_id(self, name: str) -> tuple[int, str]:
         for known, dept_id in self.departments.items():
@@ -103,14 +104,14 @@ class Desk:
                 return dept_id, known
         raise NotFound(f"no department {name!r}; configured: {', '.join(self.departments)}")
 
-    async def snapshot(self, ticket: Row) -> dict[str, str]:
+    async def snapshot(self, ticket: Ticket) -> dict[str, str]:
         """The values collision detection compares, as text."""
-        cc = await people.cc_list(self.db, ticket["id"])
+        cc = await people.cc_list(self.db, ticket.id)
         return {
-            "department": ticket["department"], "subject": ticket["subject"], "priority": ticket["priority"],
-            "client": str(ticket["client_id"] or ""), "assigned": ticket["assigned_username"] or "",
-            "flagged": ticket["flagged_username"] or "", "cc": ",".join(sorted(r["address"] for r in cc)),
-            "last_reply_at": ticket["last_reply_at"], "status": ticket["status"],
+            "department": ticket.department, "subject": ticket.subject, "priority": ticket.priority,
+            "client": str(ticket.client_id or ""), "assigned": ticket.assigned_username or "",
+            "flagged": ticket.flagged_username or "", "cc": ",".join(sorted(r["address"] for r in cc)),
+            "last_reply_at": ticket.last_reply_at, "status": ticket.status,
         }
 
     async def may_work(self, actor: Actor, department_id: int) -> bool:
@@ -122,12 +123,15 @@ class Desk:
         member, _ = await staff.departments_of(self.db, actor.staff_id)
         return department_id in member
 
-    async def _check(self, actor: Actor, ticket: Any, expected: Mapping[str, str] | None) -> None:
-        if not await self.may_work(actor, ticket["department_id"]):
+    async def _check_department(self, actor: Actor, department_id: int, department: str) -> None:
+        if not await self.may_work(actor, department_id):
             if actor.kind != "staff":
                 raise Denied("only staff act on tickets through the desk")
-            raise Denied(f"{actor.username} does not work in department {ticket['department']!r}"
+            raise Denied(f"{actor.username} does not work in department {department!r}"
                          f" (an admin can add it: ticketd staff set {actor.username} --departments ...)")
+
+    async def _check(self, actor: Actor, ticket: Ticket, expected: Mapping[str, str] | None) -> None:
+        await self._check_department(actor, ticket.department_id, ticket.department)
         if expected:
             unknown = set(expected) - set(WATCHED_FIELDS)
             if unknown:
@@ -158,7 +162,7 @@ class Desk:
         prio = parse_priority(priority or self.settings.mail.default_priority)
         accounts = await people.accounts_of(self.db, email)
         client_id = accounts[0]["client_id"] if len(accounts) == 1 else None
-        await self._check(actor, _pseudo_ticket(dept_id, dept_name), None)
+        await self._check_department(actor, dept_id, dept_name)
         text = bodies.with_signature(bodies.merge(body, name, email), await self._signature(actor))
         first = self._staff_message(actor, text, subject, files)
         async with self._unit():
@@ -180,13 +184,13 @@ class Desk:
         async with self._unit():
             ticket = await self.ticket(tid)
             await self._check(actor, ticket, expected)
-            text = bodies.merge(body, ticket["client_name"], ticket["client_email"])
+            text = bodies.merge(body, ticket.client_name, ticket.client_email)
             text = bodies.with_signature(text, await self._signature(actor))
-            msg = self._staff_message(actor, text, ticket["subject"], files, ticket_id=ticket["id"])
+            msg = self._staff_message(actor, text, ticket.subject, files, ticket_id=ticket.id)
             msg = replace(msg, inbound_id=inbound_id)
             message_id, events = await core.add_reply(self.db, ticket, msg, actor, self.clock.stamp(),
                                                       status=new_status, **detail)
-            return await self._finish(Result(ticket["id"], ticket["tid"], events, message_id))
+            return await self._finish(Result(ticket.id, ticket.tid, events, message_id))
 
     async def note(self, actor: Actor, tid: str, body: str, expected: Mapping[str, str] | None = None,
                    inbound_id: int | None = None, files: Sequence[core.StoredFile] = (), **detail: Any) -> Result:
@@ -198,17 +202,17 @@ class Desk:
             await self._check(actor, ticket, expected)
             # Only admins and the department's staff can be @mentioned: the note's text goes to them by mail.
             mentions = bodies.mentions(body)
-            named = await staff.with_access(self.db, mentions, ticket["department_id"])
+            named = await staff.with_access(self.db, mentions, ticket.department_id)
             msg = core.NewMessage(kind="note", author_email=actor.email, author_name=actor.name or actor.username,
                                   badge="Operator", body=body.strip(), body_html=bodies.to_html(body),
                                   staff_id=actor.staff_id, inbound_id=inbound_id, files=files)
             message_id, events = await core.add_note(self.db, ticket, msg, actor, [r["id"] for r in named],
                                                      self.clock.stamp(), **detail)
-            result = Result(ticket["id"], ticket["tid"], events, message_id)
+            result = Result(ticket.id, ticket.tid, events, message_id)
             unknown = set(mentions) - {r["username"].lower() for r in named}
             if unknown:
                 result.notes.append(f"not mentioned (no such staff member, or not in department"
-                                    f" {ticket['department']!r}): {', '.join('@' + u for u in sorted(unknown))}")
+                                    f" {ticket.department!r}): {', '.join('@' + u for u in sorted(unknown))}")
             return await self._finish(result)
 
     async def set_options(self, actor: Actor, tid: str, options: Options,
@@ -217,7 +221,7 @@ class Desk:
             ticket = await self.ticket(tid)
             await self._check(actor, ticket, expected)
             events = await apply_options(self, actor, ticket, options, self.clock.stamp())
-            return await self._finish(Result(ticket["id"], ticket["tid"], events))
+            return await self._finish(Result(ticket.id, ticket.tid, events))
 
     async def close(self, actor: Actor, tid: str, expected: Mapping[str, str] | None = None) -> Result:
         return await self.set_options(actor, tid, Options(status=tickets.CLOSED), expected)
@@ -229,13 +233,13 @@ class Desk:
         async with self._unit():
             ticket = await self.ticket(tid)
             await self._check(actor, ticket, None)
-            changed = await (staff.watch if on else staff.unwatch)(self.db, ticket["id"], actor.staff_id)
+            changed = await (staff.watch if on else staff.unwatch)(self.db, ticket.id, actor.staff_id)
             if changed:
-                await tickets.log_event(self.db, ticket["id"], "watched" if on else "unwatched", actor.label,
+                await tickets.log_event(self.db, ticket.id, "watched" if on else "unwatched", actor.label,
                                         self.clock.stamp())
-            result = Result(ticket["id"], ticket["tid"])
+            result = Result(ticket.id, ticket.tid)
             if not changed:
-                result.notes.append(f"{actor.username} was {'already' if on else 'not'} watching #{ticket['tid']}")
+                result.notes.append(f"{actor.username} was {'already' if on else 'not'} watching #{ticket.tid}")
             return result
 
     # -- helpers -------------------------------------------------------------------------------------------
@@ -268,8 +272,3 @@ def parse_priority(value: str) -> str:
         if p.lower() == value.strip().lower():
             return p
     raise Invalid(f"priority {value!r}: expected one of {', '.join(PRIORITIES)}")
-
-
-def _pseudo_ticket(dept_id: int, dept_name: str) -> dict[str, Any]:
-    """Enough of a ticket for the rights check of a ticket about to be opened."""
-    return {"department_id": dept_id, "department": dept_name}

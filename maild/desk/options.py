@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from maild.desk.errors import Invalid, NotFound
 from maild.desk.events import Actor, Event, EventKind
 from maild.store import people, staff, tickets
-from maild.store.db import Row
+from maild.store.tickets import Ticket
 
 if TYPE_CHECKING:
     from maild.desk.desk import Desk
@@ -52,52 +52,52 @@ async def _staff_id(desk: Desk, username: str, department_id: int) -> tuple[int,
     return rows[0]["id"], rows[0]["username"]
 
 
-async def apply_options(desk: Desk, actor: Actor, ticket: Row, opts: Options, stamp: str) -> list[Event]:
+async def apply_options(desk: Desk, actor: Actor, ticket: Ticket, opts: Options, stamp: str) -> list[Event]:
     from maild.desk.desk import parse_priority
 
-    db, tid = desk.db, ticket["id"]
+    db, tid = desk.db, ticket.id
     columns: dict[str, Any] = {}
     other: dict[str, tuple[Any, Any]] = {}       # → one options_changed event
     events: list[Event] = []
 
-    if opts.subject is not None and opts.subject.strip() != ticket["subject"]:
+    if opts.subject is not None and opts.subject.strip() != ticket.subject:
         if not opts.subject.strip():
             raise Invalid("a ticket needs a subject")
         columns["subject"] = opts.subject.strip()
-        other["subject"] = (ticket["subject"], columns["subject"])
-    if opts.priority is not None and (p := parse_priority(opts.priority)) != ticket["priority"]:
+        other["subject"] = (ticket.subject, columns["subject"])
+    if opts.priority is not None and (p := parse_priority(opts.priority)) != ticket.priority:
         columns["priority"] = p
-        other["priority"] = (ticket["priority"], p)
+        other["priority"] = (ticket.priority, p)
     closing = False
-    if opts.status is not None and (s := parse_status(opts.status)) != ticket["status"]:
+    if opts.status is not None and (s := parse_status(opts.status)) != ticket.status:
         columns["status"] = s
         if s == tickets.CLOSED:
             closing = True
         else:
-            other["status"] = (ticket["status"], s)
+            other["status"] = (ticket.status, s)
     if opts.department is not None:
         dept_id, dept_name = desk.department_id(opts.department)
-        if dept_id != ticket["department_id"]:
+        if dept_id != ticket.department_id:
             columns["department_id"] = dept_id
             events.append(Event(EventKind.DEPARTMENT_CHANGED, tid, actor,
-                                changes={"department": (ticket["department"], dept_name)}))
-    department = columns.get("department_id", ticket["department_id"])   # where the ticket ends up
+                                changes={"department": (ticket.department, dept_name)}))
+    department = columns.get("department_id", ticket.department_id)   # where the ticket ends up
     if opts.assign is not None or opts.unassign:
         new_id, new_name = await _staff_id(desk, opts.assign, department) if opts.assign else (None, "")
-        old_id = ticket["assigned_to"]
+        old_id = ticket.assigned_to
         if new_id != old_id:
             columns["assigned_to"] = new_id
             if old_id is not None:
                 events.append(Event(EventKind.UNASSIGNED, tid, actor, staff_id=old_id,
-                                    changes={"assigned": (ticket["assigned_username"], new_name or None)}))
+                                    changes={"assigned": (ticket.assigned_username, new_name or None)}))
             if new_id is not None:
                 events.append(Event(EventKind.ASSIGNED, tid, actor, staff_id=new_id,
-                                    changes={"assigned": (ticket["assigned_username"], new_name)}))
+                                    changes={"assigned": (ticket.assigned_username, new_name)}))
     if opts.flag is not None or opts.unflag:
         new_id, new_name = await _staff_id(desk, opts.flag, department) if opts.flag else (None, "")
-        if new_id != ticket["flagged_to"]:
+        if new_id != ticket.flagged_to:
             columns["flagged_to"] = new_id
-            change = (ticket["flagged_username"], new_name or None)
+            change = (ticket.flagged_username, new_name or None)
             if new_id is not None:  # flagging yourself sends nothing: the actor never gets their own mail
                 events.append(Event(EventKind.FLAGGED, tid, actor, staff_id=new_id, changes={"flagged": change}))
             else:
@@ -107,9 +107,9 @@ async def apply_options(desk: Desk, actor: Actor, ticket: Row, opts: Options, st
         if opts.client.strip() and account is None:
             raise NotFound(f"no client account {opts.client!r} (ticketd clients list)")
         new_client = account["id"] if account is not None else None
-        if new_client != ticket["client_id"]:
+        if new_client != ticket.client_id:
             columns["client_id"] = new_client
-            other["client"] = (ticket["client_id"], opts.client.strip() or None)
+            other["client"] = (ticket.client_id, opts.client.strip() or None)
     cc_before = {r["address"]: r["state"] for r in await people.cc_list(db, tid)}
     added = [people.normalise_address(a) for a in opts.cc_add]
     if any(not a for a in added):
@@ -125,7 +125,7 @@ async def apply_options(desk: Desk, actor: Actor, ticket: Row, opts: Options, st
     if other:
         events.append(Event(EventKind.OPTIONS_CHANGED, tid, actor, changes=other))
     if closing:
-        events.append(Event(EventKind.CLOSED, tid, actor, changes={"status": (ticket["status"], tickets.CLOSED)}))
+        events.append(Event(EventKind.CLOSED, tid, actor, changes={"status": (ticket.status, tickets.CLOSED)}))
     for event in events:
         await tickets.log_event(db, tid, event.kind.value, actor.label, stamp,
                                 **{k: list(v) for k, v in event.changes.items()})

@@ -24,6 +24,7 @@ from maild.notify.compose import ascii_address
 from maild.notify.mailing import Batch, Mailing, Recipient
 from maild.store import outbox, senders, tickets
 from maild.store.db import Row, is_transient, node_name
+from maild.store.tickets import Ticket
 
 if TYPE_CHECKING:
     from maild.addressbook import AddressBook
@@ -148,7 +149,7 @@ class Notifier:
         if not events:
             return batch
         found = await lookups.load(self.db, events, self.rules)
-        plans: list[tuple[Event, Row, list[Recipient], list[Recipient]]] = []
+        plans: list[tuple[Event, Ticket, list[Recipient], list[Recipient]]] = []
         for event in events:
             ticket = found.tickets.get(event.ticket_id)
             if ticket is None:
@@ -179,13 +180,13 @@ class Notifier:
         await outbox.enqueue_many(self.db, batch.mails, stamp)
         return len(batch.mails)
 
-    async def command_error(self, ticket: Row, member: Row, errors: Sequence[str]) -> None:
+    async def command_error(self, ticket: Ticket, member: Row, errors: Sequence[str]) -> None:
         """Answer a staff member whose mailed commands could not be carried out (nothing changed)."""
-        carrier = Event(EventKind.OPTIONS_CHANGED, ticket["id"], Actor.system("ticketd"))
+        carrier = Event(EventKind.OPTIONS_CHANGED, ticket.id, Actor.system("ticketd"))
         rcpt = Recipient(member["email"], member["name"], "staff", member["id"])
         batch = Batch()
         found = await lookups.load(self.db, [carrier], {})
-        Mailing(self, carrier, found.tickets[ticket["id"]], batch, found).to_staff(
+        Mailing(self, carrier, found.tickets[ticket.id], batch, found).to_staff(
             rcpt, template="command_error", errors=list(errors), statuses=list(tickets.STATUSES))
         await self._flush(batch)
 
@@ -195,13 +196,13 @@ class Notifier:
         # A ticket a staff member opened carries their first message: a person's mail too.
         return not (event.kind is EventKind.TICKET_OPENED and event.actor.kind == "staff")
 
-    def _recipients(self, event: Event, ticket: Row, found: Lookups) -> tuple[list[Recipient], list[Recipient]]:
+    def _recipients(self, event: Event, ticket: Ticket, found: Lookups) -> tuple[list[Recipient], list[Recipient]]:
         groups = self.rules[event.kind]
         wanted = lookups.named_staff(event, ticket, groups)
-        department = R.DEPARTMENT in groups or (R.DEPARTMENT_UNFLAGGED in groups and ticket["flagged_to"] is None)
+        department = R.DEPARTMENT in groups or (R.DEPARTMENT_UNFLAGGED in groups and ticket.flagged_to is None)
         actor = event.actor
         staff_to: dict[str, Recipient] = {}
-        for row in found.staff.get(ticket["id"], []):
+        for row in found.staff.get(ticket.id, []):
             chosen = (row["id"] in wanted or (R.WATCHERS in groups and row["watching"])
                       or (department and row["dept_notify"]))
             if not chosen or not row["can_see"]:
@@ -211,11 +212,11 @@ class Notifier:
             staff_to.setdefault(row["email"], Recipient(row["email"], row["name"], "staff", row["id"]))
         client: list[Recipient] = []
         if R.REQUESTER in groups:
-            client.append(Recipient(ticket["client_email"], ticket["client_name"], "client", role="requester"))
+            client.append(Recipient(ticket.client_email, ticket.client_name, "client", role="requester"))
         roles = {R.OWNER: "owner", R.USERS: "user", R.CONTACTS: "contact", R.CC: "cc"}
         wanted_roles = {roles[g] for g in groups if g in roles}
         client += [Recipient(p["email"], p["name"], "client", role=p["role"])
-                   for p in found.people.get(ticket["id"], [])
+                   for p in found.people.get(ticket.id, [])
                    if p["role"] in wanted_roles and p["state"] == "confirmed"]
         client_to: dict[str, Recipient] = {}
         for rcpt in client:
@@ -243,7 +244,7 @@ class Notifier:
             counts = await outbox.automatic_counts(self.db, addresses, _iso(now - timedelta(hours=1)))
         return bad, counts
 
-    def _deliverable(self, event: Event, ticket: Row, rcpts: list[Recipient], batch: Batch,
+    def _deliverable(self, event: Event, ticket: Ticket, rcpts: list[Recipient], batch: Batch,
                      check: tuple[dict[str, str], dict[str, int]]) -> list[Recipient]:
         bad, counts = check
         cap = self.settings.notifications.auto_per_hour
@@ -259,9 +260,9 @@ class Notifier:
             if reason is None:
                 kept.append(rcpt)
                 continue
-            batch.logs.append((ticket["id"], "mail_skipped",
+            batch.logs.append((ticket.id, "mail_skipped",
                                {"recipient": rcpt.email, "for_event": event.kind.value, "reason": reason}))
-            log.info("mail skipped", extra={"kv": {"ticket": ticket["tid"], "recipient": rcpt.email,
+            log.info("mail skipped", extra={"kv": {"ticket": ticket.tid, "recipient": rcpt.email,
                                                    "event": event.kind.value, "reason": reason}})
         return kept
 

@@ -11,13 +11,14 @@ from maild.desk.events import Event, EventKind
 from maild.notify import rules as R
 from maild.store import messages, people, staff, tickets
 from maild.store.db import Database, Row
+from maild.store.tickets import Ticket
 
 ABOUT_STAFF = (EventKind.FLAGGED, EventKind.ASSIGNED, EventKind.UNASSIGNED)
 
 
 @dataclass
 class Lookups:
-    tickets: dict[int, Row] = field(default_factory=dict)
+    tickets: dict[int, Ticket] = field(default_factory=dict)
     staff: dict[int, list[Row]] = field(default_factory=dict)      # ticket id → candidates
     people: dict[int, list[Row]] = field(default_factory=dict)     # ticket id → client-side people
     messages: dict[int, Row] = field(default_factory=dict)
@@ -25,11 +26,11 @@ class Lookups:
     threads: dict[int, tuple[list[str], str]] = field(default_factory=dict)
 
 
-def named_staff(event: Event, ticket: Row, groups: Sequence[str]) -> set[int]:
+def named_staff(event: Event, ticket: Ticket, groups: Sequence[str]) -> set[int]:
     """The staff ids a rule row names directly for this event: flagged, assigned, mentioned."""
     about = event.staff_id if event.kind in ABOUT_STAFF else None
-    flagged = about if event.kind is EventKind.FLAGGED else ticket["flagged_to"]
-    assigned = about if event.kind in (EventKind.ASSIGNED, EventKind.UNASSIGNED) else ticket["assigned_to"]
+    flagged = about if event.kind is EventKind.FLAGGED else ticket.flagged_to
+    assigned = about if event.kind in (EventKind.ASSIGNED, EventKind.UNASSIGNED) else ticket.assigned_to
     wanted: set[int] = set()
     if R.FLAGGED in groups and flagged:
         wanted.add(flagged)
@@ -50,10 +51,10 @@ async def load(db: Database, events: Sequence[Event], table: dict[EventKind, tup
         if ticket is None:
             continue
         if set(groups) & set(R.STAFF_GROUPS):
-            staff_tickets.add(ticket["id"])
+            staff_tickets.add(ticket.id)
             named |= named_staff(e, ticket, groups)
         if set(groups) & {R.OWNER, R.USERS, R.CONTACTS, R.CC}:
-            people_tickets[ticket["id"]] = ticket["client_id"]
+            people_tickets[ticket.id] = ticket.client_id
     for row in await staff.candidates(db, sorted(staff_tickets), sorted(named)):
         found.staff.setdefault(row["for_ticket"], []).append(row)
     for row in await people.ticket_people(db, sorted(people_tickets.items())):

@@ -22,6 +22,7 @@ from maild.notify.render import Rendered
 from maild.notify.tokens import with_tag
 from maild.store import outbox
 from maild.store.db import Row, StorageError
+from maild.store.tickets import Ticket
 
 if TYPE_CHECKING:
     from maild.notify.follow import Notifier
@@ -56,13 +57,13 @@ class Recipient:
 
 
 class Mailing:
-    def __init__(self, notifier: Notifier, event: Event, ticket: Row, batch: Batch,
+    def __init__(self, notifier: Notifier, event: Event, ticket: Ticket, batch: Batch,
                  found: Lookups) -> None:
         self.n, self.event, self.ticket, self.batch, self.found = notifier, event, ticket, batch, found
         self._staff_out: dict[str, tuple[Rendered, Part | None]] = {}
         settings = notifier.settings
         self.domain = settings.mail.domain
-        dept = settings.department(ticket["department"]) or settings.departments[0]
+        dept = settings.department(ticket.department) or settings.departments[0]
         self.dept_name, self.sender = dept.name, dept.addresses[0]
         self._base: dict[str, Any] | None = None
         self._message: Row | None = None
@@ -80,11 +81,11 @@ class Mailing:
         m = self._message
         self._base = {
             "event": ev.kind.value,
-            "ticket": {"tid": t["tid"], "subject": headers.clean_subject(t["subject"], self.n.token_re),
-                       "status": t["status"], "priority": t["priority"], "department": t["department"],
-                       "client_name": t["client_name"], "client_email": t["client_email"],
-                       "assigned": t["assigned_name"] or t["assigned_username"] or "",
-                       "flagged": t["flagged_name"] or t["flagged_username"] or ""},
+            "ticket": {"tid": t.tid, "subject": headers.clean_subject(t.subject, self.n.token_re),
+                       "status": t.status, "priority": t.priority, "department": t.department,
+                       "client_name": t.client_name, "client_email": t.client_email,
+                       "assigned": t.assigned_name or t.assigned_username or "",
+                       "flagged": t.flagged_name or t.flagged_username or ""},
             "actor": ev.actor.name or ev.actor.username or ("the system" if ev.actor.kind == "system" else ""),
             "changes": [{"field": k, "before": _show(a), "after": _show(b)} for k, (a, b) in ev.changes.items()],
             "message": None if m is None else {
@@ -96,27 +97,27 @@ class Mailing:
         return self._base
 
     def _threading(self, own_id: str) -> dict[str, Any]:
-        chain, last_client = self.found.threads.get(self.ticket["id"], ([], ""))
+        chain, last_client = self.found.threads.get(self.ticket.id, ([], ""))
         chain = [mid for mid in chain if mid != own_id]
-        root = self.ticket["root_message_id"] or (chain[0] if chain else "")
+        root = self.ticket.root_message_id or (chain[0] if chain else "")
         return {"in_reply_to": (last_client if last_client != own_id else "") or (chain[-1] if chain else ""),
                 "references": headers.references(chain, root, REFERENCES_BYTES) if (chain or root) else []}
 
     def _new_id(self) -> str:
-        message_id = headers.new_message_id(self.ticket["id"], self.domain)
-        self.batch.mail_ids.setdefault(self.ticket["id"], []).append(message_id)
+        message_id = headers.new_message_id(self.ticket.id, self.domain)
+        self.batch.mail_ids.setdefault(self.ticket.id, []).append(message_id)
         return message_id
 
     @functools.cached_property
     def _thread_subject(self) -> str:
-        token = subject_token(self.n.settings, self.ticket["tid"])
-        return headers.thread_subject(self.ticket["subject"], token, self.n.token_re,
+        token = subject_token(self.n.settings, self.ticket.tid)
+        return headers.thread_subject(self.ticket.subject, token, self.n.token_re,
                                       reply=self.event.kind is not EventKind.TICKET_OPENED)
 
     def _queue(self, audience: str, rcpt: Recipient, message_id: str, subject: str, raw: bytes,
                automatic: bool, event: str | None = None) -> None:
         self.batch.mails.append(outbox.OutboxMail(
-            ticket_id=self.ticket["id"], event=event or self.event.kind.value, audience=audience, automatic=automatic,
+            ticket_id=self.ticket.id, event=event or self.event.kind.value, audience=audience, automatic=automatic,
             sender=self.sender, recipient=_ascii(rcpt.email), message_id=message_id, subject=subject, raw=raw))
 
     # -- client mail -------------------------------------------------------------------------------------------
@@ -132,21 +133,21 @@ class Mailing:
         attachments, linked = self._attachments() if personal else ([], [])
         # Every copy is addressed to the ticket's requester (CC recipients see who the ticket is for, never the
         # account's owner or users, who get theirs without being named), greeted by the requester's name.
-        requester = Recipient(t["client_email"], t["client_name"], "client", role="requester")
+        requester = Recipient(t.client_email, t.client_name, "client", role="requester")
         ctx.update(thread_subject=self._thread_subject,
-                   link=links.client_link(self.n.settings, self.n.signer, t["tid"]),
+                   link=links.client_link(self.n.settings, self.n.signer, t.tid),
                    recipient={"name": requester.name, "email": requester.email},
                    linked_attachments=linked)
         out = self.n.renderer.render("client", ev.kind.value, ctx)
         thread = self._threading(message_id)
-        index = headers.extend_thread_index(t["thread_index"], self.n.clock.now()) if t["thread_index"] else None
+        index = headers.extend_thread_index(t.thread_index, self.n.clock.now()) if t.thread_index else None
         from_name = (ev.actor.name if personal and ev.actor.name else "") or self._from_name()
         raw = compose(Outgoing(
             from_name=from_name, from_addr=self.sender,
             # A requester whose address cannot be written in ASCII (it is skipped) leaves To an empty group.
             to=[(requester.name, a) for a in [ascii_address(requester.email)] if a],
             cc=[(r.name, _ascii(r.email)) for r in rcpts if r.role == "cc"],
-            reply_to=with_tag(self.sender, self.n.signer.reply_tag(t["tid"])),
+            reply_to=with_tag(self.sender, self.n.signer.reply_tag(t.tid)),
             subject=out.subject, text=out.text, html=out.html, message_id=message_id, date=self.n.clock.now(),
             thread_index=index, thread_topic=ctx["ticket"]["subject"], automatic=automatic,
             auto_replied=automatic and ev.kind is EventKind.TICKET_OPENED and ev.actor.kind == "client",
@@ -186,14 +187,14 @@ class Mailing:
         cached = self._staff_out.get(name)
         if cached is None or self.n.renderer.personal("staff", name):
             ctx = dict(self._context())
-            ctx.update(thread_subject=self._thread_subject, link=links.staff_link(self.n.settings, t["tid"]),
+            ctx.update(thread_subject=self._thread_subject, link=links.staff_link(self.n.settings, t.tid),
                        recipient={"name": rcpt.name, "email": rcpt.email}, linked_attachments=[], **extra)
             out = self.n.renderer.render("staff", name, ctx)
             cached = self._staff_out[name] = (out, None)
         out, prepared = cached
         mail = Outgoing(
             from_name=self._from_name(), from_addr=self.sender, to=[(rcpt.name, rcpt.email)],
-            reply_to=with_tag(self.sender, self.n.signer.reply_tag(t["tid"], rcpt.staff_id)),
+            reply_to=with_tag(self.sender, self.n.signer.reply_tag(t.tid, rcpt.staff_id)),
             subject=out.subject, text=out.text, html=out.html, message_id=message_id, date=self.n.clock.now(),
             automatic=True, loop_marker=loop_marker(self.domain), **self._threading(message_id))
         if prepared is None:

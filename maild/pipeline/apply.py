@@ -20,7 +20,7 @@ from maild.pipeline import authres, quotes
 from maild.pipeline.context import Env, MessageContext
 from maild.pipeline.staffmail import read
 from maild.store import people, tickets
-from maild.store.db import Row
+from maild.store.tickets import Ticket
 
 
 def client_message(ctx: MessageContext) -> core.NewMessage:
@@ -42,7 +42,7 @@ async def apply(ctx: MessageContext, env: Env) -> Outcome | None:
         ctx.events, ctx.result = await open_from_mail(ctx, env)
     else:
         ctx.events = await client_reply(ctx, env, ctx.ticket, queue_id=ctx.inbound.id, threaded_by=ctx.threaded_by)
-        ctx.result = Reply(ticket_id=ctx.ticket["id"], tid=ctx.ticket["tid"])
+        ctx.result = Reply(ticket_id=ctx.ticket.id, tid=ctx.ticket.tid)
     return None
 
 
@@ -88,37 +88,37 @@ async def open_from_mail(ctx: MessageContext, env: Env) -> tuple[list[Event], Ou
     return events, NewTicket(ticket_id=ticket_id, tid=tid)
 
 
-async def client_reply(ctx: MessageContext, env: Env, ticket: Row, **detail: Any) -> list[Event]:
+async def client_reply(ctx: MessageContext, env: Env, ticket: Ticket, **detail: Any) -> list[Event]:
     """A client's mail as a reply on ``ticket`` (here and for an admin's import of a blocked reply)."""
     actor = Actor(kind="client", email=ctx.author_email, name=ctx.mail.from_name)
     _, events = await core.add_reply(env.db, ticket, client_message(ctx), actor, env.clock.stamp(), **detail)
-    await _thread_index(ctx, env, ticket["id"])
+    await _thread_index(ctx, env, ticket.id)
     return events
 
 
-async def staff_mail(ctx: MessageContext, env: Env, ticket: Row, **detail: Any) -> tuple[list[Event], Outcome]:
+async def staff_mail(ctx: MessageContext, env: Env, ticket: Ticket, **detail: Any) -> tuple[list[Event], Outcome]:
     """A staff member's mail: a reply, a #note, or commands alone; all through the desk's actions."""
     assert ctx.staff is not None
     text = ctx.mail.content.text
     sm = ctx.staff_mail or read(quotes.visible(text))
     actor = actor_of(ctx.staff)
-    desk, tid = env.desk.within(), ticket["tid"]
-    await tickets.add_mail_id(env.db, ticket["id"], ctx.mail.message_id, "in")
+    desk, tid = env.desk.within(), ticket.tid
+    await tickets.add_mail_id(env.db, ticket.id, ctx.mail.message_id, "in")
     events: list[Event] = []
     opts = Options(status=sm.status, priority=sm.priority, assign=sm.assign)
-    outcome: Outcome = Command(ticket_id=ticket["id"], tid=tid, detail="; ".join(sm.commands))
+    outcome: Outcome = Command(ticket_id=ticket.id, tid=tid, detail="; ".join(sm.commands))
     if sm.note and (sm.body.strip() or ctx.files):
         result = await desk.note(actor, tid, sm.body, inbound_id=ctx.inbound.id, files=tuple(ctx.files), **detail)
         events += result.events
         ctx.notes += result.notes
-        outcome = Note(ticket_id=ticket["id"], tid=tid)
+        outcome = Note(ticket_id=ticket.id, tid=tid)
         await _signatures(ctx, env, result.message_id)
     elif not sm.note and (sm.body.strip() or ctx.files):
         result = await desk.reply(actor, tid, sm.body, tuple(ctx.files), status=sm.status, inbound_id=ctx.inbound.id,
                                   **detail)
         events += result.events
         opts.status = None  # the reply set it
-        outcome = Reply(ticket_id=ticket["id"], tid=tid)
+        outcome = Reply(ticket_id=ticket.id, tid=tid)
         await _signatures(ctx, env, result.message_id)
     if opts.status or opts.priority or opts.assign:
         events += (await desk.set_options(actor, tid, opts)).events

@@ -23,32 +23,32 @@ async def reply_allowed(ctx: MessageContext, env: Env) -> Outcome | None:
     if ctx.staff is not None:
         # A verified From is a good badge but not enough to act: replies, notes and commands come with the
         # reply token of the staff member's own notification (or an admin imports the mail).
-        return Blocked(reason=UNAUTHORISED_SENDER, ticket_id=ticket["id"], tid=ticket["tid"],
+        return Blocked(reason=UNAUTHORISED_SENDER, ticket_id=ticket.id, tid=ticket.tid,
                        detail=f"staff member {ctx.staff['username']} wrote without the reply token of a"
                               " notification; staff answer by replying to their notification mail")
     author = ctx.author_email
-    if (ticket["client_id"] is not None and ticket["client_id"] in ctx.roles) \
+    if (ticket.client_id is not None and ticket.client_id in ctx.roles) \
             or await people.on_ticket(env.db, ticket, author):
         return None
-    return Blocked(reason=UNAUTHORISED_SENDER, ticket_id=ticket["id"], tid=ticket["tid"],
+    return Blocked(reason=UNAUTHORISED_SENDER, ticket_id=ticket.id, tid=ticket.tid,
                    detail=f"{author or 'no sender'} is not the ticket's owner, one of its account's users or"
                           f" contacts, a CC recipient or staff")
 
 
 async def closed_ticket(ctx: MessageContext, env: Env) -> Outcome | None:
     ticket = ctx.ticket
-    if ticket is None or ticket["status"] != tickets.CLOSED or ctx.staff is not None:
+    if ticket is None or ticket.status != tickets.CLOSED or ctx.staff is not None:
         return None
-    dept = env.settings.department(ticket["department"])
+    dept = env.settings.department(ticket.department)
     policy = dept.closed_replies if dept else "reopen"
     if policy == "block":
-        return Blocked(reason=CLOSED_TICKET, ticket_id=ticket["id"], tid=ticket["tid"],
-                       detail=f"reply to closed ticket #{ticket['tid']}; department {ticket['department']!r}"
+        return Blocked(reason=CLOSED_TICKET, ticket_id=ticket.id, tid=ticket.tid,
+                       detail=f"reply to closed ticket #{ticket.tid}; department {ticket.department!r}"
                               " blocks replies to closed tickets")
     if policy == "new_ticket":
-        ctx.notes.append(f"reply to closed ticket #{ticket['tid']} opened a new ticket (department policy)")
+        ctx.notes.append(f"reply to closed ticket #{ticket.tid} opened a new ticket (department policy)")
         if ctx.department is None:
-            ctx.department = DepartmentRef(ticket["department_id"], ticket["department"])
+            ctx.department = DepartmentRef(ticket.department_id, ticket.department)
         ctx.ticket = None
         identity.assign_badge(ctx)  # a new ticket now: who is the author relative to it?
     return None

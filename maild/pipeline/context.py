@@ -15,6 +15,7 @@ from maild.desk.events import Event
 from maild.pipeline.parse import ParsedMail
 from maild.store.db import Database, Row
 from maild.store.inbound import InboundRow
+from maild.store.tickets import Ticket
 
 if TYPE_CHECKING:
     from maild.desk.desk import Desk
@@ -36,7 +37,7 @@ class MessageContext:
     raw: bytes
     mail: ParsedMail
     department: DepartmentRef | None = None
-    ticket: Row | None = None          # the existing ticket this message replies to
+    ticket: Ticket | None = None          # the existing ticket this message replies to
     threaded_by: str = ""                      # how it was matched: in-reply-to, references, subject
     files: list[StoredFile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

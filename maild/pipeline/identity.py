@@ -69,7 +69,7 @@ def assign_badge(ctx: MessageContext) -> None:
     """The badge (and the account of a new ticket) from what :func:`identify` found, relative to
     ``ctx.ticket``: no database work, so it can run again when the ticket changes (authorise)."""
     ctx.badge, ctx.client_id = "Guest", None
-    account = ctx.ticket["client_id"] if ctx.ticket is not None else None
+    account = ctx.ticket.client_id if ctx.ticket is not None else None
     if ctx.staff is not None:
         ctx.badge = "Operator"
     elif account is not None and account in ctx.roles:

@@ -14,6 +14,7 @@ from maild.pipeline.context import DepartmentRef, Env, MessageContext
 from maild.pipeline.prepare import Preparer
 from maild.store import importlog, inbound, people, tickets
 from maild.store.db import Row
+from maild.store.tickets import Ticket
 
 # Blocked mail that would have opened a ticket had the guard let it through: it may become one (--new).
 NEW_TICKET_REASONS = (UNKNOWN_RECIPIENT, RATE_LIMITED, UNREGISTERED)
@@ -76,7 +77,7 @@ async def import_blocked(env: Env, preparer: Preparer, log_id: int, tid: str | N
         await identity.identify(ctx, env)
         if ticket is not None and not own and not force and not await _belongs(env, ticket, ctx):
             raise ImportRefused(f"entry {log_id} is from {ctx.author_email or 'an unknown sender'}, who is not"
-                                f" ticket #{ticket['tid']}'s client; add --force to import it there anyway")
+                                f" ticket #{ticket.tid}'s client; add --force to import it there anyway")
         await attachments.store(ctx, env)
         if ticket is None:
             events, outcome = await apply.open_from_mail(ctx, env)
@@ -90,14 +91,14 @@ async def import_blocked(env: Env, preparer: Preparer, log_id: int, tid: str | N
         else:
             msg = replace(apply.client_message(ctx), kind="note")
             _, events = await core.add_note(env.db, ticket, msg, Actor.system(by), (), stamp, import_log=log_id)
-        if not await importlog.mark_imported(env.db, log_id, ticket["id"], by, stamp):
+        if not await importlog.mark_imported(env.db, log_id, ticket.id, by, stamp):
             raise ImportRefused(f"entry {log_id} was imported already")  # by someone else meanwhile: rolled back
-        await tickets.log_event(env.db, ticket["id"], "blocked_mail_imported", by, stamp, import_log=log_id,
+        await tickets.log_event(env.db, ticket.id, "blocked_mail_imported", by, stamp, import_log=log_id,
                                 reason=entry["reason"], kind="new_ticket" if new else kind, author=ctx.author_email)
         # The same notifications as if the mail had not been blocked (staff hear of it; the client does not).
         await env.notifier.follow(events)
     await env.notifier.expand()   # committed: the queued events become mail now
-    return Imported(log_id, ticket["tid"], events[0].message_id if events else None,
+    return Imported(log_id, ticket.tid, events[0].message_id if events else None,
                     "new ticket" if new else kind, new)
 
 
@@ -111,7 +112,7 @@ def _department(env: Env, name: str | None, log_id: int) -> DepartmentRef:
     return dept
 
 
-async def _target(env: Env, entry: Row, recorded: Row | None, tid: str | None, force: bool) -> tuple[Row, bool]:
+async def _target(env: Env, entry: Row, recorded: Ticket | None, tid: str | None, force: bool) -> tuple[Ticket, bool]:
     """The ticket named by ``tid``, else the one the entry was blocked from replying to; and whether it is
     that one, its own (where the sender check does not apply: the sender is what the admin reviews)."""
     if tid is None:
@@ -124,17 +125,17 @@ async def _target(env: Env, entry: Row, recorded: Row | None, tid: str | None, f
     if named is None:
         raise ImportNotFound(f"no ticket #{tid.lstrip('#')}")
     ticket = await tickets.resolve_merged(env.db, named)
-    if recorded is not None and ticket["id"] != recorded["id"] and not force:
-        raise ImportRefused(f"entry {entry['id']} was blocked as a reply to ticket #{recorded['tid']}, not #{tid};"
+    if recorded is not None and ticket.id != recorded.id and not force:
+        raise ImportRefused(f"entry {entry['id']} was blocked as a reply to ticket #{recorded.tid}, not #{tid};"
                             " add --force to import it into another ticket")
-    return ticket, recorded is not None and ticket["id"] == recorded["id"]
+    return ticket, recorded is not None and ticket.id == recorded.id
 
 
-async def _belongs(env: Env, ticket: Row, ctx: MessageContext) -> bool:
+async def _belongs(env: Env, ticket: Ticket, ctx: MessageContext) -> bool:
     """Is the mail's author the ticket's client: its address, a confirmed CC, or a person of its account?"""
     email = ctx.author_email
     if not email:
         return False
     if await people.on_ticket(env.db, ticket, email):
         return True
-    return ticket["client_id"] is not None and ticket["client_id"] in ctx.roles
+    return ticket.client_id is not None and ticket.client_id in ctx.roles

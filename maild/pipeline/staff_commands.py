@@ -19,18 +19,18 @@ async def check(ctx: MessageContext, env: Env) -> Outcome | None:
     # Only the new text: never the quoted notification (it may hold a private note) or the history.
     sm = ctx.staff_mail = read(quotes.visible(text))
     # What the desk would refuse, found before anything is written: rights, the assignee.
-    if not await env.desk.may_work(actor_of(ctx.staff), ctx.ticket["department_id"]):
-        sm.errors.append(f"you do not work in department {ctx.ticket['department']!r}; an admin can add it")
-    if sm.assign and not await staff.with_access(env.db, [sm.assign], ctx.ticket["department_id"]):
+    if not await env.desk.may_work(actor_of(ctx.staff), ctx.ticket.department_id):
+        sm.errors.append(f"you do not work in department {ctx.ticket.department!r}; an admin can add it")
+    if sm.assign and not await staff.with_access(env.db, [sm.assign], ctx.ticket.department_id):
         sm.errors.append(f"#assign {sm.assign}: no staff member with that username works in department"
-                         f" {ctx.ticket['department']!r}")
+                         f" {ctx.ticket.department!r}")
     if sm.note and not sm.body.strip() and not ctx.files and not sm.changes_options:
         sm.errors.append("#note with nothing after it: write the note below the #note line")
     elif not sm.body.strip() and not ctx.files and not sm.changes_options:
         sm.errors.append("nothing new above the quoted mail: no reply, note or command; nothing was sent")
     if not sm.errors:
         return None
-    return Command(reason="rejected", ticket_id=ctx.ticket["id"], tid=ctx.ticket["tid"],
+    return Command(reason="rejected", ticket_id=ctx.ticket.id, tid=ctx.ticket.tid,
                    detail="; ".join(ctx.staff_mail.errors))
 
 

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from maild.store.db import NO_LIMIT, Database, Row
+from maild.store.tickets import Ticket
 
 ROLES = ("owner", "user", "contact")
 _ADDRESS = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
@@ -89,12 +90,12 @@ async def cc_list(db: Database, ticket_id: int) -> list[Row]:
                              (ticket_id,))
 
 
-async def on_ticket(db: Database, ticket: Row, address: str) -> bool:
+async def on_ticket(db: Database, ticket: Ticket, address: str) -> bool:
     """Is ``address`` one of the ticket's own people: the address that opened it, or a confirmed CC recipient
     (a pending one, from a From nobody verified, counts only once staff confirm it)?"""
     address = address.lower()
-    return bool(address) and (address == (ticket["client_email"] or "").lower()
-                              or await is_cc(db, ticket["id"], address))
+    return bool(address) and (address == (ticket.client_email or "").lower()
+                              or await is_cc(db, ticket.id, address))
 
 
 async def is_cc(db: Database, ticket_id: int, address: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 from maild.store.db import NO_LIMIT, Database, Row
@@ -22,6 +23,48 @@ SELECT = (
     " FROM tickets t JOIN departments d ON d.id = t.department_id"
     " LEFT JOIN staff a ON a.id = t.assigned_to LEFT JOIN staff f ON f.id = t.flagged_to"
 )
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A ticket as the store reads it: its row, with the names of its department and staff joined in."""
+
+    id: int
+    tid: str                      # the public number
+    subject: str
+    status: str
+    priority: str
+    department_id: int
+    department: str
+    client_email: str
+    client_name: str
+    client_id: int | None         # the account, when the client is known
+    created_at: str
+    updated_at: str
+    last_reply_at: str
+    merged_into: int | None       # merged into that ticket (which lives on)
+    assigned_to: int | None
+    assigned_username: str | None
+    assigned_name: str | None
+    flagged_to: int | None
+    flagged_username: str | None
+    flagged_name: str | None
+    root_message_id: str          # the first Message-ID of the ticket's thread (our References root)
+    thread_index: str             # the client's latest Thread-Index (Outlook)
+
+    @classmethod
+    def from_row(cls, row: Row) -> Ticket:
+        return cls(**{name: row[name] for name in _FIELDS})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+_FIELDS = tuple(f.name for f in fields(Ticket))
+
+
+def _ticket(row: Row | None) -> Ticket | None:
+    return Ticket.from_row(row) if row is not None else None
 
 
 class TidTaken(Exception):
@@ -52,42 +95,42 @@ async def create(
     return ticket_id
 
 
-async def get(db: Database, ticket_id: int) -> Row | None:
-    return await db.fetchone(f"{SELECT} WHERE t.id = ?", (ticket_id,))
+async def get(db: Database, ticket_id: int) -> Ticket | None:
+    return _ticket(await db.fetchone(f"{SELECT} WHERE t.id = ?", (ticket_id,)))
 
 
-async def get_many(db: Database, ids: Sequence[int]) -> dict[int, Row]:
+async def get_many(db: Database, ids: Sequence[int]) -> dict[int, Ticket]:
     wanted = sorted(set(ids))
     if not wanted:
         return {}
     rows = await db.fetchall(f"{SELECT} WHERE t.id IN ({','.join('?' * len(wanted))})", wanted)
-    return {r["id"]: r for r in rows}
+    return {r["id"]: Ticket.from_row(r) for r in rows}
 
 
-async def get_locked(db: Database, ticket_id: int) -> Row | None:
+async def get_locked(db: Database, ticket_id: int) -> Ticket | None:
     """The ticket as it is now, locked until the caller's write transaction ends (another node's desk or
     pipeline waits for it): what a change is decided on, collision detection included."""
-    return await db.fetchone(f"{SELECT} WHERE t.id = ?{db.lock_clause('t')}", (ticket_id,))
+    return _ticket(await db.fetchone(f"{SELECT} WHERE t.id = ?{db.lock_clause('t')}", (ticket_id,)))
 
 
-async def by_tid(db: Database, tid: str) -> Row | None:
-    return await db.fetchone(f"{SELECT} WHERE t.tid = ?", (tid,))
+async def by_tid(db: Database, tid: str) -> Ticket | None:
+    return _ticket(await db.fetchone(f"{SELECT} WHERE t.tid = ?", (tid,)))
 
 
-async def resolve_merged(db: Database, ticket: Row) -> Row:
+async def resolve_merged(db: Database, ticket: Ticket) -> Ticket:
     """Follow ``merged_into`` to the ticket that lives on (a merge keeps old links working)."""
-    seen = {ticket["id"]}
-    while ticket["merged_into"] is not None and ticket["merged_into"] not in seen:
-        nxt = await get(db, ticket["merged_into"])
+    seen = {ticket.id}
+    while ticket.merged_into is not None and ticket.merged_into not in seen:
+        nxt = await get(db, ticket.merged_into)
         if nxt is None:
             break
-        seen.add(nxt["id"])
+        seen.add(nxt.id)
         ticket = nxt
     return ticket
 
 
 async def by_mail_ids(db: Database, message_ids: Sequence[str], direction: str | None = None
-                      ) -> Row | None:
+                      ) -> Ticket | None:
     """The ticket of the latest of ``message_ids`` that we know (References list the oldest first);
     with ``direction="out"``, only among the Message-IDs of mail we sent."""
     wanted = list(dict.fromkeys(message_ids))[-100:]  # a hostile References header can be huge
@@ -103,7 +146,7 @@ async def by_mail_ids(db: Database, message_ids: Sequence[str], direction: str |
     if not rows:
         return None
     position = {mid: i for i, mid in enumerate(wanted)}
-    return max(rows, key=lambda r: position[r["matched"]])
+    return Ticket.from_row(max(rows, key=lambda r: position[r["matched"]]))
 
 
 async def add_mail_ids(db: Database, by_ticket: Mapping[int, Sequence[str]], direction: str) -> None:
@@ -170,11 +213,12 @@ async def events(db: Database, ticket_id: int) -> list[Row]:
     return await db.fetchall("SELECT * FROM ticket_log WHERE ticket_id = ? ORDER BY id", (ticket_id,))
 
 
-async def listing(db: Database, status: str | None = None, limit: int | None = None) -> list[Row]:
+async def listing(db: Database, status: str | None = None, limit: int | None = None) -> list[Ticket]:
     """Tickets (not merged away), the most recent activity first; ``limit`` None: all."""
     where, params = "WHERE t.merged_into IS NULL", []
     if status:
         where += " AND lower(t.status) = lower(?)"
         params.append(status)
-    return await db.fetchall(f"{SELECT} {where} ORDER BY t.last_reply_at DESC LIMIT ?",
+    rows = await db.fetchall(f"{SELECT} {where} ORDER BY t.last_reply_at DESC LIMIT ?",
                              (*params, NO_LIMIT if limit is None else limit))
+    return [Ticket.from_row(r) for r in rows]

@@ -18,7 +18,7 @@ from maild.outcomes import BOUNCE, Blocked, Outcome
 from maild.pipeline.context import Env, MessageContext
 from maild.pipeline.dsn import Recipient
 from maild.store import outbox, senders, tickets
-from maild.store.db import Row
+from maild.store.tickets import Ticket
 
 DAEMON_LOCALPARTS = ("mailer-daemon", "mail-daemon", "mailerdaemon")
 
@@ -27,7 +27,7 @@ DAEMON_LOCALPARTS = ("mailer-daemon", "mail-daemon", "mailerdaemon")
 class Finding:
     """What a report is about: the ticket, and the recipients it may mark (address → status)."""
 
-    ticket: Row | None = None
+    ticket: Ticket | None = None
     outbox_id: int | None = None             # the signed mail it answers
     marks: dict[str, Recipient] = field(default_factory=dict)   # may be marked when they fail hard
     told: list[Recipient] = field(default_factory=list)         # logged on the ticket
@@ -101,8 +101,8 @@ async def check(ctx: MessageContext, env: Env) -> Outcome | None:
     ctx.bounce = found
     ticket = found.ticket
     return Blocked(reason=BOUNCE, detail="; ".join(found.lines) or "delivery failure (no machine-readable report)",
-                   ticket_id=ticket["id"] if ticket is not None else None,
-                   tid=ticket["tid"] if ticket is not None else None)
+                   ticket_id=ticket.id if ticket is not None else None,
+                   tid=ticket.tid if ticket is not None else None)
 
 
 async def record(ctx: MessageContext, env: Env, outcome: Outcome) -> None:
@@ -113,7 +113,7 @@ async def record(ctx: MessageContext, env: Env, outcome: Outcome) -> None:
     stamp = env.clock.stamp()
     if found.outbox_id is not None:
         await outbox.mark_bounced(env.db, found.outbox_id, stamp)
-    ticket_id = found.ticket["id"] if found.ticket is not None else None
+    ticket_id = found.ticket.id if found.ticket is not None else None
     for address, rcpt in found.marks.items():
         if rcpt.permanent:
             await senders.record_bounce(env.db, address, rcpt.status or "5.0.0", rcpt.diagnostic, ticket_id, stamp)
