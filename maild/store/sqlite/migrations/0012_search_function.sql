@@ -1,0 +1,2 @@
+-- Nothing to do on SQLite (FTS5 keeps the search index): PostgreSQL's search function changed language in
+-- the migration of the same number, and both engines keep the same numbers.
