@@ -483,6 +483,8 @@ def run_setup(kind: str, binary: str, server: Any, args: argparse.Namespace, wor
     """One run of set-up ``kind`` on fresh state (and a fresh database): start the nodes, measure, stop."""
     pg = kind != "sqlite"
     url = server.new_database() if pg else ""
+    if pg and args.statements:
+        server.psql("CREATE EXTENSION pg_stat_statements", url)
     nodes = [Node(work / "a", "a", url)]
     if kind == "pg2":
         nodes.append(Node(work / "b", "b", url, state=nodes[0].state))
@@ -503,6 +505,8 @@ def run_setup(kind: str, binary: str, server: Any, args: argparse.Namespace, wor
         say(f"{TITLES[kind]}: {messages} msgs, {args.sessions} sessions, {args.per_sender} per sender -> "
             + ", ".join(f"{n.name} 127.0.0.1:{n.smtp_port}" for n in nodes))
         if pg:
+            if args.statements:
+                reader.rows("SELECT pg_stat_statements_reset()")
             counters0 = pg_counters(reader.rows(PG_COUNTERS_SQL))
             queries0 = reader.queries - 1   # the counters' own transaction ends after their snapshot
         samples: list[tuple[int, ...]] = []
@@ -539,6 +543,8 @@ def run_setup(kind: str, binary: str, server: Any, args: argparse.Namespace, wor
         if problem:
             result["error"] = problem
 
+        if pg and args.statements:
+            result["statements"] = top_statements(reader, args.statements, messages)
         rows = reader.rows("SELECT i.received_at, l.processed_at, l.outcome, l.message_id, i.claimed_by"
                            " FROM import_log l JOIN inbound i ON i.id = l.inbound_id ORDER BY i.id")
         outbox_states = {r[0]: int(r[1]) for r in reader.rows("SELECT state, count(*) FROM outbox GROUP BY state")}
@@ -640,6 +646,22 @@ def run_setup(kind: str, binary: str, server: Any, args: argparse.Namespace, wor
     return result
 
 
+STATEMENT_SETTINGS = {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
+
+
+def top_statements(reader: Any, limit: int, messages: int) -> dict[str, Any]:
+    """``--statements``: what this database's statements cost since the load began (the benchmark's own
+    polling included, and statements run inside functions, such as the search index's, listed apart too)."""
+    here = "dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND toplevel"
+    total = reader.rows(f"SELECT sum(calls), sum(total_exec_time) FROM pg_stat_statements WHERE {here}")[0]
+    top = reader.rows("SELECT calls, total_exec_time, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements"
+                      " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                      f" ORDER BY total_exec_time DESC LIMIT {int(limit)}")
+    return {"per_msg": float(total[0] or 0) / messages, "exec_ms_per_msg": float(total[1] or 0) / messages,
+            "top": [{"calls_per_msg": int(r[0]) / messages, "exec_us_per_msg": float(r[1]) * 1000 / messages,
+                     "query": str(r[2])[:160]} for r in top]}
+
+
 # --- the whole run ----------------------------------------------------------------------------------
 
 def median(runs: list[dict[str, Any]], key: str) -> float:
@@ -701,7 +723,7 @@ def measure(args: argparse.Namespace, top: Path) -> dict[str, Any]:
         if any(k != "sqlite" for k in kinds):
             from tests.postgres import PostgresServer
 
-            server = PostgresServer()
+            server = PostgresServer(STATEMENT_SETTINGS if args.statements else None)
             say("starting a fresh PostgreSQL cluster (tests/postgres.py)")
             try:
                 server.start()
@@ -842,6 +864,13 @@ def print_text(report: dict[str, Any]) -> None:
                   f" {a['max_waiting_write_lock']}, some waiting in {a['share_with_write_lock_waiters']:.0%}"
                   f" of samples), {a['mean_waiting_other_lock']:.2f} for other locks,"
                   f" {a['mean_idle_in_transaction']:.2f} idle in a transaction")
+        if "statements" in last:
+            st = last["statements"]
+            print(f"    last run, pg_stat_statements: {st['per_msg']:.1f} statements per message,"
+                  f" {st['exec_ms_per_msg']:.3f} ms of execution per message; those that took most:")
+            for q in st["top"]:
+                print(f"      {q['exec_us_per_msg']:7.1f} us/msg {q['calls_per_msg']:6.2f} calls/msg"
+                      f"  {q['query'][:100]}")
         other = max(0.0, cpu["other"])   # /proc/stat's tick sampling can put it a little under 0
         other_share = other / cpu["machine_busy"] if cpu["machine_busy"] > 0 else 0.0
         print(f"    last run: accepted in {last['load_seconds']:.2f} s, last import_log row"
@@ -919,6 +948,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-set", action="append", default=[], metavar="NAME=VALUE",
                         help="a PostgreSQL setting for the runs, e.g. jit=off (ALTER SYSTEM + reload;"
                              " repeatable; none by default: PostgreSQL's defaults)")
+    parser.add_argument("--statements", type=int, default=0, metavar="N",
+                        help="also list the N statements that took most of PostgreSQL's time, per message"
+                             " (pg_stat_statements; its own cost is in the CPU figures then)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, state)")
     args = parser.parse_args(argv)
     args.kinds = [k.strip() for k in args.only.split(",") if k.strip()]

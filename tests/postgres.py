@@ -74,7 +74,9 @@ def _on_sigterm(signum: int, frame: object) -> None:
 class PostgresServer:
     """One cluster on a free loopback port; ``start()`` it, ``new_database()`` per test, always ``stop()``."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        """``settings``: server settings given at start (``-c NAME=VALUE``), for those that need a restart."""
+        self.settings = dict(settings or {})
         self.bin_dir = find_bin_dir()
         self.dir: Path | None = None
         self.port = 0
@@ -104,6 +106,7 @@ class PostgresServer:
             for attempt in range(3):  # another program may take the free port before the postmaster binds it
                 self.port = free_port()
                 options = f"-k {self.dir} -c listen_addresses={HOST} -p {self.port} -c max_connections=200"
+                options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
                 if self._run("pg_ctl", "-D", "data", "-o", options, "-l", "log", "-t", "60", "-w", "start",
                              check=False) == 0:
                     break
