@@ -34,6 +34,7 @@ class SpoolWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[], None]] = []
+        self._committing = False       # a batch taken from _pending is being committed
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` after each commit (the pipeline worker uses it to wake up)."""
@@ -47,7 +48,7 @@ class SpoolWriter:
         if self._task is None:
             return
         task, self._task = self._task, None
-        while self._pending:
+        while self._pending or self._committing:
             await asyncio.sleep(0.005)
         task.cancel()
         try:
@@ -87,6 +88,7 @@ class SpoolWriter:
             del self._pending[: len(batch)]
             return await inbound.insert(self.db, [item for item, _ in batch], self.clock.stamp())
 
+        self._committing = True
         try:
             ids = await self.db.unit(work)
         except Exception as exc:  # any storage failure: nobody gets a 250
@@ -98,6 +100,13 @@ class SpoolWriter:
                 if not fut.done():
                     fut.set_exception(SpoolError(str(exc)))
             return
+        except BaseException:  # cancelled: the batch rolled back (Database.unit), so nobody gets a 250
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(SpoolError("the spool writer was stopped"))
+            raise
+        finally:
+            self._committing = False
         for (_, fut), queue_id in zip(batch, ids, strict=True):
             if not fut.done():
                 fut.set_result(queue_id)

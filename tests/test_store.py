@@ -159,6 +159,60 @@ async def test_a_unit_of_work_crosses_to_the_sqlite_thread_once_not_per_statemen
     await db.close()
 
 
+async def test_a_cancelled_unit_of_work_rolls_back_and_holds_the_gate_until_it_has(tmp_path):
+    """A thread cannot be stopped: the unit of a cancelled caller rolls back instead of committing, and no
+    other writer of the process starts before it has (nor a nested unit, which is a bug)."""
+    import time
+
+    db = await open_database(parse_url("sqlite:///t.sqlite3", tmp_path))
+    other = await db.another()   # shares the write gate
+    await db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)")
+
+    async def slow() -> None:
+        await db.execute("INSERT INTO t (v) VALUES ('cancelled')")
+        time.sleep(0.3)          # a slow statement, on the database thread
+
+    unit = asyncio.ensure_future(db.unit(slow))
+    await asyncio.sleep(0.05)
+    began = time.monotonic()
+    unit.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await unit
+    assert time.monotonic() - began > 0.15          # it waited for the unit to end on its thread
+    async with other.transaction():
+        assert await other.scalar("SELECT count(*) FROM t") == 0
+    assert not db.gate._lock.locked()
+
+    async def nested() -> None:
+        await db.unit(lambda: db.execute("INSERT INTO t (v) VALUES ('inner')"))
+
+    with pytest.raises(RuntimeError, match="inside a unit"):
+        await db.unit(nested)
+    assert await db.unit(lambda: db.insert("INSERT INTO t (v) VALUES ('after')")) == 1
+    await other.close()
+    await db.close()
+
+
+async def test_the_spool_writer_stops_only_after_the_commit_in_flight(tmp_path):
+    """close() waits for a batch already taken from the queue (its rows committing on the database thread):
+    every put() gets its queue id, and nothing committed goes unacknowledged."""
+    from maild.spoolwriter import SpoolWriter
+
+    db = await open_database(parse_url("sqlite:///t.sqlite3", tmp_path))
+    writer = SpoolWriter(db)
+    writer.start()
+    items = [Incoming(raw=b"Subject: big\r\n\r\n" + b"x" * 400_000, source="smtp") for _ in range(100)]
+    put = asyncio.ensure_future(writer.put_many(items))
+    while not writer._pending:                       # queued...
+        await asyncio.sleep(0)
+    while writer._pending:                           # ...and taken by the unit on the database thread
+        await asyncio.sleep(0.001)
+    await writer.close()
+    assert put.done() and len(put.result()) == 100
+    assert await db.scalar("SELECT count(*) FROM inbound") == 100
+    await db.close()
+
+
 async def test_two_tasks_sharing_a_connection_take_turns_at_transactions(db: Database):
     """The outbox sender's committer and its lanes' notification expansion share one connection: the
     second transaction waits for the first instead of failing as if it were nested."""
@@ -489,6 +543,29 @@ def test_both_engines_have_the_same_migrations_and_the_same_tables(tmp_path, pg_
     # The search index is each engine's own (FTS5's tables here, an expression index there).
     lite = {t: c for t, c in lite.items() if not t.startswith("messages_fts")}
     assert pg == lite
+
+
+async def test_the_search_function_is_plpgsql_and_keeps_what_its_index_was_built_with(pg_server, tmp_path):
+    """Migration 0012 rewrites PostgreSQL's search function in PL/pgSQL (its plan kept per session) without
+    changing its values: where the server had no unaccent when 0010 ran, it goes on without, even once
+    unaccent is there (the index holds the old values)."""
+    async def words(url: str) -> tuple[str, str]:
+        db = await open_database(parse_url(url, tmp_path))
+        try:
+            return (await db.scalar("SELECT ticketd_words('Café Crème, n°5')"),
+                    await db.scalar("SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang"
+                                    " WHERE p.proname = 'ticketd_words'"))
+        finally:
+            await db.close()
+
+    assert await words(pg_server.new_database()) == ("cafe creme n 5", "plpgsql")
+    url = pg_server.new_database()
+    # A function in the way makes CREATE EXTENSION unaccent fail, as on a server without the contrib package.
+    pg_server.psql("CREATE FUNCTION public.unaccent(text) RETURNS text LANGUAGE sql AS 'SELECT $1'", url)
+    assert await words(url) == ("café crème n 5", "plpgsql")
+    pg_server.psql("DROP FUNCTION public.unaccent(text); CREATE EXTENSION unaccent;"
+                   " DELETE FROM schema_version WHERE version = 12", url)
+    assert await words(url) == ("café crème n 5", "plpgsql")   # 0012 again, unaccent there now: no change
 
 
 async def test_an_unreachable_postgresql_is_transient(tmp_path):

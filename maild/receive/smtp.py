@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -271,8 +272,11 @@ def guard_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
         if isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES and "accept" in str(context.get("message")):
             notice(error=exc.strerror or str(exc))
             return
-        retry = getattr(getattr(context.get("handle"), "_callback", None), "__name__", "")
-        if isinstance(exc, ValueError) and retry == "_start_serving":
+        handle = context.get("handle")
+        retry = getattr(getattr(handle, "_callback", None), "__name__", "")
+        args: tuple[Any, ...] = tuple(getattr(handle, "_args", None) or ())
+        gone = len(args) > 1 and isinstance(args[1], socket.socket) and args[1].fileno() == -1
+        if isinstance(exc, ValueError) and retry == "_start_serving" and gone:
             # That retry's timer outlives a listener closed meanwhile (stopping while out of descriptors):
             # asyncio does not cancel it, and it finds the socket gone. Nothing is wrong.
             log.debug("accept retry of a closed listener skipped")

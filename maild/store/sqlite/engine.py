@@ -179,16 +179,37 @@ class SqliteDatabase(Database):
     async def unit(self, work: Callable[[], Awaitable[T]]) -> T:
         if self.thread is None:
             return await super().unit(work)   # inline: no trips to save
+        if self.thread.here():
+            raise RuntimeError("a unit of work inside a unit of work; use savepoint()")
         async with self.gate.hold():
-            return await self.thread.run(self._run_unit, work)
+            cancelled = threading.Event()
+            job = asyncio.ensure_future(self.thread.run(self._run_unit, work, cancelled))
+            try:
+                return await asyncio.shield(job)
+            except asyncio.CancelledError:
+                # A thread cannot be stopped: the unit rolls back instead of committing (unless its COMMIT
+                # had begun), and the write gate stays held until it has, so that no other writer of this
+                # connection starts meanwhile.
+                cancelled.set()
+                while not job.done():
+                    try:
+                        await asyncio.wait([job])
+                    except asyncio.CancelledError:
+                        continue
+                if not job.cancelled():
+                    job.exception()   # retrieved: the cancellation is what the caller hears of
+                raise
 
-    def _run_unit(self, work: Callable[[], Awaitable[T]]) -> T:
-        """On the database thread: BEGIN, ``work`` to its end, COMMIT (ROLLBACK if it raised)."""
+    def _run_unit(self, work: Callable[[], Awaitable[T]], cancelled: threading.Event) -> T:
+        """On the database thread: BEGIN, ``work`` to its end, COMMIT (ROLLBACK if it raised, or if the
+        caller was cancelled meanwhile)."""
         self._begin_waiting()
         self._enter_unit()
         try:
             try:
                 result = run_to_end(work())
+                if cancelled.is_set():
+                    raise RuntimeError("unit of work cancelled")
             except BaseException:
                 self._rollback_now()
                 raise
