@@ -110,6 +110,53 @@ async def desk(tmp_path: Path, relay: Relay) -> AsyncIterator[Desk]:
 
 # -- delivery -------------------------------------------------------------------------------------------
 
+async def test_a_mail_whose_claim_ran_out_in_a_stalled_senders_hands_is_sent_once(tmp_path: Path, relay: Relay,
+                                                                                  pg_server) -> None:
+    """Several nodes on PostgreSQL: node a claimed two mails (for [database] lease_seconds) and sent the first
+    at once, without asking the database again (a claim under half a lease old is its own). Then a stalled
+    (a long pause, a suspended VM) past its lease; node b took the second mail over and sent it. Waking up
+    with that mail still in hand, a leaves it alone: one copy of each reaches the relay."""
+    from dataclasses import replace
+
+    from maild.clock import iso
+
+    inst = Instance(tmp_path, database_url=pg_server.new_database(), extra_config=relay.outbound_toml())
+    manual = ManualClock()
+    base = config.load(inst.config)
+    app = App(base, clock=Clock(manual))
+    await app.open()
+    other = None
+    try:
+        desk = Desk(inst, app, manual)
+        first, second = await desk.queue(2)
+        lease = timedelta(seconds=base.database.lease_seconds)
+        node_a = OutboxSender(desk.db, replace(base, database=replace(base.database, node="a")), app.clock,
+                              Signer(SECRET))
+        other = await desk.db.another()
+        node_b = OutboxSender(other, replace(base, database=replace(base.database, node="b")), app.clock,
+                              Signer(SECRET))
+        claimed_at = manual.now
+        rows = await outbox.due(desk.db, iso(claimed_at), 10, (), "a", iso(claimed_at + lease))
+        assert [r.id for r in rows] == [first, second]
+
+        manual.advance(10)                        # young claim: sent without a renewal
+        assert (await node_a._attempt(node_a.sessions[0], rows[0], claimed_at)).outcome == "sent"
+        until = await desk.db.scalar("SELECT claimed_until FROM outbox WHERE id = ?", (first,))
+        assert until == iso(claimed_at + lease)   # not renewed to now + lease
+
+        manual.advance(lease.total_seconds())     # a stalls past its lease; b takes the mail over
+        assert [a.outcome for a in await node_b.run_until_empty()] == ["sent"]
+        assert await node_a._attempt(node_a.sessions[0], rows[1], claimed_at) is None
+        await node_a._close_sessions()
+        assert [t.rcpt_tos for t in relay.transactions] == [(CLIENT,), (CLIENT,)]   # one copy of each
+        assert {(r.id, r.state, r.attempts) for r in [await desk.row(first), await desk.row(second)]} == {
+            (first, "sent", 1), (second, "sent", 1)}
+    finally:
+        if other is not None:
+            await other.close()
+        await app.close()
+
+
 async def test_delivers_with_signed_verp_sender_and_exact_bytes(desk: Desk, relay: Relay) -> None:
     [oid] = await desk.queue()
     attempts = await desk.sender().run_until_empty()
