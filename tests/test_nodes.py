@@ -94,6 +94,10 @@ def test_two_nodes_process_every_message_once_through_a_sigkill(nodes: tuple[Ins
         for i in range(count):
             if kill_at is not None and i == kill_at:
                 assert pairs_done.wait(60)     # (the same-message pairs need both nodes up)
+                deadline = time.monotonic() + 60   # it has done some of the work (a loaded machine lags)
+                while not inst.query("SELECT 1 FROM inbound WHERE claimed_by = 'a' AND state = 'done'"):
+                    assert time.monotonic() < deadline, "node a processed nothing in 60 s"
+                    time.sleep(0.05)
                 inst.stop(signal.SIGKILL)      # mid-load: its worker and sender children go with it, and
                 target = fallback or inst      # the MTA turns to the other MX; it stays dead for now
             msg = make_mail(subject=f"{prefix} {i}", sender=f"{prefix}{i}@client.example")

@@ -71,17 +71,17 @@ async def _save_staff(settings: Settings, args: argparse.Namespace) -> dict:
         async with db.transaction():
             if args.staff_command == "add":
                 # Adding an address again changes only what is given (its username and departments stay).
-                username = args.username or (existing["username"] if existing else args.email.split("@")[0])
+                username = args.username or (existing.username if existing else args.email.split("@")[0])
                 other = await staff.by_username(db, username)
-                if other is not None and other["email"] != args.email.lower():
-                    raise ValueError(f"username {username!r} is taken by {other['email']}; choose --username")
+                if other is not None and other.email != args.email.lower():
+                    raise ValueError(f"username {username!r} is taken by {other.email}; choose --username")
                 staff_id = await staff.save(db, email=args.email, username=username, name=args.name,
                                             is_admin=admin, signature=signature, stamp=app.clock.stamp())
             else:
-                row = await staff.by_username(db, args.username)
-                if row is None:
+                found = await staff.by_username(db, args.username)
+                if found is None:
                     raise LookupError(f"no staff member {args.username!r} (ticketd staff list)")
-                staff_id = row["id"]
+                staff_id = found.id
                 await staff.update(db, staff_id, email=args.email, name=args.name, is_admin=admin,
                                    signature=signature, username=args.new_username)
             await staff.set_departments(db, staff_id, member, notify)

@@ -87,7 +87,7 @@ async def ticket_full(db: Database, row: Ticket) -> dict[str, Any]:
         for number, m in enumerate(await messages.for_ticket(db, row.id), start=1)
     ]
     data["cc"] = [{"address": c["address"], "state": c["state"]} for c in await people.cc_list(db, row.id)]
-    data["watchers"] = [w["username"] for w in await staff.watchers(db, row.id)]
+    data["watchers"] = [w.username for w in await staff.watchers(db, row.id)]
     data["log"] = [
         {"at": e["at"], "actor": e["actor"], "event": e["event"], "detail": json.loads(e["detail"])}
         for e in await tickets.events(db, row.id)

@@ -21,7 +21,8 @@ from maild.desk.events import Actor, Event
 from maild.desk.options import Options, apply_options, parse_status
 from maild.notify.headers import new_message_id
 from maild.store import people, staff, tickets
-from maild.store.db import Database, Row
+from maild.store.db import Database
+from maild.store.staff import StaffMember
 from maild.store.tickets import Ticket
 
 if TYPE_CHECKING:
@@ -47,10 +48,10 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
-def actor_of(row: Row) -> Actor:
-    """A staff row as the actor of desk actions (its display name, never its username, goes to clients)."""
-    return Actor(kind="staff", email=row["email"], name=row["name"] or "", staff_id=row["id"],
-                 username=row["username"], is_admin=bool(row["is_admin"]))
+def actor_of(member: StaffMember) -> Actor:
+    """A staff member as the actor of desk actions (their display name, never their username, goes to clients)."""
+    return Actor(kind="staff", email=member.email, name=member.name, staff_id=member.id,
+                 username=member.username, is_admin=member.is_admin)
 
 
 class Desk:
@@ -206,10 +207,10 @@ class Desk:
             msg = core.NewMessage(kind="note", author_email=actor.email, author_name=actor.name or actor.username,
                                   badge="Operator", body=body.strip(), body_html=bodies.to_html(body),
                                   staff_id=actor.staff_id, inbound_id=inbound_id, files=files)
-            message_id, events = await core.add_note(self.db, ticket, msg, actor, [r["id"] for r in named],
+            message_id, events = await core.add_note(self.db, ticket, msg, actor, [r.id for r in named],
                                                      self.clock.stamp(), **detail)
             result = Result(ticket.id, ticket.tid, events, message_id)
-            unknown = set(mentions) - {r["username"].lower() for r in named}
+            unknown = set(mentions) - {r.username.lower() for r in named}
             if unknown:
                 result.notes.append(f"not mentioned (no such staff member, or not in department"
                                     f" {ticket.department!r}): {', '.join('@' + u for u in sorted(unknown))}")
@@ -247,8 +248,8 @@ class Desk:
     async def _signature(self, actor: Actor) -> str:
         if actor.staff_id is None:
             return ""
-        row = await staff.by_id(self.db, actor.staff_id)
-        return row["signature"] if row is not None else ""
+        member = await staff.by_id(self.db, actor.staff_id)
+        return member.signature if member is not None else ""
 
     def _staff_message(self, actor: Actor, text: str, subject: str, files: Sequence[core.StoredFile],
                        ticket_id: int | None = None) -> core.NewMessage:

@@ -49,7 +49,7 @@ async def _staff_id(desk: Desk, username: str, department_id: int) -> tuple[int,
             raise NotFound(f"no staff member {username!r}")
         raise Invalid(f"{username} does not work in the ticket's department; an admin can add it"
                       f" (ticketd staff set {username} --departments ...)")
-    return rows[0]["id"], rows[0]["username"]
+    return rows[0].id, rows[0].username
 
 
 async def apply_options(desk: Desk, actor: Actor, ticket: Ticket, opts: Options, stamp: str) -> list[Event]:

@@ -23,7 +23,8 @@ from maild.notify import rules as R
 from maild.notify.compose import ascii_address
 from maild.notify.mailing import Batch, Mailing, Recipient
 from maild.store import outbox, senders, tickets
-from maild.store.db import Row, is_transient, node_name
+from maild.store.db import is_transient, node_name
+from maild.store.staff import StaffMember
 from maild.store.tickets import Ticket
 
 if TYPE_CHECKING:
@@ -180,10 +181,10 @@ class Notifier:
         await outbox.enqueue_many(self.db, batch.mails, stamp)
         return len(batch.mails)
 
-    async def command_error(self, ticket: Ticket, member: Row, errors: Sequence[str]) -> None:
+    async def command_error(self, ticket: Ticket, member: StaffMember, errors: Sequence[str]) -> None:
         """Answer a staff member whose mailed commands could not be carried out (nothing changed)."""
         carrier = Event(EventKind.OPTIONS_CHANGED, ticket.id, Actor.system("ticketd"))
-        rcpt = Recipient(member["email"], member["name"], "staff", member["id"])
+        rcpt = Recipient(member.email, member.name, "staff", member.id)
         batch = Batch()
         found = await lookups.load(self.db, [carrier], {})
         Mailing(self, carrier, found.tickets[ticket.id], batch, found).to_staff(

@@ -213,7 +213,7 @@ async def store(ctx: MessageContext, env: Env) -> Outcome | None:
         if part.dropped is not None and part.by_type and staff and part.data:
             sha = BlobSpec.from_settings(env.settings).open().put(part.data)
             assert ctx.staff is not None
-            ctx.notes.append(f"kept attachment {part.filename!r} from staff member {ctx.staff['username']}"
+            ctx.notes.append(f"kept attachment {part.filename!r} from staff member {ctx.staff.username}"
                              f" (refused for a client: {part.dropped})")
             ctx.files.append(StoredFile(filename=part.filename or "attachment", content_type=part.content_type,
                                         size=len(part.data), sha256=sha, content_id=part.content_id,

@@ -24,7 +24,7 @@ async def reply_allowed(ctx: MessageContext, env: Env) -> Outcome | None:
         # A verified From is a good badge but not enough to act: replies, notes and commands come with the
         # reply token of the staff member's own notification (or an admin imports the mail).
         return Blocked(reason=UNAUTHORISED_SENDER, ticket_id=ticket.id, tid=ticket.tid,
-                       detail=f"staff member {ctx.staff['username']} wrote without the reply token of a"
+                       detail=f"staff member {ctx.staff.username} wrote without the reply token of a"
                               " notification; staff answer by replying to their notification mail")
     author = ctx.author_email
     if (ticket.client_id is not None and ticket.client_id in ctx.roles) \

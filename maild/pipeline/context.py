@@ -13,8 +13,9 @@ from maild.config import Settings
 from maild.desk.core import StoredFile
 from maild.desk.events import Event
 from maild.pipeline.parse import ParsedMail
-from maild.store.db import Database, Row
+from maild.store.db import Database
 from maild.store.inbound import InboundRow
+from maild.store.staff import StaffMember
 from maild.store.tickets import Ticket
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class MessageContext:
     badge: str = "Guest"                       # Owner, Authorized User, Sub-account, Registered User, Guest, Operator
     client_id: int | None = None               # the account a new ticket belongs to
     roles: dict[int, str] = field(default_factory=dict)   # account id → owner/user/contact of the author
-    staff: Row | None = None
+    staff: StaffMember | None = None
     registered: bool = False                   # the author has an account or is a registered user
     known: bool = False                        # the author's address is a client's, a registered user's or staff's
                                                # (also when, with no usable From, it earns no badge)

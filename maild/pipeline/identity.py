@@ -11,7 +11,7 @@ from maild.outcomes import Outcome
 from maild.pipeline import authres
 from maild.pipeline.context import Env, MessageContext
 from maild.store import people, staff
-from maild.store.db import Row
+from maild.store.staff import StaffMember
 
 BADGES = {"owner": "Owner", "user": "Authorized User", "contact": "Sub-account"}
 # Headers a message has once (RFC 5322 3.6); a second copy is a sign of tampering.
@@ -45,12 +45,12 @@ async def identify(ctx: MessageContext, env: Env) -> Outcome | None:
     return None
 
 
-def _verified_staff(ctx: MessageContext, env: Env, claimed: Row) -> Row | None:
+def _verified_staff(ctx: MessageContext, env: Env, claimed: StaffMember) -> StaffMember | None:
     """``claimed`` if a trusted mail server verified the From domain, else None; a note says which."""
     proof = authres.verified_by(ctx.mail.headers.get("authentication-results", []),
                                 env.settings.mail.trusted_authserv_ids, ctx.mail.from_addr.rpartition("@")[2])
     doubled = [h for h in SINGLE_HEADERS if len(ctx.mail.headers.get(h, [])) > 1]
-    name = claimed["username"]
+    name = claimed.username
     if not proof:
         ctx.notes.append(f"From claims staff member {name} but no trusted mail server verified its domain"
                          " (mail.trusted_authserv_ids); treated as any other sender")

@@ -26,12 +26,12 @@ async def reply_token(ctx: MessageContext, env: Env) -> Outcome | None:
             continue
         if token.staff_id is not None:
             member = await staff.by_id(env.db, token.staff_id)
-            if member is None or mail.from_unclear or member["email"] != mail.from_addr:
+            if member is None or mail.from_unclear or member.email != mail.from_addr:
                 ctx.notes.append(f"staff reply token for #{token.tid}, but From {mail.from_addr or '(unclear)'} is"
                                  " not the staff member it was made for: treated as any other sender")
                 continue
             ctx.staff, ctx.via_token = member, True
-            ctx.notes.append(f"staff member {member['username']}: signed reply token")
+            ctx.notes.append(f"staff member {member.username}: signed reply token")
         ctx.ticket = await tickets.resolve_merged(env.db, ticket)
         ctx.threaded_by = "token"
         return None

@@ -4,32 +4,59 @@ want, signatures, and the tickets they watch."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from maild.store.db import NO_LIMIT, Database, Row
 
-
-async def by_username(db: Database, username: str) -> Row | None:
-    return await db.fetchone("SELECT * FROM staff WHERE lower(username) = lower(?)", (username,))
+COLUMNS = "s.id, s.email, s.name, s.username, s.is_admin, s.signature, s.created_at"
 
 
-async def by_email(db: Database, email: str) -> Row | None:
-    return await db.fetchone("SELECT * FROM staff WHERE email = ?", (email.strip().lower(),))
+@dataclass(frozen=True)
+class StaffMember:
+    """A staff member as the store reads them."""
+
+    id: int
+    email: str          # lower case
+    name: str           # display name ("" when none is set: the username shows)
+    username: str
+    is_admin: bool      # sees every department
+    signature: str      # added under their replies
+    created_at: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> StaffMember:
+        return cls(id=row["id"], email=row["email"], name=row["name"], username=row["username"],
+                   is_admin=bool(row["is_admin"]), signature=row["signature"], created_at=row["created_at"])
 
 
-async def by_id(db: Database, staff_id: int) -> Row | None:
-    return await db.fetchone("SELECT * FROM staff WHERE id = ?", (staff_id,))
+def _member(row: Row | None) -> StaffMember | None:
+    return StaffMember.from_row(row) if row is not None else None
 
 
-async def with_access(db: Database, names: Iterable[str], department_id: int) -> list[Row]:
+async def by_username(db: Database, username: str) -> StaffMember | None:
+    return _member(await db.fetchone(f"SELECT {COLUMNS} FROM staff s WHERE lower(s.username) = lower(?)",
+                                     (username,)))
+
+
+async def by_email(db: Database, email: str) -> StaffMember | None:
+    return _member(await db.fetchone(f"SELECT {COLUMNS} FROM staff s WHERE s.email = ?", (email.strip().lower(),)))
+
+
+async def by_id(db: Database, staff_id: int) -> StaffMember | None:
+    return _member(await db.fetchone(f"SELECT {COLUMNS} FROM staff s WHERE s.id = ?", (staff_id,)))
+
+
+async def with_access(db: Database, names: Iterable[str], department_id: int) -> list[StaffMember]:
     """The staff among usernames ``names`` who may see the department's tickets (admins and its members)."""
     wanted = sorted({n.lower() for n in names})
     if not wanted:
         return []
-    return await db.fetchall(
-        f"SELECT s.* FROM staff s WHERE lower(s.username) IN ({','.join('?' * len(wanted))}) AND (s.is_admin = 1"
-        " OR EXISTS (SELECT 1 FROM staff_departments x WHERE x.staff_id = s.id AND x.department_id = ?"
-        " AND x.member = 1))",
+    rows = await db.fetchall(
+        f"SELECT {COLUMNS} FROM staff s WHERE lower(s.username) IN ({','.join('?' * len(wanted))})"
+        " AND (s.is_admin = 1 OR EXISTS (SELECT 1 FROM staff_departments x WHERE x.staff_id = s.id"
+        " AND x.department_id = ? AND x.member = 1))",
         (*wanted, department_id))
+    return [StaffMember.from_row(r) for r in rows]
 
 
 async def save(db: Database, *, email: str, username: str, name: str | None, is_admin: bool | None,
@@ -95,10 +122,11 @@ async def unwatch(db: Database, ticket_id: int, staff_id: int) -> bool:
     return bool(await db.execute("DELETE FROM watchers WHERE ticket_id = ? AND staff_id = ?", (ticket_id, staff_id)))
 
 
-async def watchers(db: Database, ticket_id: int) -> list[Row]:
-    return await db.fetchall(
-        "SELECT s.* FROM staff s JOIN watchers w ON w.staff_id = s.id WHERE w.ticket_id = ? ORDER BY s.id",
+async def watchers(db: Database, ticket_id: int) -> list[StaffMember]:
+    rows = await db.fetchall(
+        f"SELECT {COLUMNS} FROM staff s JOIN watchers w ON w.staff_id = s.id WHERE w.ticket_id = ? ORDER BY s.id",
         (ticket_id,))
+    return [StaffMember.from_row(r) for r in rows]
 
 
 async def candidates(db: Database, ticket_ids: Sequence[int], ids: Sequence[int]) -> list[Row]:
