@@ -72,7 +72,7 @@ class NewMessage:
 
 async def create_ticket(db: Database, *, digits: int, subject: str, priority: str, department_id: int,
                         client_email: str, client_name: str, client_id: int | None, stamp: str,
-                        status: str = tickets.OPEN) -> tuple[int, str]:
+                        status: str = tickets.OPEN, root_message_id: str = "") -> tuple[int, str]:
     """Insert the ticket under a random public number of ``digits`` digits, never sequential; a number
     already taken is caught by the unique index and another one drawn."""
     low = 10 ** (digits - 1)
@@ -82,7 +82,7 @@ async def create_ticket(db: Database, *, digits: int, subject: str, priority: st
             ticket_id = await tickets.create(
                 db, tid=tid, subject=subject.strip() or "(no subject)", status=status, priority=priority,
                 department_id=department_id, client_email=client_email, client_name=client_name,
-                client_id=client_id, stamp=stamp)
+                client_id=client_id, stamp=stamp, root_message_id=root_message_id)
         except tickets.TidTaken:
             continue
         return ticket_id, tid
@@ -90,9 +90,10 @@ async def create_ticket(db: Database, *, digits: int, subject: str, priority: st
                                  " raise mail.ticket_id_digits")
 
 
-async def add_message(db: Database, ticket_id: int, msg: NewMessage, stamp: str) -> int:
+async def add_message(db: Database, ticket_id: int, msg: NewMessage, stamp: str, has_root: bool = False) -> int:
     """The message, its attachments and signatures, and its Message-ID (for threading) on the ticket; the
-    first message's Message-ID becomes the ticket's thread root."""
+    first message's Message-ID becomes the ticket's thread root (``has_root``: the ticket has one already,
+    so no statement is spent on it)."""
     message_id = await messages.add(
         db, ticket_id=ticket_id, kind=msg.kind, author_email=msg.author_email, author_name=msg.author_name,
         badge=msg.badge, subject=msg.subject, body=msg.body, body_full=msg.body_full or msg.body,
@@ -103,7 +104,8 @@ async def add_message(db: Database, ticket_id: int, msg: NewMessage, stamp: str)
                                       size=f.size, sha256=f.sha256, content_id=f.content_id, inline=f.inline)
     await add_signatures(db, message_id, msg.signatures)
     await tickets.add_mail_id(db, ticket_id, msg.message_id, msg.direction)
-    await tickets.set_root(db, ticket_id, msg.message_id)
+    if not has_root:
+        await tickets.set_root(db, ticket_id, msg.message_id)
     return message_id
 
 
@@ -120,12 +122,16 @@ async def open_ticket(db: Database, *, actor: Actor, digits: int, department_id:
                       **detail: Any) -> tuple[int, str, list[Event]]:
     """A new ticket with its first message; the ``ticket_opened`` event. ``message_id_for`` makes the first
     message's Message-ID from the new ticket's id (a staff member's first message is our mail)."""
+    # The thread's root is the first message's Message-ID: known now for a client's mail, made from the new
+    # ticket's id for a staff member's (set_root then, in add_message).
     ticket_id, tid = await create_ticket(db, digits=digits, subject=first.subject, priority=priority,
                                          department_id=department_id, client_email=client_email,
-                                         client_name=client_name, client_id=client_id, stamp=stamp)
+                                         client_name=client_name, client_id=client_id, stamp=stamp,
+                                         root_message_id="" if message_id_for else first.message_id)
     if message_id_for is not None:
         first = replace(first, message_id=message_id_for(ticket_id))
-    message_id = await add_message(db, ticket_id, first, stamp)
+    message_id = await add_message(db, ticket_id, first, stamp,
+                                   has_root=message_id_for is None and bool(first.message_id))
     await tickets.log_event(db, ticket_id, "opened", actor.label, stamp, department=department, **detail)
     return ticket_id, tid, [Event(EventKind.TICKET_OPENED, ticket_id, actor, message_id=message_id, notify=notify)]
 
@@ -136,7 +142,7 @@ async def add_reply(db: Database, ticket: Ticket, msg: NewMessage, actor: Actor,
     Customer-Reply; a Closed ticket reopens either way. Logs it; returns the message id and the event."""
     staff = msg.kind == "staff_reply"
     event = EventKind.ADMIN_REPLY if staff else EventKind.CLIENT_REPLY
-    message_id = await add_message(db, ticket.id, msg, stamp)
+    message_id = await add_message(db, ticket.id, msg, stamp, has_root=bool(ticket.root_message_id))
     if ticket.status == tickets.CLOSED and status != tickets.CLOSED:
         await tickets.log_event(db, ticket.id, "reopened", actor.label, stamp, by=event.value)
     new_status = status or (tickets.ANSWERED if staff else tickets.CUSTOMER_REPLY)
@@ -154,7 +160,7 @@ async def add_reply(db: Database, ticket: Ticket, msg: NewMessage, actor: Actor,
 async def add_note(db: Database, ticket: Ticket, msg: NewMessage, actor: Actor, mentioned: Sequence[int],
                    stamp: str, **detail: Any) -> tuple[int, list[Event]]:
     """A private note: never shown to or mailed to a client; the admins it mentions hear of it."""
-    message_id = await add_message(db, ticket.id, msg, stamp)
+    message_id = await add_message(db, ticket.id, msg, stamp, has_root=bool(ticket.root_message_id))
     await tickets.log_event(db, ticket.id, "note", actor.label, stamp, mentioned=list(mentioned), **detail)
     return message_id, [Event(EventKind.NOTE_ADDED, ticket.id, actor, message_id=message_id,
                               mentioned=tuple(mentioned))]

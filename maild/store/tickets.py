@@ -83,12 +83,15 @@ async def create(
     client_name: str,
     client_id: int | None,
     stamp: str,
+    root_message_id: str = "",
 ) -> int:
     # ON CONFLICT, not a caught error: on PostgreSQL a failed statement would abort the whole transaction.
     ticket_id = await db.insert(
         "INSERT INTO tickets (tid, subject, status, priority, department_id, client_email, client_name, client_id,"
-        " created_at, updated_at, last_reply_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tid) DO NOTHING",
-        (tid, subject, status, priority, department_id, client_email, client_name, client_id, stamp, stamp, stamp),
+        " created_at, updated_at, last_reply_at, root_message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (tid) DO NOTHING",
+        (tid, subject, status, priority, department_id, client_email, client_name, client_id, stamp, stamp, stamp,
+         root_message_id),
     )
     if not ticket_id:
         raise TidTaken(tid)
