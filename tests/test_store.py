@@ -183,6 +183,19 @@ async def test_a_cancelled_unit_of_work_rolls_back_and_holds_the_gate_until_it_h
         assert await other.scalar("SELECT count(*) FROM t") == 0
     assert not db.gate._lock.locked()
 
+    # Waiting for another process's write lock, a cancelled unit gives up at once (not after 15 s).
+    holder = sqlite_schema.connect_file(tmp_path / "t.sqlite3")
+    holder.execute("BEGIN IMMEDIATE")
+    unit = asyncio.ensure_future(db.unit(lambda: db.execute("INSERT INTO t (v) VALUES ('waited')")))
+    await asyncio.sleep(0.1)
+    began = time.monotonic()
+    unit.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await unit
+    assert time.monotonic() - began < 2
+    holder.execute("ROLLBACK")
+    holder.close()
+
     async def nested() -> None:
         await db.unit(lambda: db.execute("INSERT INTO t (v) VALUES ('inner')"))
 

@@ -203,7 +203,7 @@ class SqliteDatabase(Database):
     def _run_unit(self, work: Callable[[], Awaitable[T]], cancelled: threading.Event) -> T:
         """On the database thread: BEGIN, ``work`` to its end, COMMIT (ROLLBACK if it raised, or if the
         caller was cancelled meanwhile)."""
-        self._begin_waiting()
+        self._begin_waiting(cancelled)
         self._enter_unit()
         try:
             try:
@@ -228,10 +228,12 @@ class SqliteDatabase(Database):
                 raise translate(exc) from exc
             return False
 
-    def _begin_waiting(self) -> None:
+    def _begin_waiting(self, cancelled: threading.Event) -> None:
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         delay = 0.0005
         while not self._try_begin():
+            if cancelled.is_set():   # nobody waits for this unit any more
+                raise RuntimeError("unit of work cancelled")
             if time.monotonic() > deadline:
                 raise translate(sqlite3.OperationalError("database is locked"))
             time.sleep(delay)
