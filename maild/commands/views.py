@@ -54,13 +54,13 @@ async def ticket_full(db: Database, row: Ticket) -> dict[str, Any]:
     data = ticket_summary(row)
     files: dict[int, list[dict[str, Any]]] = {}
     for a in await messages.attachments_for_ticket(db, row.id):
-        files.setdefault(a["message_id"], []).append({
-            "filename": a["filename"],
-            "content_type": a["content_type"],
-            "size": a["size"],
-            "sha256": a["sha256"],
-            "inline": bool(a["inline"]),
-            "content_id": a["content_id"],
+        files.setdefault(a.message_id, []).append({
+            "filename": a.filename,
+            "content_type": a.content_type,
+            "size": a.size,
+            "sha256": a.sha256,
+            "inline": a.inline,
+            "content_id": a.content_id,
         })
     signatures: dict[int, list[dict[str, Any]]] = {}
     for s in await messages.signatures_for_ticket(db, row.id):
@@ -69,20 +69,20 @@ async def ticket_full(db: Database, row: Ticket) -> dict[str, Any]:
     data["messages"] = [
         {
             "number": number,   # its place in the ticket, from 1 (``id`` is the database's, across tickets)
-            "id": m["id"],
-            "kind": m["kind"],
-            "author_email": m["author_email"],
-            "author_name": m["author_name"],
-            "badge": m["badge"],
-            "subject": m["subject"],
-            "body": m["body"],
-            "body_full": m["body_full"],
-            "body_html": m["body_html"],
-            "message_id": m["message_id"],
-            "queue_id": m["inbound_id"],
-            "created_at": m["created_at"],
-            "attachments": files.get(m["id"], []),
-            "signatures": signatures.get(m["id"], []),   # S/MIME or PGP signature parts (not checked)
+            "id": m.id,
+            "kind": m.kind,
+            "author_email": m.author_email,
+            "author_name": m.author_name,
+            "badge": m.badge,
+            "subject": m.subject,
+            "body": m.body,
+            "body_full": m.body_full,
+            "body_html": m.body_html,
+            "message_id": m.message_id,
+            "queue_id": m.inbound_id,
+            "created_at": m.created_at,
+            "attachments": files.get(m.id, []),
+            "signatures": signatures.get(m.id, []),   # S/MIME or PGP signature parts (not checked)
         }
         for number, m in enumerate(await messages.for_ticket(db, row.id), start=1)
     ]

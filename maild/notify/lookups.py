@@ -11,6 +11,7 @@ from maild.desk.events import Event, EventKind
 from maild.notify import rules as R
 from maild.store import messages, people, staff, tickets
 from maild.store.db import Database, Row
+from maild.store.messages import Attachment, Message
 from maild.store.tickets import Ticket
 
 ABOUT_STAFF = (EventKind.FLAGGED, EventKind.ASSIGNED, EventKind.UNASSIGNED)
@@ -21,8 +22,8 @@ class Lookups:
     tickets: dict[int, Ticket] = field(default_factory=dict)
     staff: dict[int, list[Row]] = field(default_factory=dict)      # ticket id → candidates
     people: dict[int, list[Row]] = field(default_factory=dict)     # ticket id → client-side people
-    messages: dict[int, Row] = field(default_factory=dict)
-    files: dict[int, list[Row]] = field(default_factory=dict)      # message id → attachments
+    messages: dict[int, Message] = field(default_factory=dict)
+    files: dict[int, list[Attachment]] = field(default_factory=dict)   # message id → attachments
     threads: dict[int, tuple[list[str], str]] = field(default_factory=dict)
 
 

@@ -20,8 +20,8 @@ from maild.notify import headers, links
 from maild.notify.compose import Attachment, Outgoing, Part, ascii_address, body, compose
 from maild.notify.render import Rendered
 from maild.notify.tokens import with_tag
-from maild.store import outbox
-from maild.store.db import Row, StorageError
+from maild.store import messages, outbox
+from maild.store.db import StorageError
 from maild.store.tickets import Ticket
 
 if TYPE_CHECKING:
@@ -66,8 +66,8 @@ class Mailing:
         dept = settings.department(ticket.department) or settings.departments[0]
         self.dept_name, self.sender = dept.name, dept.addresses[0]
         self._base: dict[str, Any] | None = None
-        self._message: Row | None = None
-        self._files: list[Row] = []
+        self._message: messages.Message | None = None
+        self._files: list[messages.Attachment] = []
 
     # -- shared ----------------------------------------------------------------------------------------------
 
@@ -89,9 +89,9 @@ class Mailing:
             "actor": ev.actor.name or ev.actor.username or ("the system" if ev.actor.kind == "system" else ""),
             "changes": [{"field": k, "before": _show(a), "after": _show(b)} for k, (a, b) in ev.changes.items()],
             "message": None if m is None else {
-                "body": m["body"], "html": Markup(m["body_html"]) if m["body_html"] else None,
-                "author": m["author_name"] or m["author_email"], "author_email": m["author_email"],
-                "attachments": [{"filename": f["filename"], "size": f["size"]} for f in self._files]},
+                "body": m.body, "html": Markup(m.body_html) if m.body_html else None,
+                "author": m.author_name or m.author_email, "author_email": m.author_email,
+                "attachments": [{"filename": f.filename, "size": f.size} for f in self._files]},
             "company": self.dept_name,
         }
         return self._base
@@ -125,9 +125,9 @@ class Mailing:
     def to_clients(self, rcpts: list[Recipient], automatic: bool) -> int:
         ctx = dict(self._context())
         t, ev = self.ticket, self.event
-        personal = self._message is not None and self._message["kind"] == "staff_reply"
+        personal = self._message is not None and self._message.kind == "staff_reply"
         if personal and self._message is not None:
-            message_id = self._message["message_id"]   # the reply's own id: the client's answer threads to it
+            message_id = self._message.message_id   # the reply's own id: the client's answer threads to it
         else:
             message_id = self._new_id()
         attachments, linked = self._attachments() if personal else ([], [])
@@ -161,16 +161,16 @@ class Mailing:
         carried: list[Attachment] = []
         linked: list[dict[str, Any]] = []
         for f in self._files:
-            if f["size"] <= budget:
+            if f.size <= budget:
                 try:
-                    data = self.n.files.read(f["sha256"])
+                    data = self.n.files.read(f.sha256)
                 except (OSError, StorageError):   # gone, or its store is unreachable: linked instead
                     data = None
                 if data is not None:
-                    carried.append(Attachment(f["filename"], f["content_type"], data))
-                    budget -= f["size"]
+                    carried.append(Attachment(f.filename, f.content_type, data))
+                    budget -= f.size
                     continue
-            linked.append({"filename": f["filename"], "size": f["size"]})
+            linked.append({"filename": f.filename, "size": f.size})
         return carried, linked
 
     def _from_name(self) -> str:

@@ -3,8 +3,58 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 from maild.store.db import Database, Row
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message on a ticket: a client's reply, a staff reply or a private note."""
+
+    id: int
+    ticket_id: int
+    kind: str                   # reply (the client's), staff_reply, note
+    author_email: str
+    author_name: str
+    badge: str                  # Owner, Authorized User, Sub-account, Registered User, Guest, Operator
+    subject: str
+    body: str                   # what the thread shows (a client's reply without its quoted history)
+    body_full: str              # the whole text
+    body_html: str | None       # sanitised HTML of the mail, when it had some
+    message_id: str             # its mail's Message-ID ("" when it had none)
+    inbound_id: int | None      # the spooled mail it came from
+    staff_id: int | None        # its staff author
+    created_at: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> Message:
+        values = {name: row[name] for name in _MESSAGE_FIELDS}
+        values["message_id"] = values["message_id"] or ""
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file kept from a message (its bytes in the blob store, by ``sha256``)."""
+
+    id: int
+    message_id: int
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    content_id: str | None      # an inline part's Content-ID (``cid:`` images)
+    inline: bool
+
+    @classmethod
+    def from_row(cls, row: Row) -> Attachment:
+        return cls(id=row["id"], message_id=row["message_id"], filename=row["filename"],
+                   content_type=row["content_type"], size=row["size"], sha256=row["sha256"],
+                   content_id=row["content_id"], inline=bool(row["inline"]))
+
+
+_MESSAGE_FIELDS = tuple(f.name for f in fields(Message))
 
 
 async def add(
@@ -67,16 +117,18 @@ async def signatures_for_ticket(db: Database, ticket_id: int) -> list[Row]:
     )
 
 
-async def for_ticket(db: Database, ticket_id: int) -> list[Row]:
-    return await db.fetchall("SELECT * FROM messages WHERE ticket_id = ? ORDER BY id", (ticket_id,))
+async def for_ticket(db: Database, ticket_id: int) -> list[Message]:
+    rows = await db.fetchall("SELECT * FROM messages WHERE ticket_id = ? ORDER BY id", (ticket_id,))
+    return [Message.from_row(r) for r in rows]
 
 
-async def attachments_for_ticket(db: Database, ticket_id: int) -> list[Row]:
-    return await db.fetchall(
+async def attachments_for_ticket(db: Database, ticket_id: int) -> list[Attachment]:
+    rows = await db.fetchall(
         "SELECT a.* FROM attachments a JOIN messages m ON m.id = a.message_id WHERE m.ticket_id = ?"
         " ORDER BY a.id",
         (ticket_id,),
     )
+    return [Attachment.from_row(r) for r in rows]
 
 
 async def thread_ids(db: Database, ticket_ids: Sequence[int]) -> dict[int, tuple[list[str], str]]:
@@ -98,14 +150,14 @@ async def thread_ids(db: Database, ticket_ids: Sequence[int]) -> dict[int, tuple
 
 
 async def with_attachments(db: Database, ids: Sequence[int]
-                           ) -> tuple[dict[int, Row], dict[int, list[Row]]]:
+                           ) -> tuple[dict[int, Message], dict[int, list[Attachment]]]:
     """Messages ``ids`` and their attachments, two queries for them all."""
     wanted = sorted(set(ids))
     if not wanted:
         return {}, {}
     marks = ",".join("?" * len(wanted))
     rows = await db.fetchall(f"SELECT * FROM messages WHERE id IN ({marks})", wanted)
-    files: dict[int, list[Row]] = {}
+    files: dict[int, list[Attachment]] = {}
     for f in await db.fetchall(f"SELECT * FROM attachments WHERE message_id IN ({marks}) ORDER BY id", wanted):
-        files.setdefault(f["message_id"], []).append(f)
-    return {r["id"]: r for r in rows}, files
+        files.setdefault(f["message_id"], []).append(Attachment.from_row(f))
+    return {r["id"]: Message.from_row(r) for r in rows}, files
