@@ -7,13 +7,17 @@ bound every wait with a timeout.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +31,40 @@ sys.path.insert(0, str(ROOT))
 from tests.helpers import CONFIG, free_port, query, wait_listening  # noqa: E402
 
 MAX_SIZE = 25 * 1024 * 1024
+
+
+SMTP_SOURCE = "/usr/sbin/smtp-source"   # Debian's postfix package
+
+
+def say(text: str) -> None:
+    """Progress, on stderr (stdout carries the results)."""
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def smtp_source_path() -> str | None:
+    return shutil.which("smtp-source") or (SMTP_SOURCE if os.access(SMTP_SOURCE, os.X_OK) else None)
+
+
+def run_report(measure: Callable[[Path], dict[str, Any]], prefix: str, keep: bool, as_json: bool,
+               print_text: Callable[[dict[str, Any]], None]) -> int:
+    """A benchmark's run: ``measure`` in a fresh temporary directory (removed after unless ``keep``), its
+    report printed (as JSON with ``as_json``); exit status 1 when it recorded errors, 130 on Ctrl-C."""
+    top = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        report = measure(top)
+    except KeyboardInterrupt:
+        say("interrupted: everything started was stopped")
+        return 130
+    finally:
+        if keep:
+            say(f"kept {top}")
+        else:
+            shutil.rmtree(top, ignore_errors=True)
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print_text(report)
+    return 1 if report["errors"] else 0
 
 
 class BenchError(Exception):

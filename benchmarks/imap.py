@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import select
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -41,7 +40,19 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from _common import CORPUS, ROOT, BenchError, Instance, count_rows, machine_info, query, verdict, wait_listening
+from _common import (
+    CORPUS,
+    ROOT,
+    BenchError,
+    Instance,
+    count_rows,
+    machine_info,
+    query,
+    run_report,
+    say,
+    verdict,
+    wait_listening,
+)
 from ingest import with_message_id
 
 USER = "bench"
@@ -64,10 +75,6 @@ LINES = [
     "Since this morning the shared calendar shows every meeting one hour late.",
 ]
 
-
-def say(text: str) -> None:
-    """Progress, on stderr (stdout carries the results)."""
-    print(f"[bench] {text}", file=sys.stderr, flush=True)
 
 
 def dovecot_class() -> Any:
@@ -595,19 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.messages < 1:
         parser.error("--messages must be at least 1")
-    top = Path(tempfile.mkdtemp(prefix="ticketd-bench-imap-"))
-    try:
-        report = measure(args, top)
-    finally:
-        if args.keep:
-            say(f"kept {top}")
-        else:
-            shutil.rmtree(top, ignore_errors=True)
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
-    else:
-        print_text(report)
-    return 1 if report["errors"] else 0
+    return run_report(lambda top: measure(args, top), "ticketd-bench-imap-", args.keep, args.json, print_text)
 
 
 if __name__ == "__main__":

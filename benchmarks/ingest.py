@@ -49,12 +49,14 @@ from _common import (
     machine_info,
     parse_stamp,
     percentile,
+    run_report,
+    say,
+    smtp_source_path,
     ticketd_command,
     verdict,
     wait_port,
 )
 
-SMTP_SOURCE = "/usr/sbin/smtp-source"
 SENDER = "a@client.example"
 RECIPIENT = "support@helpdesk.example"
 MESSAGE_SIZE = 4096
@@ -73,16 +75,8 @@ _MESSAGE_ID_FIELD = re.compile(rb"(?i)message-id[ \t]*:")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
-def say(text: str) -> None:
-    """Progress, on stderr (stdout carries the results)."""
-    print(f"[bench] {text}", file=sys.stderr, flush=True)
-
 
 # --- smtp-source ------------------------------------------------------------------------------------
-
-def smtp_source_path() -> str | None:
-    found = shutil.which("smtp-source") or (SMTP_SOURCE if os.access(SMTP_SOURCE, os.X_OK) else None)
-    return found
 
 
 def run_smtp_source(binary: str, port: int, messages: int, timeout: float) -> float:
@@ -851,19 +845,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--paced-rate and --paced-seconds must be positive")
     if args.sink:
         return sink_main(args.sink)
-    top = Path(tempfile.mkdtemp(prefix="ticketd-bench-"))
-    try:
-        report = measure(args, top)
-    finally:
-        if args.keep:
-            say(f"kept {top}")
-        else:
-            shutil.rmtree(top, ignore_errors=True)
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
-    else:
-        print_text(report, args)
-    return 1 if report["errors"] else 0
+    return run_report(lambda top: measure(args, top), "ticketd-bench-", args.keep, args.json,
+                      lambda report: print_text(report, args))
 
 
 if __name__ == "__main__":

@@ -59,7 +59,18 @@ from pathlib import Path
 from typing import Any
 
 import ingest
-from _common import ROOT, BenchError, Instance, count_rows, cpu_seconds, free_port, machine_info, verdict, wait_port
+from _common import (
+    ROOT,
+    BenchError,
+    Instance,
+    count_rows,
+    cpu_seconds,
+    free_port,
+    machine_info,
+    say,
+    verdict,
+    wait_port,
+)
 
 from maild import config
 from maild.clock import Clock
@@ -82,9 +93,6 @@ E2E_DEPARTMENT = "Technical Support"  # where smtp-source's mail (to support@hel
 E2E_STAFF = (("alice@helpdesk.example", "Alice Agent"), ("bob@helpdesk.example", "Bob Agent"))
 OUTBOX_DRAIN_TIMEOUT = 120.0      # seconds for the "on" outbox to empty after the pipeline drained
 
-
-def say(text: str) -> None:
-    print(f"[bench] {text}", file=sys.stderr, flush=True)
 
 
 def smtp_sink_path() -> str | None:

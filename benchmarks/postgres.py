@@ -50,14 +50,12 @@ PostgreSQL are stopped at the end, on an error, on Ctrl-C and on SIGTERM.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
 import sqlite3
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -76,10 +74,12 @@ from _common import (
     parse_stamp,
     percentile,
     query,
+    run_report,
+    say,
+    smtp_source_path,
     verdict,
 )
 
-SMTP_SOURCE = "/usr/sbin/smtp-source"
 RECIPIENT = "support@helpdesk.example"
 MESSAGE_SIZE = 4096       # body bytes per mail, as ingest.py
 SESSIONS = 8              # smtp-source sessions at once, as ingest.py
@@ -101,10 +101,6 @@ PG_COUNTERS = ("xact_commit", "xact_rollback", "deadlocks", "tup_inserted", "tup
 OTHER_LOAD_NOTE = 0.2     # a run whose machine spent this share of its CPU on other processes gets a note
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-
-def say(text: str) -> None:
-    """Progress, on stderr (stdout carries the results)."""
-    print(f"[bench] {text}", file=sys.stderr, flush=True)
 
 
 # --- the machine ---------------------------------------------------------------------------------------
@@ -283,9 +279,6 @@ class Reader:
 
 
 # --- the load: smtp-source, one process per sender ------------------------------------------------------
-
-def smtp_source_path() -> str | None:
-    return shutil.which("smtp-source") or (SMTP_SOURCE if os.access(SMTP_SOURCE, os.X_OK) else None)
 
 
 class Load:
@@ -960,22 +953,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--messages, --runs, --sessions and --per-sender must be positive")
     # SIGTERM unwinds like Ctrl-C, so that the nodes and PostgreSQL are stopped on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    top = Path(tempfile.mkdtemp(prefix="ticketd-bench-pg-"))
-    try:
-        report = measure(args, top)
-    except KeyboardInterrupt:
-        say("interrupted: nodes and PostgreSQL stopped")
-        return 130
-    finally:
-        if args.keep:
-            say(f"kept {top}")
-        else:
-            shutil.rmtree(top, ignore_errors=True)
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
-    else:
-        print_text(report)
-    return 1 if report["errors"] else 0
+    return run_report(lambda top: measure(args, top), "ticketd-bench-pg-", args.keep, args.json, print_text)
 
 
 if __name__ == "__main__":
