@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from maild.store.db import POSTGRES, Database, DatabaseURL, Row, WriteGate
 from maild.store.errors import Conflict, SchemaError, StorageError, Transient
-from maild.store.postgres.schema import migration_files, rewrite, schema_version
+from maild.store.postgres.schema import migration_files, rewrite, schema_version, storable
 
 if TYPE_CHECKING:
     import asyncpg
@@ -42,14 +42,6 @@ SESSION_SETTINGS = {
 
 _KEY_COLUMNS = re.compile(r"Key \(([^)]*)\)=")
 _DOLLAR = re.compile(r"\$[A-Za-z_]*\$")
-
-
-def storable(params: Sequence[Any]) -> Sequence[Any]:
-    """PostgreSQL's text cannot hold NUL (mail can, in a subject or a body): stored as U+FFFD instead."""
-    for p in params:
-        if type(p) is str and "\x00" in p:
-            return [v.replace("\x00", "\ufffd") if type(v) is str else v for v in params]
-    return params
 
 
 def placeholders(sql: str) -> str:

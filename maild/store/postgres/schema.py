@@ -4,7 +4,9 @@ synchronous path (``ticketd pipe``) uses it without asyncio."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -15,6 +17,14 @@ def migration_files() -> list[tuple[int, Path]]:
 
 def schema_version() -> int:
     return migration_files()[-1][0]
+
+
+def storable(params: Sequence[Any]) -> Sequence[Any]:
+    """PostgreSQL's text cannot hold NUL (mail can, in a subject or a body): stored as U+FFFD instead."""
+    for p in params:
+        if type(p) is str and "\x00" in p:
+            return [v.replace("\x00", "\ufffd") if type(v) is str else v for v in params]
+    return params
 
 
 _cache: dict[tuple[str, bool], str] = {}

@@ -14,7 +14,7 @@ from typing import Any
 
 from maild.store.db import DatabaseURL, Row
 from maild.store.errors import Conflict, StorageError, Transient
-from maild.store.postgres.schema import rewrite
+from maild.store.postgres.schema import rewrite, storable
 
 STATEMENT_TIMEOUT_MS = 30000
 
@@ -22,11 +22,6 @@ STATEMENT_TIMEOUT_MS = 30000
 def pyformat(sql: str) -> str:
     """``?`` → ``%s`` (and a literal ``%`` → ``%%``) outside quoted strings and identifiers."""
     return rewrite(sql, False)
-
-
-def storable(params: Sequence[Any]) -> list[Any]:
-    """As the engine stores it: NUL in text as U+FFFD; bytes as they are."""
-    return [v.replace("\x00", "\ufffd") if type(v) is str else v for v in params]
 
 
 def translate(exc: BaseException) -> BaseException:
