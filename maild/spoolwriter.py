@@ -100,7 +100,7 @@ class SpoolWriter:
                 if not fut.done():
                     fut.set_exception(SpoolError(str(exc)))
             return
-        except BaseException:  # cancelled: the batch rolled back (Database.unit), so nobody gets a 250
+        except BaseException:  # cancelled: nobody gets a 250 (committed or not; a retry is a duplicate)
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(SpoolError("the spool writer was stopped"))

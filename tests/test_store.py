@@ -206,6 +206,75 @@ async def test_a_cancelled_unit_of_work_rolls_back_and_holds_the_gate_until_it_h
     await db.close()
 
 
+async def test_a_statement_of_another_task_never_runs_inside_a_transaction(db: Database):
+    """Tasks sharing a connection (the outbox sender's lanes and its committer): a statement of one waits
+    for the other's open transaction to end, so that it is neither rolled back with it nor left waiting for
+    its commit."""
+    inside, done = asyncio.Event(), asyncio.Event()
+
+    async def owner() -> None:
+        with pytest.raises(RuntimeError, match="undone"):
+            async with db.transaction():
+                await db.execute("INSERT INTO t (v) VALUES ('rolled back')")
+                inside.set()
+                await asyncio.sleep(0.2)
+                assert not done.is_set()          # the other task's statement is still waiting
+                raise RuntimeError("undone")
+
+    async def other() -> None:
+        await inside.wait()
+        await db.execute("INSERT INTO t (v) VALUES ('kept')")
+        done.set()
+
+    await asyncio.gather(owner(), other())
+    assert [r["v"] for r in await db.fetchall("SELECT v FROM t")] == ["kept"]
+    async with db.transaction():   # the connection is free for the next one
+        await db.execute("INSERT INTO t (v) VALUES ('next')")
+    assert await db.scalar("SELECT count(*) FROM t") == 2
+
+
+async def test_a_cancelled_commit_still_ends_the_transaction_on_the_sqlite_thread(tmp_path):
+    """A COMMIT (or ROLLBACK) queued behind other work on the database thread when its caller is cancelled
+    still runs: the connection is never left in a transaction holding the write lock."""
+    import time
+
+    db = await open_database(parse_url("sqlite:///t.sqlite3", tmp_path))
+    other = await db.another()
+    await db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)")
+    assert db.thread is not None
+    busy: list[asyncio.Future[None]] = []
+
+    async def writer() -> None:
+        async with db.transaction():
+            await db.execute("INSERT INTO t (v) VALUES ('x')")
+            busy.append(asyncio.ensure_future(db.thread.run(time.sleep, 0.3)))   # the thread busy
+            await asyncio.sleep(0.01)
+        # COMMIT waits behind it on the thread now
+
+    task = asyncio.ensure_future(writer())
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await busy[0]
+    assert not await db._call(lambda: db.raw.in_transaction)
+    assert not db.gate._lock.locked()
+    async with other.transaction():   # the write lock is free
+        await other.execute("INSERT INTO t (v) VALUES ('y')")
+    async with db.transaction():
+        await db.execute("INSERT INTO t (v) VALUES ('z')")
+    assert await other.scalar("SELECT count(*) FROM t") == 3   # the cancelled caller's commit ran
+
+    async def unit_inside() -> None:
+        async with db.transaction():
+            await db.unit(lambda: db.execute("INSERT INTO t (v) VALUES ('inner')"))
+
+    with pytest.raises(RuntimeError, match="inside a transaction"):
+        await asyncio.wait_for(unit_inside(), 5)
+    await other.close()
+    await db.close()
+
+
 async def test_the_spool_writer_stops_only_after_the_commit_in_flight(tmp_path):
     """close() waits for a batch already taken from the queue (its rows committing on the database thread):
     every put() gets its queue id, and nothing committed goes unacknowledged."""

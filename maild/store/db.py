@@ -180,7 +180,8 @@ class Database(ABC):
         self.url = url
         self.gate = gate or WriteGate()
         self._in_tx = False
-        self._tx_task: object = None
+        self._tx_task: object = None     # the task whose transaction this connection is in (IN_UNIT, None)
+        self._tx_over: Any = None        # an asyncio.Event, set while no task's transaction is open
 
     # Reads and writes; ``sql`` uses ``?`` placeholders on every engine.
     @abstractmethod
@@ -246,6 +247,40 @@ class Database(ABC):
     async def another(self, inline: bool = False) -> Database:
         """A second connection to the same database, sharing this one's write gate."""
 
+    def _foreign_transaction(self) -> bool:
+        """A transaction of another task is open on this connection (a unit of work on SQLite's thread does
+        not count: the thread runs other statements after it)."""
+        import asyncio
+
+        owner = self._tx_task
+        if owner is None or owner is IN_UNIT:
+            return False
+        try:
+            return owner is not asyncio.current_task()
+        except RuntimeError:   # no event loop on this thread
+            return False
+
+    async def _wait_turn(self) -> None:
+        """Before a statement: while another task's transaction is open on this connection, wait for it to
+        end. Tasks may share a connection (the outbox sender's lanes and its committer); a statement of one
+        must not run inside another's transaction, where it would be rolled back with it (a claim undone
+        while its rows are being sent) or commit only when that transaction does."""
+        while self._foreign_transaction():
+            await self._tx_over.wait()
+
+    def _own(self, task: object) -> None:
+        import asyncio
+
+        if self._tx_over is None:
+            self._tx_over = asyncio.Event()
+        self._tx_over.clear()
+        self._tx_task = task
+
+    def _disown(self) -> None:
+        self._tx_task = None
+        if self._tx_over is not None:
+            self._tx_over.set()
+
     def others_waiting(self) -> bool:
         """Another writer of this process waits for the write lock."""
         return self.gate.waiting > 0
@@ -277,29 +312,32 @@ class Database(ABC):
             task = asyncio.current_task()
         except RuntimeError:   # no event loop on this thread: inside a unit of work
             raise RuntimeError("a transaction inside a unit of work; use savepoint()") from None
-        if self._in_tx and self._tx_task is task:
+        if self._tx_task is task:
             raise RuntimeError("nested transaction; use savepoint()")
         async with self.gate.hold():
-            self._tx_task = task
-            try:
-                await self._begin()
-            except BaseException:
-                # Cancelled or failed half-way: leave no transaction open on the connection.
-                try:
-                    await self._rollback()
-                except Exception:
-                    pass
-                raise
-            self._in_tx = True
+            self._own(task)
             try:
                 try:
-                    yield self
+                    await self._begin()
                 except BaseException:
-                    await self._rollback()
+                    # Cancelled or failed half-way: leave no transaction open on the connection.
+                    try:
+                        await self._rollback()
+                    except Exception:
+                        pass
                     raise
-                await self._commit()
+                self._in_tx = True
+                try:
+                    try:
+                        yield self
+                    except BaseException:
+                        await self._rollback()
+                        raise
+                    await self._commit()
+                finally:
+                    self._in_tx = False
             finally:
-                self._in_tx = False
+                self._disown()
 
     @asynccontextmanager
     async def savepoint(self, name: str = "sp") -> AsyncIterator[Database]:

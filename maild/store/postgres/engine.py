@@ -179,7 +179,10 @@ class PostgresDatabase(Database):
     async def _call(self, op: str, sql: str, *args: Any) -> Any:
         """One statement, taken in turn; a connection that was lost (a server restart, a failover, a dropped
         idle connection) is opened again first, outside a transaction (inside one, the loss is the
-        transaction's: Transient, and the caller runs it again)."""
+        transaction's: Transient, and the caller runs it again). Never inside another task's transaction
+        (store/db.py: _wait_turn)."""
+        if self._tx_task is not None:
+            await self._wait_turn()
         async with self._lock:
             if self.conn.is_closed():
                 if self._in_tx:

@@ -10,6 +10,7 @@ the loop's own thread (see :func:`maild.store.db.open_database`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -22,6 +23,12 @@ from maild.store.db import SQLITE, Database, DatabaseURL, Row, WriteGate, run_to
 from maild.store.sqlite.schema import ASYNC_BUSY_TIMEOUT_MS, BUSY_TIMEOUT_MS, connect_file, row_factory, translate
 
 T = TypeVar("T")
+
+log = logging.getLogger("ticketd.store")
+
+
+class _Cancelled(RuntimeError):
+    """A unit of work whose caller was cancelled, stopped on its thread (rolled back)."""
 
 
 class _Thread:
@@ -85,9 +92,27 @@ class SqliteDatabase(Database):
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on the connection's thread: directly when already there (inside a unit of work) or
         inline, else by one trip to the database thread and back."""
-        if self.thread is None or self.thread.here():
+        if self.thread is not None and self.thread.here():
+            return fn(*args)
+        if self._tx_task is not None:
+            await self._wait_turn()
+        if self.thread is None:
             return fn(*args)
         return await self.thread.run(fn, *args)
+
+    async def _to_end(self, fn: Callable[[], T]) -> T:
+        """``fn`` (BEGIN, COMMIT, ROLLBACK) on the database thread, run to its end even when the caller is
+        cancelled meanwhile: dropped from the thread's queue, a COMMIT or ROLLBACK would leave the
+        transaction open (and the write lock held) with nobody to end it. The cancellation is raised once
+        ``fn`` has run."""
+        if self.thread is None or self.thread.here():
+            return fn()
+        job = asyncio.ensure_future(self.thread.run(fn))
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            await _finished(job)
+            raise
 
     async def close(self) -> None:
         try:
@@ -181,6 +206,8 @@ class SqliteDatabase(Database):
             return await super().unit(work)   # inline: no trips to save
         if self.thread.here():
             raise RuntimeError("a unit of work inside a unit of work; use savepoint()")
+        if self._tx_task is asyncio.current_task():
+            raise RuntimeError("a unit of work inside a transaction; use savepoint()")
         async with self.gate.hold():
             cancelled = threading.Event()
             job = asyncio.ensure_future(self.thread.run(self._run_unit, work, cancelled))
@@ -191,13 +218,7 @@ class SqliteDatabase(Database):
                 # had begun), and the write gate stays held until it has, so that no other writer of this
                 # connection starts meanwhile.
                 cancelled.set()
-                while not job.done():
-                    try:
-                        await asyncio.wait([job])
-                    except asyncio.CancelledError:
-                        continue
-                if not job.cancelled():
-                    job.exception()   # retrieved: the cancellation is what the caller hears of
+                await _finished(job)
                 raise
 
     def _run_unit(self, work: Callable[[], Awaitable[T]], cancelled: threading.Event) -> T:
@@ -209,7 +230,7 @@ class SqliteDatabase(Database):
             try:
                 result = run_to_end(work())
                 if cancelled.is_set():
-                    raise RuntimeError("unit of work cancelled")
+                    raise _Cancelled("unit of work cancelled")
             except BaseException:
                 self._rollback_now()
                 raise
@@ -233,7 +254,7 @@ class SqliteDatabase(Database):
         delay = 0.0005
         while not self._try_begin():
             if cancelled.is_set():   # nobody waits for this unit any more
-                raise RuntimeError("unit of work cancelled")
+                raise _Cancelled("unit of work cancelled")
             if time.monotonic() > deadline:
                 raise translate(sqlite3.OperationalError("database is locked"))
             time.sleep(delay)
@@ -270,14 +291,26 @@ class SqliteDatabase(Database):
         process's lock is waited for in short naps here, not in SQLite's growing ones."""
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         delay = 0.0005
-        while not await self._call(self._try_begin):
+        while not await self._to_end(self._try_begin):
             if time.monotonic() > deadline:
                 raise translate(sqlite3.OperationalError("database is locked"))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.005)
 
     async def _commit(self) -> None:
-        await self._call(self._commit_now)
+        await self._to_end(self._commit_now)
 
     async def _rollback(self) -> None:
-        await self._call(self._rollback_now)
+        await self._to_end(self._rollback_now)
+
+
+async def _finished(job: asyncio.Future[Any]) -> None:
+    """Wait for a database-thread job whose caller was cancelled (cancelled again meanwhile or not); what
+    it failed with is logged, since the caller hears only of the cancellation."""
+    while not job.done():
+        try:
+            await asyncio.wait([job])
+        except asyncio.CancelledError:
+            continue
+    if not job.cancelled() and (exc := job.exception()) is not None and not isinstance(exc, _Cancelled):
+        log.warning("database work of a cancelled caller failed: %s", exc)
