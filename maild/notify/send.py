@@ -272,7 +272,9 @@ class OutboxSender:
     async def _write(self, group: Sequence[tuple[OutboxRow, Attempt, asyncio.Future[None]]], ticket_log: bool
                      ) -> None:
         stamp = self.clock.stamp()
-        async with self.db.transaction() as db:
+        db = self.db
+
+        async def work() -> None:   # one unit of work: one trip to SQLite's database thread per group
             await outbox.mark_sent(db, [row.id for row, a, _ in group if a.outcome == SENT], stamp)
             for row, a, _ in group:
                 if a.outcome == DEFERRED:
@@ -283,6 +285,8 @@ class OutboxSender:
                     if ticket_log and row.audience == "client" and row.ticket_id is not None:
                         await tickets.log_event(db, row.ticket_id, "mail_failed", "outbox", stamp, outbox_id=row.id,
                                                 recipient=row.recipient, error=a.error)
+
+        await db.unit(work)
 
     # -- connections -----------------------------------------------------------------------------------
 
