@@ -301,7 +301,7 @@ def _watch_parent(kind: str, parent: int, loop: asyncio.AbstractEventLoop, stop:
 async def _worker_process(settings: Settings, stop: asyncio.Event) -> None:
     # Its queries run on the loop's thread (store/db.py): this loop has nothing else to answer.
     async with App(settings, parsers=settings.worker.parsers, inline_db=True) as app:
-        assert app.worker is not None
+        assert app.worker is not None and app.db is not None
         app.worker.poll_seconds = CHILD_POLL_SECONDS
         if app.db.engine == SQLITE:
             # The receivers are in another process, where we cannot see them wait: hand SQLite's one write
