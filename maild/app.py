@@ -29,7 +29,7 @@ from maild.pipeline.worker import Worker, wait_any
 from maild.spoolwriter import SpoolWriter
 from maild.store import departments
 from maild.store.blobs import BlobSpec
-from maild.store.db import SQLITE, Database, open_database
+from maild.store.db import SQLITE, Database, node_name, open_database
 
 if TYPE_CHECKING:
     from maild.notify.send import OutboxSender
@@ -177,6 +177,9 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
         sender: OutboxSender | None = None
         outbox_db: Database | None = None
         sender_task: asyncio.Task[None] | None = None
+        from maild.jobs.scheduler import Scheduler
+
+        scheduler = Scheduler(app, node_name(settings.database.node))
         try:
             for name, listen in (("smtp", smtp), ("lmtp", lmtp)):
                 if listen is None:
@@ -212,10 +215,12 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
                 sender.start()
                 wake_sender = sender.wake   # mail queued by the in-process worker goes out without a poll
                 app.worker.listeners.append(lambda _result: wake_sender())
+            scheduler.start()   # its jobs run while this node holds the scheduler lease
             log.info("started", extra={"kv": {"config": settings.source, "state_dir": settings.state_dir,
                                               "departments": len(settings.departments)}})
             await stop.wait()
             log.info("stopping: no new connections; finishing the messages in hand")
+            await scheduler.stop()   # a job run in hand ends first
             for _, server, _ in servers:
                 server.close()
             if imap is not None:
@@ -230,6 +235,7 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
                 await sender.stop()   # the mails in flight are finished and recorded first
             await asyncio.gather(*(t for t in (worker_task, sender_task) if t is not None))
         finally:
+            await scheduler.stop()
             await spool.close()
             await spool_db.close()
             if sender is not None:

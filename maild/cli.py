@@ -303,7 +303,35 @@ def build_parser() -> argparse.ArgumentParser:
                  "writes the file and says where. Exit 0 when it was accepted, 69 when a step failed.")
     ot.add_argument("address", metavar="ADDRESS")
     ot.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("jobs", "the scheduled jobs: list them with their last and next run; run one now",
+                "The jobs `ticketd serve` runs on a schedule ([jobs] minutes each; with several nodes, one node"
+                " at a time). Each run is recorded: what it did, when, on which node.")
+    j_sub = p.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
+    jl = _action(j_sub, "list", help="each job: its interval, last run (result) and next run")
+    jl.add_argument("--json", action="store_true", help="print JSON")
+    jr = _action(j_sub, "run", help="run one job once, now or as if at --now, and print what it did",
+                 description="Run job NAME once and print what it did (for cron-style set-ups, tests and admins);"
+                 " it runs even when its [jobs]/config switch leaves it out of the daemon's schedule, except"
+                 " where that switch is its own setting (auto_close with [autoclose] hours = 0 does nothing).")
+    from maild.jobs.scheduler import JOBS
+
+    jr.add_argument("name", metavar="NAME", choices=sorted(JOBS), help=f"one of {', '.join(sorted(JOBS))}")
+    jr.add_argument("--now", metavar="ISO-8601", type=_instant,
+                    help="run as if it were this time (e.g. 2026-12-24T09:00:00Z; no zone means UTC)")
+    jr.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+def _instant(text: str) -> Any:
+    from datetime import UTC, datetime
+
+    try:
+        value = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time such as 2026-12-24T09:00:00Z, got {text!r}"
+                                         ) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

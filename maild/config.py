@@ -434,6 +434,36 @@ class NotificationSettings:
     rules: dict[str, tuple[str, ...]] = setting(None, dict, _notification_rules, factory=dict)
 
 
+def _statuses(r: _Reader, name: str, value: list[Any]) -> tuple[str, ...]:
+    from maild.store.tickets import CLOSED, STATUSES
+
+    out = []
+    for item in value:
+        match = next((s for s in STATUSES if isinstance(item, str) and s.lower() == item.strip().lower()), None)
+        if match is None or match == CLOSED:
+            raise r.error(name, f"{item!r} is not a status that can be left idle; use some of "
+                                f"{', '.join(s for s in STATUSES if s != CLOSED)}")
+        if match not in out:
+            out.append(match)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class AutoCloseSettings:
+    """``[autoclose]``: tickets in ``statuses`` with no message the client could see for ``hours`` are
+    closed (seed: Close Inactive Tickets; by default Answered and Customer-Reply). 0 hours: off."""
+
+    hours: int = setting(0, int, _range(0, 24 * 3650, " hours (0 = off)"))
+    statuses: tuple[str, ...] = setting(("Answered", "Customer-Reply"), list, _statuses)
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """``[jobs]``: minutes between two runs of each scheduled job (``ticketd jobs list``)."""
+
+    auto_close: int = setting(10, int, _range(1, 7 * 24 * 60, " minutes"))
+
+
 _CROSS_CHECKS: dict[type, Callable[[_Reader, Any], None]] = {OutboundSettings: _check_outbound}
 S = TypeVar("S")
 
@@ -540,6 +570,8 @@ class Settings:
     limits: LimitSettings = section(LimitSettings)
     outbound: OutboundSettings = section(OutboundSettings)
     notifications: NotificationSettings = section(NotificationSettings)
+    autoclose: AutoCloseSettings = section(AutoCloseSettings)
+    jobs: JobSettings = section(JobSettings)
 
     @cached_property
     def database_url(self) -> DatabaseURL:

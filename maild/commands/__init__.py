@@ -21,6 +21,7 @@ MODULES = {
     "staff": "people",
     "outbox": "outbox",
     "migrate-db": "migrate_db",
+    "jobs": "jobs",
 }
 
 

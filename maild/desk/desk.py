@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from maild.desk import body as bodies
 from maild.desk import core
 from maild.desk.errors import Collision, Denied, Invalid, NotFound
-from maild.desk.events import Actor, Event
+from maild.desk.events import Actor, Event, EventKind
 from maild.desk.options import Options, apply_options, parse_status
 from maild.notify.headers import new_message_id
 from maild.store import people, staff, tickets
@@ -242,6 +242,25 @@ class Desk:
             if not changed:
                 result.notes.append(f"{actor.username} was {'already' if on else 'not'} watching #{ticket.tid}")
             return result
+
+    async def close_idle(self, ticket_ids: Sequence[int], statuses: Sequence[str], cutoff: str,
+                         hours: int) -> list[int]:
+        """The auto-close job's action, as the system: close those of ``ticket_ids`` that are still in
+        ``statuses`` with nothing new for the client since ``cutoff`` (checked again here, under the lock,
+        so that a run overlapping another, or a reply that came meanwhile, changes nothing twice). Each is
+        logged, and its client gets the ``auto_closed`` mail. The ids closed."""
+        actor = Actor.system()
+        async with self._unit():
+            stamp = self.clock.stamp()
+            closed = await tickets.close_idle(self.db, ticket_ids, statuses, cutoff, stamp)
+            await tickets.log_events(self.db, [(ticket_id, EventKind.AUTO_CLOSED.value, actor.label,
+                                                {"status": [before, tickets.CLOSED], "idle_hours": hours})
+                                               for ticket_id, before in closed], stamp)
+            events = [Event(EventKind.AUTO_CLOSED, ticket_id, actor, changes={"status": (before, tickets.CLOSED)})
+                      for ticket_id, before in closed]
+            if not self._outer:
+                await self.notifier.follow(events)
+        return [ticket_id for ticket_id, _ in closed]
 
     # -- helpers -------------------------------------------------------------------------------------------
 

@@ -203,6 +203,42 @@ async def set_status(db: Database, ticket_id: int, status: str, stamp: str) -> N
     await db.execute("UPDATE tickets SET status = ?, updated_at = ? WHERE id = ?", (status, stamp, ticket_id))
 
 
+async def idle(db: Database, statuses: Sequence[str], cutoff: str, limit: int) -> list[int]:
+    """Tickets in ``statuses`` whose last message the client could see (``last_reply_at``: a reply of
+    either side, never a note or an option change) is at or before ``cutoff``: oldest first, at most
+    ``limit`` (index tickets_status)."""
+    if not statuses:
+        return []
+    marks = ", ".join("?" for _ in statuses)
+    rows = await db.fetchall(f"SELECT id FROM tickets WHERE status IN ({marks}) AND last_reply_at <= ?"
+                             f" AND merged_into IS NULL ORDER BY last_reply_at, id LIMIT ?", (*statuses, cutoff, limit))
+    return [r["id"] for r in rows]
+
+
+async def close_idle(db: Database, ids: Sequence[int], statuses: Sequence[str], cutoff: str, stamp: str
+                     ) -> list[tuple[int, str]]:
+    """Inside a transaction: close those of ``ids`` that are still idle as :func:`idle` says (another
+    run, a reply or a staff member may have changed them since they were picked); (id, status before)
+    of each one closed."""
+    if not ids or not statuses:
+        return []
+    marks, smarks = ", ".join("?" for _ in ids), ", ".join("?" for _ in statuses)
+    rows = await db.fetchall(f"SELECT t.id, t.status FROM tickets t WHERE t.id IN ({marks})"
+                             f" AND t.status IN ({smarks}) AND t.last_reply_at <= ? AND t.merged_into IS NULL"
+                             f" ORDER BY t.id{db.lock_clause('t')}", (*ids, *statuses, cutoff))
+    if rows:
+        await db.execute(f"UPDATE tickets SET status = ?, updated_at = ? WHERE id IN ({', '.join('?' for _ in rows)})",
+                         (CLOSED, stamp, *(r["id"] for r in rows)))
+    return [(r["id"], r["status"]) for r in rows]
+
+
+async def log_events(db: Database, entries: Sequence[tuple[int, str, str, dict[str, Any]]], stamp: str) -> None:
+    """Several ticket_log rows in one statement: (ticket id, event, actor, detail) each."""
+    await db.executemany("INSERT INTO ticket_log (ticket_id, at, actor, event, detail) VALUES (?, ?, ?, ?, ?)",
+                         [(t, stamp, actor, event, json.dumps(detail, sort_keys=True))
+                          for t, event, actor, detail in entries])
+
+
 async def log_event(
     db: Database, ticket_id: int, event: str, actor: str, stamp: str, **detail: Any
 ) -> None:
