@@ -314,9 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                  description="Run job NAME once and print what it did (for cron-style set-ups, tests and admins);"
                  " it runs even when its [jobs]/config switch leaves it out of the daemon's schedule, except"
                  " where that switch is its own setting (auto_close with [autoclose] hours = 0 does nothing).")
-    from maild.jobs.scheduler import JOBS
+    from maild.jobs import NAMES
 
-    jr.add_argument("name", metavar="NAME", choices=sorted(JOBS), help=f"one of {', '.join(sorted(JOBS))}")
+    jr.add_argument("name", metavar="NAME", choices=NAMES, help=f"one of {', '.join(NAMES)}")
     jr.add_argument("--now", metavar="ISO-8601", type=_instant,
                     help="run as if it were this time (e.g. 2026-12-24T09:00:00Z; no zone means UTC)")
     jr.add_argument("--json", action="store_true", help="print JSON")

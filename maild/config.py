@@ -451,9 +451,9 @@ def _statuses(r: _Reader, name: str, value: list[Any]) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class AutoCloseSettings:
     """``[autoclose]``: tickets in ``statuses`` with no message the client could see for ``hours`` are
-    closed (seed: Close Inactive Tickets; by default Answered and Customer-Reply). 0 hours: off."""
+    closed (seed: Close Inactive Tickets; by default Answered and Customer-Reply, after 72 hours). 0: off."""
 
-    hours: int = setting(0, int, _range(0, 24 * 3650, " hours (0 = off)"))
+    hours: int = setting(72, int, _range(0, 24 * 3650, " hours (0 = off)"))
     statuses: tuple[str, ...] = setting(("Answered", "Customer-Reply"), list, _statuses)
 
 

@@ -73,6 +73,8 @@ CASES = [
     (["import-log", "import", "{blocked}"], USAGE),                   # no ticket: --ticket or --new
     (["import-log", "show", "seven"], USAGE),
     (["ticket", "note", "000000", "--as", "ada", "--body-file", "{eml}", "--bogus"], USAGE),
+    (["jobs", "run", "nonsense"], USAGE),
+    (["jobs", "run", "auto_close", "--now", "soon"], USAGE),
     # unknown IDs
     (["import-log", "show", "999"], NOT_FOUND),
     (["import-log", "import", "999"], NOT_FOUND),

@@ -1,7 +1,7 @@
 """Several ``ticketd serve`` nodes on one PostgreSQL: every acknowledged message processed exactly once,
 each notification sent once, the same message reaching both nodes at once one ticket and one duplicate,
-a node SIGKILLed mid-load and restarted, and an IMAP mailbox imported by one node at a time and taken over
-by the survivor when its node dies."""
+a node SIGKILLed mid-load and restarted, and an IMAP mailbox imported (and the scheduler's jobs run) by one
+node at a time and taken over by the survivor when its node dies."""
 
 from __future__ import annotations
 
@@ -259,3 +259,41 @@ def wait_count(inst: Instance, sql: str, n: int, timeout: float = 30) -> None:
     while (got := inst.query(sql)[0]["n"]) < n:
         assert time.monotonic() < deadline, f"{sql}: {got} of {n}"
         time.sleep(0.1)
+
+
+def test_the_scheduler_runs_on_one_node_moves_when_it_dies_and_never_twice(tmp_path: Path, pg_server):
+    """One node at a time holds the scheduler lease and runs the jobs; when it dies the survivor takes the
+    lease over; neither the takeover nor a restart runs a job again before its interval has passed."""
+    url = pg_server.new_database()
+    extra = "\n[autoclose]\nhours = 24\n"
+    a = node(tmp_path, "a", url, extra)
+    b = node(tmp_path, "b", url, extra, state=a.state)
+    runs = "SELECT runs AS n FROM job_runs WHERE name = 'auto_close'"
+
+    def scheduler_started(inst: Instance, times: int = 1) -> None:
+        deadline = time.monotonic() + 30
+        while inst.daemon_log().count("scheduler started") < times:
+            assert time.monotonic() < deadline, inst.daemon_log()[-3000:]
+            time.sleep(0.1)
+
+    a.start()
+    try:
+        assert wait_lease(a, "scheduler") == "a"
+        wait_count(a, runs, 1)                       # due at once: it never ran
+        b.start()
+        time.sleep(LEASE)                            # b asks every second meanwhile
+        assert wait_lease(b, "scheduler") == "a" and "scheduler started" not in b.daemon_log()
+        a.stop(signal.SIGKILL)
+        assert wait_lease(b, "scheduler", not_holder="a") == "b"
+        scheduler_started(b)
+        assert b.stop() == 0                         # a clean stop gives the lease up
+        a.start()
+        scheduler_started(a, 2)
+        time.sleep(1)
+        (row,) = a.query("SELECT runs, node, error FROM job_runs WHERE name = 'auto_close'")
+        assert (row["runs"], row["node"], row["error"]) == (1, "a", "")   # no second run: interval 10 min
+    finally:
+        for inst in (a, b):
+            if inst.proc is not None:
+                assert inst.stop() == 0, inst.daemon_log()[-3000:]
+            inst.close()

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from maild.clock import Clock, iso, parse
-from maild.jobs import autoclose
+from maild.jobs import NAMES, autoclose
 from maild.nodes import LeaseKeeper
 from maild.store import jobs as runs
 from maild.store.jobs import JobRun
@@ -52,6 +52,9 @@ JOBS: dict[str, Job] = {job.name: job for job in (
     Job("auto_close", "close tickets idle for [autoclose] hours in [autoclose] statuses", autoclose.run,
         lambda s: s.autoclose.hours > 0),
 )}
+
+
+assert tuple(JOBS) == NAMES, "maild/jobs/__init__.py NAMES lists every job"
 
 
 def next_run(job: Job, settings: Settings, last: JobRun | None, now: datetime) -> datetime:

@@ -41,6 +41,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("notify_queue", ("id",)),
     ("leases", ("name",)),
     ("blobs", ("sha256", "chunk")),
+    ("job_runs", ("name",)),
 )
 # Columns that point at a row of the same table, set in a second pass (the row pointed at may come later).
 SELF_REFERENCES = {"tickets": ("merged_into",)}
