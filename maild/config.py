@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from maild.jobs.calendar import Calendar
     from maild.pipeline.attachments import AttachmentPolicy
     from maild.store.db import DatabaseURL
 
@@ -462,6 +463,7 @@ class JobSettings:
     """``[jobs]``: minutes between two runs of each scheduled job (``ticketd jobs list``)."""
 
     auto_close: int = setting(10, int, _range(1, 7 * 24 * 60, " minutes"))
+    escalate: int = setting(5, int, _range(1, 7 * 24 * 60, " minutes"))
 
 
 _CROSS_CHECKS: dict[type, Callable[[_Reader, Any], None]] = {OutboundSettings: _check_outbound}
@@ -498,6 +500,39 @@ class Department:
     addresses: tuple[str, ...]
     accept_new: str = "anyone"         # anyone | registered (others: blocked:unregistered)
     closed_replies: str = "reopen"     # reopen | new_ticket | block (blocked:closed_ticket)
+    calendar: str = ""                 # a [[calendars]] name: its rules count business time; "": wall time
+
+
+ESCALATION_CLOCKS = {"reply": "last_reply_at", "client_reply": "last_client_reply_at",
+                     "staff_reply": "last_staff_reply_at", "opened": "created_at"}
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """One ``[[escalations]]`` rule: when its conditions hold for a ticket, its actions are taken once, and
+    again only after a person changed the ticket (a reply, an option change)."""
+
+    name: str
+    minutes: int                               # since ``after``, in business time where the department has a calendar
+    after: str = "reply"                       # reply | client_reply | staff_reply | opened
+    departments: tuple[str, ...] = ()          # (): all
+    statuses: tuple[str, ...] = ()             # (): every status but Closed
+    priorities: tuple[str, ...] = ()           # (): all
+    flagged: bool | None = None                # None: either
+    assigned: bool | None = None
+    # actions
+    department: str = ""
+    priority: str = ""
+    status: str = ""
+    assign: str = ""                           # a username
+    flag: str = ""
+    notify: tuple[str, ...] = ()               # usernames named in the escalated mail's recipients
+    reply: str = ""                            # a predefined reply to the client
+    note: str = ""                             # a private note
+
+    @property
+    def column(self) -> str:
+        return ESCALATION_CLOCKS[self.after]
 
 
 @dataclass(frozen=True)
@@ -559,6 +594,8 @@ class Settings:
     state_dir: Path
     departments: tuple[Department, ...]
     imap: tuple[ImapAccount, ...] = ()
+    calendars: dict[str, Calendar] = field(default_factory=dict)
+    escalations: tuple[Escalation, ...] = ()
     database: DatabaseSettings = section(DatabaseSettings)
     mail: MailSettings = section(MailSettings)
     smtp: SmtpSettings = section(SmtpSettings)
@@ -616,7 +653,10 @@ class Settings:
         out["outbound"]["port"] = self.outbound.effective_port
         out["database"]["url"] = self.database_url.display  # never the password a URL may carry
         out["departments"] = [{"name": d.name, "addresses": list(d.addresses), "accept_new": d.accept_new,
-                               "closed_replies": d.closed_replies} for d in self.departments]
+                               "closed_replies": d.closed_replies, "calendar": d.calendar} for d in self.departments]
+        out["calendars"] = [{"name": c.name, "timezone": c.timezone, "holidays": sorted(str(h) for h in c.holidays),
+                             "week": c.week_text()} for c in self.calendars.values()]
+        out["escalations"] = [_plain({f.name: getattr(e, f.name) for f in fields(e)}) for e in self.escalations]
         out["imap"] = [a.as_dict() for a in self.imap]
         return out
 
@@ -625,7 +665,92 @@ def _default(cls: type, name: str) -> Any:
     return next(f.default for f in fields(cls) if f.name == name)
 
 
-def _departments(file: Path, value: Any) -> tuple[Department, ...]:
+def _calendars(file: Path, value: Any) -> dict[str, Calendar]:
+    from maild.jobs.calendar import Calendar, CalendarError
+
+    if not isinstance(value, list):
+        raise ConfigError(file, "calendars", "expected [[calendars]] tables (an array of tables)")
+    found: dict[str, Calendar] = {}
+    for i, table in enumerate(value):
+        r = _Reader(file, f"calendars[{i}]", table)
+        name = r.get("name", str, "")
+        if not name.strip() or name in found:
+            raise r.error("name", f"each calendar needs a name of its own, got {name!r}")
+        timezone = r.get("timezone", str, "UTC")
+        week = r.get("week", dict, None)
+        holidays = r.get("holidays", list, [])
+        try:
+            found[name] = Calendar.build(name, timezone, week, holidays)
+        except CalendarError as exc:
+            key = ("timezone" if "time zone" in str(exc) else "holidays" if "holiday" in str(exc) else "week")
+            raise r.error(key, str(exc)) from None
+        r.finish()
+    return found
+
+
+def _names(r: _Reader, key: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
+    """A list of names from ``allowed`` (case-insensitive), spelled as there."""
+    value = r.get(key, list, [])
+    out = []
+    for item in value:
+        match = next((a for a in allowed if isinstance(item, str) and a.lower() == item.strip().lower()), None)
+        if match is None:
+            raise r.error(key, f"{item!r} is not a {what}; use some of {', '.join(allowed)}")
+        out.append(match)
+    return tuple(out)
+
+
+def _escalations(file: Path, value: Any, departments: tuple[Department, ...]) -> tuple[Escalation, ...]:
+    from maild.store.tickets import CLOSED, STATUSES
+
+    if not isinstance(value, list):
+        raise ConfigError(file, "escalations", "expected [[escalations]] tables (an array of tables)")
+    rules: list[Escalation] = []
+    names = [d.name for d in departments]
+    for i, table in enumerate(value):
+        r = _Reader(file, f"escalations[{i}]", table)
+        name = r.get("name", str, "")
+        if not re.match(r"^[\w .:-]{1,64}$", name) or any(x.name == name for x in rules):
+            raise r.error("name", f"each rule needs a short name of its own, got {name!r}")
+        minutes = r.get("minutes", int, None)
+        if minutes is None or not 1 <= minutes <= 525600:
+            raise r.error("minutes", f"required: 1-525600 minutes, got {minutes!r}")
+        after = r.get("after", str, "reply")
+        if after not in ESCALATION_CLOCKS:
+            raise r.error("after", f"must be one of {', '.join(ESCALATION_CLOCKS)}, got {after!r}")
+        flagged, assigned = r.get("flagged", bool, None), r.get("assigned", bool, None)
+        rule = Escalation(
+            name=name, minutes=minutes, after=after, departments=_names(r, "departments", names, "department"),
+            statuses=_names(r, "statuses", [s for s in STATUSES if s != CLOSED], "status a rule can watch"),
+            priorities=_names(r, "priorities", PRIORITIES, "priority"), flagged=flagged, assigned=assigned,
+            department=_one(r, "department", names, "department"),
+            priority=_one(r, "priority", PRIORITIES, "priority"),
+            status=_one(r, "status", STATUSES, "status"),
+            assign=r.get("assign", str, ""), flag=r.get("flag", str, ""),
+            notify=tuple(r.get("notify", list, [])), reply=r.get("reply", str, ""), note=r.get("note", str, ""))
+        if not any((rule.department, rule.priority, rule.status, rule.assign, rule.flag, rule.notify, rule.reply,
+                    rule.note)):
+            raise r.error("name", f"rule {name!r} does nothing: give an action (department, priority, status,"
+                                  " assign, flag, notify, reply or note)")
+        if not all(isinstance(u, str) and u.strip() for u in rule.notify):
+            raise r.error("notify", "expected a list of staff usernames")
+        r.finish()
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _one(r: _Reader, key: str, allowed: Sequence[str], what: str) -> str:
+    value = r.get(key, str, "")
+    if not value:
+        return ""
+    match = next((a for a in allowed if a.lower() == value.strip().lower()), None)
+    if match is None:
+        raise r.error(key, f"{value!r} is not a {what}; use one of {', '.join(allowed)}")
+    return match
+
+
+def _departments(file: Path, value: Any, calendars: Mapping[str, Any] | None = None) -> tuple[Department, ...]:
+    calendars = calendars or {}
     if not isinstance(value, list) or not value:
         raise ConfigError(file, "departments", "at least one [[departments]] table is required")
     seen_names: set[str] = set()
@@ -660,8 +785,12 @@ def _departments(file: Path, value: Any) -> tuple[Department, ...]:
         closed = r.get("closed_replies", str, _default(Department, "closed_replies"))
         if closed not in ("reopen", "new_ticket", "block"):
             raise r.error("closed_replies", f"must be \"reopen\", \"new_ticket\" or \"block\", got {closed!r}")
+        calendar = r.get("calendar", str, "")
+        if calendar and calendar not in calendars:
+            raise r.error("calendar", f"no [[calendars]] table named {calendar!r}"
+                                      f" ({', '.join(calendars) or 'none is defined'})")
         r.finish()
-        result.append(Department(name.strip(), tuple(clean), accept, closed))
+        result.append(Department(name.strip(), tuple(clean), accept, closed, calendar))
     return tuple(result)
 
 
@@ -784,7 +913,10 @@ def from_dict(file: Path, data: dict[str, Any], state_dir: str | Path | None = N
     if sections["attachments"].store == "database" and sections["database"].url.startswith("sqlite:"):
         raise ConfigError(file, "attachments.store", '"database" is for several nodes on PostgreSQL ([database] url);'
                           ' with SQLite keep "files" (the bytes beside the database, written outside its lock)')
-    departments = _departments(file, root.table.pop("departments", None))
+    calendars = _calendars(file, root.table.pop("calendars", []))
+    departments = _departments(file, root.table.pop("departments", None), calendars)
     imap = _imap_accounts(file, root.table.pop("imap", []), departments)
+    escalations = _escalations(file, root.table.pop("escalations", []), departments)
     root.finish()
-    return Settings(source=file, state_dir=state.resolve(), departments=departments, imap=imap, **sections)
+    return Settings(source=file, state_dir=state.resolve(), departments=departments, imap=imap,
+                    calendars=calendars, escalations=escalations, **sections)

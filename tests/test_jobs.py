@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -20,7 +22,7 @@ from maild.desk.events import Actor
 from maild.desk.options import Options
 from maild.jobs import scheduler
 from maild.spool import Incoming
-from maild.store import inbound, jobs, outbox, tickets
+from maild.store import inbound, jobs, outbox, staff, tickets
 from tests.helpers import Instance
 
 pytestmark = pytest.mark.both_engines
@@ -212,8 +214,9 @@ def test_jobs_list_and_run_from_the_command_line(instance: Instance):
     instance.extra_config = "\n[autoclose]\nhours = 24\n"
     instance.write_config()
     listed = instance.cli_json("jobs", "list")["jobs"]
-    assert [j["name"] for j in listed] == ["auto_close"]
+    assert [j["name"] for j in listed] == ["auto_close", "escalate"]
     assert listed[0]["runs"] == 0 and listed[0]["active"] and listed[0]["every_minutes"] == 10
+    assert not listed[1]["active"] and listed[1]["next_run_at"] is None     # no [[escalations]]: off
     done = instance.cli_json("jobs", "run", "auto_close", "--now", "2031-05-01T10:00:00Z")
     assert done == {"job": "auto_close", "as_of": "2031-05-01T10:00:00Z", "result": {"closed": 0}}
     listed = instance.cli_json("jobs", "list")["jobs"]
@@ -221,6 +224,135 @@ def test_jobs_list_and_run_from_the_command_line(instance: Instance):
     # The record's own time is the wall clock's: a run "as if" in 2031 does not push the schedule there.
     assert listed[0]["last_started_at"] < "2031" and listed[0]["next_run_at"] < "2031"
     text = instance.cli("jobs", "list").stdout.decode()
-    assert "auto_close  (every 10 min)" in text and "closed 0" in text
+    assert "auto_close  (every 10 min)" in text and "closed 0" in text and "escalate  (off)" in text
     bad = instance.cli("jobs", "run", "auto_close", "--now", "next tuesday", check=False)
     assert bad.returncode == 64 and b"ISO 8601" in bad.stderr
+
+
+# -- escalation rules --------------------------------------------------------------------------------------
+
+BERLIN_OFFICE = '''
+[[calendars]]
+name = "berlin"
+timezone = "Europe/Berlin"
+week = { mon = "09:00-17:00", tue = "09:00-17:00", wed = "09:00-17:00", thu = "09:00-17:00", fri = "09:00-17:00" }
+holidays = ["2026-12-25"]
+'''
+
+
+@asynccontextmanager
+async def escalating(root: Path, database_url: str, rules: str, calendar: bool = False) -> AsyncIterator[Desk]:
+    """An App whose config has ``rules`` (and Technical Support on the Berlin office calendar), and two
+    staff members of Technical Support: ada (who hears of its new tickets) and bo."""
+    root.mkdir(parents=True, exist_ok=True)
+    inst = Instance(root, database_url=database_url,
+                    extra_config="\n[autoclose]\nhours = 0\n" + (BERLIN_OFFICE if calendar else "") + rules)
+    if calendar:
+        inst.config.write_text(inst.config.read_text().replace(
+            'name = "Technical Support"\n', 'name = "Technical Support"\ncalendar = "berlin"\n', 1))
+    settings = config.load(inst.config)
+    now = [T0]
+    async with App(settings, clock=Clock(lambda: now[0])) as app:
+        assert app.db is not None
+        support = app.departments["Technical Support"]
+        async with app.db.transaction():
+            for user in ("ada", "bo"):
+                sid = await staff.save(app.db, email=f"{user}@helpdesk.example", username=user, name=user.title(),
+                                       is_admin=False, signature=None, stamp=app.clock.stamp())
+                await staff.set_departments(app.db, sid, [support], [support] if user == "ada" else [])
+        yield Desk(app, now, settings)
+
+
+async def fired(desk: Desk, when: datetime) -> int:
+    desk.at(when)
+    return (await scheduler.run_job(desk.app, "escalate", NODE))["fired"]
+
+
+STALE = '''
+[[escalations]]
+name = "stale"
+minutes = 60
+after = "client_reply"
+statuses = ["Open", "Customer-Reply"]
+priority = "High"
+note = "Nobody answered for an hour."
+notify = ["bo"]
+'''
+
+
+async def test_an_escalation_fires_once_and_again_only_after_a_person_changed_the_ticket(
+        tmp_path: Path, database_url: str):
+    async with escalating(tmp_path, database_url, STALE) as desk:
+        tid = await desk.client_mail("slow", "gil@client.example")
+        assert await fired(desk, T0 + timedelta(minutes=59)) == 0
+        assert await fired(desk, T0 + timedelta(minutes=60)) == 1
+        ticket = await tickets.by_tid(desk.app.db, tid)   # type: ignore[arg-type]
+        assert ticket is not None and ticket.priority == "High"
+        log = [r["event"] for r in await tickets.events(desk.app.db, ticket.id)]   # type: ignore[arg-type]
+        assert log.count("escalated") == 1 and "options_changed" in log and "note" in log
+        # The escalated mail: the department's staff who hear of it (ada) and the one the rule names (bo).
+        assert await desk.mails("escalated") == ["ada@helpdesk.example", "bo@helpdesk.example"]
+        # Its own change (the priority) is not a change by a person: nothing fires again, however late.
+        assert await fired(desk, T0 + timedelta(hours=5)) == 0
+        # A staff reply takes it out of the rule's statuses; the client's answer brings it back, and an
+        # hour after that the rule fires again.
+        desk.at(T0 + timedelta(hours=6))
+        ours = await desk.staff_reply(tid)
+        assert await fired(desk, T0 + timedelta(hours=8)) == 0
+        desk.at(T0 + timedelta(hours=9))
+        await desk.client_mail("Re: slow", "gil@client.example", reply_to=ours)
+        assert await fired(desk, T0 + timedelta(hours=9, minutes=59)) == 0
+        assert await fired(desk, T0 + timedelta(hours=10)) == 1
+        assert await fired(desk, T0 + timedelta(hours=11)) == 0
+        assert len(await desk.mails("escalated")) == 4
+        runs = await jobs.last_runs(desk.app.db)   # type: ignore[arg-type]
+        assert runs["escalate"].result == {"fired": 0} and runs["escalate"].runs == 7
+
+
+async def test_business_minutes_skip_the_night_the_weekend_and_a_holiday(tmp_path: Path, database_url: str):
+    rule = '\n[[escalations]]\nname = "first answer"\nminutes = 60\nafter = "staff_reply"\nnote = "Late."\n'
+    async with escalating(tmp_path, database_url, rule, calendar=True) as desk:
+        berlin = ZoneInfo("Europe/Berlin")
+        # Thursday 24 December, 16:30 in Berlin: half an hour of business time that day; the 25th is a
+        # holiday, then the weekend: the hour is up on Monday the 28th at 09:30.
+        desk.at(datetime(2026, 12, 24, 16, 30, tzinfo=berlin))
+        await desk.client_mail("before christmas", "hal@client.example")   # never answered: counts from opening
+        for when, expected in (((2026, 12, 24, 17, 29), 0), ((2026, 12, 25, 16, 0), 0), ((2026, 12, 27, 12, 0), 0),
+                               ((2026, 12, 28, 9, 29), 0), ((2026, 12, 28, 9, 30), 1)):
+            assert await fired(desk, datetime(*when, tzinfo=berlin)) == expected, when
+
+
+async def test_an_action_that_cannot_be_taken_is_logged_and_the_others_go_on(tmp_path: Path, database_url: str):
+    rule = '\n[[escalations]]\nname = "to nobody"\nminutes = 10\nafter = "opened"\nassign = "nobody"\n'
+    async with escalating(tmp_path, database_url, rule) as desk:
+        first = await desk.client_mail("one", "ivy@client.example")
+        await desk.client_mail("two", "jo@client.example")
+        assert await fired(desk, T0 + timedelta(minutes=10)) == 2
+        ticket = await tickets.by_tid(desk.app.db, first)   # type: ignore[arg-type]
+        assert ticket is not None and ticket.assigned_to is None
+        failed = [r for r in await tickets.events(desk.app.db, ticket.id)   # type: ignore[arg-type]
+                  if r["event"] == "escalation_failed"]
+        assert len(failed) == 1 and "nobody" in json.loads(failed[0]["detail"])["error"]
+        assert await fired(desk, T0 + timedelta(hours=1)) == 0     # not retried on every run
+
+
+def test_escalation_rules_in_the_config_are_checked(tmp_path: Path):
+    base = settings_for(tmp_path, "")
+    data = _table(base.source)
+    good = {"name": "x", "minutes": 30, "priority": "high", "statuses": ["customer-reply"]}
+    (rule,) = config.from_dict(base.source, {**data, "escalations": [good]}).escalations
+    assert (rule.priority, rule.statuses, rule.after, rule.column) == ("High", ("Customer-Reply",), "reply",
+                                                                       "last_reply_at")
+    for bad, words in (({**good, "minutes": 0}, "escalations[0].minutes"),
+                       ({**good, "after": "lunch"}, "escalations[0].after"),
+                       ({**good, "departments": ["Nope"]}, "escalations[0].departments"),
+                       ({**good, "statuses": ["Closed"]}, "escalations[0].statuses"),
+                       ({"name": "idle", "minutes": 5}, "does nothing"),
+                       ({**good, "colour": "red"}, "escalations[0].colour")):
+        with pytest.raises(config.ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
+            config.from_dict(base.source, {**data, "escalations": [bad]})
+    with pytest.raises(config.ConfigError, match="calendar.*no \\[\\[calendars\\]\\] table named 'office'"):
+        deps = [{**d, "calendar": "office"} for d in data["departments"]]
+        config.from_dict(base.source, {**data, "departments": deps})
+    with pytest.raises(config.ConfigError, match="calendars\\[0\\].timezone"):
+        config.from_dict(base.source, {**data, "calendars": [{"name": "x", "timezone": "Nowhere/Else"}]})

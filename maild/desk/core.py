@@ -72,7 +72,8 @@ class NewMessage:
 
 async def create_ticket(db: Database, *, digits: int, subject: str, priority: str, department_id: int,
                         client_email: str, client_name: str, client_id: int | None, stamp: str,
-                        status: str = tickets.OPEN, root_message_id: str = "") -> tuple[int, str]:
+                        status: str = tickets.OPEN, root_message_id: str = "", by_staff: bool = False
+                        ) -> tuple[int, str]:
     """Insert the ticket under a random public number of ``digits`` digits, never sequential; a number
     already taken is caught by the unique index and another one drawn."""
     low = 10 ** (digits - 1)
@@ -82,7 +83,7 @@ async def create_ticket(db: Database, *, digits: int, subject: str, priority: st
             ticket_id = await tickets.create(
                 db, tid=tid, subject=subject.strip() or "(no subject)", status=status, priority=priority,
                 department_id=department_id, client_email=client_email, client_name=client_name,
-                client_id=client_id, stamp=stamp, root_message_id=root_message_id)
+                client_id=client_id, stamp=stamp, root_message_id=root_message_id, by_staff=by_staff)
         except tickets.TidTaken:
             continue
         return ticket_id, tid
@@ -127,7 +128,8 @@ async def open_ticket(db: Database, *, actor: Actor, digits: int, department_id:
     ticket_id, tid = await create_ticket(db, digits=digits, subject=first.subject, priority=priority,
                                          department_id=department_id, client_email=client_email,
                                          client_name=client_name, client_id=client_id, stamp=stamp,
-                                         root_message_id="" if message_id_for else first.message_id)
+                                         root_message_id="" if message_id_for else first.message_id,
+                                         by_staff=first.kind == "staff_reply")
     if message_id_for is not None:
         first = replace(first, message_id=message_id_for(ticket_id))
     message_id = await add_message(db, ticket_id, first, stamp,
@@ -146,7 +148,7 @@ async def add_reply(db: Database, ticket: Ticket, msg: NewMessage, actor: Actor,
     if ticket.status == tickets.CLOSED and status != tickets.CLOSED:
         await tickets.log_event(db, ticket.id, "reopened", actor.label, stamp, by=event.value)
     new_status = status or (tickets.ANSWERED if staff else tickets.CUSTOMER_REPLY)
-    await tickets.touch_reply(db, ticket.id, new_status, stamp)
+    await tickets.touch_reply(db, ticket.id, new_status, stamp, staff=staff, by_person=actor.kind != "system")
     await tickets.log_event(db, ticket.id, "staff_reply" if staff else "client_reply", actor.label, stamp,
                             previous_status=ticket.status, status=new_status, **detail)
     events = [Event(event, ticket.id, actor, message_id=message_id)]

@@ -20,14 +20,14 @@ from maild.desk.errors import Collision, Denied, Invalid, NotFound
 from maild.desk.events import Actor, Event, EventKind
 from maild.desk.options import Options, apply_options, parse_status
 from maild.notify.headers import new_message_id
-from maild.store import people, staff, tickets
+from maild.store import escalations, people, staff, tickets
 from maild.store.db import Database
 from maild.store.staff import StaffMember
 from maild.store.tickets import Ticket
 
 if TYPE_CHECKING:
     from maild.clock import Clock
-    from maild.config import Settings
+    from maild.config import Escalation, Settings
     from maild.notify.follow import Notifier
 
 # What collision detection compares (seed: department, subject, priority, client, assigned admin, flagged
@@ -261,6 +261,53 @@ class Desk:
             if not self._outer:
                 await self.notifier.follow(events)
         return [ticket_id for ticket_id, _ in closed]
+
+    async def escalate(self, rule: Escalation, conditions: escalations.Conditions, cutoff: str,
+                       ticket_ids: Sequence[int]) -> list[int]:
+        """The escalation job's action, as the system: take ``rule``'s actions on those of ``ticket_ids`` it
+        is still due on (checked again here, under the lock), log each firing and send the ``escalated``
+        mail (to the watchers, the assigned and flagged admins, the department and ``notify``). An action
+        that cannot be taken (a username that is no staff member of the department) is logged on the
+        ticket as ``escalation_failed``; the rule counts as fired either way. The ids it fired on."""
+        actor = Actor(kind="system", username=f"escalation:{rule.name}")
+        events: list[Event] = []
+        async with self._unit():
+            stamp = self.clock.stamp()
+            due = await escalations.still_due(self.db, conditions, cutoff, ticket_ids)
+            for ticket in (await tickets.get_many(self.db, due)).values():
+                try:
+                    async with self.db.savepoint("escalation"):
+                        events += await self._escalate_one(rule, actor, ticket, stamp)
+                except (Invalid, NotFound, Denied) as exc:
+                    await tickets.log_event(self.db, ticket.id, "escalation_failed", actor.label, stamp,
+                                            rule=rule.name, error=str(exc))
+            await escalations.fired(self.db, rule.name, due, stamp)
+            if not self._outer:
+                await self.notifier.follow(events)
+        return due
+
+    async def _escalate_one(self, rule: Escalation, actor: Actor, ticket: Ticket, stamp: str) -> list[Event]:
+        options = Options(department=rule.department or None, priority=rule.priority or None,
+                          status=(rule.status or None) if not rule.reply else None,
+                          assign=rule.assign or None, flag=rule.flag or None)
+        events = await apply_options(self, actor, ticket, options, stamp)
+        changed = await tickets.get(self.db, ticket.id) or ticket
+        if rule.reply:
+            text = bodies.merge(rule.reply, changed.client_name, changed.client_email)
+            msg = self._staff_message(actor, text, changed.subject, (), ticket_id=changed.id)
+            _, more = await core.add_reply(self.db, changed, msg, actor, stamp, status=rule.status or None,
+                                           escalation=rule.name)
+            events += more
+        if rule.note:
+            note = core.NewMessage(kind="note", author_email="", author_name=actor.label, badge="Operator",
+                                   body=rule.note, body_html=bodies.to_html(rule.note))
+            _, more = await core.add_note(self.db, changed, note, actor, [], stamp, escalation=rule.name)
+            events += more
+        named = await staff.with_access(self.db, list(rule.notify), changed.department_id) if rule.notify else []
+        await tickets.log_event(self.db, ticket.id, "escalated", actor.label, stamp, rule=rule.name)
+        events.append(Event(EventKind.ESCALATED, ticket.id, actor, mentioned=tuple(m.id for m in named),
+                            changes={"rule": (None, rule.name)}))
+        return events
 
     # -- helpers -------------------------------------------------------------------------------------------
 

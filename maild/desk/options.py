@@ -116,7 +116,7 @@ async def apply_options(desk: Desk, actor: Actor, ticket: Ticket, opts: Options,
         raise Invalid(f"not an email address among --cc-add {', '.join(opts.cc_add)}")
     removed = [people.normalise_address(a) for a in opts.cc_remove]
     if columns:
-        await tickets.update(db, tid, stamp, **columns)
+        await tickets.update(db, tid, stamp, by_person=actor.kind != "system", **columns)
     await people.add_cc(db, tid, added, state="confirmed", added_by=actor.label)  # staff confirm pending ones
     await people.remove_cc(db, tid, removed)
     cc_after = {r["address"]: r["state"] for r in await people.cc_list(db, tid)}

@@ -79,6 +79,13 @@ class Calendar:
                 raise CalendarError(f"holiday {h!r} is not a date like 2026-12-25") from None
         return cls(name, timezone, {d: parse_ranges(texts.get(d, "")) for d in DAYS}, frozenset(days))
 
+    def week_text(self) -> dict[str, str]:
+        """The opening hours as the configuration writes them."""
+        def hhmm(t: time) -> str:
+            return "24:00" if t == time.max else f"{t:%H:%M}"
+
+        return {d: ", ".join(f"{hhmm(a)}-{hhmm(b)}" for a, b in self.week[d]) for d in DAYS if self.week.get(d)}
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)

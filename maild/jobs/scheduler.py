@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from maild.clock import Clock, iso, parse
-from maild.jobs import NAMES, autoclose
+from maild.jobs import NAMES, autoclose, escalate
 from maild.nodes import LeaseKeeper
 from maild.store import jobs as runs
 from maild.store.jobs import JobRun
@@ -51,6 +51,8 @@ class Job:
 JOBS: dict[str, Job] = {job.name: job for job in (
     Job("auto_close", "close tickets idle for [autoclose] hours in [autoclose] statuses", autoclose.run,
         lambda s: s.autoclose.hours > 0),
+    Job("escalate", "fire the [[escalations]] rules on the tickets they are due on", escalate.run,
+        lambda s: bool(s.escalations)),
 )}
 
 

@@ -51,6 +51,9 @@ class Ticket:
     flagged_name: str | None
     root_message_id: str          # the first Message-ID of the ticket's thread (our References root)
     thread_index: str             # the client's latest Thread-Index (Outlook)
+    last_client_reply_at: str     # "" when the client has not written (a ticket staff opened)
+    last_staff_reply_at: str      # "" when staff have not answered yet
+    changed_at: str               # a person's last reply or option change (the system's do not count)
 
     @classmethod
     def from_row(cls, row: Row) -> Ticket:
@@ -84,14 +87,16 @@ async def create(
     client_id: int | None,
     stamp: str,
     root_message_id: str = "",
+    by_staff: bool = False,
 ) -> int:
+    """A new ticket; its first message is the client's, or (``by_staff``) a staff member's."""
     # ON CONFLICT, not a caught error: on PostgreSQL a failed statement would abort the whole transaction.
     ticket_id = await db.insert(
         "INSERT INTO tickets (tid, subject, status, priority, department_id, client_email, client_name, client_id,"
-        " created_at, updated_at, last_reply_at, root_message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (tid) DO NOTHING",
+        " created_at, updated_at, last_reply_at, root_message_id, last_client_reply_at, last_staff_reply_at,"
+        " changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tid) DO NOTHING",
         (tid, subject, status, priority, department_id, client_email, client_name, client_id, stamp, stamp, stamp,
-         root_message_id),
+         root_message_id, "" if by_staff else stamp, stamp if by_staff else "", stamp),
     )
     if not ticket_id:
         raise TidTaken(tid)
@@ -180,22 +185,30 @@ async def set_thread_index(db: Database, ticket_id: int, thread_index: str) -> N
     await db.execute("UPDATE tickets SET thread_index = ? WHERE id = ?", (thread_index, ticket_id))
 
 
-async def update(db: Database, ticket_id: int, stamp: str, **fields: Any) -> None:
-    """Set ticket columns (department_id, subject, status, priority, client_id, assigned_to, flagged_to)."""
+async def update(db: Database, ticket_id: int, stamp: str, *, by_person: bool = True, **fields: Any) -> None:
+    """Set ticket columns (department_id, subject, status, priority, client_id, assigned_to, flagged_to);
+    ``by_person``: a person's change (not the system's), after which escalation rules may fire again."""
     allowed = {"department_id", "subject", "status", "priority", "client_id", "assigned_to", "flagged_to"}
     unknown = set(fields) - allowed
     if unknown:
         raise ValueError(f"not a ticket option: {', '.join(sorted(unknown))}")
     if fields:
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        await db.execute(f"UPDATE tickets SET {sets}, updated_at = ? WHERE id = ?",
-                         (*fields.values(), stamp, ticket_id))
+        sets, values = [f"{k} = ?" for k in fields], list(fields.values())
+        if by_person:
+            sets.append("changed_at = ?")
+            values.append(stamp)
+        await db.execute(f"UPDATE tickets SET {', '.join(sets)}, updated_at = ? WHERE id = ?",
+                         (*values, stamp, ticket_id))
 
 
-async def touch_reply(db: Database, ticket_id: int, status: str, stamp: str) -> None:
+async def touch_reply(db: Database, ticket_id: int, status: str, stamp: str, *, staff: bool = False,
+                      by_person: bool = True) -> None:
+    """A reply on the ticket: the client's, or (``staff``) ours; ``by_person`` as in :func:`update`."""
+    side = "last_staff_reply_at" if staff else "last_client_reply_at"
+    changed = ", changed_at = ?" if by_person else ""
     await db.execute(
-        "UPDATE tickets SET status = ?, updated_at = ?, last_reply_at = ? WHERE id = ?",
-        (status, stamp, stamp, ticket_id),
+        f"UPDATE tickets SET status = ?, updated_at = ?, last_reply_at = ?, {side} = ?{changed} WHERE id = ?",
+        (status, stamp, stamp, stamp, *((stamp,) if by_person else ()), ticket_id),
     )
 
 

@@ -1,0 +1,88 @@
+"""Escalation rules' queries: the tickets a rule is due on as of a cutoff (set-based), and which rule fired
+on which ticket when. A rule is due on a ticket when its conditions hold and it has not fired since a
+person last changed the ticket (``tickets.changed_at``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from maild.store.db import Database
+from maild.store.tickets import CLOSED
+
+CLOCKS = ("last_reply_at", "last_client_reply_at", "last_staff_reply_at", "created_at")
+
+
+@dataclass(frozen=True)
+class Conditions:
+    rule: str
+    column: str                        # one of CLOCKS: what the minutes count from
+    department_ids: tuple[int, ...]
+    statuses: tuple[str, ...] = ()     # (): all but Closed
+    priorities: tuple[str, ...] = ()
+    flagged: bool | None = None
+    assigned: bool | None = None
+
+
+def _where(c: Conditions, cutoff: str) -> tuple[str, list[Any]]:
+    if c.column not in CLOCKS:
+        raise ValueError(f"not a ticket clock: {c.column}")
+    parts: list[str] = ["t.merged_into IS NULL"]
+    params: list[Any] = []
+    if c.statuses:
+        parts.append(f"t.status IN ({', '.join('?' for _ in c.statuses)})")
+        params += c.statuses
+    else:
+        parts.append("t.status != ?")
+        params.append(CLOSED)
+    parts.append(f"t.department_id IN ({', '.join('?' for _ in c.department_ids)})")
+    params += c.department_ids
+    if c.priorities:
+        parts.append(f"t.priority IN ({', '.join('?' for _ in c.priorities)})")
+        params += c.priorities
+    if c.flagged is not None:
+        parts.append("t.flagged_to IS NOT NULL" if c.flagged else "t.flagged_to IS NULL")
+    if c.assigned is not None:
+        parts.append("t.assigned_to IS NOT NULL" if c.assigned else "t.assigned_to IS NULL")
+    # Never answered by staff: "since the last staff reply" counts from the opening.
+    clock = (f"CASE WHEN t.{c.column} = '' THEN t.created_at ELSE t.{c.column} END"
+             if c.column != "created_at" else "t.created_at")
+    parts.append(f"{clock} <= ?")
+    params.append(cutoff)
+    parts.append("NOT EXISTS (SELECT 1 FROM escalations_fired f WHERE f.ticket_id = t.id AND f.rule = ?"
+                 " AND f.fired_at >= t.changed_at)")
+    params.append(c.rule)
+    return " AND ".join(parts), params
+
+
+async def due(db: Database, c: Conditions, cutoff: str, limit: int) -> list[int]:
+    """The tickets ``c`` holds for as of ``cutoff`` (the instant the rule's minutes ago), oldest id first."""
+    if not c.department_ids:
+        return []
+    where, params = _where(c, cutoff)
+    rows = await db.fetchall(f"SELECT t.id FROM tickets t WHERE {where} ORDER BY t.id LIMIT ?", (*params, limit))
+    return [r["id"] for r in rows]
+
+
+async def still_due(db: Database, c: Conditions, cutoff: str, ids: Sequence[int]) -> list[int]:
+    """Inside a transaction: those of ``ids`` still due, locked until it ends (another run, a reply or a
+    staff member may have changed them since they were picked)."""
+    if not ids or not c.department_ids:
+        return []
+    where, params = _where(c, cutoff)
+    rows = await db.fetchall(f"SELECT t.id FROM tickets t WHERE t.id IN ({', '.join('?' for _ in ids)}) AND {where}"
+                             f" ORDER BY t.id{db.lock_clause('t')}", (*ids, *params))
+    return [r["id"] for r in rows]
+
+
+async def fired(db: Database, rule: str, ticket_ids: Sequence[int], stamp: str) -> None:
+    """Record that ``rule`` fired on ``ticket_ids`` at ``stamp``."""
+    await db.executemany("INSERT INTO escalations_fired (ticket_id, rule, fired_at) VALUES (?, ?, ?)"
+                         " ON CONFLICT (ticket_id, rule) DO UPDATE SET fired_at = excluded.fired_at",
+                         [(t, rule, stamp) for t in ticket_ids])
+
+
+async def for_ticket(db: Database, ticket_id: int) -> list[dict[str, str]]:
+    return [dict(r) for r in await db.fetchall(
+        "SELECT rule, fired_at FROM escalations_fired WHERE ticket_id = ? ORDER BY fired_at, rule", (ticket_id,))]

@@ -1,0 +1,18 @@
+-- Escalation rules (issue 11): when each side last wrote, when a person last changed the ticket (a reply,
+-- an option change: what lets a rule fire again; the system's own changes do not count), and which rule
+-- fired on which ticket when.
+ALTER TABLE tickets ADD COLUMN last_client_reply_at TEXT NOT NULL DEFAULT '';
+ALTER TABLE tickets ADD COLUMN last_staff_reply_at TEXT NOT NULL DEFAULT '';
+ALTER TABLE tickets ADD COLUMN changed_at TEXT NOT NULL DEFAULT '';
+UPDATE tickets SET changed_at = updated_at,
+    last_client_reply_at = coalesce((SELECT max(m.created_at) FROM messages m
+                                     WHERE m.ticket_id = tickets.id AND m.kind = 'reply'), ''),
+    last_staff_reply_at = coalesce((SELECT max(m.created_at) FROM messages m
+                                    WHERE m.ticket_id = tickets.id AND m.kind = 'staff_reply'), '');
+
+CREATE TABLE escalations_fired (
+    ticket_id  INTEGER NOT NULL REFERENCES tickets (id) ON DELETE CASCADE,
+    rule       TEXT NOT NULL,
+    fired_at   TEXT NOT NULL,
+    PRIMARY KEY (ticket_id, rule)
+);
