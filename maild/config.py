@@ -501,6 +501,12 @@ class Department:
     accept_new: str = "anyone"         # anyone | registered (others: blocked:unregistered)
     closed_replies: str = "reopen"     # reopen | new_ticket | block (blocked:closed_ticket)
     calendar: str = ""                 # a [[calendars]] name: its rules count business time; "": wall time
+    first_response: tuple[tuple[str, int], ...] = ()   # (priority, minutes): response targets, business time
+    resolution: tuple[tuple[str, int], ...] = ()
+
+    def target(self, kind: str, priority: str) -> int | None:
+        """The ``first_response`` or ``resolution`` target in minutes for ``priority``, if any."""
+        return dict(getattr(self, kind)).get(priority)
 
 
 ESCALATION_CLOCKS = {"reply": "last_reply_at", "client_reply": "last_client_reply_at",
@@ -520,6 +526,7 @@ class Escalation:
     priorities: tuple[str, ...] = ()           # (): all
     flagged: bool | None = None                # None: either
     assigned: bool | None = None
+    breached: str = ""                         # "" | first_response | resolution: the department's target passed
     # actions
     department: str = ""
     priority: str = ""
@@ -653,7 +660,9 @@ class Settings:
         out["outbound"]["port"] = self.outbound.effective_port
         out["database"]["url"] = self.database_url.display  # never the password a URL may carry
         out["departments"] = [{"name": d.name, "addresses": list(d.addresses), "accept_new": d.accept_new,
-                               "closed_replies": d.closed_replies, "calendar": d.calendar} for d in self.departments]
+                               "closed_replies": d.closed_replies, "calendar": d.calendar,
+                               "first_response_minutes": dict(d.first_response),
+                               "resolution_minutes": dict(d.resolution)} for d in self.departments]
         out["calendars"] = [{"name": c.name, "timezone": c.timezone, "holidays": sorted(str(h) for h in c.holidays),
                              "week": c.week_text()} for c in self.calendars.values()]
         out["escalations"] = [_plain({f.name: getattr(e, f.name) for f in fields(e)}) for e in self.escalations]
@@ -712,9 +721,13 @@ def _escalations(file: Path, value: Any, departments: tuple[Department, ...]) ->
         name = r.get("name", str, "")
         if not re.match(r"^[\w .:-]{1,64}$", name) or any(x.name == name for x in rules):
             raise r.error("name", f"each rule needs a short name of its own, got {name!r}")
-        minutes = r.get("minutes", int, None)
-        if minutes is None or not 1 <= minutes <= 525600:
-            raise r.error("minutes", f"required: 1-525600 minutes, got {minutes!r}")
+        breached = r.get("breached", str, "")
+        if breached not in ("", "first_response", "resolution"):
+            raise r.error("breached", f"must be first_response or resolution, got {breached!r}")
+        minutes = r.get("minutes", int, 0 if breached else None)
+        if minutes is None or not (0 if breached else 1) <= minutes <= 525600:
+            raise r.error("minutes", f"required (unless the rule is about a breached target): 1-525600 minutes,"
+                                     f" got {minutes!r}")
         after = r.get("after", str, "reply")
         if after not in ESCALATION_CLOCKS:
             raise r.error("after", f"must be one of {', '.join(ESCALATION_CLOCKS)}, got {after!r}")
@@ -723,6 +736,7 @@ def _escalations(file: Path, value: Any, departments: tuple[Department, ...]) ->
             name=name, minutes=minutes, after=after, departments=_names(r, "departments", names, "department"),
             statuses=_names(r, "statuses", [s for s in STATUSES if s != CLOSED], "status a rule can watch"),
             priorities=_names(r, "priorities", PRIORITIES, "priority"), flagged=flagged, assigned=assigned,
+            breached=breached,
             department=_one(r, "department", names, "department"),
             priority=_one(r, "priority", PRIORITIES, "priority"),
             status=_one(r, "status", STATUSES, "status"),
@@ -737,6 +751,23 @@ def _escalations(file: Path, value: Any, departments: tuple[Department, ...]) ->
         r.finish()
         rules.append(rule)
     return tuple(rules)
+
+
+def _targets(r: _Reader, key: str) -> tuple[tuple[str, int], ...]:
+    """A response target: minutes for every priority, or a table of priority → minutes."""
+    value = r.get(key, (int, dict), None)
+    if value is None:
+        return ()
+    given = {p: value for p in PRIORITIES} if isinstance(value, int) else value
+    out = []
+    for prio, minutes in given.items():
+        match = next((p for p in PRIORITIES if p.lower() == str(prio).lower()), None)
+        if match is None:
+            raise r.error(key, f"{prio!r} is not a priority; use {', '.join(PRIORITIES)}")
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 525600:
+            raise r.error(key, f"{match}: expected 1-525600 minutes, got {minutes!r}")
+        out.append((match, minutes))
+    return tuple(out)
 
 
 def _one(r: _Reader, key: str, allowed: Sequence[str], what: str) -> str:
@@ -789,8 +820,9 @@ def _departments(file: Path, value: Any, calendars: Mapping[str, Any] | None = N
         if calendar and calendar not in calendars:
             raise r.error("calendar", f"no [[calendars]] table named {calendar!r}"
                                       f" ({', '.join(calendars) or 'none is defined'})")
+        targets = [_targets(r, key) for key in ("first_response_minutes", "resolution_minutes")]
         r.finish()
-        result.append(Department(name.strip(), tuple(clean), accept, closed, calendar))
+        result.append(Department(name.strip(), tuple(clean), accept, closed, calendar, *targets))
     return tuple(result)
 
 

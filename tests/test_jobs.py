@@ -20,10 +20,10 @@ from maild.app import App
 from maild.clock import Clock, iso
 from maild.desk.events import Actor
 from maild.desk.options import Options
-from maild.jobs import scheduler
+from maild.jobs import scheduler, targets
 from maild.spool import Incoming
 from maild.store import inbound, jobs, outbox, staff, tickets
-from tests.helpers import Instance
+from tests.helpers import Instance, make_mail
 
 pytestmark = pytest.mark.both_engines
 
@@ -356,3 +356,52 @@ def test_escalation_rules_in_the_config_are_checked(tmp_path: Path):
         config.from_dict(base.source, {**data, "departments": deps})
     with pytest.raises(config.ConfigError, match="calendars\\[0\\].timezone"):
         config.from_dict(base.source, {**data, "calendars": [{"name": "x", "timezone": "Nowhere/Else"}]})
+
+
+async def test_response_targets_are_due_in_business_time_and_a_breach_escalates(tmp_path: Path, database_url: str):
+    rule = '\n[[escalations]]\nname = "late first answer"\nbreached = "first_response"\nnote = "Overdue."\n'
+    async with escalating(tmp_path, database_url, rule, calendar=True) as desk:
+        text = desk.settings.source.read_text().replace(
+            'calendar = "berlin"\n', 'calendar = "berlin"\nfirst_response_minutes = { High = 60 }\n'
+                                     'resolution_minutes = 480\n', 1)
+        desk.settings.source.write_text(text)
+        settings = config.load(desk.settings.source)
+        desk.app.settings = settings
+        desk.app.desk.settings = settings
+        berlin = ZoneInfo("Europe/Berlin")
+        desk.at(datetime(2026, 12, 24, 16, 30, tzinfo=berlin))            # Thursday; the 25th is a holiday
+        tid = await desk.client_mail("printer", "kim@client.example")
+        ticket = await tickets.by_tid(desk.app.db, tid)   # type: ignore[arg-type]
+        assert ticket is not None
+        due = targets.of(ticket, settings, desk.now[0])
+        assert due["first_response"] is None                           # no target for Medium
+        assert due["resolution"]["due_at"] == iso(datetime(2026, 12, 28, 16, 30, tzinfo=berlin))
+        assert await fired(desk, datetime(2027, 1, 4, 9, 0, tzinfo=berlin)) == 0   # Medium: nothing to breach
+        await desk.app.desk.set_options(Actor.system("agent"), tid, Options(priority="High"))
+        ticket = await tickets.by_tid(desk.app.db, tid)   # type: ignore[arg-type]
+        assert ticket is not None
+        first = targets.of(ticket, settings, datetime(2026, 12, 28, 9, 29, tzinfo=berlin))["first_response"]
+        assert first == {"minutes": 60, "due_at": iso(datetime(2026, 12, 28, 9, 30, tzinfo=berlin)), "met_at": None,
+                         "breached": False}
+        assert await fired(desk, datetime(2026, 12, 28, 9, 29, tzinfo=berlin)) == 0
+        assert await fired(desk, datetime(2026, 12, 28, 9, 30, tzinfo=berlin)) == 1
+        assert await fired(desk, datetime(2026, 12, 28, 12, 0, tzinfo=berlin)) == 0
+        desk.at(datetime(2026, 12, 28, 10, 0, tzinfo=berlin))
+        await desk.staff_reply(tid)                                      # answered, half an hour late
+        ticket = await tickets.by_tid(desk.app.db, tid)   # type: ignore[arg-type]
+        assert ticket is not None
+        first = targets.of(ticket, settings, desk.now[0])["first_response"]
+        assert first["met_at"] == iso(datetime(2026, 12, 28, 10, 0, tzinfo=berlin)) and first["breached"]
+        assert targets.of(ticket, settings, desk.now[0])["resolution"]["breached"] is False
+
+
+def test_ticket_list_and_show_carry_their_targets(instance: Instance):
+    instance.write_config()
+    instance.config.write_text(instance.config.read_text().replace(
+        'name = "Technical Support"\n', 'name = "Technical Support"\nfirst_response_minutes = 30\n', 1))
+    instance.cli("pipe", input=make_mail(subject="targets").as_bytes())
+    instance.cli("process")
+    (row,) = instance.cli_json("ticket", "list")["items"]
+    assert row["targets"]["first_response"]["minutes"] == 30 and row["targets"]["resolution"] is None
+    shown = instance.cli_json("ticket", "show", row["tid"])
+    assert shown["targets"] == row["targets"] and shown["last_staff_reply_at"] is None

@@ -11,6 +11,7 @@ from maild.cli import EX_NOINPUT, EX_USAGE
 from maild.commands.output import cut, fetch_limit, print_json, print_list, print_table
 from maild.commands.views import ticket_full, ticket_summary
 from maild.config import Settings
+from maild.jobs import targets
 from maild.store import tickets
 
 
@@ -18,7 +19,8 @@ async def _list(settings: Settings, status: str | None, limit: int | None) -> tu
     async with App(settings) as app:
         assert app.db is not None
         rows, more = cut(await tickets.listing(app.db, status, fetch_limit(limit)), limit)
-        return [ticket_summary(r) for r in rows], more
+        now = app.clock.now()
+        return [ticket_summary(r, targets.of(r, settings, now)) for r in rows], more
 
 
 def known_status(value: str) -> str | None:
@@ -33,7 +35,7 @@ async def _show(settings: Settings, tid: str) -> dict | None:
         if row is None:
             return None
         row = await tickets.resolve_merged(app.db, row)
-        return await ticket_full(app.db, row)
+        return await ticket_full(app.db, row, targets.of(row, settings, app.clock.now()))
 
 
 

@@ -34,7 +34,8 @@ def import_log_row(row: Row) -> dict[str, Any]:
     }
 
 
-def ticket_summary(row: Ticket) -> dict[str, Any]:
+def ticket_summary(row: Ticket, targets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A ticket's fields; ``targets``: its response targets (maild/jobs/targets.py), when known."""
     return {
         "tid": row.tid,
         "subject": row.subject,
@@ -47,11 +48,15 @@ def ticket_summary(row: Ticket) -> dict[str, Any]:
         "last_reply_at": row.last_reply_at,
         "assigned": row.assigned_username,
         "flagged": row.flagged_username,
+        "last_client_reply_at": row.last_client_reply_at or None,
+        "last_staff_reply_at": row.last_staff_reply_at or None,
+        "closed_at": row.closed_at or None,
+        **({"targets": targets} if targets is not None else {}),
     }
 
 
-async def ticket_full(db: Database, row: Ticket) -> dict[str, Any]:
-    data = ticket_summary(row)
+async def ticket_full(db: Database, row: Ticket, targets: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = ticket_summary(row, targets)
     files: dict[int, list[dict[str, Any]]] = {}
     for a in await messages.attachments_for_ticket(db, row.id):
         files.setdefault(a.message_id, []).append({

@@ -26,19 +26,27 @@ async def run(app: App, now: datetime) -> dict[str, int]:
     settings = app.settings
     fired = 0
     for rule in settings.escalations:
-        groups: dict[str, list[int]] = {}     # calendar name ("" = wall time) -> department ids
+        groups: dict[tuple[str, str], list[int]] = {}  # (calendar ("" = wall time), department if breach) -> ids
         for name in rule.departments or [d.name for d in settings.departments]:
             dept = settings.department(name)
             if dept is not None and name in app.departments:
-                groups.setdefault(dept.calendar, []).append(app.departments[name])
-        for calendar_name, dept_ids in sorted(groups.items()):
+                key = (dept.calendar, dept.name if rule.breached else "")
+                groups.setdefault(key, []).append(app.departments[name])
+        for (calendar_name, dept_name), dept_ids in sorted(groups.items()):
             clock = settings.calendars[calendar_name] if calendar_name else WallClock()
             since = clock.back(now, rule.minutes)
             if since.year < 1900:      # no opening hours within years: nothing is due
                 continue
             cutoff = iso(since)
+            breach: tuple[tuple[str, str], ...] = ()
+            if rule.breached:
+                dept = settings.department(dept_name)
+                assert dept is not None
+                breach = tuple((prio, iso(clock.back(now, minutes))) for prio, minutes in getattr(dept, rule.breached))
+                if not breach:     # no target in this department: never breached
+                    continue
             conditions = escalations.Conditions(rule.name, rule.column, tuple(dept_ids), rule.statuses,
-                                                rule.priorities, rule.flagged, rule.assigned)
+                                                rule.priorities, rule.flagged, rule.assigned, rule.breached, breach)
             while ids := await escalations.due(app.db, conditions, cutoff, BATCH):
                 done = await app.desk.escalate(rule, conditions, cutoff, ids)
                 fired += len(done)

@@ -23,6 +23,8 @@ class Conditions:
     priorities: tuple[str, ...] = ()
     flagged: bool | None = None
     assigned: bool | None = None
+    breached: str = ""                 # first_response | resolution: the target ran out (breach_cutoffs)
+    breach_cutoffs: tuple[tuple[str, str], ...] = ()   # (priority, opened at or before this: overdue)
 
 
 def _where(c: Conditions, cutoff: str) -> tuple[str, list[Any]]:
@@ -45,6 +47,12 @@ def _where(c: Conditions, cutoff: str) -> tuple[str, list[Any]]:
         parts.append("t.flagged_to IS NOT NULL" if c.flagged else "t.flagged_to IS NULL")
     if c.assigned is not None:
         parts.append("t.assigned_to IS NOT NULL" if c.assigned else "t.assigned_to IS NULL")
+    if c.breached:
+        # Only the priorities with a target can breach it; the caller skips a rule with none.
+        parts.append("(" + " OR ".join("(t.priority = ? AND t.created_at <= ?)" for _ in c.breach_cutoffs) + ")")
+        params += [v for pair in c.breach_cutoffs for v in pair]
+        if c.breached == "first_response":
+            parts.append("t.first_staff_reply_at = ''")
     # Never answered by staff: "since the last staff reply" counts from the opening.
     clock = (f"CASE WHEN t.{c.column} = '' THEN t.created_at ELSE t.{c.column} END"
              if c.column != "created_at" else "t.created_at")

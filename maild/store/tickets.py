@@ -54,6 +54,8 @@ class Ticket:
     last_client_reply_at: str     # "" when the client has not written (a ticket staff opened)
     last_staff_reply_at: str      # "" when staff have not answered yet
     changed_at: str               # a person's last reply or option change (the system's do not count)
+    first_staff_reply_at: str     # the first response ("" before it; a ticket staff opened has it from then)
+    closed_at: str                # when it was last closed ("" while it is not)
 
     @classmethod
     def from_row(cls, row: Row) -> Ticket:
@@ -94,9 +96,10 @@ async def create(
     ticket_id = await db.insert(
         "INSERT INTO tickets (tid, subject, status, priority, department_id, client_email, client_name, client_id,"
         " created_at, updated_at, last_reply_at, root_message_id, last_client_reply_at, last_staff_reply_at,"
-        " changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tid) DO NOTHING",
+        " first_staff_reply_at, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (tid) DO NOTHING",
         (tid, subject, status, priority, department_id, client_email, client_name, client_id, stamp, stamp, stamp,
-         root_message_id, "" if by_staff else stamp, stamp if by_staff else "", stamp),
+         root_message_id, "" if by_staff else stamp, stamp if by_staff else "", stamp if by_staff else "", stamp),
     )
     if not ticket_id:
         raise TidTaken(tid)
@@ -194,6 +197,9 @@ async def update(db: Database, ticket_id: int, stamp: str, *, by_person: bool = 
         raise ValueError(f"not a ticket option: {', '.join(sorted(unknown))}")
     if fields:
         sets, values = [f"{k} = ?" for k in fields], list(fields.values())
+        if "status" in fields:
+            sets.append("closed_at = ?")
+            values.append(stamp if fields["status"] == CLOSED else "")
         if by_person:
             sets.append("changed_at = ?")
             values.append(stamp)
@@ -204,11 +210,14 @@ async def update(db: Database, ticket_id: int, stamp: str, *, by_person: bool = 
 async def touch_reply(db: Database, ticket_id: int, status: str, stamp: str, *, staff: bool = False,
                       by_person: bool = True) -> None:
     """A reply on the ticket: the client's, or (``staff``) ours; ``by_person`` as in :func:`update`."""
-    side = "last_staff_reply_at" if staff else "last_client_reply_at"
+    side = ("last_staff_reply_at = ?, first_staff_reply_at = CASE WHEN first_staff_reply_at = '' THEN ?"
+            " ELSE first_staff_reply_at END" if staff else "last_client_reply_at = ?")
     changed = ", changed_at = ?" if by_person else ""
     await db.execute(
-        f"UPDATE tickets SET status = ?, updated_at = ?, last_reply_at = ?, {side} = ?{changed} WHERE id = ?",
-        (status, stamp, stamp, stamp, *((stamp,) if by_person else ()), ticket_id),
+        f"UPDATE tickets SET status = ?, updated_at = ?, last_reply_at = ?, closed_at = ?, {side}{changed}"
+        f" WHERE id = ?",
+        (status, stamp, stamp, stamp if status == CLOSED else "", stamp, *((stamp,) if staff else ()),
+         *((stamp,) if by_person else ()), ticket_id),
     )
 
 
@@ -240,8 +249,9 @@ async def close_idle(db: Database, ids: Sequence[int], statuses: Sequence[str], 
                              f" AND t.status IN ({smarks}) AND t.last_reply_at <= ? AND t.merged_into IS NULL"
                              f" ORDER BY t.id{db.lock_clause('t')}", (*ids, *statuses, cutoff))
     if rows:
-        await db.execute(f"UPDATE tickets SET status = ?, updated_at = ? WHERE id IN ({', '.join('?' for _ in rows)})",
-                         (CLOSED, stamp, *(r["id"] for r in rows)))
+        await db.execute(f"UPDATE tickets SET status = ?, updated_at = ?, closed_at = ?"
+                         f" WHERE id IN ({', '.join('?' for _ in rows)})",
+                         (CLOSED, stamp, stamp, *(r["id"] for r in rows)))
     return [(r["id"], r["status"]) for r in rows]
 
 
