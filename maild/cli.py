@@ -304,6 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     ot.add_argument("address", metavar="ADDRESS")
     ot.add_argument("--json", action="store_true", help="print JSON")
 
+    p = command("feedback", "feedback requests sent to clients of closed tickets, and what came back",
+                "Feedback requests: one per closed ticket in a department that asks for feedback ([feedback] and"
+                " the departments' feedback key), with the client's rating and comment once given.")
+    f_sub = p.add_subparsers(dest="feedback_command", metavar="ACTION", required=True)
+    fl = _action(f_sub, "list", help="feedback requests, newest first, with their answers")
+    fl.add_argument("--answered", action="store_true", help="only those the client answered")
+    _list_options(fl, "requests")
+
     p = command("jobs", "the scheduled jobs: list them with their last and next run; run one now",
                 "The jobs `ticketd serve` runs on a schedule ([jobs] minutes each; with several nodes, one node"
                 " at a time). Each run is recorded: what it did, when, on which node.")

@@ -459,11 +459,20 @@ class AutoCloseSettings:
 
 
 @dataclass(frozen=True)
+class FeedbackSettings:
+    """``[feedback]``: a closed ticket's client is asked for feedback once it has stayed closed this long
+    (a ticket closed by mistake and reopened at once is not asked), in departments with ``feedback``."""
+
+    delay_minutes: int = setting(30, int, _range(0, 30 * 24 * 60, " minutes"))
+
+
+@dataclass(frozen=True)
 class JobSettings:
     """``[jobs]``: minutes between two runs of each scheduled job (``ticketd jobs list``)."""
 
     auto_close: int = setting(10, int, _range(1, 7 * 24 * 60, " minutes"))
     escalate: int = setting(5, int, _range(1, 7 * 24 * 60, " minutes"))
+    feedback: int = setting(5, int, _range(1, 7 * 24 * 60, " minutes"))
 
 
 _CROSS_CHECKS: dict[type, Callable[[_Reader, Any], None]] = {OutboundSettings: _check_outbound}
@@ -501,6 +510,7 @@ class Department:
     accept_new: str = "anyone"         # anyone | registered (others: blocked:unregistered)
     closed_replies: str = "reopen"     # reopen | new_ticket | block (blocked:closed_ticket)
     calendar: str = ""                 # a [[calendars]] name: its rules count business time; "": wall time
+    feedback: bool = True              # ask the client for feedback once a ticket has closed (seed: on)
     first_response: tuple[tuple[str, int], ...] = ()   # (priority, minutes): response targets, business time
     resolution: tuple[tuple[str, int], ...] = ()
 
@@ -615,6 +625,7 @@ class Settings:
     outbound: OutboundSettings = section(OutboundSettings)
     notifications: NotificationSettings = section(NotificationSettings)
     autoclose: AutoCloseSettings = section(AutoCloseSettings)
+    feedback: FeedbackSettings = section(FeedbackSettings)
     jobs: JobSettings = section(JobSettings)
 
     @cached_property
@@ -660,7 +671,7 @@ class Settings:
         out["outbound"]["port"] = self.outbound.effective_port
         out["database"]["url"] = self.database_url.display  # never the password a URL may carry
         out["departments"] = [{"name": d.name, "addresses": list(d.addresses), "accept_new": d.accept_new,
-                               "closed_replies": d.closed_replies, "calendar": d.calendar,
+                               "closed_replies": d.closed_replies, "calendar": d.calendar, "feedback": d.feedback,
                                "first_response_minutes": dict(d.first_response),
                                "resolution_minutes": dict(d.resolution)} for d in self.departments]
         out["calendars"] = [{"name": c.name, "timezone": c.timezone, "holidays": sorted(str(h) for h in c.holidays),
@@ -820,9 +831,10 @@ def _departments(file: Path, value: Any, calendars: Mapping[str, Any] | None = N
         if calendar and calendar not in calendars:
             raise r.error("calendar", f"no [[calendars]] table named {calendar!r}"
                                       f" ({', '.join(calendars) or 'none is defined'})")
+        feedback = r.get("feedback", bool, True)
         targets = [_targets(r, key) for key in ("first_response_minutes", "resolution_minutes")]
         r.finish()
-        result.append(Department(name.strip(), tuple(clean), accept, closed, calendar, *targets))
+        result.append(Department(name.strip(), tuple(clean), accept, closed, calendar, feedback, *targets))
     return tuple(result)
 
 

@@ -74,6 +74,7 @@ CASES = [
     (["import-log", "show", "seven"], USAGE),
     (["ticket", "note", "000000", "--as", "ada", "--body-file", "{eml}", "--bogus"], USAGE),
     (["jobs", "run", "nonsense"], USAGE),
+    (["feedback", "list", "--limit", "0"], USAGE),
     (["jobs", "run", "auto_close", "--now", "soon"], USAGE),
     # unknown IDs
     (["import-log", "show", "999"], NOT_FOUND),

@@ -405,3 +405,61 @@ def test_ticket_list_and_show_carry_their_targets(instance: Instance):
     assert row["targets"]["first_response"]["minutes"] == 30 and row["targets"]["resolution"] is None
     shown = instance.cli_json("ticket", "show", row["tid"])
     assert shown["targets"] == row["targets"] and shown["last_staff_reply_at"] is None
+
+
+# -- feedback requests -------------------------------------------------------------------------------------
+
+async def test_a_closed_ticket_gets_one_feedback_request_after_the_delay(tmp_path: Path, database_url: str):
+    inst = Instance(tmp_path, database_url=database_url)
+    inst.config.write_text(inst.config.read_text().replace('name = "Billing"\n', 'name = "Billing"\nfeedback = false\n'))
+    settings = config.load(inst.config)
+    now = [T0]
+    async with App(settings, clock=Clock(lambda: now[0])) as app:
+        desk = Desk(app, now, settings)
+        tid = await desk.client_mail("closing soon", "lu@client.example")
+        ours = await desk.staff_reply(tid)
+        billing = await desk.client_mail("an invoice", "mo@client.example")
+        await app.desk.set_options(Actor.system("agent"), billing, Options(department="Billing"))
+        idle = await desk.client_mail("goes idle", "ned@client.example")
+        await desk.staff_reply(idle)
+        desk.at(T0 + timedelta(hours=1))
+        for t in (tid, billing):
+            await app.desk.close(Actor.system("agent"), t)
+
+        async def asked(minutes: float) -> int:
+            desk.at(T0 + timedelta(hours=1, minutes=minutes))
+            return (await scheduler.run_job(app, "feedback", NODE))["requested"]
+
+        assert await asked(29) == 0
+        assert await asked(30) == 1                       # Billing asks for no feedback
+        (mail,) = [r for r in await outbox.listing(app.db, None, None) if r.event == "feedback_request"]  # type: ignore[arg-type]
+        (row,) = await app.db.fetchall("SELECT token FROM feedback")   # type: ignore[union-attr]
+        full = await outbox.get(app.db, mail.id)   # type: ignore[arg-type]
+        assert full is not None and mail.recipient == "lu@client.example"
+        assert f"/feedback/{row['token']}" in full.raw.decode().replace("=\n", "")
+        assert await asked(600) == 0
+        # Reopened by the client's answer and closed again: still one request per ticket.
+        desk.at(T0 + timedelta(hours=2))
+        await desk.client_mail("Re: closing soon", "lu@client.example", reply_to=ours)
+        await app.desk.close(Actor.system("agent"), tid)
+        assert await asked(24 * 60) == 0
+        # An auto-closed ticket is asked too, once it has been closed long enough.
+        assert await run(desk, T0 + timedelta(hours=80)) == {"closed": 1}
+        desk.at(T0 + timedelta(hours=81))
+        assert (await scheduler.run_job(app, "feedback", NODE))["requested"] == 1
+        assert await desk.mails("feedback_request") == ["lu@client.example", "ned@client.example"]
+
+
+def test_feedback_list_shows_the_requests(instance: Instance):
+    instance.cli("pipe", input=make_mail(subject="rate us", sender="ola@client.example").as_bytes())
+    instance.cli("process")
+    (ticket,) = instance.cli_json("ticket", "list")["items"]
+    instance.cli("staff", "add", "ada@helpdesk.example", "--admin")
+    instance.cli("ticket", "close", ticket["tid"], "--as", "ada")
+    assert instance.cli_json("feedback", "list")["items"] == []
+    done = instance.cli_json("jobs", "run", "feedback", "--now", "2099-01-01T00:00:00Z")
+    assert done["result"] == {"requested": 1}
+    (row,) = instance.cli_json("feedback", "list")["items"]
+    assert (row["ticket"], row["client_email"], row["rating"], row["answered_at"]) == \
+        (ticket["tid"], "ola@client.example", None, None)
+    assert instance.cli_json("feedback", "list", "--answered")["items"] == []

@@ -22,6 +22,7 @@ MODULES = {
     "outbox": "outbox",
     "migrate-db": "migrate_db",
     "jobs": "jobs",
+    "feedback": "feedback",
 }
 
 

@@ -9,6 +9,7 @@ work in), compares what the actor saw (``expected``) with the ticket now and ref
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -20,7 +21,7 @@ from maild.desk.errors import Collision, Denied, Invalid, NotFound
 from maild.desk.events import Actor, Event, EventKind
 from maild.desk.options import Options, apply_options, parse_status
 from maild.notify.headers import new_message_id
-from maild.store import escalations, people, staff, tickets
+from maild.store import escalations, feedback, people, staff, tickets
 from maild.store.db import Database
 from maild.store.staff import StaffMember
 from maild.store.tickets import Ticket
@@ -261,6 +262,23 @@ class Desk:
             if not self._outer:
                 await self.notifier.follow(events)
         return [ticket_id for ticket_id, _ in closed]
+
+    async def request_feedback(self, ticket_ids: Sequence[int], department_ids: Sequence[int],
+                               cutoff: str) -> list[int]:
+        """The feedback job's action, as the system: those of ``ticket_ids`` still closed since ``cutoff``
+        and never asked get a feedback token and their client the ``feedback_request`` mail, with a
+        link that carries it; logged. One request per ticket, ever. The ids asked."""
+        actor = Actor.system()
+        async with self._unit():
+            stamp = self.clock.stamp()
+            due = await feedback.still_due(self.db, ticket_ids, department_ids, cutoff)
+            tokens = {ticket_id: secrets.token_urlsafe(24) for ticket_id in due}
+            await feedback.request(self.db, tokens, stamp)
+            await tickets.log_events(self.db, [(t, "feedback_requested", actor.label, {}) for t in due], stamp)
+            if not self._outer:
+                await self.notifier.follow([Event(EventKind.FEEDBACK_REQUEST, t, actor,
+                                                  changes={"feedback_token": (None, tokens[t])}) for t in due])
+        return due
 
     async def escalate(self, rule: Escalation, conditions: escalations.Conditions, cutoff: str,
                        ticket_ids: Sequence[int]) -> list[int]:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from maild.clock import Clock, iso, parse
-from maild.jobs import NAMES, autoclose, escalate
+from maild.jobs import NAMES, autoclose, escalate, feedback
 from maild.nodes import LeaseKeeper
 from maild.store import jobs as runs
 from maild.store.jobs import JobRun
@@ -53,6 +53,8 @@ JOBS: dict[str, Job] = {job.name: job for job in (
         lambda s: s.autoclose.hours > 0),
     Job("escalate", "fire the [[escalations]] rules on the tickets they are due on", escalate.run,
         lambda s: bool(s.escalations)),
+    Job("feedback", "ask the clients of tickets closed for [feedback] delay_minutes for feedback, once",
+        feedback.run, lambda s: any(d.feedback for d in s.departments)),
 )}
 
 

@@ -14,5 +14,10 @@ def client_link(settings: Settings, signer: Signer, tid: str) -> str:
     return f"{settings.web.public_url}/t/{tid}/{signer.view_key(tid)}"
 
 
+def feedback_link(settings: Settings, signer: Signer, tid: str, token: str) -> str:
+    """The client's signed link to rate a closed ticket (the feedback request's token at its end)."""
+    return f"{client_link(settings, signer, tid)}/feedback/{token}"
+
+
 def staff_link(settings: Settings, tid: str) -> str:
     return f"{settings.web.public_url}/desk/tickets/{tid}"

@@ -134,8 +134,10 @@ class Mailing:
         # Every copy is addressed to the ticket's requester (CC recipients see who the ticket is for, never the
         # account's owner or users, who get theirs without being named), greeted by the requester's name.
         requester = Recipient(t.client_email, t.client_name, "client", role="requester")
+        token = ev.changes.get("feedback_token", (None, None))[1] if ev.kind is EventKind.FEEDBACK_REQUEST else None
         ctx.update(thread_subject=self._thread_subject,
-                   link=links.client_link(self.n.settings, self.n.signer, t.tid),
+                   link=(links.feedback_link(self.n.settings, self.n.signer, t.tid, str(token)) if token
+                         else links.client_link(self.n.settings, self.n.signer, t.tid)),
                    recipient={"name": requester.name, "email": requester.email},
                    linked_attachments=linked)
         out = self.n.renderer.render("client", ev.kind.value, ctx)

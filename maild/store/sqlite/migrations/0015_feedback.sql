@@ -1,0 +1,10 @@
+-- Feedback requests (issue 11): one per ticket, sent once it has been closed for a while in a department
+-- that asks for feedback; the token is the one the client's link carries (the page comes with the web view).
+CREATE TABLE feedback (
+    ticket_id     INTEGER PRIMARY KEY REFERENCES tickets (id) ON DELETE CASCADE,
+    token         TEXT NOT NULL UNIQUE,
+    requested_at  TEXT NOT NULL,
+    rating        INTEGER,
+    comment       TEXT NOT NULL DEFAULT '',
+    answered_at   TEXT NOT NULL DEFAULT ''
+);
