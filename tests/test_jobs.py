@@ -411,7 +411,8 @@ def test_ticket_list_and_show_carry_their_targets(instance: Instance):
 
 async def test_a_closed_ticket_gets_one_feedback_request_after_the_delay(tmp_path: Path, database_url: str):
     inst = Instance(tmp_path, database_url=database_url)
-    inst.config.write_text(inst.config.read_text().replace('name = "Billing"\n', 'name = "Billing"\nfeedback = false\n'))
+    text = inst.config.read_text()
+    inst.config.write_text(text.replace('name = "Billing"\n', 'name = "Billing"\nfeedback = false\n'))
     settings = config.load(inst.config)
     now = [T0]
     async with App(settings, clock=Clock(lambda: now[0])) as app:
