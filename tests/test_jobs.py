@@ -214,7 +214,7 @@ def test_jobs_list_and_run_from_the_command_line(instance: Instance):
     instance.extra_config = "\n[autoclose]\nhours = 24\n"
     instance.write_config()
     listed = instance.cli_json("jobs", "list")["jobs"]
-    assert [j["name"] for j in listed] == ["auto_close", "escalate"]
+    assert [j["name"] for j in listed] == ["auto_close", "escalate", "feedback"]
     assert listed[0]["runs"] == 0 and listed[0]["active"] and listed[0]["every_minutes"] == 10
     assert not listed[1]["active"] and listed[1]["next_run_at"] is None     # no [[escalations]]: off
     done = instance.cli_json("jobs", "run", "auto_close", "--now", "2031-05-01T10:00:00Z")
