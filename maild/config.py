@@ -467,12 +467,22 @@ class FeedbackSettings:
 
 
 @dataclass(frozen=True)
+class HousekeepingSettings:
+    """``[housekeeping]``: how long raw mail is kept once processed, and attachment bytes nothing uses."""
+
+    raw_days: int = setting(30, int, _range(0, 36500, " days (0 = keep for ever)"))
+    raw_days_kept: int = setting(90, int, _range(0, 36500, " days (0 = keep for ever)"))  # blocked, failed
+    orphan_hours: int = setting(24, int, _range(1, 24 * 365, " hours"))
+
+
+@dataclass(frozen=True)
 class JobSettings:
     """``[jobs]``: minutes between two runs of each scheduled job (``ticketd jobs list``)."""
 
     auto_close: int = setting(10, int, _range(1, 7 * 24 * 60, " minutes"))
     escalate: int = setting(5, int, _range(1, 7 * 24 * 60, " minutes"))
     feedback: int = setting(5, int, _range(1, 7 * 24 * 60, " minutes"))
+    housekeeping: int = setting(60, int, _range(1, 7 * 24 * 60, " minutes"))
 
 
 _CROSS_CHECKS: dict[type, Callable[[_Reader, Any], None]] = {OutboundSettings: _check_outbound}
@@ -626,6 +636,7 @@ class Settings:
     notifications: NotificationSettings = section(NotificationSettings)
     autoclose: AutoCloseSettings = section(AutoCloseSettings)
     feedback: FeedbackSettings = section(FeedbackSettings)
+    housekeeping: HousekeepingSettings = section(HousekeepingSettings)
     jobs: JobSettings = section(JobSettings)
 
     @cached_property

@@ -214,7 +214,7 @@ def test_jobs_list_and_run_from_the_command_line(instance: Instance):
     instance.extra_config = "\n[autoclose]\nhours = 24\n"
     instance.write_config()
     listed = instance.cli_json("jobs", "list")["jobs"]
-    assert [j["name"] for j in listed] == ["auto_close", "escalate", "feedback"]
+    assert [j["name"] for j in listed] == ["auto_close", "escalate", "feedback", "housekeeping"]
     assert listed[0]["runs"] == 0 and listed[0]["active"] and listed[0]["every_minutes"] == 10
     assert not listed[1]["active"] and listed[1]["next_run_at"] is None     # no [[escalations]]: off
     done = instance.cli_json("jobs", "run", "auto_close", "--now", "2031-05-01T10:00:00Z")
@@ -464,3 +464,49 @@ def test_feedback_list_shows_the_requests(instance: Instance):
     assert (row["ticket"], row["client_email"], row["rating"], row["answered_at"]) == \
         (ticket["tid"], "ola@client.example", None, None)
     assert instance.cli_json("feedback", "list", "--answered")["items"] == []
+
+
+# -- housekeeping ------------------------------------------------------------------------------------------
+
+async def test_housekeeping_empties_old_raw_mail_keeps_blocked_longer_and_removes_orphans(desk: Desk):
+    from maild.clock import utcnow
+    from maild.pipeline.manual import ImportRefused, import_blocked
+    from maild.store.blobs import BlobSpec
+
+    app = desk.app
+    assert app.db is not None and app.env is not None and app.worker is not None
+    first = await desk.client_mail("kept a month", "pat@client.example")
+    auto = EmailMessage()
+    auto["From"], auto["To"], auto["Subject"] = "robot@client.example", "support@helpdesk.example", "Out of office"
+    auto["Auto-Submitted"] = "auto-replied"
+    auto.set_content("I am away.\n")
+    async with app.db.transaction():
+        await inbound.insert(app.db, [Incoming(raw=auto.as_bytes(), source="smtp", envelope_from="robot@client.example",
+                                               envelope_to=["support@helpdesk.example"])], app.clock.stamp())
+    await app.worker.drain()
+    (blocked,) = await app.db.fetchall("SELECT id, inbound_id FROM import_log WHERE outcome = 'blocked'")
+
+    async def housekeeping(when: datetime) -> dict[str, int]:
+        desk.at(when)
+        return await scheduler.run_job(app, "housekeeping", NODE)
+
+    async def raw_sizes() -> list[int]:
+        return [r["n"] for r in await app.db.fetchall("SELECT length(raw) AS n FROM inbound ORDER BY id")]  # type: ignore[union-attr]
+
+    assert (await housekeeping(T0 + timedelta(days=29)))["raw_purged"] == 0
+    assert (await housekeeping(T0 + timedelta(days=30)))["raw_purged"] == 1     # the processed one
+    sizes = await raw_sizes()
+    assert sizes[0] == 0 and sizes[1] > 0                                         # the blocked one waits
+    assert (await housekeeping(T0 + timedelta(days=90)))["raw_purged"] == 1
+    assert await raw_sizes() == [0, 0]
+    assert (await housekeeping(T0 + timedelta(days=400)))["raw_purged"] == 0
+    with pytest.raises(ImportRefused, match="emptied by housekeeping"):
+        await import_blocked(app.env, app.worker.preparer, blocked["id"], first, "reply", "test")
+    # Bytes no attachment refers to go once they are older than orphan_hours (files are dated by the disk).
+    store = BlobSpec.from_settings(desk.settings).open()
+    sha = store.put(b"an attachment of a message that was then blocked")
+    assert (await housekeeping(utcnow() + timedelta(hours=1)))["orphans_removed"] == 0
+    done = await housekeeping(utcnow() + timedelta(hours=25))
+    assert done["orphans_removed"] == 1 and not store.path_for(sha).exists()  # type: ignore[attr-defined]
+    if app.db.engine == "sqlite":
+        assert {"wal_pages", "wal_pages_checkpointed", "checkpoint_busy"} <= set(done)

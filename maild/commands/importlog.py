@@ -77,6 +77,8 @@ async def _reprocess(settings: Settings, log_id: int) -> tuple[str, dict | None]
             return row["outcome"], import_log_row(row)
         found = await inbound.get(app.db, row["inbound_id"])
         assert found is not None
+        if not found[1]:
+            return "purged", import_log_row(row)
         await app.worker.process_rows([found], from_state="failed")
         new = await importlog.get(app.db, log_id)
         assert new is not None
@@ -117,6 +119,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if status == "missing":
             print(f"ticketd reprocess: no import-log entry {args.id}", file=sys.stderr)
             return EX_NOINPUT
+        if status == "purged":
+            print(f"ticketd reprocess: entry {args.id}'s raw mail was emptied by housekeeping"
+                  " ([housekeeping] raw_days_kept); it can no longer be reprocessed", file=sys.stderr)
+            return EX_DATAERR
         if status != "done":
             print(f"ticketd reprocess: entry {args.id} is '{status}', not 'failed'; only failed entries"
                   " are reprocessed", file=sys.stderr)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from maild.clock import Clock, iso, parse
-from maild.jobs import NAMES, autoclose, escalate, feedback
+from maild.jobs import NAMES, autoclose, escalate, feedback, housekeeping
 from maild.nodes import LeaseKeeper
 from maild.store import jobs as runs
 from maild.store.jobs import JobRun
@@ -55,6 +55,7 @@ JOBS: dict[str, Job] = {job.name: job for job in (
         lambda s: bool(s.escalations)),
     Job("feedback", "ask the clients of tickets closed for [feedback] delay_minutes for feedback, once",
         feedback.run, lambda s: any(d.feedback for d in s.departments)),
+    Job("housekeeping", "empty old raw mail, remove unused attachment bytes, database upkeep", housekeeping.run),
 )}
 
 

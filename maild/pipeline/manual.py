@@ -67,6 +67,9 @@ async def import_blocked(env: Env, preparer: Preparer, log_id: int, tid: str | N
     found = await inbound.get(env.db, entry["inbound_id"])
     assert found is not None
     row, raw = found
+    if not raw:
+        raise ImportRefused(f"entry {log_id}'s raw mail was emptied by housekeeping ([housekeeping] raw_days_kept);"
+                            " it can no longer be imported")
     (mail,) = await preparer.prepare([raw])
     if isinstance(mail, BaseException):
         raise mail

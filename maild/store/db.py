@@ -281,6 +281,11 @@ class Database(ABC):
         if self._tx_over is not None:
             self._tx_over.set()
 
+    async def maintain(self) -> dict[str, int]:
+        """The engine's own upkeep, run by the housekeeping job: SQLite refreshes its planner statistics
+        and checkpoints its write-ahead log; PostgreSQL's autovacuum needs no help. What was done."""
+        return {}
+
     def others_waiting(self) -> bool:
         """Another writer of this process waits for the write lock."""
         return self.gate.waiting > 0

@@ -118,3 +118,22 @@ def spool_sync(conn: SyncConnection, item: Incoming, clock: Clock | None = None)
         return conn.insert_committed(INSERT_SQL, item.row(stamp))
     except StorageError as exc:
         raise SpoolError(str(exc)) from exc
+
+
+async def purge_raw(db: Database, done_before: str, kept_before: str, limit: int = 1000) -> int:
+    """Empty the raw mail of messages received before ``done_before`` that were processed (a ticket, a
+    reply, a duplicate, or blocked and imported since), and before ``kept_before`` of every message no
+    longer waiting (blocked and not imported, failed: what an admin may still import or reprocess). At most
+    ``limit`` rows; how many. The rows stay (the import log points at them)."""
+    blocked = ("SELECT 1 FROM import_log l WHERE l.inbound_id = inbound.id AND l.outcome = 'blocked'"
+               " AND l.imported_at IS NULL")
+    async with db.transaction():
+        n = await db.execute(
+            f"UPDATE inbound SET raw = ? WHERE id IN (SELECT id FROM inbound WHERE length(raw) > 0"
+            f" AND received_at <= ? AND state = 'done' AND NOT EXISTS ({blocked}) ORDER BY id LIMIT ?)",
+            (b"", done_before, limit))
+        n += await db.execute(
+            "UPDATE inbound SET raw = ? WHERE id IN (SELECT id FROM inbound WHERE length(raw) > 0"
+            " AND received_at <= ? AND state IN ('done', 'failed') ORDER BY id LIMIT ?)",
+            (b"", kept_before, limit))
+    return n

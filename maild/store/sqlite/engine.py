@@ -185,6 +185,15 @@ class SqliteDatabase(Database):
     async def reset_ids(self, table: str) -> None:
         return None   # an INTEGER PRIMARY KEY continues above the largest id by itself
 
+    async def maintain(self) -> dict[str, int]:
+        await self.execute("PRAGMA optimize")
+        # PASSIVE: copy what no reader still needs into the database file, never waiting for a reader.
+        busy = log_pages = done = 0
+        rows = await self.fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+        if rows:
+            busy, log_pages, done = (int(v) for v in rows[0].values())
+        return {"wal_pages": max(log_pages, 0), "wal_pages_checkpointed": max(done, 0), "checkpoint_busy": busy}
+
     async def renew_claim(self, table: str, row_id: int, node: str, until: str) -> bool:
         return True   # nothing was claimed (one node)
 
