@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from maild.desk import body as bodies
 from maild.desk import core
@@ -38,6 +38,7 @@ WATCHED_FIELDS = ("department", "subject", "priority", "client", "assigned", "fl
 
 
 log = logging.getLogger("ticketd.desk")
+T = TypeVar("T")
 
 
 @dataclass
@@ -75,6 +76,15 @@ class Desk:
         async with self.db.transaction():
             yield
         await self._expand()
+
+    async def _as_unit(self, work: Callable[[], Awaitable[T]]) -> T:
+        """A job's bulk action: ``work`` as one unit of work (it awaits nothing but statements: one trip
+        to SQLite's database thread instead of one per statement), then its queued events expanded."""
+        if self._outer:
+            return await work()
+        result = await self.db.unit(work)
+        await self._expand()
+        return result
 
     async def _expand(self) -> None:
         """Once an action committed, its queued events become mail now (the daemon's sender would otherwise
@@ -142,6 +152,10 @@ class Desk:
             changed = {k: (v, now[k]) for k, v in expected.items() if str(v) != now[k]}
             if changed:
                 raise Collision(changed)
+
+    async def _follow(self, events: list[Event]) -> None:
+        if not self._outer:  # the mail pipeline queues the events in its own notify stage
+            await self.notifier.follow(events)
 
     async def _finish(self, result: Result) -> Result:
         if not self._outer:  # the mail pipeline queues the events in its own notify stage
@@ -251,17 +265,18 @@ class Desk:
         so that a run overlapping another, or a reply that came meanwhile, changes nothing twice). Each is
         logged, and its client gets the ``auto_closed`` mail. The ids closed."""
         actor = Actor.system()
-        async with self._unit():
+
+        async def work() -> list[int]:
             stamp = self.clock.stamp()
             closed = await tickets.close_idle(self.db, ticket_ids, statuses, cutoff, stamp)
             await tickets.log_events(self.db, [(ticket_id, EventKind.AUTO_CLOSED.value, actor.label,
                                                 {"status": [before, tickets.CLOSED], "idle_hours": hours})
                                                for ticket_id, before in closed], stamp)
-            events = [Event(EventKind.AUTO_CLOSED, ticket_id, actor, changes={"status": (before, tickets.CLOSED)})
-                      for ticket_id, before in closed]
-            if not self._outer:
-                await self.notifier.follow(events)
-        return [ticket_id for ticket_id, _ in closed]
+            await self._follow([Event(EventKind.AUTO_CLOSED, ticket_id, actor,
+                                      changes={"status": (before, tickets.CLOSED)}) for ticket_id, before in closed])
+            return [ticket_id for ticket_id, _ in closed]
+
+        return await self._as_unit(work)
 
     async def request_feedback(self, ticket_ids: Sequence[int], department_ids: Sequence[int],
                                cutoff: str) -> list[int]:
@@ -269,16 +284,18 @@ class Desk:
         and never asked get a feedback token and their client the ``feedback_request`` mail, with a
         link that carries it; logged. One request per ticket, ever. The ids asked."""
         actor = Actor.system()
-        async with self._unit():
+
+        async def work() -> list[int]:
             stamp = self.clock.stamp()
             due = await feedback.still_due(self.db, ticket_ids, department_ids, cutoff)
             tokens = {ticket_id: secrets.token_urlsafe(24) for ticket_id in due}
             await feedback.request(self.db, tokens, stamp)
             await tickets.log_events(self.db, [(t, "feedback_requested", actor.label, {}) for t in due], stamp)
-            if not self._outer:
-                await self.notifier.follow([Event(EventKind.FEEDBACK_REQUEST, t, actor,
-                                                  changes={"feedback_token": (None, tokens[t])}) for t in due])
-        return due
+            await self._follow([Event(EventKind.FEEDBACK_REQUEST, t, actor,
+                                      changes={"feedback_token": (None, tokens[t])}) for t in due])
+            return due
+
+        return await self._as_unit(work)
 
     async def escalate(self, rule: Escalation, conditions: escalations.Conditions, cutoff: str,
                        ticket_ids: Sequence[int]) -> list[int]:
@@ -288,8 +305,9 @@ class Desk:
         that cannot be taken (a username that is no staff member of the department) is logged on the
         ticket as ``escalation_failed``; the rule counts as fired either way. The ids it fired on."""
         actor = Actor(kind="system", username=f"escalation:{rule.name}")
-        events: list[Event] = []
-        async with self._unit():
+
+        async def work() -> list[int]:
+            events: list[Event] = []
             stamp = self.clock.stamp()
             due = await escalations.still_due(self.db, conditions, cutoff, ticket_ids)
             for ticket in (await tickets.get_many(self.db, due)).values():
@@ -300,16 +318,21 @@ class Desk:
                     await tickets.log_event(self.db, ticket.id, "escalation_failed", actor.label, stamp,
                                             rule=rule.name, error=str(exc))
             await escalations.fired(self.db, rule.name, due, stamp)
-            if not self._outer:
-                await self.notifier.follow(events)
-        return due
+            await self._follow(events)
+            return due
+
+        return await self._as_unit(work)
 
     async def _escalate_one(self, rule: Escalation, actor: Actor, ticket: Ticket, stamp: str) -> list[Event]:
         options = Options(department=rule.department or None, priority=rule.priority or None,
                           status=(rule.status or None) if not rule.reply else None,
                           assign=rule.assign or None, flag=rule.flag or None)
-        events = await apply_options(self, actor, ticket, options, stamp)
-        changed = await tickets.get(self.db, ticket.id) or ticket
+        events: list[Event] = []
+        changed = ticket
+        if options != Options():
+            events = await apply_options(self, actor, ticket, options, stamp)
+            if events:
+                changed = await tickets.get(self.db, ticket.id) or ticket
         if rule.reply:
             text = bodies.merge(rule.reply, changed.client_name, changed.client_email)
             msg = self._staff_message(actor, text, changed.subject, (), ticket_id=changed.id)

@@ -110,18 +110,19 @@ async def apply_options(desk: Desk, actor: Actor, ticket: Ticket, opts: Options,
         if new_client != ticket.client_id:
             columns["client_id"] = new_client
             other["client"] = (ticket.client_id, opts.client.strip() or None)
-    cc_before = {r["address"]: r["state"] for r in await people.cc_list(db, tid)}
     added = [people.normalise_address(a) for a in opts.cc_add]
     if any(not a for a in added):
         raise Invalid(f"not an email address among --cc-add {', '.join(opts.cc_add)}")
     removed = [people.normalise_address(a) for a in opts.cc_remove]
     if columns:
         await tickets.update(db, tid, stamp, by_person=actor.kind != "system", **columns)
-    await people.add_cc(db, tid, added, state="confirmed", added_by=actor.label)  # staff confirm pending ones
-    await people.remove_cc(db, tid, removed)
-    cc_after = {r["address"]: r["state"] for r in await people.cc_list(db, tid)}
-    if cc_after != cc_before:
-        other["cc"] = (_cc_text(cc_before), _cc_text(cc_after))
+    if added or removed:
+        cc_before = {r["address"]: r["state"] for r in await people.cc_list(db, tid)}
+        await people.add_cc(db, tid, added, state="confirmed", added_by=actor.label)  # staff confirm pending ones
+        await people.remove_cc(db, tid, removed)
+        cc_after = {r["address"]: r["state"] for r in await people.cc_list(db, tid)}
+        if cc_after != cc_before:
+            other["cc"] = (_cc_text(cc_before), _cc_text(cc_after))
     if other:
         events.append(Event(EventKind.OPTIONS_CHANGED, tid, actor, changes=other))
     if closing:
