@@ -98,4 +98,8 @@ def test_bad_calendars_say_what_is_wrong():
         Calendar.build("x", "UTC", week={"monday": "09:00-17:00"})
     with pytest.raises(CalendarError, match="holiday"):
         office("UTC", holidays=["25 December"])
+    with pytest.raises(CalendarError, match="holiday"):
+        office("UTC", holidays=[20261225])   # type: ignore[list-item]
+    with pytest.raises(CalendarError, match="expected a text"):
+        Calendar.build("x", "UTC", week={"mon": 9})   # type: ignore[dict-item]
     assert parse_ranges("08:00-12:00, 13:00-17:30") == parse_ranges("08:00-12:00,13:00-17:30")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -61,7 +62,8 @@ class Desk:
         return str(results[-1].tid)
 
     async def staff_reply(self, tid: str) -> str:
-        result = await self.app.desk.reply(Actor.system("agent"), tid, "Here is what to do.")
+        agent = Actor(kind="staff", email="agent@helpdesk.example", name="Agent", username="agent", is_admin=True)
+        result = await self.app.desk.reply(agent, tid, "Here is what to do.")
         ticket = await tickets.by_tid(self.app.db, tid)   # type: ignore[arg-type]
         assert ticket is not None
         mids = await self.app.db.fetchall(  # type: ignore[union-attr]
@@ -458,7 +460,8 @@ def test_feedback_list_shows_the_requests(instance: Instance):
     instance.cli("staff", "add", "ada@helpdesk.example", "--admin")
     instance.cli("ticket", "close", ticket["tid"], "--as", "ada")
     assert instance.cli_json("feedback", "list")["items"] == []
-    done = instance.cli_json("jobs", "run", "feedback", "--now", "2099-01-01T00:00:00Z")
+    later = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")   # past the delay
+    done = instance.cli_json("jobs", "run", "feedback", "--now", later)
     assert done["result"] == {"requested": 1}
     (row,) = instance.cli_json("feedback", "list")["items"]
     assert (row["ticket"], row["client_email"], row["rating"], row["answered_at"]) == \
@@ -502,11 +505,54 @@ async def test_housekeeping_empties_old_raw_mail_keeps_blocked_longer_and_remove
     assert (await housekeeping(T0 + timedelta(days=400)))["raw_purged"] == 0
     with pytest.raises(ImportRefused, match="emptied by housekeeping"):
         await import_blocked(app.env, app.worker.preparer, blocked["id"], first, "reply", "test")
-    # Bytes no attachment refers to go once they are older than orphan_hours (files are dated by the disk).
+    # Bytes no attachment refers to go once they are older than orphan_hours by the wall clock (files are
+    # dated by the disk; a run "as if" in the future must not take the bytes of mail in flight).
     store = BlobSpec.from_settings(desk.settings).open()
     sha = store.put(b"an attachment of a message that was then blocked")
-    assert (await housekeeping(utcnow() + timedelta(hours=1)))["orphans_removed"] == 0
-    done = await housekeeping(utcnow() + timedelta(hours=25))
-    assert done["orphans_removed"] == 1 and not store.path_for(sha).exists()  # type: ignore[attr-defined]
+    path = store.path_for(sha)   # type: ignore[attr-defined]
+    assert (await housekeeping(T0 + timedelta(days=3650)))["orphans_removed"] == 0
+    day_old = (utcnow() - timedelta(hours=25)).timestamp()
+    os.utime(path, (day_old, day_old))      # written 25 hours ago
+    done = await housekeeping(T0 + timedelta(days=400))
+    assert done["orphans_removed"] == 1 and not path.exists()
     if app.db.engine == "sqlite":
         assert {"wal_pages", "wal_pages_checkpointed", "checkpoint_busy"} <= set(done)
+
+
+PING = '\n[[escalations]]\nname = "ping"\nminutes = 10\nafter = "opened"\nnotify = ["bo"]\n'
+
+
+async def test_overlapping_escalation_and_feedback_runs_act_once_per_ticket(tmp_path: Path, database_url: str):
+    """Two processes running the same job at once (the daemon and an admin's `jobs run`, or two nodes
+    around a lease takeover): each ticket is escalated once and asked for feedback once. A notify-only rule
+    and a feedback request change no ticket column, so only the record of the firing can decide."""
+    async with escalating(tmp_path, database_url, PING) as desk:
+        tids = [await desk.client_mail(f"overlap {i}", f"p{i}@client.example") for i in range(6)]
+        for tid in tids[:3]:
+            await desk.app.desk.close(Actor.system("agent"), tid)
+        desk.at(T0 + timedelta(hours=2))
+        async with App(desk.settings, clock=desk.app.clock) as other:
+            for job, key in (("escalate", "fired"), ("feedback", "requested")):
+                results = await asyncio.gather(scheduler.run_job(desk.app, job, NODE),
+                                               scheduler.run_job(other, job, "other-node"))
+                assert sum(r[key] for r in results) == 3, (job, results)
+        rows = await desk.app.db.fetchall(  # type: ignore[union-attr]
+            "SELECT ticket_id, count(*) AS n FROM ticket_log WHERE event = 'escalated' GROUP BY ticket_id")
+        assert len(rows) == 3 and all(r["n"] == 1 for r in rows)
+        assert len(await desk.mails("escalated")) == 3 * 2          # ada (the department) and bo (notify)
+        assert len(await desk.mails("feedback_request")) == 3
+
+
+async def test_a_run_as_of_another_time_does_not_rearm_a_rule(tmp_path: Path, database_url: str):
+    """Firing is recorded against the ticket's count of changes, not a time: a run "as if" in the past or
+    the future (jobs run --now), or a node whose clock is off, neither fires a rule twice nor stops it."""
+    async with escalating(tmp_path, database_url, PING) as desk:
+        tid = await desk.client_mail("timeless", "q@client.example")
+        desk.at(T0 + timedelta(hours=5))
+        ours = await desk.staff_reply(tid)                         # a person's change, at 5 h
+        assert await fired(desk, T0 + timedelta(hours=1)) == 1     # as if at 1 h: before that change
+        assert await fired(desk, T0 + timedelta(hours=6)) == 0     # now: fired at this count already
+        assert await fired(desk, T0 + timedelta(days=365)) == 0    # far ahead: still nothing
+        desk.at(T0 + timedelta(hours=7))
+        await desk.client_mail("Re: timeless", "q@client.example", reply_to=ours)
+        assert await fired(desk, T0 + timedelta(hours=3)) == 1     # a new change re-arms it, whatever the time

@@ -82,6 +82,7 @@ class Desk:
         to SQLite's database thread instead of one per statement), then its queued events expanded."""
         if self._outer:
             return await work()
+        assert self.notifier.db is self.db   # the unit's statements must all be this connection's
         result = await self.db.unit(work)
         await self._expand()
         return result
@@ -278,18 +279,19 @@ class Desk:
 
         return await self._as_unit(work)
 
-    async def request_feedback(self, ticket_ids: Sequence[int], department_ids: Sequence[int],
+    async def request_feedback(self, ticket_ids: Sequence[int], department_ids: Sequence[int], since: str,
                                cutoff: str) -> list[int]:
         """The feedback job's action, as the system: those of ``ticket_ids`` still closed since ``cutoff``
-        and never asked get a feedback token and their client the ``feedback_request`` mail, with a
-        link that carries it; logged. One request per ticket, ever. The ids asked."""
+        (and after ``since``) and never asked get a feedback token and their client the
+        ``feedback_request`` mail, with a link that carries it; logged. One request per ticket, ever, even
+        when two runs overlap (the token's insert decides). The ids asked."""
         actor = Actor.system()
 
         async def work() -> list[int]:
             stamp = self.clock.stamp()
-            due = await feedback.still_due(self.db, ticket_ids, department_ids, cutoff)
-            tokens = {ticket_id: secrets.token_urlsafe(24) for ticket_id in due}
-            await feedback.request(self.db, tokens, stamp)
+            still = await feedback.still_due(self.db, ticket_ids, department_ids, since, cutoff)
+            tokens = {ticket_id: secrets.token_urlsafe(24) for ticket_id in still}
+            due = await feedback.request(self.db, tokens, stamp)
             await tickets.log_events(self.db, [(t, "feedback_requested", actor.label, {}) for t in due], stamp)
             await self._follow([Event(EventKind.FEEDBACK_REQUEST, t, actor,
                                       changes={"feedback_token": (None, tokens[t])}) for t in due])
@@ -309,15 +311,17 @@ class Desk:
         async def work() -> list[int]:
             events: list[Event] = []
             stamp = self.clock.stamp()
-            due = await escalations.still_due(self.db, conditions, cutoff, ticket_ids)
-            for ticket in (await tickets.get_many(self.db, due)).values():
+            still = await tickets.get_many(self.db, await escalations.still_due(self.db, conditions, cutoff,
+                                                                                ticket_ids))
+            # Ours to fire on: what no overlapping run fired on at the ticket's present change count.
+            due = await escalations.claim(self.db, rule.name, [(t.id, t.change_seq) for t in still.values()], stamp)
+            for ticket in (still[t] for t in due):
                 try:
                     async with self.db.savepoint("escalation"):
                         events += await self._escalate_one(rule, actor, ticket, stamp)
                 except (Invalid, NotFound, Denied) as exc:
                     await tickets.log_event(self.db, ticket.id, "escalation_failed", actor.label, stamp,
                                             rule=rule.name, error=str(exc))
-            await escalations.fired(self.db, rule.name, due, stamp)
             await self._follow(events)
             return due
 

@@ -123,6 +123,8 @@ async def apply_options(desk: Desk, actor: Actor, ticket: Ticket, opts: Options,
         cc_after = {r["address"]: r["state"] for r in await people.cc_list(db, tid)}
         if cc_after != cc_before:
             other["cc"] = (_cc_text(cc_before), _cc_text(cc_after))
+            if not columns and actor.kind != "system":
+                await tickets.touch_change(db, tid, stamp)
     if other:
         events.append(Event(EventKind.OPTIONS_CHANGED, tid, actor, changes=other))
     if closing:

@@ -71,12 +71,15 @@ class Calendar:
         unknown = set(texts) - set(DAYS)
         if unknown:
             raise CalendarError(f"unknown day(s) {', '.join(sorted(unknown))}; use {', '.join(DAYS)}")
+        for day, text in texts.items():
+            if not isinstance(text, str):
+                raise CalendarError(f"{day} = {text!r}: expected a text such as \"09:00-17:00\" (\"\" for closed)")
         days: set[date] = set()
         for h in holidays:
             try:
                 days.add(h if isinstance(h, date) else date.fromisoformat(h.strip()))
-            except ValueError:
-                raise CalendarError(f"holiday {h!r} is not a date like 2026-12-25") from None
+            except (ValueError, AttributeError, TypeError):
+                raise CalendarError(f"holiday {h!r} is not a date like \"2026-12-25\"") from None
         return cls(name, timezone, {d: parse_ranges(texts.get(d, "")) for d in DAYS}, frozenset(days))
 
     def week_text(self) -> dict[str, str]:

@@ -47,9 +47,12 @@ async def run(app: App, now: datetime) -> dict[str, int]:
                     continue
             conditions = escalations.Conditions(rule.name, rule.column, tuple(dept_ids), rule.statuses,
                                                 rule.priorities, rule.flagged, rule.assigned, rule.breached, breach)
+            seen: set[int] = set()
             while ids := await escalations.due(app.db, conditions, cutoff, BATCH):
-                done = await app.desk.escalate(rule, conditions, cutoff, ids)
-                fired += len(done)
-                if len(ids) < BATCH or not done:
+                if seen.issuperset(ids):    # nothing new (what an overlapping run fired on): done
+                    break
+                seen.update(ids)
+                fired += len(await app.desk.escalate(rule, conditions, cutoff, ids))
+                if len(ids) < BATCH:
                     break
     return {"fired": fired}

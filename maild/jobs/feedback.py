@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from maild.app import App
 
 BATCH = 200
+MAX_AGE_DAYS = 7    # a ticket closed longer ago is not asked (a department that turns feedback on, a backlog)
 
 
 async def run(app: App, now: datetime) -> dict[str, int]:
@@ -22,10 +23,15 @@ async def run(app: App, now: datetime) -> dict[str, int]:
     settings = app.settings
     dept_ids = [app.departments[d.name] for d in settings.departments if d.feedback and d.name in app.departments]
     cutoff = iso(now - timedelta(minutes=settings.feedback.delay_minutes))
+    since = iso(now - timedelta(minutes=settings.feedback.delay_minutes, days=MAX_AGE_DAYS))
     requested = 0
-    while ids := await feedback.due(app.db, dept_ids, cutoff, BATCH):
-        done = await app.desk.request_feedback(ids, dept_ids, cutoff)
+    seen: set[int] = set()
+    while ids := await feedback.due(app.db, dept_ids, since, cutoff, BATCH):
+        if seen.issuperset(ids):    # nothing new (what another run asked about): done
+            break
+        seen.update(ids)
+        done = await app.desk.request_feedback(ids, dept_ids, since, cutoff)
         requested += len(done)
-        if len(ids) < BATCH or not done:
+        if len(ids) < BATCH:
             break
     return {"requested": requested}

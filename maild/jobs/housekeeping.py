@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from maild.clock import iso
+from maild.clock import iso, utcnow
 from maild.store import blobs, inbound
 from maild.store.blobs import BlobSpec
 
@@ -30,7 +30,9 @@ async def run(app: App, now: datetime) -> dict[str, int]:
     purged = 0
     while n := await inbound.purge_raw(app.db, done_before, kept_before):
         purged += n
+    # Bytes are dated by when they were written (a file's time on disk): their age is the wall clock's, not
+    # the run's "as of" time, so that a run as if in the future never takes the bytes of mail in flight.
     orphans = await blobs.collect_orphans(app.db, BlobSpec.from_settings(app.settings).open(),
-                                          iso(now - timedelta(hours=s.orphan_hours)))
+                                          iso(utcnow() - timedelta(hours=s.orphan_hours)))
     upkeep = await app.db.maintain()
     return {"raw_purged": purged, "orphans_removed": orphans, **upkeep}

@@ -34,7 +34,8 @@ class Blobs(Protocol):
     def read(self, sha256: str) -> bytes:
         """The bytes (:class:`NotFound` when there are none)."""
 
-    def delete(self, sha256: str) -> None: ...
+    def delete(self, sha256: str, unless_after: str | None = None) -> None:
+        """Remove the blob; ``unless_after``: not if it was stored (or stored again) after that stamp."""
 
     def stored_before(self, stamp: str) -> Iterator[str]:
         """The blobs (whole or left half-written by a crash) stored before ``stamp``: housekeeping's candidates."""
@@ -107,11 +108,14 @@ class DatabaseBlobs:
             raise NotFound(f"stored attachment {sha256} is {len(data)} bytes, not {rows[0]['size']}")
         return data
 
-    def delete(self, sha256: str) -> None:
-        """All its chunks at once, unless an attachment references it by now (checked in the same statement)."""
+    def delete(self, sha256: str, unless_after: str | None = None) -> None:
+        """All its chunks at once, unless an attachment references it by now or (``unless_after``) it was
+        stored again since (both checked in the same statement)."""
+        young = " AND NOT EXISTS (SELECT 1 FROM blobs y WHERE y.sha256 = ? AND y.created_at >= ?)"
         with self._lock:
             self.conn.execute("DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS"
-                              " (SELECT 1 FROM attachments a WHERE a.sha256 = ?)", (check_sha(sha256), sha256))
+                              " (SELECT 1 FROM attachments a WHERE a.sha256 = ?)" + (young if unless_after else ""),
+                              (check_sha(sha256), sha256, *((sha256, unless_after) if unless_after else ())))
 
     def stored_before(self, stamp: str) -> Iterator[str]:
         with self._lock:
@@ -123,7 +127,10 @@ async def collect_orphans(db: Database, blobs: Blobs, before: str) -> int:
     """Delete the blobs stored before ``before`` that no attachment references (the files of mail that was
     blocked or a duplicate, of a rolled-back batch, of a crash mid-write); their number. ``before`` leaves
     the blobs of messages still being processed alone: give it hours, not seconds."""
-    candidates = sorted(set(blobs.stored_before(before)))
+    import asyncio
+
+    # The store's own calls (a directory walk, or the synchronous connection) run off the event loop.
+    candidates = await asyncio.to_thread(lambda: sorted(set(blobs.stored_before(before))))
     referenced: set[str] = set()
     for i in range(0, len(candidates), 500):
         chunk = candidates[i:i + 500]
@@ -131,6 +138,6 @@ async def collect_orphans(db: Database, blobs: Blobs, before: str) -> int:
                                  f" ({','.join('?' * len(chunk))})", chunk)
         referenced.update(r["sha256"] for r in rows)
     gone = [sha for sha in candidates if sha not in referenced]
-    for sha in gone:
-        blobs.delete(sha)
+    for sha in gone:   # stored again since it was listed (a new message's attachment): it stays
+        await asyncio.to_thread(blobs.delete, sha, before)
     return len(gone)

@@ -59,7 +59,7 @@ def _where(c: Conditions, cutoff: str) -> tuple[str, list[Any]]:
     parts.append(f"{clock} <= ?")
     params.append(cutoff)
     parts.append("NOT EXISTS (SELECT 1 FROM escalations_fired f WHERE f.ticket_id = t.id AND f.rule = ?"
-                 " AND f.fired_at >= t.changed_at)")
+                 " AND f.seq >= t.change_seq)")
     params.append(c.rule)
     return " AND ".join(parts), params
 
@@ -84,11 +84,20 @@ async def still_due(db: Database, c: Conditions, cutoff: str, ids: Sequence[int]
     return [r["id"] for r in rows]
 
 
-async def fired(db: Database, rule: str, ticket_ids: Sequence[int], stamp: str) -> None:
-    """Record that ``rule`` fired on ``ticket_ids`` at ``stamp``."""
-    await db.executemany("INSERT INTO escalations_fired (ticket_id, rule, fired_at) VALUES (?, ?, ?)"
-                         " ON CONFLICT (ticket_id, rule) DO UPDATE SET fired_at = excluded.fired_at",
-                         [(t, rule, stamp) for t in ticket_ids])
+async def claim(db: Database, rule: str, ticket_seqs: Sequence[tuple[int, int]], stamp: str) -> list[int]:
+    """Inside a transaction: record that ``rule`` fires on each (ticket id, its change_seq), unless it has
+    fired at that count already; the ids it is ours to fire on. One statement per ticket, whose conflict
+    clause sees a firing another transaction committed meanwhile (PostgreSQL re-reads the conflicting row,
+    whatever its snapshot): of two overlapping runs, one fires."""
+    mine = []
+    for ticket_id, seq in ticket_seqs:
+        rows = await db.fetchall(
+            "INSERT INTO escalations_fired (ticket_id, rule, fired_at, seq) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (ticket_id, rule) DO UPDATE SET fired_at = excluded.fired_at, seq = excluded.seq"
+            " WHERE escalations_fired.seq < excluded.seq RETURNING ticket_id", (ticket_id, rule, stamp, seq))
+        if rows:
+            mine.append(ticket_id)
+    return mine
 
 
 async def for_ticket(db: Database, ticket_id: int) -> list[dict[str, str]]:

@@ -9,37 +9,46 @@ from maild.store.tickets import CLOSED
 
 
 def _due_where(ids: Sequence[int], department_ids: Sequence[int]) -> str:
-    return (f"t.status = ? AND t.closed_at != '' AND t.closed_at <= ? AND t.merged_into IS NULL"
+    return (f"t.status = ? AND t.closed_at > ? AND t.closed_at <= ? AND t.merged_into IS NULL"
             f" AND t.department_id IN ({', '.join('?' for _ in department_ids)})"
             + (f" AND t.id IN ({', '.join('?' for _ in ids)})" if ids else "")
             + " AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.ticket_id = t.id)")
 
 
-async def due(db: Database, department_ids: Sequence[int], cutoff: str, limit: int) -> list[int]:
-    """Tickets closed at or before ``cutoff`` in ``department_ids`` that were never asked for feedback."""
+async def due(db: Database, department_ids: Sequence[int], since: str, cutoff: str, limit: int) -> list[int]:
+    """Tickets closed after ``since`` and at or before ``cutoff`` in ``department_ids`` that were never asked
+    for feedback (``since``: a department that turns feedback on does not ask about years of tickets)."""
     if not department_ids:
         return []
     rows = await db.fetchall(f"SELECT t.id FROM tickets t WHERE {_due_where((), department_ids)}"
-                             f" ORDER BY t.id LIMIT ?", (CLOSED, cutoff, *department_ids, limit))
+                             f" ORDER BY t.id LIMIT ?", (CLOSED, since, cutoff, *department_ids, limit))
     return [r["id"] for r in rows]
 
 
-async def still_due(db: Database, ids: Sequence[int], department_ids: Sequence[int], cutoff: str) -> list[int]:
-    """Inside a transaction: those of ``ids`` still due, locked (a reopening or another run came first)."""
+async def still_due(db: Database, ids: Sequence[int], department_ids: Sequence[int], since: str, cutoff: str
+                    ) -> list[int]:
+    """Inside a transaction: those of ``ids`` still due, locked (a reopening came first)."""
     if not ids or not department_ids:
         return []
     rows = await db.fetchall(f"SELECT t.id FROM tickets t WHERE {_due_where(ids, department_ids)}"
-                             f" ORDER BY t.id{db.lock_clause('t')}", (CLOSED, cutoff, *department_ids, *ids))
+                             f" ORDER BY t.id{db.lock_clause('t')}", (CLOSED, since, cutoff, *department_ids, *ids))
     return [r["id"] for r in rows]
 
 
-async def request(db: Database, tokens: Mapping[int, str], stamp: str) -> None:
-    await db.executemany("INSERT INTO feedback (ticket_id, token, requested_at) VALUES (?, ?, ?)"
-                         " ON CONFLICT (ticket_id) DO NOTHING", [(t, tok, stamp) for t, tok in tokens.items()])
+async def request(db: Database, tokens: Mapping[int, str], stamp: str) -> list[int]:
+    """Inside a transaction: a request with its token for each ticket never asked; the tickets it is ours to
+    ask (of two overlapping runs, the conflict clause lets one insert each: PostgreSQL sees the other's
+    committed row whatever its snapshot)."""
+    mine = []
+    for ticket_id, token in tokens.items():
+        if await db.fetchall("INSERT INTO feedback (ticket_id, token, requested_at) VALUES (?, ?, ?)"
+                             " ON CONFLICT (ticket_id) DO NOTHING RETURNING ticket_id", (ticket_id, token, stamp)):
+            mine.append(ticket_id)
+    return mine
 
 
 async def listing(db: Database, answered_only: bool = False, limit: int | None = None) -> list[Row]:
-    where = "WHERE f.answered_at != ''" if answered_only else ""
+    where = "WHERE f.requested_at != ''" + (" AND f.answered_at != ''" if answered_only else "")
     return await db.fetchall(
         "SELECT t.tid, t.subject, t.client_email, d.name AS department, f.requested_at, f.rating, f.comment,"
         f" f.answered_at FROM feedback f JOIN tickets t ON t.id = f.ticket_id JOIN departments d"

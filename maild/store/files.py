@@ -60,8 +60,15 @@ class FileStore:
         except FileNotFoundError:
             raise NotFound(f"no stored attachment {sha256}") from None
 
-    def delete(self, sha256: str) -> None:
-        self.path_for(sha256).unlink(missing_ok=True)
+    def delete(self, sha256: str, unless_after: str | None = None) -> None:
+        path = self.path_for(sha256)
+        if unless_after is not None:
+            try:
+                if path.stat().st_mtime >= parse(unless_after).timestamp():
+                    return   # written again since it was listed: in use
+            except FileNotFoundError:
+                return
+        path.unlink(missing_ok=True)
 
     def stored_before(self, stamp: str) -> Iterator[str]:
         """Files last written before ``stamp``; a temporary file left by a crash mid-write goes at once."""

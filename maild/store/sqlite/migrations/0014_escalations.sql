@@ -4,6 +4,9 @@
 ALTER TABLE tickets ADD COLUMN last_client_reply_at TEXT NOT NULL DEFAULT '';
 ALTER TABLE tickets ADD COLUMN last_staff_reply_at TEXT NOT NULL DEFAULT '';
 ALTER TABLE tickets ADD COLUMN changed_at TEXT NOT NULL DEFAULT '';
+-- Counts a person's changes: a rule fired at count N fires again once the count has moved on (a counter,
+-- not a time: clocks of nodes, and runs "as if" at another time, cannot reorder it).
+ALTER TABLE tickets ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
 -- Response targets: when staff first answered, when the ticket was last closed ('' while open).
 ALTER TABLE tickets ADD COLUMN first_staff_reply_at TEXT NOT NULL DEFAULT '';
 ALTER TABLE tickets ADD COLUMN closed_at TEXT NOT NULL DEFAULT '';
@@ -20,5 +23,6 @@ CREATE TABLE escalations_fired (
     ticket_id  INTEGER NOT NULL REFERENCES tickets (id) ON DELETE CASCADE,
     rule       TEXT NOT NULL,
     fired_at   TEXT NOT NULL,
+    seq        INTEGER NOT NULL DEFAULT 0,    -- the ticket's change_seq when it fired
     PRIMARY KEY (ticket_id, rule)
 );

@@ -8,3 +8,7 @@ CREATE TABLE feedback (
     comment       TEXT NOT NULL DEFAULT '',
     answered_at   TEXT NOT NULL DEFAULT ''
 );
+-- Tickets closed before this version are not asked (an upgrade must not mail every client ever served):
+-- they are recorded as skipped (requested_at '').
+INSERT INTO feedback (ticket_id, token, requested_at)
+    SELECT id, 'skipped-' || CAST(id AS TEXT), '' FROM tickets WHERE status = 'Closed';
