@@ -54,8 +54,9 @@ def _where(c: Conditions, cutoff: str) -> tuple[str, list[Any]]:
         if c.breached == "first_response":
             parts.append("t.first_staff_reply_at = ''")
     # Never answered by staff: "since the last staff reply" counts from the opening.
-    clock = (f"CASE WHEN t.{c.column} = '' THEN t.created_at ELSE t.{c.column} END"
-             if c.column != "created_at" else "t.created_at")
+    # (last_reply_at and created_at are never empty: compared as they are, the index tickets_status answers.)
+    clock = (f"t.{c.column}" if c.column in ("last_reply_at", "created_at") else
+             f"CASE WHEN t.{c.column} = '' THEN t.created_at ELSE t.{c.column} END")
     parts.append(f"{clock} <= ?")
     params.append(cutoff)
     parts.append("NOT EXISTS (SELECT 1 FROM escalations_fired f WHERE f.ticket_id = t.id AND f.rule = ?"
