@@ -77,6 +77,8 @@ class Calendar:
         days: set[date] = set()
         for h in holidays:
             try:
+                if isinstance(h, datetime):   # a TOML date-time: a holiday is a whole local day
+                    raise ValueError
                 days.add(h if isinstance(h, date) else date.fromisoformat(h.strip()))
             except (ValueError, AttributeError, TypeError):
                 raise CalendarError(f"holiday {h!r} is not a date like \"2026-12-25\"") from None

@@ -111,11 +111,17 @@ class DatabaseBlobs:
     def delete(self, sha256: str, unless_after: str | None = None) -> None:
         """All its chunks at once, unless an attachment references it by now or (``unless_after``) it was
         stored again since (both checked in the same statement)."""
-        young = " AND NOT EXISTS (SELECT 1 FROM blobs y WHERE y.sha256 = ? AND y.created_at >= ?)"
+        # Chunk 0 first, judged on its own row: a put() that made it young again and committed meanwhile is
+        # seen (PostgreSQL re-checks a row updated under it), and one that comes later waits for this
+        # transaction, finds no chunk 0 and writes the blob again. The other chunks go only with it.
+        young = " AND created_at < ?" if unless_after else ""
         with self._lock:
-            self.conn.execute("DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS"
-                              " (SELECT 1 FROM attachments a WHERE a.sha256 = ?)" + (young if unless_after else ""),
-                              (check_sha(sha256), sha256, *((sha256, unless_after) if unless_after else ())))
+            self.conn.execute_together([
+                ("DELETE FROM blobs WHERE sha256 = ? AND chunk = 0 AND NOT EXISTS"
+                 " (SELECT 1 FROM attachments a WHERE a.sha256 = ?)" + young,
+                 (check_sha(sha256), sha256, *((unless_after,) if unless_after else ()))),
+                ("DELETE FROM blobs WHERE sha256 = ? AND chunk > 0 AND NOT EXISTS"
+                 " (SELECT 1 FROM blobs z WHERE z.sha256 = ? AND z.chunk = 0)", (sha256, sha256))])
 
     def stored_before(self, stamp: str) -> Iterator[str]:
         with self._lock:

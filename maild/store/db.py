@@ -395,6 +395,9 @@ class SyncConnection(Protocol):
 
     def insert_committed(self, sql: str, params: Sequence[Any]) -> int: ...
 
+    def execute_together(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Several statements in one write transaction; the rows each changed."""
+
     def close(self) -> None: ...
 
 

@@ -33,9 +33,12 @@ class FileStore:
         """Store ``data`` durably (fsync'd) and return its sha256; storing the same bytes twice is free."""
         sha = hashlib.sha256(data).hexdigest()
         final = self.path_for(sha)
-        if final.exists() and final.stat().st_size == len(data):
-            os.utime(final)   # young again: housekeeping never takes bytes a message in flight references
-            return sha
+        try:
+            if final.stat().st_size == len(data):
+                os.utime(final)   # young again: housekeeping never takes bytes a message in flight references
+                return sha
+        except FileNotFoundError:   # not there, or taken by housekeeping just now: written again below
+            pass
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{sha}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
@@ -61,14 +64,22 @@ class FileStore:
             raise NotFound(f"no stored attachment {sha256}") from None
 
     def delete(self, sha256: str, unless_after: str | None = None) -> None:
+        """Remove the file; ``unless_after``: not if it was written (or made young again) after that stamp.
+        The file is first moved aside (atomic), then judged: a put() that made it young before the move is
+        seen and the file put back; one that comes after finds no file and writes it again."""
         path = self.path_for(sha256)
-        if unless_after is not None:
-            try:
-                if path.stat().st_mtime >= parse(unless_after).timestamp():
-                    return   # written again since it was listed: in use
-            except FileNotFoundError:
-                return
-        path.unlink(missing_ok=True)
+        if unless_after is None:
+            path.unlink(missing_ok=True)
+            return
+        aside = path.with_name(f".{sha256}.{os.getpid()}.del")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return
+        if aside.stat().st_mtime >= parse(unless_after).timestamp():
+            os.replace(aside, path)   # written again since it was listed: in use (same bytes either way)
+        else:
+            aside.unlink(missing_ok=True)
 
     def stored_before(self, stamp: str) -> Iterator[str]:
         """Files last written before ``stamp``; a temporary file left by a crash mid-write goes at once."""
@@ -83,7 +94,7 @@ class FileStore:
                     old = path.stat().st_mtime < cutoff
                 except FileNotFoundError:
                     continue
-                if path.name.endswith(".tmp") and old:
+                if path.name.endswith((".tmp", ".del")) and old:   # a crash mid-write, or mid-delete
                     path.unlink(missing_ok=True)
                 elif old and len(path.name) == 64:
                     yield path.name

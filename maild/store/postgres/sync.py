@@ -122,6 +122,23 @@ class PostgresSync:
         """One statement in a transaction of its own; the rows it changed."""
         return self._run(sql, params, False)[1]
 
+    def execute_together(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Several statements in one transaction; the rows each changed."""
+        if self.conn.closed:
+            self.conn = self._open(self.url, self.timeout)
+        try:
+            with self.conn, self.conn.cursor() as cur:
+                counts = []
+                for sql, params in statements:
+                    cur.execute(pyformat(sql), storable(params))
+                    counts.append(cur.rowcount)
+                return counts
+        except Exception as exc:
+            err = translate(exc)
+            if err is exc:
+                raise
+            raise err from exc
+
     def insert_committed(self, sql: str, params: Sequence[Any]) -> int:
         rows, _ = self._run(sql + " RETURNING id", params, True)
         return int(rows[0]["id"]) if rows else 0

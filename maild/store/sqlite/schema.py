@@ -127,6 +127,23 @@ class SqliteSync:
         rows = self.fetchall(sql, params)
         return rows[0] if rows else None
 
+    def execute_together(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Several statements in one write transaction; the rows each changed."""
+        counts: list[int] = []
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    counts.append(self.conn.execute(sql, params).rowcount)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+        return counts
+
     def _committed(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         """One statement in a write transaction of its own."""
         try:

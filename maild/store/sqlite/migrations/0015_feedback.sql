@@ -9,6 +9,6 @@ CREATE TABLE feedback (
     answered_at   TEXT NOT NULL DEFAULT ''
 );
 -- Tickets closed before this version are not asked (an upgrade must not mail every client ever served):
--- they are recorded as skipped (requested_at '').
+-- they are recorded as skipped (requested_at ''), under a random token like any other (never guessable).
 INSERT INTO feedback (ticket_id, token, requested_at)
-    SELECT id, 'skipped-' || CAST(id AS TEXT), '' FROM tickets WHERE status = 'Closed';
+    SELECT id, 'skipped-' || lower(hex(randomblob(24))), '' FROM tickets WHERE status = 'Closed';
