@@ -265,6 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--new-username", metavar="U", help="a new login name")
     ss.add_argument("--no-admin", action="store_true", help="no longer an admin")
     _staff_options(ss)
+    sp = _action(s_sub, "passwd", help="set a staff member's web password (read from standard input, or asked twice"
+                                       " on a terminal); --disable/--enable turn the account off and on",
+                 description="Set the password USERNAME logs in to the web view with: one line read from standard"
+                 " input, or asked twice when it is a terminal. At least 10 characters. --disable turns the account"
+                 " off (its sessions end; its history stays), --enable turns it back on. Exit 66: no such staff"
+                 " member; 65: the password is refused.")
+    sp.add_argument("username", metavar="USERNAME")
+    state = sp.add_mutually_exclusive_group()
+    state.add_argument("--disable", action="store_true", help="turn the account off instead of setting a password")
+    state.add_argument("--enable", action="store_true", help="turn the account back on")
     sl = _action(s_sub, "list", help="staff members, their departments and notifications")
     _list_options(sl, "staff members")
 

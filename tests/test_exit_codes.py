@@ -93,6 +93,7 @@ CASES = [
     (["outbox", "retry", "999"], NOT_FOUND),
     (["ban", "remove", "nobody@example.com"], NOT_FOUND),
     (["staff", "set", "nobody"], NOT_FOUND),
+    (["staff", "passwd", "nobody", "--disable"], NOT_FOUND),
     (["imap", "sync", "nope", "--once"], NOT_FOUND),
     (["imap", "test", "nope"], NOT_FOUND),
     (["ingest", "/nonexistent/mail.mbox"], NOT_FOUND),

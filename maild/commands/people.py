@@ -13,7 +13,7 @@ from maild.app import App
 from maild.cli import EX_DATAERR, EX_NOINPUT, EX_USAGE
 from maild.commands.output import cut, fetch_limit, print_json, print_list
 from maild.config import Settings
-from maild.store import people
+from maild.store import people, staff
 from maild.store.db import Row
 
 ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -135,6 +135,60 @@ def _read_csv(path: Path) -> tuple[list[tuple[str | None, str, str, str]], list[
     return rows, errors
 
 
+def read_password(username: str) -> str | None:
+    """The new password: asked twice on a terminal, else the first line of standard input."""
+    import getpass
+
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"New password for {username}: ")
+        if getpass.getpass("Again: ") != first:
+            print("ticketd staff passwd: the two passwords differ; nothing changed", file=sys.stderr)
+            return None
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+async def _passwd(settings: Settings, username: str, password: str | None, disabled: bool | None) -> bool:
+    from maild import passwords
+
+    async with App(settings) as app:
+        assert app.db is not None
+        found = await staff.login_record(app.db, username)
+        if found is None:
+            return False
+        member = found[0]
+        new_hash = passwords.hash_password(password) if password is not None else None
+        async with app.db.transaction():
+            if new_hash is not None:
+                await staff.set_password(app.db, member.id, new_hash)
+            if disabled is not None:
+                await staff.set_disabled(app.db, member.id, disabled)
+        return True
+
+
+def passwd(args: argparse.Namespace, settings: Settings) -> int:
+    from maild import passwords
+
+    password = None
+    if not (args.disable or args.enable):
+        password = read_password(args.username)
+        if password is None:
+            return EX_DATAERR
+        try:
+            passwords.check_new(password, args.username)
+        except passwords.WeakPassword as exc:
+            print(f"ticketd staff passwd: password refused: {exc}; nothing changed", file=sys.stderr)
+            return EX_DATAERR
+    disabled = True if args.disable else False if args.enable else None
+    if not asyncio.run(_passwd(settings, args.username, password, disabled)):
+        print(f"ticketd staff passwd: no staff member {args.username!r} (ticketd staff list shows them)",
+              file=sys.stderr)
+        return EX_NOINPUT
+    what = "disabled" if args.disable else "enabled" if args.enable else "password set"
+    print(f"{args.username}: {what}")
+    return 0
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "staff":
         if args.staff_command == "list":
@@ -144,6 +198,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                        lambda r: [r["username"], r["email"], r["name"], "yes" if r["admin"] else "",
                                   ",".join(r["departments"]), ",".join(r["notify"])])
             return 0
+        if args.staff_command == "passwd":
+            return passwd(args, settings)
         email = getattr(args, "email", None)
         if email is not None and not ADDRESS.match(email):
             print(f"ticketd staff {args.staff_command}: {email!r} is not an email address", file=sys.stderr)

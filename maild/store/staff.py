@@ -149,3 +149,21 @@ async def candidates(db: Database, ticket_ids: Sequence[int], ids: Sequence[int]
         " OR s.id IN (SELECT staff_id FROM staff_departments WHERE department_id = t.department_id AND notify = 1)"
         f" OR s.id IN ({extra_marks})"
         f" WHERE t.id IN ({','.join('?' * len(tids))}) ORDER BY t.id, s.id", (*extra, *tids))
+
+
+async def set_password(db: Database, staff_id: int, password_hash: str) -> None:
+    await db.execute("UPDATE staff SET password_hash = ? WHERE id = ?", (password_hash, staff_id))
+
+
+async def set_disabled(db: Database, staff_id: int, disabled: bool) -> None:
+    await db.execute("UPDATE staff SET disabled = ? WHERE id = ?", (int(disabled), staff_id))
+
+
+async def login_record(db: Database, username: str) -> tuple[StaffMember, str, bool] | None:
+    """For a login: the member named ``username`` (any case), their password hash ("" when none is set)
+    and whether the account is disabled."""
+    row = await db.fetchone(f"SELECT {COLUMNS}, s.password_hash, s.disabled FROM staff s"
+                            f" WHERE lower(s.username) = lower(?)", (username.strip(),))
+    if row is None:
+        return None
+    return StaffMember.from_row(row), row["password_hash"], bool(row["disabled"])
