@@ -34,6 +34,7 @@ from maild.store.db import SQLITE, Database, node_name, open_database
 if TYPE_CHECKING:
     from maild.notify.send import OutboxSender
     from maild.receive.imap import ImapService
+    from maild.web.server import WebServer
 
 log = logging.getLogger("ticketd")
 
@@ -177,10 +178,29 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
         sender: OutboxSender | None = None
         outbox_db: Database | None = None
         sender_task: asyncio.Task[None] | None = None
+        worker_task: asyncio.Task[None] | None = None
         from maild.jobs.scheduler import Scheduler
 
         scheduler = Scheduler(app, node_name(settings.database.node))
+        web: WebServer | None = None
         try:
+            if settings.web.listen is not None:
+                from maild.web.app import build
+                from maild.web.server import WebServer
+
+                def worker_alive() -> bool:
+                    return worker_task is not None and not worker_task.done()
+
+                web = WebServer(build(app, worker_alive=worker_alive), settings.web.listen)
+                try:
+                    port = await web.start()
+                except OSError as exc:
+                    web = None
+                    raise StartupError(f"cannot listen for the web view on {settings.web.listen}"
+                                       f" ({exc.strerror or exc}); change 'web.listen' in {settings.source} or pass"
+                                       " --web") from None
+                log.info("listening", extra={"kv": {"protocol": "http",
+                                                    "address": f"{settings.web.listen.host}:{port}"}})
             for name, listen in (("smtp", smtp), ("lmtp", lmtp)):
                 if listen is None:
                     continue
@@ -220,6 +240,8 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
                                               "departments": len(settings.departments)}})
             await stop.wait()
             log.info("stopping: no new connections; finishing the messages in hand")
+            if web is not None:
+                await web.stop()
             await scheduler.stop()   # a job run in hand ends first
             for _, server, _ in servers:
                 server.close()
@@ -235,6 +257,8 @@ async def serve(settings: Settings, smtp: Listen | None, lmtp: Listen | None) ->
                 await sender.stop()   # the mails in flight are finished and recorded first
             await asyncio.gather(*(t for t in (worker_task, sender_task) if t is not None))
         finally:
+            if web is not None:
+                await web.stop()
             await scheduler.stop()
             await spool.close()
             await spool_db.close()

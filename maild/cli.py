@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "Run the daemon. SIGTERM/SIGINT: stop accepting, finish the message in hand, exit 0.")
     p.add_argument("--smtp", metavar="HOST:PORT", help="SMTP listener (overrides smtp.listen; 'off' disables)")
     p.add_argument("--lmtp", metavar="HOST:PORT", help="LMTP listener (overrides lmtp.listen; 'off' disables)")
-    p.add_argument("--web", metavar="HOST:PORT", help="web view address (reserved: the web view is not built yet)")
+    p.add_argument("--web", metavar="HOST:PORT", help="web view address (overrides web.listen; 'off' disables)")
 
     p = command("pipe", "read one message on stdin into the spool (for an MTA pipe or alias)",
                 "Read one message on stdin and commit it to the spool. Exit 0 once committed; 75 when it "

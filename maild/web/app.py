@@ -1,0 +1,86 @@
+"""The web application: its routes, and one access-log line per request in the daemon's log format."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from maild.store import imap, inbound, outbox
+
+if TYPE_CHECKING:
+    from maild.app import App
+
+log = logging.getLogger("ticketd.web")
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none';"
+                                 b" frame-ancestors 'none'; form-action 'self'"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class AccessLog:
+    """One log line per request (method, path, status, milliseconds, client), and the site-wide security
+    headers on every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], *SECURITY_HEADERS]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            log.info("request", extra={"kv": {
+                "method": scope["method"], "path": scope["path"], "status": status,
+                "ms": round((time.perf_counter() - began) * 1000, 1), "client": client[0]}})
+
+
+def build(app: App, worker_alive: Any = None) -> ASGIApp:
+    """The application for ``app`` (its database, settings and desk). ``worker_alive``: a callable saying
+    whether the pipeline worker runs (the daemon's), or None when there is none to ask about."""
+
+    async def healthz(request: Request) -> JSONResponse:
+        """For load balancers and monitoring: 200 when the database answers (and the worker runs), else
+        503; with the spool and outbox backlogs and the IMAP mailboxes' state."""
+        assert app.db is not None
+        body: dict[str, Any] = {"status": "ok"}
+        try:
+            body["spool_pending"] = await inbound.count_pending(app.db)
+            counts = await outbox.counts(app.db)
+            body["outbox"] = {"queued": counts.get("queued", 0), "failed": counts.get("failed", 0)}
+            body["imap"] = [{"account": r["account"], "state": r["state"]} for r in await imap.status_rows(app.db)]
+            body["database"] = "ok"
+        except Exception as exc:   # the database is away: say so, with a status a balancer acts on
+            body.update(status="fail", database=f"unreachable: {type(exc).__name__}: {exc}")
+        if worker_alive is not None:
+            body["worker"] = "running" if worker_alive() else "stopped"
+            if body["worker"] != "running":
+                body["status"] = "fail"
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503,
+                            headers={"cache-control": "no-store"})
+
+    routes = [Route("/healthz", healthz)]
+    return AccessLog(Starlette(routes=routes))
