@@ -34,7 +34,9 @@ def setup(level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Library chatter (aiosmtpd logs every command at INFO) stays out unless asked for.
-    for noisy in ("mail.log", "aiosmtpd", "asyncio"):
+    # (APScheduler logs every job run twice, uvicorn its own start and stop: ticketd.jobs and ticketd.web
+    # write one line of their own for each.)
+    for noisy in ("mail.log", "aiosmtpd", "asyncio", "apscheduler", "uvicorn"):
         logging.getLogger(noisy).setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
     # mail-parser warns about every MIME subtype it has no use for ("Email content 'mixed' not handled"):
     # one line per ordinary message, nothing an admin can act on. Our own notes say what matters.
