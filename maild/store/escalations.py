@@ -11,6 +11,7 @@ from typing import Any
 from maild.store.db import Database
 from maild.store.tickets import CLOSED
 
+CLAIM_CHUNK = 500   # rows per claiming statement (well under every engine's limit on parameters)
 CLOCKS = ("last_reply_at", "last_client_reply_at", "last_staff_reply_at", "created_at")
 
 
@@ -87,18 +88,22 @@ async def still_due(db: Database, c: Conditions, cutoff: str, ids: Sequence[int]
 
 async def claim(db: Database, rule: str, ticket_seqs: Sequence[tuple[int, int]], stamp: str) -> list[int]:
     """Inside a transaction: record that ``rule`` fires on each (ticket id, its change_seq), unless it has
-    fired at that count already; the ids it is ours to fire on. One statement per ticket, whose conflict
-    clause sees a firing another transaction committed meanwhile (PostgreSQL re-reads the conflicting row,
-    whatever its snapshot): of two overlapping runs, one fires."""
-    mine = []
-    for ticket_id, seq in ticket_seqs:
-        rows = await db.fetchall(
-            "INSERT INTO escalations_fired (ticket_id, rule, fired_at, seq) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (ticket_id, rule) DO UPDATE SET fired_at = excluded.fired_at, seq = excluded.seq"
-            " WHERE escalations_fired.seq < excluded.seq RETURNING ticket_id", (ticket_id, rule, stamp, seq))
-        if rows:
-            mine.append(ticket_id)
-    return mine
+    fired at that count already; the ids it is ours to fire on, in the order given. One statement per
+    chunk, whose conflict clause sees a firing another transaction committed meanwhile (PostgreSQL re-reads
+    the conflicting row, whatever its snapshot): of two overlapping runs, one fires."""
+    if len(ticket_seqs) > CLAIM_CHUNK:
+        return [t for i in range(0, len(ticket_seqs), CLAIM_CHUNK)
+                for t in await claim(db, rule, ticket_seqs[i:i + CLAIM_CHUNK], stamp)]
+    if not ticket_seqs:
+        return []
+    rows = await db.fetchall(
+        "INSERT INTO escalations_fired (ticket_id, rule, fired_at, seq) VALUES "
+        + ", ".join("(?, ?, ?, ?)" for _ in ticket_seqs)
+        + " ON CONFLICT (ticket_id, rule) DO UPDATE SET fired_at = excluded.fired_at, seq = excluded.seq"
+          " WHERE escalations_fired.seq < excluded.seq RETURNING ticket_id",
+        [v for ticket_id, seq in ticket_seqs for v in (ticket_id, rule, stamp, seq)])
+    claimed = {r["ticket_id"] for r in rows}
+    return [ticket_id for ticket_id, _ in ticket_seqs if ticket_id in claimed]
 
 
 async def for_ticket(db: Database, ticket_id: int) -> list[dict[str, str]]:

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from maild.store.db import NO_LIMIT, Database, Row
 from maild.store.tickets import CLOSED
 
+CHUNK = 500   # rows per statement (well under every engine's limit on parameters)
+
 
 def _due_where(ids: Sequence[int], department_ids: Sequence[int]) -> str:
     return (f"t.status = ? AND t.closed_at > ? AND t.closed_at <= ? AND t.merged_into IS NULL"
@@ -39,12 +41,17 @@ async def request(db: Database, tokens: Mapping[int, str], stamp: str) -> list[i
     """Inside a transaction: a request with its token for each ticket never asked; the tickets it is ours to
     ask (of two overlapping runs, the conflict clause lets one insert each: PostgreSQL sees the other's
     committed row whatever its snapshot)."""
-    mine = []
-    for ticket_id, token in tokens.items():
-        if await db.fetchall("INSERT INTO feedback (ticket_id, token, requested_at) VALUES (?, ?, ?)"
-                             " ON CONFLICT (ticket_id) DO NOTHING RETURNING ticket_id", (ticket_id, token, stamp)):
-            mine.append(ticket_id)
-    return mine
+    if len(tokens) > CHUNK:
+        items = list(tokens.items())
+        return [t for i in range(0, len(items), CHUNK) for t in await request(db, dict(items[i:i + CHUNK]), stamp)]
+    if not tokens:
+        return []
+    rows = await db.fetchall("INSERT INTO feedback (ticket_id, token, requested_at) VALUES "
+                             + ", ".join("(?, ?, ?)" for _ in tokens)
+                             + " ON CONFLICT (ticket_id) DO NOTHING RETURNING ticket_id",
+                             [v for ticket_id, token in tokens.items() for v in (ticket_id, token, stamp)])
+    claimed = {r["ticket_id"] for r in rows}
+    return [ticket_id for ticket_id in tokens if ticket_id in claimed]
 
 
 async def listing(db: Database, answered_only: bool = False, limit: int | None = None) -> list[Row]:
