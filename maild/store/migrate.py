@@ -44,6 +44,8 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("job_runs", ("name",)),
     ("escalations_fired", ("ticket_id", "rule")),
     ("feedback", ("ticket_id",)),
+    ("web_sessions", ("token_hash",)),
+    ("login_failures", ("id",)),
 )
 # Columns that point at a row of the same table, set in a second pass (the row pointed at may come later).
 SELF_REFERENCES = {"tickets": ("merged_into",)}

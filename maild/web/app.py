@@ -82,5 +82,10 @@ def build(app: App, worker_alive: Any = None) -> ASGIApp:
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503,
                             headers={"cache-control": "no-store"})
 
-    routes = [Route("/healthz", healthz)]
+    from maild.web.auth import Auth
+
+    auth = Auth(app)
+    routes = [Route("/healthz", healthz),
+              Route("/login", auth.login_form, methods=["GET"]), Route("/login", auth.login, methods=["POST"]),
+              Route("/logout", auth.logout, methods=["POST"]), Route("/", auth.home, methods=["GET"])]
     return AccessLog(Starlette(routes=routes))

@@ -1,0 +1,130 @@
+"""Staff sign-in over real HTTP (issue 12, step 3): sessions in the database, CSRF in every form, failed
+sign-ins limited per account, a turned-off account refused with a clear page, sign-out ending the session."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import Instance, free_port
+from tests.test_web import with_web
+
+pytestmark = pytest.mark.both_engines
+PASSWORD = "a long enough password"
+
+
+class Browser:
+    """Cookies kept, redirects not followed: each answer as it came."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.jar = http.cookiejar.CookieJar()
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):
+                return None
+
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), NoRedirect)
+
+    def request(self, path: str, form: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        def flat(headers: Any) -> dict[str, str]:
+            out = {k.lower(): v for k, v in headers.items()}
+            out["set-cookie"] = "\n".join(headers.get_all("set-cookie") or [])
+            return out
+
+        try:
+            with self.opener.open(self.base + path, data=data, timeout=10) as resp:
+                return resp.status, flat(resp.headers), resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, flat(err.headers), err.read().decode()
+
+    def csrf(self, page: str) -> str:
+        found = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert found, page
+        return found.group(1)
+
+    def sign_in(self, username: str, password: str) -> tuple[int, dict[str, str], str]:
+        _, _, page = self.request("/login")
+        return self.request("/login", {"csrf": self.csrf(page), "username": username, "password": password})
+
+
+@pytest.fixture
+def site(tmp_path: Path, database_url: str) -> Iterator[tuple[Instance, int]]:
+    inst = Instance(tmp_path, database_url=database_url)
+    port = free_port()
+    with_web(inst, port)
+    inst.cli("staff", "add", "ada@helpdesk.example", "--name", "Ada Lovelace", "--admin")
+    inst.cli("staff", "passwd", "ada", input=f"{PASSWORD}\n".encode())
+    inst.start()
+    try:
+        yield inst, port
+    finally:
+        if inst.proc is not None:
+            assert inst.stop() == 0, inst.daemon_log()[-3000:]
+        inst.close()
+
+
+def test_sign_in_and_out(site: tuple[Instance, int]):
+    inst, port = site
+    b = Browser(port)
+    status, headers, _ = b.request("/")
+    assert status == 303 and headers["location"] == "/login"
+    status, headers, page = b.request("/login")
+    assert status == 200 and 'name="csrf"' in page and "httponly" in headers["set-cookie"].lower()
+    status, headers, _ = b.sign_in("ada", PASSWORD)
+    assert status == 303 and headers["location"] == "/"
+    (cookie,) = [c.lower() for c in headers["set-cookie"].split("\n") if c.startswith("ticketd_session=")]
+    assert "httponly" in cookie and "samesite=lax" in cookie
+    assert "secure" not in cookie          # public_url is http here; https makes it Secure
+    status, _, page = b.request("/")
+    assert status == 200 and "Signed in as Ada Lovelace (admin)" in page
+    stored = inst.query("SELECT token_hash FROM web_sessions")
+    assert len(stored) == 1 and len(stored[0]["token_hash"]) == 64   # only the token's hash is kept
+    # Sign-out needs the session's CSRF token; without it nothing happens.
+    status, _, _ = b.request("/logout", {"csrf": "forged"})
+    assert status == 403 and b.request("/")[0] == 200
+    status, headers, _ = b.request("/logout", {"csrf": b.csrf(page)})
+    assert status == 303 and headers["location"] == "/login"
+    assert inst.query("SELECT count(*) AS n FROM web_sessions")[0]["n"] == 0
+    assert b.request("/")[0] == 303
+
+
+def test_the_sign_in_form_needs_its_csrf_token(site: tuple[Instance, int]):
+    _, port = site
+    b = Browser(port)
+    b.request("/login")                     # the form's cookie is set ...
+    status, _, page = b.request("/login", {"csrf": "guessed", "username": "ada", "password": PASSWORD})
+    assert status == 403 and "expired" in page
+    fresh = Browser(port)                   # ... and a form posted from elsewhere has no cookie at all
+    status, _, _ = fresh.request("/login", {"csrf": "x", "username": "ada", "password": PASSWORD})
+    assert status == 403 and fresh.request("/")[0] == 303
+
+
+def test_failed_sign_ins_are_limited_and_a_turned_off_account_is_told_so(site: tuple[Instance, int]):
+    inst, port = site
+    b = Browser(port)
+    status, _, page = b.sign_in("ada", "wrong password")
+    assert status == 401 and "Wrong username or password" in page and 'value="ada"' in page
+    assert b.sign_in("nobody", PASSWORD)[0] == 401
+    for _ in range(4):
+        assert b.sign_in("ada", "still wrong")[0] == 401
+    status, _, page = b.sign_in("ada", PASSWORD)      # the right password, but the account is locked a while
+    assert status == 429 and "Too many failed attempts" in page
+    inst.cli("staff", "add", "bo@helpdesk.example")
+    inst.cli("staff", "passwd", "bo", input=f"{PASSWORD}\n".encode())
+    inst.cli("staff", "passwd", "bo", "--disable")
+    status, _, page = b.sign_in("bo", PASSWORD)
+    assert status == 403 and "turned off" in page
+    inst.cli("staff", "passwd", "bo", "--enable")
+    assert b.sign_in("bo", PASSWORD)[0] == 303
+    inst.cli("staff", "passwd", "bo", "--disable")    # a session ends with its account
+    assert b.request("/")[0] == 303
