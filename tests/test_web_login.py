@@ -87,6 +87,9 @@ def test_sign_in_and_out(site: tuple[Instance, int]):
     assert "secure" not in cookie          # public_url is http here; https makes it Secure
     status, _, page = b.request("/")
     assert status == 200 and "Signed in as Ada Lovelace (admin)" in page
+    assert '<link rel="stylesheet" href="/static/desk.css">' in page and "<style" not in page   # CSP: no inline
+    status, headers, css = b.request("/static/desk.css")
+    assert status == 200 and headers["content-type"].startswith("text/css") and "font:" in css
     stored = inst.query("SELECT token_hash FROM web_sessions")
     assert len(stored) == 1 and len(stored[0]["token_hash"]) == 64   # only the token's hash is kept
     # Sign-out needs the session's CSRF token; without it nothing happens.

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from maild.store import imap, inbound, outbox
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     from maild.app import App
 
 log = logging.getLogger("ticketd.web")
+STATIC = Path(__file__).resolve().parent.parent.parent / "static"   # CSS: the CSP allows no inline style
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none';"
@@ -85,7 +88,7 @@ def build(app: App, worker_alive: Any = None) -> ASGIApp:
     from maild.web.auth import Auth
 
     auth = Auth(app)
-    routes = [Route("/healthz", healthz),
+    routes = [Route("/healthz", healthz), Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
               Route("/login", auth.login_form, methods=["GET"]), Route("/login", auth.login, methods=["POST"]),
               Route("/logout", auth.logout, methods=["POST"]), Route("/", auth.home, methods=["GET"])]
     return AccessLog(Starlette(routes=routes))
