@@ -81,12 +81,12 @@ async def fill(app: App, tickets: int, due: float, job: str, seed: int) -> int:
         dept = dept_ids[0] if job == "escalate" and status in wanted else dept_ids[i % 3]
         stamp = old if i in late else fresh
         rows.append((f"{1000000 + i}", f"Ticket {i}", status, "Medium", dept, f"c{i % 5000}@client.example",
-                     f"Client {i % 5000}", stamp, stamp, stamp, stamp, stamp, f"<t{i}@client.example>"))
+                     f"Client {i % 5000}", stamp, stamp, stamp, stamp, f"<t{i}@client.example>"))
     async with app.db.transaction():
         await app.db.executemany(
             "INSERT INTO tickets (tid, subject, status, priority, department_id, client_email, client_name,"
-            " created_at, updated_at, last_reply_at, last_client_reply_at, changed_at, root_message_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            " created_at, updated_at, last_reply_at, last_client_reply_at, root_message_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         sid = await staff.save(app.db, email="ada@helpdesk.example", username="ada", name="Ada", is_admin=False,
                                signature=None, stamp=iso(NOW))
         await staff.set_departments(app.db, sid, [dept_ids[0]], [dept_ids[0]])

@@ -29,7 +29,7 @@ from maild.pipeline.worker import Worker, wait_any
 from maild.spoolwriter import SpoolWriter
 from maild.store import departments
 from maild.store.blobs import BlobSpec
-from maild.store.db import SQLITE, Database, node_name, open_database
+from maild.store.db import Database, node_name, open_database
 
 if TYPE_CHECKING:
     from maild.notify.send import OutboxSender
@@ -333,9 +333,9 @@ async def _worker_process(settings: Settings, stop: asyncio.Event) -> None:
     async with App(settings, parsers=settings.worker.parsers, inline_db=True) as app:
         assert app.worker is not None and app.db is not None
         app.worker.poll_seconds = CHILD_POLL_SECONDS
-        if app.db.engine == SQLITE:
-            # The receivers are in another process, where we cannot see them wait: hand SQLite's one write
-            # lock over often. (PostgreSQL's writers do not wait for each other: no reason to cut short.)
+        if app.db.one_writer:
+            # The receivers are in another process, where we cannot see them wait: hand the one write lock
+            # over often. (Where writers do not wait for each other, PostgreSQL's, no reason to cut short.)
             app.worker.max_tx_seconds = CHILD_MAX_TX_SECONDS
         await app.worker.run(stop)
 

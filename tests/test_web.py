@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,18 +26,25 @@ def with_web(inst: Instance, port: int) -> None:
     inst.config.write_text(text.replace("[web]\nlisten = false\n", f'[web]\nlisten = "127.0.0.1:{port}"\n', 1))
 
 
-@pytest.fixture
-def web(tmp_path: Path, database_url: str) -> Iterator[tuple[Instance, int]]:
-    inst = Instance(tmp_path, database_url=database_url)
+@contextmanager
+def serving(inst: Instance) -> Iterator[int]:
+    """``ticketd serve`` of ``inst`` with the web view on a free port (yielded); it must stop with exit 0."""
     port = free_port()
     with_web(inst, port)
     inst.start()
     try:
-        yield inst, port
+        yield port
     finally:
         if inst.proc is not None:
             assert inst.stop() == 0, inst.daemon_log()[-3000:]
         inst.close()
+
+
+@pytest.fixture
+def web(tmp_path: Path, database_url: str) -> Iterator[tuple[Instance, int]]:
+    inst = Instance(tmp_path, database_url=database_url)
+    with serving(inst) as port:
+        yield inst, port
 
 
 def get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Instance, free_port
-from tests.test_web import with_web
+from tests.helpers import Instance
+from tests.test_web import serving
 
 pytestmark = pytest.mark.both_engines
 PASSWORD = "a long enough password"
@@ -60,17 +60,10 @@ class Browser:
 @pytest.fixture
 def site(tmp_path: Path, database_url: str) -> Iterator[tuple[Instance, int]]:
     inst = Instance(tmp_path, database_url=database_url)
-    port = free_port()
-    with_web(inst, port)
     inst.cli("staff", "add", "ada@helpdesk.example", "--name", "Ada Lovelace", "--admin")
     inst.cli("staff", "passwd", "ada", input=f"{PASSWORD}\n".encode())
-    inst.start()
-    try:
+    with serving(inst) as port:
         yield inst, port
-    finally:
-        if inst.proc is not None:
-            assert inst.stop() == 0, inst.daemon_log()[-3000:]
-        inst.close()
 
 
 def test_sign_in_and_out(site: tuple[Instance, int]):

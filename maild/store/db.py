@@ -175,6 +175,7 @@ class Database(ABC):
     :meth:`unit` of work, which does the same and crosses to the engine once."""
 
     engine: str
+    one_writer = False   # the engine runs one write transaction at a time (SQLite): hand it over often
 
     def __init__(self, url: DatabaseURL, gate: WriteGate | None = None) -> None:
         self.url = url

@@ -1,6 +1,6 @@
 """Escalation rules' queries: the tickets a rule is due on as of a cutoff (set-based), and which rule fired
 on which ticket when. A rule is due on a ticket when its conditions hold and it has not fired since a
-person last changed the ticket (``tickets.changed_at``)."""
+person last changed the ticket (``tickets.change_seq``)."""
 
 from __future__ import annotations
 
@@ -105,7 +105,3 @@ async def claim(db: Database, rule: str, ticket_seqs: Sequence[tuple[int, int]],
     claimed = {r["ticket_id"] for r in rows}
     return [ticket_id for ticket_id, _ in ticket_seqs if ticket_id in claimed]
 
-
-async def for_ticket(db: Database, ticket_id: int) -> list[dict[str, str]]:
-    return [dict(r) for r in await db.fetchall(
-        "SELECT rule, fired_at FROM escalations_fired WHERE ticket_id = ? ORDER BY fired_at, rule", (ticket_id,))]

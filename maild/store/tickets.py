@@ -53,8 +53,8 @@ class Ticket:
     thread_index: str             # the client's latest Thread-Index (Outlook)
     last_client_reply_at: str     # "" when the client has not written (a ticket staff opened)
     last_staff_reply_at: str      # "" when staff have not answered yet
-    changed_at: str               # a person's last reply or option change (the system's do not count)
-    change_seq: int               # how many such changes: what lets an escalation rule fire again
+    change_seq: int               # a person's replies and option changes (the system's do not count): what lets
+                                  # an escalation rule fire again
     first_staff_reply_at: str     # the first response ("" before it; a ticket staff opened has it from then)
     closed_at: str                # when it was last closed ("" while it is not)
 
@@ -97,10 +97,10 @@ async def create(
     ticket_id = await db.insert(
         "INSERT INTO tickets (tid, subject, status, priority, department_id, client_email, client_name, client_id,"
         " created_at, updated_at, last_reply_at, root_message_id, last_client_reply_at, last_staff_reply_at,"
-        " first_staff_reply_at, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " first_staff_reply_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (tid) DO NOTHING",
         (tid, subject, status, priority, department_id, client_email, client_name, client_id, stamp, stamp, stamp,
-         root_message_id, "" if by_staff else stamp, stamp if by_staff else "", stamp if by_staff else "", stamp),
+         root_message_id, "" if by_staff else stamp, stamp if by_staff else "", stamp if by_staff else ""),
     )
     if not ticket_id:
         raise TidTaken(tid)
@@ -202,8 +202,7 @@ async def update(db: Database, ticket_id: int, stamp: str, *, by_person: bool = 
             sets.append("closed_at = ?")
             values.append(stamp if fields["status"] == CLOSED else "")
         if by_person:
-            sets.append("changed_at = ?, change_seq = change_seq + 1")
-            values.append(stamp)
+            sets.append("change_seq = change_seq + 1")
         await db.execute(f"UPDATE tickets SET {', '.join(sets)}, updated_at = ? WHERE id = ?",
                          (*values, stamp, ticket_id))
 
@@ -215,19 +214,18 @@ async def touch_reply(db: Database, ticket_id: int, status: str, stamp: str, *, 
     first = (", first_staff_reply_at = CASE WHEN first_staff_reply_at = '' THEN ? ELSE first_staff_reply_at END"
              if staff and by_person else "")
     side = ("last_staff_reply_at = ?" if staff else "last_client_reply_at = ?") + first
-    changed = ", changed_at = ?, change_seq = change_seq + 1" if by_person else ""
+    changed = ", change_seq = change_seq + 1" if by_person else ""
     await db.execute(
         f"UPDATE tickets SET status = ?, updated_at = ?, last_reply_at = ?, closed_at = ?, {side}{changed}"
         f" WHERE id = ?",
         (status, stamp, stamp, stamp if status == CLOSED else "", stamp, *((stamp,) if first else ()),
-         *((stamp,) if by_person else ()), ticket_id),
+         ticket_id),
     )
 
 
 async def touch_change(db: Database, ticket_id: int, stamp: str) -> None:
     """A person changed the ticket in a way no column shows (its CC recipients): rules may fire again."""
-    await db.execute("UPDATE tickets SET updated_at = ?, changed_at = ?, change_seq = change_seq + 1 WHERE id = ?",
-                     (stamp, stamp, ticket_id))
+    await db.execute("UPDATE tickets SET updated_at = ?, change_seq = change_seq + 1 WHERE id = ?", (stamp, ticket_id))
 
 
 async def set_status(db: Database, ticket_id: int, status: str, stamp: str) -> None:

@@ -94,17 +94,27 @@ class PostgresSync:
         asyncio.run(migrate())
 
     def _run(self, sql: str, params: Sequence[Any], fetch: bool) -> tuple[list[Row], int]:
+        rows, counts = self._together([(sql, params)], fetch)
+        return rows, counts[0]
+
+    def _together(self, statements: Sequence[tuple[str, Sequence[Any]]], fetch: bool
+                  ) -> tuple[list[Row], list[int]]:
+        """Statements in one transaction (committed, or rolled back): the last one's rows (``fetch``) and
+        the rows each changed."""
         if self.conn.closed:   # lost (a server restart, a failover): each statement is its own transaction
             self.conn = self._open(self.url, self.timeout)
         try:
-            with self.conn, self.conn.cursor() as cur:   # one transaction: committed, or rolled back
-                cur.execute(pyformat(sql), storable(params))
+            with self.conn, self.conn.cursor() as cur:
+                counts: list[int] = []
+                for sql, params in statements:
+                    cur.execute(pyformat(sql), storable(params))
+                    counts.append(cur.rowcount)
                 rows: list[Row] = []
                 if fetch and cur.description is not None:
                     names = [d[0] for d in cur.description]
                     rows = [Row(zip(names, (bytes(v) if isinstance(v, memoryview) else v for v in r), strict=True))
                             for r in cur.fetchall()]
-                return rows, cur.rowcount
+                return rows, counts
         except Exception as exc:
             err = translate(exc)
             if err is exc:
@@ -124,20 +134,7 @@ class PostgresSync:
 
     def execute_together(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         """Several statements in one transaction; the rows each changed."""
-        if self.conn.closed:
-            self.conn = self._open(self.url, self.timeout)
-        try:
-            with self.conn, self.conn.cursor() as cur:
-                counts = []
-                for sql, params in statements:
-                    cur.execute(pyformat(sql), storable(params))
-                    counts.append(cur.rowcount)
-                return counts
-        except Exception as exc:
-            err = translate(exc)
-            if err is exc:
-                raise
-            raise err from exc
+        return self._together(statements, False)[1]
 
     def insert_committed(self, sql: str, params: Sequence[Any]) -> int:
         rows, _ = self._run(sql + " RETURNING id", params, True)

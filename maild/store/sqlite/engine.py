@@ -61,6 +61,7 @@ class SqliteDatabase(Database):
     """A connection in autocommit mode; write transactions are explicit and IMMEDIATE."""
 
     engine = SQLITE
+    one_writer = True
 
     def __init__(self, raw: sqlite3.Connection, url: DatabaseURL, gate: WriteGate | None,
                  thread: _Thread | None) -> None:

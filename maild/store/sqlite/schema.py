@@ -127,14 +127,12 @@ class SqliteSync:
         rows = self.fetchall(sql, params)
         return rows[0] if rows else None
 
-    def execute_together(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
-        """Several statements in one write transaction; the rows each changed."""
-        counts: list[int] = []
+    def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[sqlite3.Cursor]:
+        """Statements in one write transaction of their own; their cursors."""
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                for sql, params in statements:
-                    counts.append(self.conn.execute(sql, params).rowcount)
+                cursors = [self.conn.execute(sql, params) for sql, params in statements]
                 self.conn.execute("COMMIT")
             except BaseException:
                 if self.conn.in_transaction:
@@ -142,22 +140,15 @@ class SqliteSync:
                 raise
         except sqlite3.Error as exc:
             raise translate(exc) from exc
-        return counts
+        return cursors
+
+    def execute_together(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Several statements in one write transaction; the rows each changed."""
+        return [c.rowcount for c in self._write(statements)]
 
     def _committed(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         """One statement in a write transaction of its own."""
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self.conn.execute(sql, params)
-                self.conn.execute("COMMIT")
-            except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-        return cur
+        return self._write([(sql, params)])[0]
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._committed(sql, params).rowcount

@@ -3,14 +3,13 @@
 -- fired on which ticket when.
 ALTER TABLE tickets ADD COLUMN last_client_reply_at TEXT NOT NULL DEFAULT '';
 ALTER TABLE tickets ADD COLUMN last_staff_reply_at TEXT NOT NULL DEFAULT '';
-ALTER TABLE tickets ADD COLUMN changed_at TEXT NOT NULL DEFAULT '';
 -- Counts a person's changes: a rule fired at count N fires again once the count has moved on (a counter,
 -- not a time: clocks of nodes, and runs "as if" at another time, cannot reorder it).
 ALTER TABLE tickets ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
 -- Response targets: when staff first answered, when the ticket was last closed ('' while open).
 ALTER TABLE tickets ADD COLUMN first_staff_reply_at TEXT NOT NULL DEFAULT '';
 ALTER TABLE tickets ADD COLUMN closed_at TEXT NOT NULL DEFAULT '';
-UPDATE tickets SET changed_at = updated_at,
+UPDATE tickets SET
     closed_at = CASE WHEN status = 'Closed' THEN updated_at ELSE '' END,
     first_staff_reply_at = coalesce((SELECT min(m.created_at) FROM messages m
                                      WHERE m.ticket_id = tickets.id AND m.kind = 'staff_reply'), ''),
