@@ -109,7 +109,8 @@ def _ticket_actions(t_sub: argparse._SubParsersAction) -> None:
     rp.add_argument("--status", metavar="S", help="the status after the reply (default Answered)")
     nt = action("note", "a private note (never shown or mailed to a client); @username mails that admin")
     nt.add_argument("--body-file", metavar="F", help="the text, from file F or - for standard input")
-    st = action("set", "change department, subject, status, priority, assignee, flag, CC recipients, client")
+    st = action("set", "change department, subject, status, priority, assignee, flag, CC recipients, client,"
+                       " tags, related service")
     st.add_argument("--status", metavar="S")
     st.add_argument("--priority", metavar="P")
     st.add_argument("--department", metavar="D")
@@ -123,6 +124,9 @@ def _ticket_actions(t_sub: argparse._SubParsersAction) -> None:
     flag.add_argument("--unflag", action="store_true")
     st.add_argument("--cc-add", metavar="ADDR", action="append", help="add (or confirm a pending) CC recipient")
     st.add_argument("--cc-remove", metavar="ADDR", action="append")
+    st.add_argument("--tag", metavar="TAG", action="append", help="add a tag (to find similar tickets); repeatable")
+    st.add_argument("--untag", metavar="TAG", action="append", help="remove a tag; repeatable")
+    st.add_argument("--service", metavar="TEXT", help="the related service: a hostname or order number ('' for none)")
     action("watch", "watch a ticket: its replies, notes and changes by mail", expect=False)
     action("unwatch", "stop watching a ticket", expect=False)
     action("close", "close the ticket; the client gets a closure notice")
@@ -321,6 +325,22 @@ def build_parser() -> argparse.ArgumentParser:
     fl = _action(f_sub, "list", help="feedback requests, newest first, with their answers")
     fl.add_argument("--answered", action="store_true", help="only those the client answered")
     _list_options(fl, "requests")
+
+    p = command("predefined", "predefined replies: texts staff insert into a reply, found by title",
+                "Predefined replies (seed: Support > Predefined Replies). Staff insert them into a reply on the"
+                " web view's ticket page; merge fields ([NAME], [FIRSTNAME], [EMAIL]) are filled in when sent.")
+    pr_sub = p.add_subparsers(dest="predefined_command", metavar="ACTION", required=True)
+    pa = _action(pr_sub, "add", help="add a predefined reply (exit 65: the title is taken)")
+    pa.add_argument("title", metavar="TITLE")
+    pa.add_argument("--body-file", metavar="F", help="the text, from file F or - for standard input")
+    pl = _action(pr_sub, "list", help="predefined replies by title")
+    pl.add_argument("--search", metavar="TEXT", default="", help="only titles that hold TEXT")
+    _list_options(pl, "replies")
+    psh = _action(pr_sub, "show", help="one predefined reply's text")
+    psh.add_argument("id", type=int, metavar="ID")
+    psh.add_argument("--json", action="store_true", help="print JSON")
+    _action(pr_sub, "delete", help="delete a predefined reply (exit 66: no such reply)"
+            ).add_argument("id", type=int, metavar="ID")
 
     p = command("jobs", "the scheduled jobs: list them with their last and next run; run one now",
                 "The jobs `ticketd serve` runs on a schedule ([jobs] minutes each; with several nodes, one node"

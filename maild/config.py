@@ -213,6 +213,18 @@ def _extensions(r: _Reader, name: str, value: list[Any]) -> tuple[str, ...]:
     return tuple(e.lower() for e in value)
 
 
+def _networks(r: _Reader, name: str, value: list[Any]) -> tuple[str, ...]:
+    import ipaddress
+
+    out = []
+    for item in value:
+        try:
+            out.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+        except ValueError:
+            raise r.error(name, f"{item!r} is not an IP address or network (such as 10.0.0.0/8 or ::1)") from None
+    return tuple(out)
+
+
 def _public_url(r: _Reader, name: str, value: str) -> str:
     from urllib.parse import urlsplit
 
@@ -332,6 +344,10 @@ class WebSettings:
 
     listen: Listen | None = setting(Listen("127.0.0.1", 8025), (str, bool), _listen)
     public_url: str = setting("http://127.0.0.1:8025", str, _public_url)
+    # The ticket page's thread: the newest message first (WHMCS's default) or the oldest.
+    thread_order: str = setting("newest", str, _choice("newest", "oldest", lower=True))
+    # Who may read /metrics without a staff session: addresses or networks (CIDR).
+    metrics_allow: tuple[str, ...] = setting(("127.0.0.1", "::1"), list, _networks)
 
 
 @dataclass(frozen=True)

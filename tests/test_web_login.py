@@ -3,58 +3,16 @@ sign-ins limited per account, a turned-off account refused with a clear page, si
 
 from __future__ import annotations
 
-import http.cookiejar
-import re
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.helpers import Instance
 from tests.test_web import serving
+from tests.webclient import PASSWORD, Browser
 
 pytestmark = pytest.mark.both_engines
-PASSWORD = "a long enough password"
-
-
-class Browser:
-    """Cookies kept, redirects not followed: each answer as it came."""
-
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-        self.jar = http.cookiejar.CookieJar()
-
-        class NoRedirect(urllib.request.HTTPRedirectHandler):
-            def redirect_request(self, *args, **kwargs):
-                return None
-
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), NoRedirect)
-
-    def request(self, path: str, form: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
-        data = urllib.parse.urlencode(form).encode() if form is not None else None
-        def flat(headers: Any) -> dict[str, str]:
-            out = {k.lower(): v for k, v in headers.items()}
-            out["set-cookie"] = "\n".join(headers.get_all("set-cookie") or [])
-            return out
-
-        try:
-            with self.opener.open(self.base + path, data=data, timeout=10) as resp:
-                return resp.status, flat(resp.headers), resp.read().decode()
-        except urllib.error.HTTPError as err:
-            return err.code, flat(err.headers), err.read().decode()
-
-    def csrf(self, page: str) -> str:
-        found = re.search(r'name="csrf" value="([^"]+)"', page)
-        assert found, page
-        return found.group(1)
-
-    def sign_in(self, username: str, password: str) -> tuple[int, dict[str, str], str]:
-        _, _, page = self.request("/login")
-        return self.request("/login", {"csrf": self.csrf(page), "username": username, "password": password})
 
 
 @pytest.fixture
@@ -69,17 +27,20 @@ def site(tmp_path: Path, database_url: str) -> Iterator[tuple[Instance, int]]:
 def test_sign_in_and_out(site: tuple[Instance, int]):
     inst, port = site
     b = Browser(port)
-    status, headers, _ = b.request("/")
-    assert status == 303 and headers["location"] == "/login"
-    status, headers, page = b.request("/login")
+    status, headers, _ = b.request("/tickets?status=all")
+    assert status == 303 and headers["location"] == "/login?next=%2Ftickets%3Fstatus%3Dall"
+    status, headers, page = b.request("/login?next=%2Ftickets%3Fstatus%3Dall")
+    assert 'name="next" value="/tickets?status=all"' in page
     assert status == 200 and 'name="csrf"' in page and "httponly" in headers["set-cookie"].lower()
-    status, headers, _ = b.sign_in("ada", PASSWORD)
-    assert status == 303 and headers["location"] == "/"
+    status, headers, _ = b.request("/login", {"csrf": b.csrf(page), "username": "ada", "password": PASSWORD,
+                                              "next": "/tickets?status=all"})
+    assert status == 303 and headers["location"] == "/tickets?status=all"   # back where the staff member was
     (cookie,) = [c.lower() for c in headers["set-cookie"].split("\n") if c.startswith("ticketd_session=")]
     assert "httponly" in cookie and "samesite=lax" in cookie
     assert "secure" not in cookie          # public_url is http here; https makes it Secure
-    status, _, page = b.request("/")
-    assert status == 200 and "Signed in as Ada Lovelace (admin)" in page
+    assert b.request("/")[1]["location"] == "/tickets"
+    status, _, page = b.request("/tickets")
+    assert status == 200 and "Ada Lovelace (admin)" in page
     assert '<link rel="stylesheet" href="/static/desk.css">' in page and "<style" not in page   # CSP: no inline
     status, headers, css = b.request("/static/desk.css")
     assert status == 200 and headers["content-type"].startswith("text/css") and "font:" in css
@@ -87,11 +48,14 @@ def test_sign_in_and_out(site: tuple[Instance, int]):
     assert len(stored) == 1 and len(stored[0]["token_hash"]) == 64   # only the token's hash is kept
     # Sign-out needs the session's CSRF token; without it nothing happens.
     status, _, _ = b.request("/logout", {"csrf": "forged"})
-    assert status == 403 and b.request("/")[0] == 200
+    assert status == 403 and b.request("/tickets")[0] == 200
     status, headers, _ = b.request("/logout", {"csrf": b.csrf(page)})
     assert status == 303 and headers["location"] == "/login"
     assert inst.query("SELECT count(*) AS n FROM web_sessions")[0]["n"] == 0
-    assert b.request("/")[0] == 303
+    assert b.request("/tickets")[0] == 303
+    # A sign-in never sends anyone to another site afterwards.
+    _, _, page = b.request("/login?next=//evil.example/x")
+    assert 'name="next" value="/tickets"' in page
 
 
 def test_the_sign_in_form_needs_its_csrf_token(site: tuple[Instance, int]):
@@ -102,7 +66,7 @@ def test_the_sign_in_form_needs_its_csrf_token(site: tuple[Instance, int]):
     assert status == 403 and "expired" in page
     fresh = Browser(port)                   # ... and a form posted from elsewhere has no cookie at all
     status, _, _ = fresh.request("/login", {"csrf": "x", "username": "ada", "password": PASSWORD})
-    assert status == 403 and fresh.request("/")[0] == 303
+    assert status == 403 and fresh.request("/tickets")[0] == 303
 
 
 def test_failed_sign_ins_are_limited_and_a_turned_off_account_is_told_so(site: tuple[Instance, int]):
@@ -123,4 +87,4 @@ def test_failed_sign_ins_are_limited_and_a_turned_off_account_is_told_so(site: t
     inst.cli("staff", "passwd", "bo", "--enable")
     assert b.sign_in("bo", PASSWORD)[0] == 303
     inst.cli("staff", "passwd", "bo", "--disable")    # a session ends with its account
-    assert b.request("/")[0] == 303
+    assert b.request("/tickets")[0] == 303

@@ -23,6 +23,7 @@ MODULES = {
     "migrate-db": "migrate_db",
     "jobs": "jobs",
     "feedback": "feedback",
+    "predefined": "predefined",
 }
 
 

@@ -48,20 +48,16 @@ def read_body(args: argparse.Namespace, required: bool) -> str:
 
 def store_files(settings: Settings, paths: Sequence[str]) -> list[StoredFile]:
     """Staff may attach any file type (seed); names are made safe and bytes stored content-addressed."""
-    from maild.pipeline.attachments import safe_filename, sniff
+    from maild.desk import uploads
     from maild.store.blobs import BlobSpec
 
-    store = BlobSpec.from_settings(settings).open()
-    files = []
-    for i, name in enumerate(paths, start=1):
+    named = []
+    for name in paths:
         path = Path(name)
         if not path.is_file():
             raise NotFound(f"no such file to attach: {path}")
-        data = path.read_bytes()
-        ctype = sniff(data)
-        files.append(StoredFile(filename=safe_filename(path.name, i, ctype), content_type=ctype, size=len(data),
-                                sha256=store.put(data)))
-    return files
+        named.append((path.name, path.read_bytes()))
+    return uploads.store(BlobSpec.from_settings(settings).open(), named)
 
 
 def expected(args: argparse.Namespace) -> dict[str, str] | None:
@@ -98,7 +94,8 @@ async def _act(settings: Settings, args: argparse.Namespace) -> Result:
             return await desk.close(actor, args.tid, expected=expected(args))
         opts = Options(status=args.status, priority=args.priority, department=args.department, subject=args.subject,
                        assign=args.assign, unassign=args.unassign, flag=args.flag, unflag=args.unflag,
-                       cc_add=args.cc_add or (), cc_remove=args.cc_remove or (), client=args.client)
+                       cc_add=args.cc_add or (), cc_remove=args.cc_remove or (), client=args.client,
+                       tags_add=args.tag or (), tags_remove=args.untag or (), service=args.service)
         return await desk.set_options(actor, args.tid, opts, expected=expected(args))
 
 

@@ -51,6 +51,7 @@ def ticket_summary(row: Ticket, targets: dict[str, Any] | None = None) -> dict[s
         "last_client_reply_at": row.last_client_reply_at or None,
         "last_staff_reply_at": row.last_staff_reply_at or None,
         "closed_at": row.closed_at or None,
+        "related_service": row.related_service or None,
         **({"targets": targets} if targets is not None else {}),
     }
 
@@ -92,6 +93,7 @@ async def ticket_full(db: Database, row: Ticket, targets: dict[str, Any] | None 
         for number, m in enumerate(await messages.for_ticket(db, row.id), start=1)
     ]
     data["cc"] = [{"address": c["address"], "state": c["state"]} for c in await people.cc_list(db, row.id)]
+    data["tags"] = (await tickets.tags_of(db, [row.id])).get(row.id, [])
     data["watchers"] = [w.username for w in await staff.watchers(db, row.id)]
     data["log"] = [
         {"at": e["at"], "actor": e["actor"], "event": e["event"], "detail": json.loads(e["detail"])}

@@ -354,6 +354,11 @@ class Desk:
                             changes={"rule": (None, rule.name)}))
         return events
 
+    async def preview(self, actor: Actor, ticket: Ticket, body: str) -> str:
+        """A reply's HTML as the client would get it (merge fields filled in, the signature added), unsent."""
+        text = bodies.merge(body, ticket.client_name, ticket.client_email)
+        return bodies.to_html(bodies.with_signature(text, await self._signature(actor)))
+
     # -- helpers -------------------------------------------------------------------------------------------
 
     async def _signature(self, actor: Actor) -> str:

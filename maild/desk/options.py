@@ -32,6 +32,9 @@ class Options:
     cc_add: Sequence[str] = field(default_factory=tuple)
     cc_remove: Sequence[str] = field(default_factory=tuple)
     client: str | None = None          # an account name; "" removes the association
+    tags_add: Sequence[str] = field(default_factory=tuple)
+    tags_remove: Sequence[str] = field(default_factory=tuple)
+    service: str | None = None         # the related service (free text); "" removes it
 
 
 def parse_status(value: str) -> str:
@@ -102,6 +105,9 @@ async def apply_options(desk: Desk, actor: Actor, ticket: Ticket, opts: Options,
                 events.append(Event(EventKind.FLAGGED, tid, actor, staff_id=new_id, changes={"flagged": change}))
             else:
                 other["flagged"] = change
+    if opts.service is not None and " ".join(opts.service.split())[:200] != ticket.related_service:
+        columns["related_service"] = " ".join(opts.service.split())[:200]
+        other["service"] = (ticket.related_service or None, columns["related_service"] or None)
     if opts.client is not None:
         account = await people.client_by_name(db, opts.client) if opts.client.strip() else None
         if opts.client.strip() and account is None:
@@ -124,6 +130,16 @@ async def apply_options(desk: Desk, actor: Actor, ticket: Ticket, opts: Options,
         if cc_after != cc_before:
             other["cc"] = (_cc_text(cc_before), _cc_text(cc_after))
             if not columns and actor.kind != "system":
+                await tickets.touch_change(db, tid, stamp)
+    if opts.tags_add or opts.tags_remove:
+        before = (await tickets.tags_of(db, [tid])).get(tid, [])
+        add = [t for t in dict.fromkeys(tickets.clean_tag(t) for t in opts.tags_add) if t and t not in before]
+        drop = [t for t in dict.fromkeys(tickets.clean_tag(t) for t in opts.tags_remove) if t in before]
+        if add or drop:
+            await tickets.add_tags(db, tid, add)
+            await tickets.remove_tags(db, tid, drop)
+            other["tags"] = (", ".join(before) or None, ", ".join(sorted((set(before) | set(add)) - set(drop))) or None)
+            if not columns and actor.kind != "system" and "cc" not in other:
                 await tickets.touch_change(db, tid, stamp)
     if other:
         events.append(Event(EventKind.OPTIONS_CHANGED, tid, actor, changes=other))

@@ -132,3 +132,9 @@ async def mark_imported(db: Database, log_id: int, ticket_id: int, by: str, stam
         (by, stamp, ticket_id, log_id),
     )
     return changed == 1
+
+
+async def blocked_for_ticket(db: Database, ticket_id: int) -> list[Row]:
+    """The ticket's blocked mail not imported yet (seed: Blocked Client Replies), newest first."""
+    return await db.fetchall(f"{SELECT} WHERE l.ticket_id = ? AND l.outcome = 'blocked' AND l.imported_at IS NULL"
+                             " ORDER BY l.id DESC", (ticket_id,))

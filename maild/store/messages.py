@@ -161,3 +161,21 @@ async def with_attachments(db: Database, ids: Sequence[int]
     for f in await db.fetchall(f"SELECT * FROM attachments WHERE message_id IN ({marks}) ORDER BY id", wanted):
         files.setdefault(f["message_id"], []).append(Attachment.from_row(f))
     return {r["id"]: Message.from_row(r) for r in rows}, files
+
+
+async def first_badges(db: Database, ticket_ids: Sequence[int]) -> dict[int, str]:
+    """The badge of each ticket's first message (who opened it: Owner, Guest, Operator...)."""
+    if not ticket_ids:
+        return {}
+    marks = ",".join("?" * len(ticket_ids))
+    rows = await db.fetchall(
+        f"SELECT ticket_id, badge FROM messages WHERE id IN (SELECT min(id) FROM messages WHERE ticket_id IN ({marks})"
+        " GROUP BY ticket_id)", list(ticket_ids))
+    return {r["ticket_id"]: r["badge"] for r in rows}
+
+
+async def attachment(db: Database, attachment_id: int) -> tuple[Attachment, int] | None:
+    """The attachment and the id of the ticket it belongs to."""
+    row = await db.fetchone("SELECT a.*, m.ticket_id AS of_ticket FROM attachments a JOIN messages m"
+                            " ON m.id = a.message_id WHERE a.id = ?", (attachment_id,))
+    return (Attachment.from_row(row), int(row["of_ticket"])) if row is not None else None

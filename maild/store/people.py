@@ -17,6 +17,13 @@ async def client_by_name(db: Database, name: str) -> Row | None:
     return await db.fetchone("SELECT * FROM clients WHERE lower(name) = lower(?)", (name,))
 
 
+async def client_name(db: Database, client_id: int | None) -> str:
+    """The account's name ("" for none)."""
+    if client_id is None:
+        return ""
+    return str(await db.scalar("SELECT name FROM clients WHERE id = ?", (client_id,)) or "")
+
+
 async def add_person(db: Database, account: str | None, email: str, name: str, role: str, stamp: str) -> str:
     """Add one person; ``role`` is owner/user/contact (with an account) or registered (without)."""
     email = email.strip().lower()

@@ -57,6 +57,7 @@ class Ticket:
                                   # an escalation rule fire again
     first_staff_reply_at: str     # the first response ("" before it; a ticket staff opened has it from then)
     closed_at: str                # when it was last closed ("" while it is not)
+    related_service: str          # free text: a hostname or an order number ("" for none)
 
     @classmethod
     def from_row(cls, row: Row) -> Ticket:
@@ -291,3 +292,39 @@ async def listing(db: Database, status: str | None = None, limit: int | None = N
     rows = await db.fetchall(f"{SELECT} {where} ORDER BY t.last_reply_at DESC LIMIT ?",
                              (*params, NO_LIMIT if limit is None else limit))
     return [Ticket.from_row(r) for r in rows]
+
+
+def clean_tag(tag: str) -> str:
+    """A tag as stored: lower case, single spaces, at most 64 characters ("" when nothing is left)."""
+    return " ".join(tag.split()).lower()[:64]
+
+
+async def tags_of(db: Database, ticket_ids: Sequence[int]) -> dict[int, list[str]]:
+    """Each ticket's tags, sorted."""
+    found: dict[int, list[str]] = {}
+    for i in range(0, len(ticket_ids), 500):
+        chunk = list(ticket_ids[i:i + 500])
+        marks = ",".join("?" * len(chunk))
+        rows = await db.fetchall(f"SELECT ticket_id, tag FROM ticket_tags WHERE ticket_id IN ({marks}) ORDER BY tag",
+                                 chunk)
+        for r in rows:
+            found.setdefault(r["ticket_id"], []).append(r["tag"])
+    return found
+
+
+async def add_tags(db: Database, ticket_id: int, tags: Sequence[str]) -> None:
+    for tag in tags:
+        await db.execute("INSERT INTO ticket_tags (ticket_id, tag) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                         (ticket_id, tag))
+
+
+async def remove_tags(db: Database, ticket_id: int, tags: Sequence[str]) -> None:
+    for tag in tags:
+        await db.execute("DELETE FROM ticket_tags WHERE ticket_id = ? AND tag = ?", (ticket_id, tag))
+
+
+async def all_tags(db: Database, limit: int = 500) -> list[str]:
+    """The tags in use, the most used first (for the list's filter)."""
+    rows = await db.fetchall("SELECT tag, count(*) AS n FROM ticket_tags GROUP BY tag ORDER BY n DESC, tag LIMIT ?",
+                             (limit,))
+    return [r["tag"] for r in rows]

@@ -48,8 +48,9 @@ class AccessLog:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], *SECURITY_HEADERS]
+                given = list(message.get("headers", []))
+                named = {k.lower() for k, _ in given}   # a response's own policy (a file's, a page's) stays
+                message["headers"] = [*given, *((k, v) for k, v in SECURITY_HEADERS if k not in named)]
             await send(message)
 
         try:
@@ -86,9 +87,24 @@ def build(app: App, worker_alive: Any = None) -> ASGIApp:
                             headers={"cache-control": "no-store"})
 
     from maild.web.auth import Auth
+    from maild.web.render import Pages
+    from maild.web.ticket import TicketPage
+    from maild.web.tickets import TicketList
 
-    auth = Auth(app)
-    routes = [Route("/healthz", healthz), Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
-              Route("/login", auth.login_form, methods=["GET"]), Route("/login", auth.login, methods=["POST"]),
-              Route("/logout", auth.logout, methods=["POST"]), Route("/", auth.home, methods=["GET"])]
+    auth = Auth(app, Pages())
+    listing, ticket = TicketList(app, auth), TicketPage(app, auth)
+    s = auth.signed_in
+    routes = [
+        Route("/healthz", healthz), Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
+        Route("/login", auth.login_form, methods=["GET"]), Route("/login", auth.login, methods=["POST"]),
+        Route("/logout", auth.logout, methods=["POST"]), Route("/", auth.home, methods=["GET"]),
+        Route("/tickets", s(listing.page), methods=["GET"]),
+        Route("/tickets/close", s(listing.close_many), methods=["POST"]),
+        Route("/tickets/{tid}", s(ticket.show), methods=["GET"]),
+        Route("/tickets/{tid}/reply", s(ticket.reply), methods=["POST"]),
+        Route("/tickets/{tid}/note", s(ticket.note), methods=["POST"]),
+        Route("/tickets/{tid}/options", s(ticket.options), methods=["POST"]),
+        Route("/tickets/{tid}/watch", s(ticket.watch), methods=["POST"]),
+        Route("/tickets/{tid}/files/{file_id:int}", s(ticket.file), methods=["GET"]),
+    ]
     return AccessLog(Starlette(routes=routes))

@@ -8,23 +8,29 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
+from functools import wraps
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-import jinja2
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from maild import passwords
 from maild.clock import iso
+from maild.desk.desk import actor_of
+from maild.desk.events import Actor
 from maild.store import staff, websessions
+from maild.store.staff import StaffMember
 from maild.store.websessions import Session
+from maild.web.render import Pages
 
 if TYPE_CHECKING:
     from maild.app import App
 
-TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates" / "web"
 SESSION_COOKIE = "ticketd_session"
 LOGIN_COOKIE = "ticketd_login"
 SESSION_HOURS = 12
@@ -39,16 +45,81 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Viewer:
+    """The signed-in staff member of a request: who they are, the CSRF token their forms carry, and the
+    departments they may see (None: all, an admin)."""
+
+    member: StaffMember
+    csrf: str
+    scope: tuple[int, ...] | None
+
+    @property
+    def actor(self) -> Actor:
+        return actor_of(self.member)
+
+    def sees(self, department_id: int | None) -> bool:
+        return self.scope is None or department_id in self.scope
+
+
+Handler = Callable[[Request, Viewer], Awaitable[Response]]
+
+
 class Auth:
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, pages: Pages) -> None:
         self.app = app
+        self.pages = pages
         self.secure = app.settings.web.public_url.startswith("https://")
-        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
-                                      undefined=jinja2.StrictUndefined)
 
     def page(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        return HTMLResponse(self.env.get_template(name).render(**context), status_code=status,
-                            headers={"cache-control": "no-store"})
+        return self.pages.render(name, status, **context)
+
+    async def viewer(self, request: Request) -> Viewer | None:
+        session = await self.current(request)
+        if session is None:
+            return None
+        scope: tuple[int, ...] | None = None
+        if not session.member.is_admin:
+            assert self.app.db is not None
+            member, _ = await staff.departments_of(self.app.db, session.member.id)
+            scope = tuple(sorted(member))
+        return Viewer(session.member, session.csrf, scope)
+
+    def signed_in(self, handler: Handler, admin: bool = False) -> Callable[[Request], Awaitable[Response]]:
+        """``handler`` for a signed-in staff member (others go to the sign-in page, and come back); a POST's
+        form must carry the session's CSRF token (403 otherwise); ``admin``: admins only (404 for others,
+        as for anything a staff member may not see)."""
+
+        @wraps(handler)
+        async def run(request: Request) -> Response:
+            viewer = await self.viewer(request)
+            if viewer is None:
+                if request.method != "GET":
+                    return self.page("error.html", 403, viewer=None, title="Signed out",
+                                     message="Your session has ended. Sign in again, then repeat what you did.")
+                back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse(f"/login?next={quote(back, safe='')}", status_code=303)
+            if admin and viewer.scope is not None:
+                return self.not_found(viewer)
+            if request.method == "POST":
+                form = await request.form(max_files=20, max_fields=200)
+                request.state.form = form
+                if not self.csrf_ok(form, viewer):
+                    return self.page("error.html", 403, viewer=viewer, title="Form expired",
+                                     message="The form was missing its security token or had an old one."
+                                             " Go back, reload the page and try again.")
+            return await handler(request, viewer)
+
+        return run
+
+    @staticmethod
+    def csrf_ok(form: FormData, viewer: Viewer) -> bool:
+        sent = form.get("csrf")
+        return isinstance(sent, str) and bool(sent) and hmac.compare_digest(sent, viewer.csrf)
+
+    def not_found(self, viewer: Viewer | None, what: str = "This page") -> HTMLResponse:
+        return self.page("error.html", 404, viewer=viewer, title="Not found",
+                         message=f"{what} does not exist, or is in a department you do not work in.")
 
     def _cookie(self, response: Response, name: str, value: str, max_age: int | None) -> None:
         response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="lax", secure=self.secure,
@@ -61,21 +132,32 @@ class Auth:
         assert self.app.db is not None
         return await websessions.get(self.app.db, token_hash(token), self.app.clock.stamp())
 
-    def _login_page(self, request: Request, status: int = 200, error: str = "", username: str = "") -> HTMLResponse:
+    def _login_page(self, request: Request, status: int = 200, error: str = "", username: str = "",
+                    next_url: str = "/tickets") -> HTMLResponse:
         csrf = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
-        response = self.page("login.html", status, csrf=csrf, error=error, username=username)
+        response = self.page("login.html", status, viewer=None, csrf=csrf, error=error, username=username,
+                             next_url=next_url)
         self._cookie(response, LOGIN_COOKIE, csrf, None)
         return response
 
+    @staticmethod
+    def _next(value: object) -> str:
+        """Where to go after signing in: a path of this site only (never another host)."""
+        text = value if isinstance(value, str) else ""
+        if not text.startswith("/") or text.startswith("//") or "\\" in text:
+            return "/tickets"
+        return text
+
     async def login_form(self, request: Request) -> Response:
         if await self.current(request) is not None:
-            return RedirectResponse("/", status_code=303)
-        return self._login_page(request)
+            return RedirectResponse(self._next(request.query_params.get("next")), status_code=303)
+        return self._login_page(request, next_url=self._next(request.query_params.get("next")))
 
     async def login(self, request: Request) -> Response:
         assert self.app.db is not None
         db, now = self.app.db, self.app.clock.now()
         form = await request.form()
+        next_url = self._next(form.get("next"))
         sent, expected = str(form.get("csrf") or ""), request.cookies.get(LOGIN_COOKIE) or ""
         if not sent or not expected or not hmac.compare_digest(sent, expected):
             return self._login_page(request, 403, "The form had expired. Please sign in again.")
@@ -87,17 +169,17 @@ class Auth:
         if (await websessions.failures(db, keys[0], since) >= ACCOUNT_LIMIT
                 or await websessions.failures(db, keys[1], since) >= ADDRESS_LIMIT):
             return self._login_page(request, 429, f"Too many failed attempts. Try again in {WINDOW_MINUTES} minutes.",
-                                    username)
+                                    username, next_url)
         found = await staff.login_record(db, username) if username else None
         stored = found[1] if found is not None else ""
         good = passwords.verify(stored or _DUMMY, password) and bool(stored)
         if found is None or not good:
             await websessions.failed(db, keys, iso(now))
-            return self._login_page(request, 401, "Wrong username or password.", username)
+            return self._login_page(request, 401, "Wrong username or password.", username, next_url)
         member, _, disabled = found
         if disabled:
             return self._login_page(request, 403, "This account is turned off. An admin can turn it on again"
-                                                  " (ticketd staff passwd USERNAME --enable).", username)
+                                                  " (ticketd staff passwd USERNAME --enable).", username, next_url)
         if passwords.needs_rehash(stored):
             async with db.transaction():
                 await staff.set_password(db, member.id, passwords.hash_password(password))
@@ -105,7 +187,7 @@ class Auth:
         await websessions.create(db, token_hash(token), member.id, secrets.token_urlsafe(24), iso(now),
                                  iso(now + timedelta(hours=SESSION_HOURS)))
         await websessions.succeeded(db, keys[0], since)
-        response = RedirectResponse("/", status_code=303)
+        response = RedirectResponse(next_url, status_code=303)
         self._cookie(response, SESSION_COOKIE, token, SESSION_HOURS * 3600)
         response.delete_cookie(LOGIN_COOKIE, path="/")
         return response
@@ -116,7 +198,8 @@ class Auth:
             return RedirectResponse("/login", status_code=303)
         form = await request.form()
         if not hmac.compare_digest(str(form.get("csrf") or ""), session.csrf):
-            return self.page("home.html", 403, member=session.member, csrf=session.csrf)
+            return self.page("error.html", 403, viewer=None, title="Form expired",
+                             message="The sign-out form had an old security token. Reload the page and try again.")
         assert self.app.db is not None
         await websessions.end(self.app.db, token_hash(request.cookies.get(SESSION_COOKIE, "")))
         response = RedirectResponse("/login", status_code=303)
@@ -124,7 +207,4 @@ class Auth:
         return response
 
     async def home(self, request: Request) -> Response:
-        session = await self.current(request)
-        if session is None:
-            return RedirectResponse("/login", status_code=303)
-        return self.page("home.html", member=session.member, csrf=session.csrf)
+        return RedirectResponse("/tickets", status_code=303)

@@ -1,0 +1,104 @@
+"""The desk's ticket list: filters (statuses, departments, priority, assignee, flag, tag, keywords), sorting
+and pages, always within the departments a staff member may see."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from maild.store.db import Database
+from maild.store.tickets import SELECT, Ticket
+
+# Sort keys → SQL; the id breaks ties, so that pages never repeat or skip a ticket.
+SORTS = {
+    "last_reply": "t.last_reply_at",
+    "opened": "t.created_at",
+    "tid": "t.tid",
+    "subject": "lower(t.subject)",
+    "status": "t.status",
+    "priority": "CASE t.priority WHEN 'High' THEN 3 WHEN 'Medium' THEN 2 ELSE 1 END",
+    "department": "d.name",
+    "client": "lower(t.client_email)",
+}
+
+
+@dataclass(frozen=True)
+class Query:
+    scope: Sequence[int] | None = None      # the departments the viewer may see; None: all (an admin)
+    statuses: Sequence[str] = ()            # empty: every status
+    department_id: int | None = None
+    priority: str = ""
+    assigned_to: int | None = None
+    unassigned: bool = False
+    flagged_to: int | None = None
+    tag: str = ""
+    text: str = ""                          # keywords: every word in a message's subject or text
+    sort: str = "last_reply"
+    descending: bool = True
+    offset: int = 0
+    limit: int = 50
+
+
+def _where(db: Database, q: Query) -> tuple[str, list[object]] | None:
+    """The WHERE clause and its parameters; None when nothing can match."""
+    where: list[str] = ["t.merged_into IS NULL"]
+    params: list[object] = []
+    if q.scope is not None:
+        if not q.scope:
+            return None
+        where.append(f"t.department_id IN ({','.join('?' * len(q.scope))})")
+        params += list(q.scope)
+    if q.statuses:
+        where.append(f"t.status IN ({','.join('?' * len(q.statuses))})")
+        params += list(q.statuses)
+    if q.department_id is not None:
+        where.append("t.department_id = ?")
+        params.append(q.department_id)
+    if q.priority:
+        where.append("t.priority = ?")
+        params.append(q.priority)
+    if q.unassigned:
+        where.append("t.assigned_to IS NULL")
+    elif q.assigned_to is not None:
+        where.append("t.assigned_to = ?")
+        params.append(q.assigned_to)
+    if q.flagged_to is not None:
+        where.append("t.flagged_to = ?")
+        params.append(q.flagged_to)
+    if q.tag:
+        where.append("t.id IN (SELECT ticket_id FROM ticket_tags WHERE tag = ?)")
+        params.append(q.tag)
+    if q.text.strip():
+        match = db.text_match(q.text)
+        if match is None:
+            return None
+        sub, more = match
+        where.append(f"t.id IN (SELECT m.ticket_id FROM messages m WHERE m.id IN ({sub}))")
+        params += more
+    return " AND ".join(where), params
+
+
+async def page(db: Database, q: Query) -> tuple[list[Ticket], int]:
+    """One page of tickets and how many match in all."""
+    found = _where(db, q)
+    if found is None:
+        return [], 0
+    where, params = found
+    order = SORTS.get(q.sort, SORTS["last_reply"])
+    direction = "DESC" if q.descending else "ASC"
+    rows = await db.fetchall(f"{SELECT} WHERE {where} ORDER BY {order} {direction}, t.id {direction} LIMIT ? OFFSET ?",
+                             (*params, q.limit, q.offset))
+    total = await db.fetchone(f"SELECT count(*) AS n FROM tickets t WHERE {where}", params)
+    return [Ticket.from_row(r) for r in rows], int(total["n"]) if total else 0
+
+
+async def status_counts(db: Database, scope: Sequence[int] | None) -> dict[str, int]:
+    """Tickets (not merged away) per status, within ``scope``."""
+    if scope is not None and not scope:
+        return {}
+    where, params = "merged_into IS NULL", []
+    if scope is not None:
+        where += f" AND department_id IN ({','.join('?' * len(scope))})"
+        params = list(scope)
+    rows = await db.fetchall(f"SELECT status, count(*) AS n FROM tickets WHERE {where} GROUP BY status", params)
+    return {r["status"]: int(r["n"]) for r in rows}

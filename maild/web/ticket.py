@@ -1,0 +1,284 @@
+"""The ticket page (``/tickets/TID``): the thread with badges, staff names and private notes, the blocked
+replies notice, attachments (downloads, thumbnails, ``cid:`` images in place), mail HTML made inert, the log;
+forms to reply (markdown with a preview, predefined replies, merge fields, attachments, the status and page
+after the reply), to add a note (``@username`` mentions), to change the options and to watch. Every change
+goes through the desk, so it notifies exactly as one made by mail or from the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from markupsafe import Markup
+from starlette.datastructures import FormData, UploadFile
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from maild.config import PRIORITIES
+from maild.desk import uploads
+from maild.desk.core import StoredFile
+from maild.desk.errors import Collision, Denied, DeskError, Invalid, NotFound
+from maild.desk.options import Options
+from maild.jobs import targets
+from maild.store import importlog, messages, people, predefined, staff, tickets
+from maild.store.blobs import BlobSpec
+from maild.store.errors import NotFound as BlobMissing
+from maild.store.tickets import Ticket
+from maild.web import mailview
+from maild.web.auth import Auth, Viewer
+
+if TYPE_CHECKING:
+    from maild.app import App
+
+log = logging.getLogger("ticketd.web")
+# Shown in the browser (thumbnails, cid: images): raster images only, never SVG or anything scriptable.
+INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+DONE = {"replied": "Reply sent.", "noted": "Note added.", "saved": "Options saved.",
+        "watching": "You are watching this ticket.", "unwatched": "You no longer watch this ticket."}
+AFTER_REPLY = {"ticket": "Stay on the ticket", "list": "Return to the ticket list"}
+REMOTE_IMAGES_CSP = ("default-src 'self'; img-src 'self' data: https: http:; object-src 'none'; base-uri 'none';"
+                     " frame-ancestors 'none'; form-action 'self'")
+
+
+class TicketPage:
+    def __init__(self, app: App, auth: Auth) -> None:
+        self.app, self.auth = app, auth
+        self._blobs = BlobSpec.from_settings(app.settings)
+
+    @property
+    def db(self) -> Any:
+        assert self.app.db is not None
+        return self.app.db
+
+    async def _ticket(self, viewer: Viewer, tid: str) -> Ticket | None:
+        """The ticket the viewer may see (followed past merges), else None: another department's ticket is
+        answered exactly like one that does not exist."""
+        row = await tickets.by_tid(self.db, tid.strip().lstrip("#"))
+        if row is None:
+            return None
+        row = await tickets.resolve_merged(self.db, row)
+        return row if viewer.sees(row.department_id) else None
+
+    # -- the page ------------------------------------------------------------------------------------------
+
+    async def show(self, request: Request, viewer: Viewer) -> Response:
+        ticket = await self._ticket(viewer, request.path_params["tid"])
+        if ticket is None:
+            return self.auth.not_found(viewer, "This ticket")
+        if ticket.tid != request.path_params["tid"]:   # merged: its own address is the ticket it went into
+            return RedirectResponse(f"/tickets/{ticket.tid}", status_code=303)
+        draft = ""
+        insert = request.query_params.get("insert", "")
+        if insert.isdigit():
+            found = await predefined.get(self.db, int(insert))
+            draft = found["body"] if found is not None else ""
+        return await self._render(request, viewer, ticket, draft=draft)
+
+    async def _render(self, request: Request, viewer: Viewer, ticket: Ticket, status: int = 200, error: str = "",
+                      draft: str = "", note: str = "", preview: Markup | None = None, reply_status: str = "",
+                      after: str = "ticket", done: str = "", warning: str = "") -> Response:
+        db = self.db
+        done = done or request.query_params.get("done", "")
+        remote = request.query_params.get("images") == "1"
+        files = await messages.attachments_for_ticket(db, ticket.id)
+        base = f"/tickets/{ticket.tid}/files/"
+        cids = {f.content_id.strip("<>"): f"{base}{f.id}?inline=1" for f in files
+                if f.content_id and f.content_type in INLINE_TYPES}
+        by_message: dict[int, list[Any]] = {}
+        for f in files:
+            by_message.setdefault(f.message_id, []).append(f)
+        thread, blocked_images = [], 0
+        for number, m in enumerate(await messages.for_ticket(db, ticket.id), start=1):
+            shown = mailview.display(m.body_html, cids, remote) if m.body_html else None
+            blocked_images += shown.remote_blocked if shown else 0
+            thread.append({"number": number, "m": m, "html": shown.html if shown else None,
+                           "files": [f for f in by_message.get(m.id, []) if not (f.inline and f.content_id
+                                                                                 and f.content_type in INLINE_TYPES
+                                                                                 and shown is not None)]})
+        if self.app.settings.web.thread_order == "newest":
+            thread.reverse()
+        events = [{"at": e["at"], "actor": e["actor"], "event": e["event"], "detail": json.loads(e["detail"])}
+                  for e in await tickets.events(db, ticket.id)]
+        pq = request.query_params.get("pq", "")
+        response = self.auth.page(
+            "ticket.html", status, viewer=viewer, t=ticket, thread=thread, events=events, error=error,
+            done=DONE.get(done, ""), warning=warning,
+            cc=await people.cc_list(db, ticket.id), watchers=await staff.watchers(db, ticket.id),
+            tags=(await tickets.tags_of(db, [ticket.id])).get(ticket.id, []),
+            blocked=await importlog.blocked_for_ticket(db, ticket.id), inline_types=INLINE_TYPES,
+            workers=await staff.working_in(db, ticket.department_id), priorities=PRIORITIES,
+            statuses=tickets.STATUSES, departments=[n for n, i in self.app.departments.items() if viewer.sees(i)
+                                                    or i == ticket.department_id],
+            targets=targets.of(ticket, self.app.settings, self.app.clock.now()),
+            replies=await predefined.listing(db, pq, 50), pq=pq, draft=draft, note=note, preview=preview,
+            reply_status=reply_status or tickets.ANSWERED, after=after, after_choices=AFTER_REPLY,
+            blocked_images=blocked_images, remote=remote, client=await people.client_name(db, ticket.client_id),
+            watching=any(w.id == viewer.member.id for w in await staff.watchers(db, ticket.id)))
+        if remote:
+            response.headers["content-security-policy"] = REMOTE_IMAGES_CSP
+        return response
+
+    # -- files ---------------------------------------------------------------------------------------------
+
+    async def file(self, request: Request, viewer: Viewer) -> Response:
+        ticket = await self._ticket(viewer, request.path_params["tid"])
+        found = await messages.attachment(self.db, int(request.path_params["file_id"]))
+        if ticket is None or found is None or found[1] != ticket.id:
+            return self.auth.not_found(viewer, "This file")
+        attachment = found[0]
+        try:
+            data = await asyncio.to_thread(self._blobs.open().read, attachment.sha256)
+        except BlobMissing:
+            return self.auth.page("error.html", 410, viewer=viewer, title="File gone",
+                                  message=f"The bytes of {attachment.filename} are no longer stored.")
+        inline = request.query_params.get("inline") == "1" and attachment.content_type in INLINE_TYPES
+        ctype = attachment.content_type
+        if not inline and _active(ctype):
+            ctype = "application/octet-stream"
+        disposition = f"{'inline' if inline else 'attachment'}; filename*=UTF-8''{quote(attachment.filename)}"
+        return Response(data, media_type=ctype, headers={
+            "content-disposition": disposition, "cache-control": "private, max-age=3600",
+            "content-security-policy": "default-src 'none'; sandbox"})
+
+    # -- actions -------------------------------------------------------------------------------------------
+
+    async def _files(self, form: FormData) -> list[StoredFile]:
+        uploads_given = [f for f in form.getlist("files") if isinstance(f, UploadFile) and f.filename]
+        limits = self.app.settings.attachments
+        named, total = [], 0
+        for upload in uploads_given:
+            data = await upload.read()
+            if len(data) > limits.max_file_size:
+                raise Invalid(f"{upload.filename} is {len(data)} bytes; the limit is {limits.max_file_size}"
+                              " ([attachments] max_file_size)")
+            total += len(data)
+            named.append((upload.filename or "", data))
+        if total > limits.max_total_size:
+            raise Invalid(f"the files come to {total} bytes; the limit is {limits.max_total_size}"
+                          " ([attachments] max_total_size)")
+        if not named:
+            return []
+        return await asyncio.to_thread(uploads.store, self._blobs.open(), named)
+
+    async def _act(self, request: Request, viewer: Viewer) -> tuple[Ticket | None, Response | None]:
+        ticket = await self._ticket(viewer, request.path_params["tid"])
+        if ticket is None:
+            return None, self.auth.not_found(viewer, "This ticket")
+        return ticket, None
+
+    async def _refused(self, request: Request, viewer: Viewer, ticket: Ticket, exc: DeskError, **kept: Any
+                       ) -> Response:
+        """A refused action: another department's ticket is a 404 like everywhere; otherwise the page again,
+        with the reason and what the staff member typed."""
+        if isinstance(exc, Denied):
+            return self.auth.not_found(viewer, "This ticket")
+        status = 409 if isinstance(exc, Collision) else (404 if isinstance(exc, NotFound) else 422)
+        fresh = await tickets.get(self.db, ticket.id) or ticket
+        return await self._render(request, viewer, fresh, status, error=str(exc), **kept)
+
+    @staticmethod
+    def _seen(form: FormData) -> dict[str, str] | None:
+        """What the staff member saw when the page was drawn (collision detection: the desk compares)."""
+        seen = {k: str(form.get(f"seen_{k}")) for k in ("last_reply_at", "status") if form.get(f"seen_{k}") is not None}
+        return seen or None
+
+    async def reply(self, request: Request, viewer: Viewer) -> Response:
+        ticket, refused = await self._act(request, viewer)
+        if ticket is None:
+            assert refused is not None
+            return refused
+        form = request.state.form
+        body = str(form.get("body") or "")
+        status = str(form.get("status") or tickets.ANSWERED)
+        after = str(form.get("after") or "ticket")
+        kept: dict[str, Any] = {"draft": body, "reply_status": status, "after": after}
+        if form.get("action") == "preview":
+            html = await self.app.desk.preview(viewer.actor, ticket, body)
+            return await self._render(request, viewer, ticket, preview=Markup(html), **kept)
+        try:
+            files = await self._files(form)
+            result = await self.app.desk.reply(viewer.actor, ticket.tid, body, files, status=status,
+                                               expected=self._seen(form))
+        except DeskError as exc:
+            return await self._refused(request, viewer, ticket, exc, **kept)
+        log.info("reply", extra={"kv": {"by": viewer.member.username, "ticket": result.tid,
+                                        "message": result.message_id, "files": len(files)}})
+        if after == "list":
+            return RedirectResponse(f"/tickets?done=replied-{result.tid}", status_code=303)
+        return RedirectResponse(f"/tickets/{result.tid}?done=replied#thread", status_code=303)
+
+    async def note(self, request: Request, viewer: Viewer) -> Response:
+        ticket, refused = await self._act(request, viewer)
+        if ticket is None:
+            assert refused is not None
+            return refused
+        form = request.state.form
+        body = str(form.get("body") or "")
+        try:
+            files = await self._files(form)
+            result = await self.app.desk.note(viewer.actor, ticket.tid, body, files=files)
+        except DeskError as exc:
+            return await self._refused(request, viewer, ticket, exc, note=body)
+        if result.notes:   # saved, with something to say (a mention that reached nobody): shown at once
+            fresh = await tickets.get(self.db, result.ticket_id) or ticket
+            return await self._render(request, viewer, fresh, done="noted", warning="; ".join(result.notes))
+        return RedirectResponse(f"/tickets/{result.tid}?done=noted#thread", status_code=303)
+
+    async def options(self, request: Request, viewer: Viewer) -> Response:
+        ticket, refused = await self._act(request, viewer)
+        if ticket is None:
+            assert refused is not None
+            return refused
+        form = request.state.form
+        cc_now = {r["address"]: r["state"] for r in await people.cc_list(self.db, ticket.id)}
+        cc_given = _words(str(form.get("cc_add") or ""), ",; \n")
+        confirm = [str(a) for a in form.getlist("cc_confirm") if cc_now.get(str(a)) == "pending"]
+        tags_now = set((await tickets.tags_of(self.db, [ticket.id])).get(ticket.id, []))
+        tags_given = {tickets.clean_tag(t) for t in _words(str(form.get("tags") or ""), ",\n")} - {""}
+        assign, flag = str(form.get("assign") or ""), str(form.get("flag") or "")
+        opts = Options(
+            department=_given(form, "department"), subject=_given(form, "subject"), status=_given(form, "status"),
+            priority=_given(form, "priority"), assign=assign or None, unassign=not assign and "assign" in form,
+            flag=flag or None, unflag=not flag and "flag" in form, cc_add=[*cc_given, *confirm],
+            cc_remove=[str(a) for a in form.getlist("cc_remove")], client=_given(form, "client"),
+            tags_add=sorted(tags_given - tags_now) if "tags" in form else (),
+            tags_remove=sorted(tags_now - tags_given) if "tags" in form else (), service=_given(form, "service"))
+        try:
+            result = await self.app.desk.set_options(viewer.actor, ticket.tid, opts, expected=self._seen(form))
+        except DeskError as exc:
+            return await self._refused(request, viewer, ticket, exc)
+        if not viewer.sees((await tickets.get(self.db, result.ticket_id) or ticket).department_id):
+            return RedirectResponse(f"/tickets?done=moved-{result.tid}", status_code=303)
+        return RedirectResponse(f"/tickets/{result.tid}?done=saved#options", status_code=303)
+
+    async def watch(self, request: Request, viewer: Viewer) -> Response:
+        ticket, refused = await self._act(request, viewer)
+        if ticket is None:
+            assert refused is not None
+            return refused
+        on = request.state.form.get("on") == "1"
+        try:
+            await self.app.desk.watch(viewer.actor, ticket.tid, on=on)
+        except DeskError as exc:
+            return await self._refused(request, viewer, ticket, exc)
+        return RedirectResponse(f"/tickets/{ticket.tid}?done={'watching' if on else 'unwatched'}", status_code=303)
+
+
+def _given(form: FormData, key: str) -> str | None:
+    value = form.get(key)
+    return None if value is None else str(value)
+
+
+def _words(text: str, separators: str) -> list[str]:
+    for sep in separators[1:]:
+        text = text.replace(sep, separators[0])
+    return [w.strip() for w in text.split(separators[0]) if w.strip()]
+
+
+def _active(content_type: str) -> bool:
+    """Types a browser might run or render as a page: always sent as bytes."""
+    ctype = content_type.lower()
+    return "html" in ctype or "xml" in ctype or "javascript" in ctype or ctype.startswith("text/")

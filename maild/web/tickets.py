@@ -1,0 +1,137 @@
+"""The ticket list (``/tickets``): "awaiting reply" by default, the tickets flagged to the viewer on top,
+filters as query parameters (status, department, priority, assignee, tag, keywords), sorting, pages, an
+auto-refresh interval the staff member chooses, and closing several tickets at once (through the desk)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from maild.config import PRIORITIES
+from maild.desk.errors import DeskError
+from maild.store import messages, staff, ticketlist, tickets
+from maild.store.ticketlist import Query
+from maild.web.auth import Auth, Viewer
+
+if TYPE_CHECKING:
+    from maild.app import App
+
+log = logging.getLogger("ticketd.web")
+PAGE_SIZE = 50
+AWAITING = (tickets.OPEN, tickets.CUSTOMER_REPLY)
+STATUS_VIEWS = {"awaiting": AWAITING, "active": tuple(s for s in tickets.STATUSES if s != tickets.CLOSED),
+                "all": (), **{s.lower(): (s,) for s in tickets.STATUSES}}
+REFRESH_CHOICES = (0, 30, 60, 120, 300, 600)
+REFRESH_COOKIE = "ticketd_refresh"
+BULK_LIMIT = 500
+
+
+class TicketList:
+    def __init__(self, app: App, auth: Auth) -> None:
+        self.app, self.auth = app, auth
+
+    def _filters(self, request: Request, viewer: Viewer) -> tuple[dict[str, str], Query, list[str]]:
+        """The page's parameters as given (for links), the query they make, and what was not understood."""
+        p = request.query_params
+        problems: list[str] = []
+        given = {k: p.get(k, "").strip() for k in ("status", "department", "priority", "assigned", "tag", "q",
+                                                   "sort", "dir")}
+        status = given["status"].lower() or "awaiting"
+        if status not in STATUS_VIEWS:
+            problems.append(f"status {given['status']!r} is not one of {', '.join(STATUS_VIEWS)}")
+            status = "awaiting"
+        department_id = None
+        if given["department"]:
+            department_id = next((i for n, i in self.app.departments.items()
+                                  if n.lower() == given["department"].lower()), None)
+            if department_id is None or not viewer.sees(department_id):
+                problems.append(f"no department {given['department']!r} of yours")
+                department_id = -1
+        priority = next((x for x in PRIORITIES if x.lower() == given["priority"].lower()), "")
+        if given["priority"] and not priority:
+            problems.append(f"priority {given['priority']!r} is not one of {', '.join(PRIORITIES)}")
+        sort = given["sort"] if given["sort"] in ticketlist.SORTS else "last_reply"
+        try:
+            number = max(1, int(p.get("page", "1")))
+        except ValueError:
+            number = 1
+        query = Query(scope=viewer.scope, statuses=STATUS_VIEWS[status], department_id=department_id,
+                      priority=priority, unassigned=given["assigned"] == "none", tag=tickets.clean_tag(given["tag"]),
+                      text=given["q"][:200], sort=sort, descending=given["dir"] != "asc",
+                      offset=(number - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+        return {**given, "status": status, "page": str(number)}, query, problems
+
+    async def _assignee(self, viewer: Viewer, name: str, query: Query, problems: list[str]) -> Query:
+        if not name or name == "none":
+            return query
+        assert self.app.db is not None
+        member = viewer.member if name == "me" else await staff.by_username(self.app.db, name)
+        if member is None:
+            problems.append(f"no staff member {name!r}")
+            return replace(query, scope=())
+        return replace(query, assigned_to=member.id)
+
+    async def page(self, request: Request, viewer: Viewer) -> Response:
+        assert self.app.db is not None
+        db = self.app.db
+        given, query, problems = self._filters(request, viewer)
+        query = await self._assignee(viewer, given["assigned"], query, problems)
+        rows, total = await ticketlist.page(db, query)
+        flagged: list[tickets.Ticket] = []
+        if query.offset == 0:
+            flagged, _ = await ticketlist.page(db, Query(scope=viewer.scope, flagged_to=viewer.member.id,
+                                                         statuses=STATUS_VIEWS["active"], limit=100))
+        shown = [*rows, *flagged]
+        ids = [t.id for t in shown]
+        badges = await messages.first_badges(db, ids)
+        tags = await tickets.tags_of(db, ids)
+        counts = await ticketlist.status_counts(db, viewer.scope)
+        refresh = self._refresh(request)
+        departments = [n for n, i in self.app.departments.items() if viewer.sees(i)]
+        response = self.auth.page(
+            "tickets.html", viewer=viewer, rows=rows, flagged=flagged, total=total, given=given, badges=badges,
+            tags=tags, counts=counts, problems=problems, departments=departments, priorities=PRIORITIES,
+            statuses=tickets.STATUSES, staff=await staff.working_in(db), all_tags=await tickets.all_tags(db, 100),
+            page_number=query.offset // PAGE_SIZE + 1, pages=max(1, -(-total // PAGE_SIZE)), refresh=refresh,
+            refresh_choices=REFRESH_CHOICES, sorts=list(ticketlist.SORTS), done=request.query_params.get("done", ""),
+            awaiting=sum(counts.get(s, 0) for s in AWAITING))
+        if "refresh" in request.query_params:
+            response.set_cookie(REFRESH_COOKIE, str(refresh), max_age=365 * 86400, httponly=True, samesite="lax",
+                                secure=self.auth.secure, path="/")
+        return response
+
+    @staticmethod
+    def _refresh(request: Request) -> int:
+        """Seconds between reloads of the list, as the staff member chose (kept in a cookie); 0: never."""
+        value = request.query_params.get("refresh", request.cookies.get(REFRESH_COOKIE, "0"))
+        try:
+            seconds = int(value)
+        except ValueError:
+            return 0
+        return seconds if seconds in REFRESH_CHOICES else 0
+
+    async def close_many(self, request: Request, viewer: Viewer) -> Response:
+        """Bulk close: each ticket through the desk (its rights, its log line, the client's closure mail)."""
+        form = request.state.form
+        tids = [str(t) for t in form.getlist("tid")][:BULK_LIMIT]
+        closed, refused = 0, []
+        for tid in tids:
+            try:
+                await self.app.desk.close(viewer.actor, tid)
+                closed += 1
+            except DeskError as exc:
+                refused.append(f"#{tid}: {exc}")
+        log.info("bulk close", extra={"kv": {"by": viewer.member.username, "closed": closed,
+                                             "refused": len(refused)}})
+        back = str(form.get("back") or "/tickets")
+        if not back.startswith("/tickets"):
+            back = "/tickets"
+        if refused:
+            return self.auth.page("error.html", 409, viewer=viewer, title="Some tickets were not closed",
+                                  message=f"{closed} closed; not closed: " + "; ".join(refused))
+        joiner = "&" if "?" in back else "?"
+        return RedirectResponse(f"{back}{joiner}done=closed-{closed}", status_code=303)
