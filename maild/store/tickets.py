@@ -191,9 +191,11 @@ async def set_thread_index(db: Database, ticket_id: int, thread_index: str) -> N
 
 
 async def update(db: Database, ticket_id: int, stamp: str, *, by_person: bool = True, **fields: Any) -> None:
-    """Set ticket columns (department_id, subject, status, priority, client_id, assigned_to, flagged_to);
-    ``by_person``: a person's change (not the system's), after which escalation rules may fire again."""
-    allowed = {"department_id", "subject", "status", "priority", "client_id", "assigned_to", "flagged_to"}
+    """Set ticket columns (department_id, subject, status, priority, client_id, assigned_to, flagged_to,
+    related_service); ``by_person``: a person's change (not the system's), after which escalation rules may
+    fire again."""
+    allowed = {"department_id", "subject", "status", "priority", "client_id", "assigned_to", "flagged_to",
+               "related_service"}
     unknown = set(fields) - allowed
     if unknown:
         raise ValueError(f"not a ticket option: {', '.join(sorted(unknown))}")

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from maild.config import PRIORITIES
-from maild.desk.errors import DeskError
+from maild.desk.errors import Denied, DeskError, NotFound
 from maild.store import messages, staff, ticketlist, tickets
 from maild.store.ticketlist import Query
 from maild.web.auth import Auth, Viewer
@@ -123,6 +123,8 @@ class TicketList:
             try:
                 await self.app.desk.close(viewer.actor, tid)
                 closed += 1
+            except (Denied, NotFound):   # another department's ticket is answered as one that does not exist
+                refused.append(f"#{tid}: no such ticket")
             except DeskError as exc:
                 refused.append(f"#{tid}: {exc}")
         log.info("bulk close", extra={"kv": {"by": viewer.member.username, "closed": closed,
