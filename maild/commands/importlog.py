@@ -15,7 +15,7 @@ from maild.commands.output import cut, fetch_limit, print_json, print_list
 from maild.commands.views import import_log_row
 from maild.config import Settings
 from maild.outcomes import BLOCKED_REASONS, OUTCOME_NAMES
-from maild.pipeline.manual import Imported, ImportNeedsTarget, ImportNotFound, ImportRefused, import_blocked
+from maild.pipeline.manual import Imported, ImportNeedsTarget, ImportNotFound, ImportRefused, import_blocked, reprocess
 from maild.store import importlog, inbound
 
 
@@ -67,22 +67,10 @@ async def _show(settings: Settings, log_id: int) -> tuple[dict, str, bytes] | No
         return import_log_row(row), row["detail"], found[1] if found else b""
 
 
-async def _reprocess(settings: Settings, log_id: int) -> tuple[str, dict | None]:
+async def _reprocess(settings: Settings, log_id: int) -> dict:
     async with App(settings) as app:
-        assert app.db is not None and app.worker is not None
-        row = await importlog.get(app.db, log_id)
-        if row is None:
-            return "missing", None
-        if row["outcome"] != "failed":
-            return row["outcome"], import_log_row(row)
-        found = await inbound.get(app.db, row["inbound_id"])
-        assert found is not None
-        if not found[1]:
-            return "purged", import_log_row(row)
-        await app.worker.process_rows([found], from_state="failed")
-        new = await importlog.get(app.db, log_id)
-        assert new is not None
-        return "done", import_log_row(new)
+        assert app.env is not None and app.worker is not None
+        return import_log_row(await reprocess(app.env, app.worker, log_id))
 
 
 async def _import(settings: Settings, args: argparse.Namespace) -> Imported:
@@ -115,19 +103,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"entry {done.log_id} imported into ticket #{done.tid} as a {done.kind}")
         return 0
     if args.command == "reprocess":
-        status, row = asyncio.run(_reprocess(settings, args.id))
-        if status == "missing":
-            print(f"ticketd reprocess: no import-log entry {args.id}", file=sys.stderr)
-            return EX_NOINPUT
-        if status == "purged":
-            print(f"ticketd reprocess: entry {args.id}'s raw mail was emptied by housekeeping"
-                  " ([housekeeping] raw_days_kept); it can no longer be reprocessed", file=sys.stderr)
-            return EX_DATAERR
-        if status != "done":
-            print(f"ticketd reprocess: entry {args.id} is '{status}', not 'failed'; only failed entries"
-                  " are reprocessed", file=sys.stderr)
-            return EX_DATAERR
-        assert row is not None
+        try:
+            row = asyncio.run(_reprocess(settings, args.id))
+        except ImportRefused as exc:
+            print(f"ticketd reprocess: {exc}", file=sys.stderr)
+            return EX_NOINPUT if isinstance(exc, ImportNotFound) else EX_DATAERR
         if args.json:
             print_json(row)
         else:

@@ -5,6 +5,7 @@ It never puts one sender's mail into another client's ticket unless the admin fo
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from maild.desk import core
 from maild.desk.events import Actor
@@ -15,6 +16,9 @@ from maild.pipeline.prepare import Preparer
 from maild.store import importlog, inbound, people, tickets
 from maild.store.db import Row
 from maild.store.tickets import Ticket
+
+if TYPE_CHECKING:
+    from maild.pipeline.worker import Worker
 
 # Blocked mail that would have opened a ticket had the guard let it through: it may become one (--new).
 NEW_TICKET_REASONS = (UNKNOWN_RECIPIENT, RATE_LIMITED, UNREGISTERED)
@@ -103,6 +107,24 @@ async def import_blocked(env: Env, preparer: Preparer, log_id: int, tid: str | N
     await env.notifier.expand()   # committed: the queued events become mail now
     return Imported(log_id, ticket.tid, events[0].message_id if events else None,
                     "new ticket" if new else kind, new)
+
+
+async def reprocess(env: Env, worker: Worker, log_id: int) -> Row:
+    """Process entry ``log_id`` again, a failed message only (after the cause was fixed); its new row."""
+    entry = await importlog.get(env.db, log_id)
+    if entry is None:
+        raise ImportNotFound(f"no import-log entry {log_id}")
+    if entry["outcome"] != "failed":
+        raise ImportRefused(f"entry {log_id} is '{entry['outcome']}', not 'failed'; only failed entries are"
+                            " reprocessed")
+    found = await inbound.get(env.db, entry["inbound_id"])
+    if found is None or not found[1]:
+        raise ImportRefused(f"entry {log_id}'s raw mail was emptied by housekeeping ([housekeeping] raw_days_kept);"
+                            " it can no longer be reprocessed")
+    await worker.process_rows([found], from_state="failed")
+    new = await importlog.get(env.db, log_id)
+    assert new is not None
+    return new
 
 
 def _department(env: Env, name: str | None, log_id: int) -> DepartmentRef:

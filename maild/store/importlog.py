@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from maild.outcomes import label
@@ -9,7 +10,8 @@ from maild.store.db import NO_LIMIT, Database, Row
 
 SELECT = (
     "SELECT l.*, i.received_at, i.source, i.source_ref, i.envelope_from, i.envelope_to, i.size, i.state,"
-    " t.tid, d.name AS department FROM import_log l JOIN inbound i ON i.id = l.inbound_id"
+    " t.tid, t.department_id AS ticket_department_id, d.name AS department"
+    " FROM import_log l JOIN inbound i ON i.id = l.inbound_id"
     " LEFT JOIN tickets t ON t.id = l.ticket_id LEFT JOIN departments d ON d.id = l.department_id"
 )
 
@@ -77,25 +79,34 @@ async def listing(
     since: str | None = None,
     limit: int | None = 100,
     after_inbound: int | None = None,
+    *,
+    until: str | None = None,
+    source: str | None = None,
+    sender: str | None = None,
+    scope: Sequence[int] | None = None,
+    offset: int = 0,
 ) -> list[Row]:
-    """Entries, newest first; ``since`` an ISO stamp in the stored form (UTC, ``Z``); ``limit`` None: all."""
+    """Entries, newest first; ``since``/``until`` ISO stamps in the stored form (UTC, ``Z``); ``sender``: part
+    of the From or envelope sender address; ``scope``: only entries of these departments (the message's or
+    its ticket's; entries of no department are left out); ``limit`` None: all."""
     where: list[str] = []
     params: list[object] = []
-    if outcome:
-        where.append("l.outcome = ?")
-        params.append(outcome)
-    if reason:
-        where.append("l.reason = ?")
-        params.append(reason)
-    if since:
-        where.append("i.received_at >= ?")
-        params.append(since)
-    if after_inbound is not None:
-        where.append("l.inbound_id > ?")
-        params.append(after_inbound)
+    for clause, value in (("l.outcome = ?", outcome), ("l.reason = ?", reason), ("i.received_at >= ?", since),
+                          ("i.received_at < ?", until), ("i.source = ?", source), ("l.inbound_id > ?", after_inbound)):
+        if value is not None and value != "":
+            where.append(clause)
+            params.append(value)
+    if sender:
+        like = "%" + sender.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.append("(lower(l.from_addr) LIKE ? ESCAPE '\\' OR lower(i.envelope_from) LIKE ? ESCAPE '\\')")
+        params += [like, like]
+    if scope is not None:
+        marks = ",".join("?" * len(scope)) or "NULL"
+        where.append(f"(l.department_id IN ({marks}) OR t.department_id IN ({marks}))")
+        params += [*scope, *scope]
     clause = ("WHERE " + " AND ".join(where)) if where else ""
-    return await db.fetchall(f"{SELECT} {clause} ORDER BY l.id DESC LIMIT ?",
-                             (*params, NO_LIMIT if limit is None else limit))
+    return await db.fetchall(f"{SELECT} {clause} ORDER BY l.id DESC LIMIT ? OFFSET ?",
+                             (*params, NO_LIMIT if limit is None else limit, offset))
 
 
 async def counts(db: Database, inbound_ids: tuple[int, int] | None = None) -> dict[str, int]:

@@ -161,11 +161,11 @@ async def get(db: Database, outbox_id: int) -> OutboxRow | None:
     return _row(row, True) if row is not None else None
 
 
-async def listing(db: Database, state: str | None = None, limit: int | None = 50) -> list[OutboxRow]:
+async def listing(db: Database, state: str | None = None, limit: int | None = 50, offset: int = 0) -> list[OutboxRow]:
     """The newest rows first (without their bytes), optionally only those in ``state``; ``limit`` None: all."""
     where, params = ("WHERE state = ?", [state]) if state else ("", [])
-    rows = await db.fetchall(f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY id DESC LIMIT ?",
-                             (*params, NO_LIMIT if limit is None else limit))
+    rows = await db.fetchall(f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                             (*params, NO_LIMIT if limit is None else limit, offset))
     return [_row(r, False) for r in rows]
 
 

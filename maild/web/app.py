@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from maild.store import imap, inbound, outbox
+from maild.web.metrics import observe
 
 if TYPE_CHECKING:
     from maild.app import App
@@ -56,6 +57,7 @@ class AccessLog:
         try:
             await self.app(scope, receive, sending)
         finally:
+            observe(scope["path"], scope["method"], time.perf_counter() - began)
             client = scope.get("client") or ("-", 0)
             log.info("request", extra={"kv": {
                 "method": scope["method"], "path": scope["path"], "status": status,
@@ -87,12 +89,17 @@ def build(app: App, worker_alive: Any = None) -> ASGIApp:
                             headers={"cache-control": "no-store"})
 
     from maild.web.auth import Auth
+    from maild.web.importlog import ImportLog
+    from maild.web.metrics import MetricsPage
+    from maild.web.outbox import OutboxPage
+    from maild.web.predefined import PredefinedPage
     from maild.web.render import Pages
     from maild.web.ticket import TicketPage
     from maild.web.tickets import TicketList
 
     auth = Auth(app, Pages())
-    listing, ticket = TicketList(app, auth), TicketPage(app, auth)
+    listing, ticket, mail_log = TicketList(app, auth), TicketPage(app, auth), ImportLog(app, auth)
+    queue, replies, metrics = OutboxPage(app, auth), PredefinedPage(app, auth), MetricsPage(app, auth)
     s = auth.signed_in
     routes = [
         Route("/healthz", healthz), Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
@@ -106,5 +113,15 @@ def build(app: App, worker_alive: Any = None) -> ASGIApp:
         Route("/tickets/{tid}/options", s(ticket.options), methods=["POST"]),
         Route("/tickets/{tid}/watch", s(ticket.watch), methods=["POST"]),
         Route("/tickets/{tid}/files/{file_id:int}", s(ticket.file), methods=["GET"]),
+        Route("/import-log", s(mail_log.listing), methods=["GET"]),
+        Route("/import-log/{log_id:int}", s(mail_log.entry), methods=["GET"]),
+        Route("/import-log/{log_id:int}/import", s(mail_log.import_), methods=["POST"]),
+        Route("/import-log/{log_id:int}/reprocess", s(mail_log.reprocess, admin=True), methods=["POST"]),
+        Route("/outbox", s(queue.page, admin=True), methods=["GET"]),
+        Route("/outbox/{outbox_id:int}/retry", s(queue.retry, admin=True), methods=["POST"]),
+        Route("/predefined", s(replies.page), methods=["GET"]),
+        Route("/predefined", s(replies.add), methods=["POST"]),
+        Route("/predefined/{reply_id:int}", s(replies.update), methods=["POST"]),
+        Route("/metrics", metrics.metrics, methods=["GET"]),
     ]
     return AccessLog(Starlette(routes=routes))
