@@ -28,7 +28,7 @@ SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: `make test` installs Debian's chromium (scripts/install-test-deps.sh)"
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: `make test` installs it (scripts/install-test-deps.sh)"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
