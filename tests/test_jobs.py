@@ -23,7 +23,7 @@ from maild.desk.events import Actor
 from maild.desk.options import Options
 from maild.jobs import scheduler, targets
 from maild.spool import Incoming
-from maild.store import inbound, jobs, outbox, staff, tickets
+from maild.store import inbound, jobs, outbox, staff, tickets, websessions
 from tests.helpers import Instance, make_mail
 
 pytestmark = pytest.mark.both_engines
@@ -513,8 +513,19 @@ async def test_housekeeping_empties_old_raw_mail_keeps_blocked_longer_and_remove
     assert (await housekeeping(T0 + timedelta(days=3650)))["orphans_removed"] == 0
     day_old = (utcnow() - timedelta(hours=25)).timestamp()
     os.utime(path, (day_old, day_old))      # written 25 hours ago
-    done = await housekeeping(T0 + timedelta(days=400))
+    # Expired web sessions and failed sign-ins older than the rate limit's window are forgotten.
+    member = await staff.save(app.db, email="ada@helpdesk.example", username="ada", name="Ada", is_admin=True,
+                              signature=None, stamp=iso(T0))
+    when = T0 + timedelta(days=400)
+    for token, began in (("old", when - timedelta(hours=13)), ("live", when - timedelta(hours=1))):
+        await websessions.create(app.db, token, member, "x", iso(began), iso(began + timedelta(hours=12)))
+    await websessions.failed(app.db, ["user:ada", "addr:10.0.0.1"], iso(when - timedelta(minutes=16)))
+    await websessions.failed(app.db, ["user:ada"], iso(when - timedelta(minutes=1)))
+    done = await housekeeping(when)
     assert done["orphans_removed"] == 1 and not path.exists()
+    assert done["sign_in_rows_purged"] == 3
+    assert [r["token_hash"] for r in await app.db.fetchall("SELECT token_hash FROM web_sessions")] == ["live"]
+    assert await websessions.failures(app.db, "user:ada", iso(when - timedelta(hours=1))) == 1
     if app.db.engine == "sqlite":
         assert {"wal_pages", "wal_pages_checkpointed", "checkpoint_busy"} <= set(done)
 

@@ -165,22 +165,44 @@ def test_a_reply_with_a_file_a_note_and_options_all_through_the_desk(desk: Desk,
         assert status == 404, action
 
 
+def post_routes(inst: Instance) -> list[str]:
+    """Every POST route of the web application, read from the application itself (so a form added later is
+    in this test without anyone remembering to add it)."""
+    from maild import config
+    from maild.app import App
+    from maild.web.app import build
+
+    asgi = build(App(config.load(inst.config)))
+    return sorted(re.sub(r":\w+}", "}", r.path) for r in asgi.app.routes
+                  if "POST" in (getattr(r, "methods", None) or ()))
+
+
 def test_every_form_refuses_a_missing_or_wrong_csrf_token(desk: Desk):
+    inst = desk.inst
+    blocked = ingest(inst, make_mail(subject=f"Re: [Ticket #{desk.tech}] x", sender="mallory@evil.example"))
+    assert blocked["outcome"] == "blocked"
+    entry = str(inst.cli_json("import-log", "--outcome", "blocked")["items"][0]["id"])
+    inst.cli("predefined", "add", "Hello", "--body-file", "-", input=b"Hello there\n")
+    reply_id = str(inst.cli_json("predefined", "list")["items"][0]["id"])
+    values = {"tid": desk.tech, "log_id": entry, "outbox_id": "1", "reply_id": reply_id}
+    forms = {"/tickets/close": {"tid": desk.tech}, "/tickets/{tid}/reply": {"body": "forged reply", "action": "send"},
+             "/tickets/{tid}/note": {"body": "forged note"}, "/tickets/{tid}/options": {"priority": "Low"},
+             "/tickets/{tid}/watch": {"on": "1"}, "/import-log/{log_id}/import": {"ticket": desk.tech, "kind": "note"},
+             "/import-log/{log_id}/reprocess": {}, "/outbox/{outbox_id}/retry": {},
+             "/predefined": {"title": "Forged", "body": "x"}, "/predefined/{reply_id}": {"action": "delete"},
+             "/login": {"username": "ada", "password": PASSWORD}, "/logout": {}}
+    assert sorted(forms) == post_routes(inst)            # every form of the application is tried
     ada = desk.browser("ada")
-    before = desk.inst.cli_json("ticket", "show", desk.tech)
-    forms = {"/tickets/close": {"tid": desk.tech},
-             f"/tickets/{desk.tech}/reply": {"body": "forged reply", "action": "send"},
-             f"/tickets/{desk.tech}/note": {"body": "forged note"},
-             f"/tickets/{desk.tech}/options": {"priority": "Low"},
-             f"/tickets/{desk.tech}/watch": {"on": "1"},
-             "/logout": {}}
-    for path, form in forms.items():
+    state = lambda: (inst.cli_json("ticket", "show", desk.tech), inst.cli_json("predefined", "list"),  # noqa: E731
+                     inst.cli_json("import-log", "show", entry), inst.cli_json("outbox", "list"))
+    before = state()
+    for template, form in forms.items():
+        path = re.sub(r"{(\w+)}", lambda m: values[m.group(1)], template)
         for token in (None, "wrong", ""):
             sent = dict(form) if token is None else {**form, "csrf": token}
             status, _, page = ada.request(path, sent)
-            assert status == 403, (path, token, status)
-    after = desk.inst.cli_json("ticket", "show", desk.tech)
-    assert after == before
+            assert status == 403, (path, token, status, page[:300])
+    assert state() == before
     assert ada.request("/tickets")[0] == 200     # still signed in
 
 

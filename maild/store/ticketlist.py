@@ -78,27 +78,45 @@ def _where(db: Database, q: Query) -> tuple[str, list[object]] | None:
     return " AND ".join(where), params
 
 
+COUNT_CAP = 1_000    # beyond this many matches the list says "1,000+": counting them all costs more than it tells
+
+
 async def page(db: Database, q: Query) -> tuple[list[Ticket], int]:
-    """One page of tickets and how many match in all."""
+    """One page of tickets and how many match in all (at most :data:`COUNT_CAP` + 1)."""
     found = _where(db, q)
     if found is None:
         return [], 0
     where, params = found
     order = SORTS.get(q.sort, SORTS["last_reply"])
     direction = "DESC" if q.descending else "ASC"
-    rows = await db.fetchall(f"{SELECT} WHERE {where} ORDER BY {order} {direction}, t.id {direction} LIMIT ? OFFSET ?",
-                             (*params, q.limit, q.offset))
-    total = await db.fetchone(f"SELECT count(*) AS n FROM tickets t WHERE {where}", params)
+    if q.text.strip():   # the matches are found once, and counted in the same pass (a window), not twice
+        rows = await db.fetchall(
+            f"{SELECT.replace('SELECT t.*', 'SELECT count(*) OVER () AS matched, t.*')} WHERE {where}"
+            f" ORDER BY {order} {direction}, t.id {direction} LIMIT ? OFFSET ?", (*params, q.limit, q.offset))
+        total = min(int(rows[0]["matched"]), COUNT_CAP + 1) if rows else 0
+        return [Ticket.from_row(r) for r in rows], total
+    # The page's ids first, from the index where the filters and the order allow (no table row is read for
+    # the tickets that do not make the page), then those tickets whole.
+    join = " JOIN departments d ON d.id = t.department_id" if q.sort == "department" else ""
+    ordered = f"ORDER BY {order} {direction}, t.id {direction}"
+    picked = f"SELECT t.id FROM tickets t{join} WHERE {where} {ordered} LIMIT ? OFFSET ?"
+    rows = await db.fetchall(f"{SELECT} WHERE t.id IN ({picked}) {ordered}", (*params, q.limit, q.offset))
+    if q.offset == 0 and len(rows) < q.limit:
+        return [Ticket.from_row(r) for r in rows], len(rows)
+    total = await db.fetchone(f"SELECT count(*) AS n FROM (SELECT 1 FROM tickets t WHERE {where} LIMIT ?) capped",
+                              (*params, COUNT_CAP + 1))
     return [Ticket.from_row(r) for r in rows], int(total["n"]) if total else 0
 
 
-async def status_counts(db: Database, scope: Sequence[int] | None) -> dict[str, int]:
-    """Tickets (not merged away) per status, within ``scope``."""
-    if scope is not None and not scope:
+async def status_counts(db: Database, scope: Sequence[int] | None, statuses: Sequence[str]) -> dict[str, int]:
+    """Tickets (not merged away) per status of ``statuses``, within ``scope`` (the list counts the statuses
+    that need work, not the closed tickets that pile up for ever)."""
+    if (scope is not None and not scope) or not statuses:
         return {}
-    where, params = "merged_into IS NULL", []
+    where = f"merged_into IS NULL AND status IN ({','.join('?' * len(statuses))})"
+    params: list[object] = list(statuses)
     if scope is not None:
         where += f" AND department_id IN ({','.join('?' * len(scope))})"
-        params = list(scope)
+        params += list(scope)
     rows = await db.fetchall(f"SELECT status, count(*) AS n FROM tickets WHERE {where} GROUP BY status", params)
     return {r["status"]: int(r["n"]) for r in rows}

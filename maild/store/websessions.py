@@ -51,3 +51,11 @@ async def succeeded(db: Database, key: str, expired_before: str) -> None:
     async with db.transaction():
         await db.execute("DELETE FROM login_failures WHERE key = ? OR at < ?", (key, expired_before))
         await db.execute("DELETE FROM web_sessions WHERE expires_at < ?", (expired_before,))
+
+
+async def purge(db: Database, now: str, failures_before: str) -> int:
+    """Expired sessions and failed sign-ins older than the rate limit's window (housekeeping): how many."""
+    async with db.transaction():
+        ended = await db.execute("DELETE FROM web_sessions WHERE expires_at <= ?", (now,))
+        forgotten = await db.execute("DELETE FROM login_failures WHERE at < ?", (failures_before,))
+    return ended + forgotten

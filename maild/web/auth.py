@@ -23,6 +23,7 @@ from maild import passwords
 from maild.clock import iso
 from maild.desk.desk import actor_of
 from maild.desk.events import Actor
+from maild.jobs.housekeeping import LOGIN_WINDOW_MINUTES
 from maild.store import staff, websessions
 from maild.store.staff import StaffMember
 from maild.store.websessions import Session
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 SESSION_COOKIE = "ticketd_session"
 LOGIN_COOKIE = "ticketd_login"
 SESSION_HOURS = 12
-WINDOW_MINUTES = 15
+WINDOW_MINUTES = LOGIN_WINDOW_MINUTES   # failed sign-ins count this long (housekeeping forgets older ones)
 ACCOUNT_LIMIT = 5      # failed sign-ins per account per window, then 429
 ADDRESS_LIMIT = 20     # ... per client address
 # A hash to check a password against when the username is unknown, so that both cost the same time.

@@ -89,7 +89,7 @@ class TicketList:
         ids = [t.id for t in shown]
         badges = await messages.first_badges(db, ids)
         tags = await tickets.tags_of(db, ids)
-        counts = await ticketlist.status_counts(db, viewer.scope)
+        counts = await ticketlist.status_counts(db, viewer.scope, STATUS_VIEWS["active"])
         refresh = self._refresh(request)
         departments = [n for n, i in self.app.departments.items() if viewer.sees(i)]
         response = self.auth.page(
@@ -97,6 +97,7 @@ class TicketList:
             tags=tags, counts=counts, problems=problems, departments=departments, priorities=PRIORITIES,
             statuses=tickets.STATUSES, staff=await staff.working_in(db), all_tags=await tickets.all_tags(db, 100),
             page_number=query.offset // PAGE_SIZE + 1, pages=max(1, -(-total // PAGE_SIZE)), refresh=refresh,
+            capped=total > ticketlist.COUNT_CAP,
             refresh_choices=REFRESH_CHOICES, sorts=list(ticketlist.SORTS), done=request.query_params.get("done", ""),
             awaiting=sum(counts.get(s, 0) for s in AWAITING))
         if "refresh" in request.query_params:

@@ -17,5 +17,13 @@ CREATE TABLE predefined_replies (
     created_at  TEXT NOT NULL
 );
 
-CREATE INDEX tickets_department ON tickets (department_id, status, last_reply_at);
-CREATE INDEX tickets_last_reply ON tickets (last_reply_at);
+-- The desk's list: tickets not merged away, by department, status and last reply (the default views and
+-- their counts, answered from the index alone), by last reply (every status), by subject, and the tickets
+-- flagged or assigned to someone (partial on NOT NULL: the planner then knows how few they are).
+CREATE INDEX tickets_live_department ON tickets (department_id, status, last_reply_at) WHERE merged_into IS NULL;
+CREATE INDEX tickets_live_department_reply ON tickets (department_id, last_reply_at) WHERE merged_into IS NULL;
+CREATE INDEX tickets_live_status ON tickets (status, last_reply_at) WHERE merged_into IS NULL;
+CREATE INDEX tickets_live_reply ON tickets (last_reply_at) WHERE merged_into IS NULL;
+CREATE INDEX tickets_live_subject ON tickets (department_id, lower(subject)) WHERE merged_into IS NULL;
+CREATE INDEX tickets_live_flagged ON tickets (flagged_to, last_reply_at) WHERE merged_into IS NULL AND flagged_to IS NOT NULL;
+CREATE INDEX tickets_live_assigned ON tickets (assigned_to, last_reply_at) WHERE merged_into IS NULL AND assigned_to IS NOT NULL;
