@@ -103,9 +103,9 @@ async def page(db: Database, q: Query) -> tuple[list[Ticket], int]:
     rows = await db.fetchall(f"{SELECT} WHERE t.id IN ({picked}) {ordered}", (*params, q.limit, q.offset))
     if q.offset == 0 and len(rows) < q.limit:
         return [Ticket.from_row(r) for r in rows], len(rows)
-    total = await db.fetchone(f"SELECT count(*) AS n FROM (SELECT 1 FROM tickets t WHERE {where} LIMIT ?) capped",
-                              (*params, COUNT_CAP + 1))
-    return [Ticket.from_row(r) for r in rows], int(total["n"]) if total else 0
+    counted = await db.fetchone(f"SELECT count(*) AS n FROM (SELECT 1 FROM tickets t WHERE {where} LIMIT ?) capped",
+                                (*params, COUNT_CAP + 1))
+    return [Ticket.from_row(r) for r in rows], int(counted["n"]) if counted else 0
 
 
 async def status_counts(db: Database, scope: Sequence[int] | None, statuses: Sequence[str]) -> dict[str, int]:
