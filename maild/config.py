@@ -346,8 +346,11 @@ class WebSettings:
     public_url: str = setting("http://127.0.0.1:8025", str, _public_url)
     # The ticket page's thread: the newest message first (WHMCS's default) or the oldest.
     thread_order: str = setting("newest", str, _choice("newest", "oldest", lower=True))
-    # Who may read /metrics without a staff session: addresses or networks (CIDR).
+    # Who may read /metrics without an admin's session: addresses or networks (CIDR).
     metrics_allow: tuple[str, ...] = setting(("127.0.0.1", "::1"), list, _networks)
+    # Reverse proxies in front of ticketd: from these, X-Forwarded-For names the client (rate limits,
+    # /metrics' allow-list, the access log).
+    trusted_proxies: tuple[str, ...] = setting((), list, _networks)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from typing import Any
 
 def _value(v: Any) -> str:
     text = str(v)
-    if not text or any(c in text for c in ' "=\n\t'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if not text or any(c in text for c in ' "=\n\r\t') or not text.isprintable():
+        quoted = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+        return '"' + "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in quoted) + '"'
     return text
 
 

@@ -76,6 +76,8 @@ CASES = [
     (["jobs", "run", "nonsense"], USAGE),
     (["feedback", "list", "--limit", "0"], USAGE),
     (["jobs", "run", "auto_close", "--now", "soon"], USAGE),
+    (["predefined", "list", "--limit", "0"], USAGE),
+    (["predefined", "show", "seven"], USAGE),
     # unknown IDs
     (["import-log", "show", "999"], NOT_FOUND),
     (["import-log", "import", "999"], NOT_FOUND),
@@ -95,6 +97,8 @@ CASES = [
     (["staff", "set", "nobody"], NOT_FOUND),
     (["staff", "passwd", "nobody", "--disable"], NOT_FOUND),
     (["imap", "sync", "nope", "--once"], NOT_FOUND),
+    (["predefined", "show", "999"], NOT_FOUND),
+    (["predefined", "delete", "999"], NOT_FOUND),
     (["imap", "test", "nope"], NOT_FOUND),
     (["ingest", "/nonexistent/mail.mbox"], NOT_FOUND),
     # unknown department: the same code for pipe, ingest and the rest
@@ -111,6 +115,7 @@ CASES = [
     (["outbox", "test", "nobody"], REFUSED),
     (["staff", "add", "not-an-address"], REFUSED),
     (["ticket", "set", "{tid}", "--as", "ada", "--status", "Bogus"], REFUSED),
+    (["predefined", "add", "  ", "--body-file", "{eml}"], REFUSED),                # no title
 ]
 
 

@@ -204,7 +204,24 @@ def test_metrics_need_an_allowed_address_or_a_session(tmp_path: Path, database_u
     inst.start()
     try:
         assert Browser(port).request("/metrics")[0] == 403
-        assert signed_in(port, "dora").request("/metrics")[0] == 200
+        assert signed_in(port, "dora").request("/metrics")[0] == 403      # the whole desk's figures: admins
+        assert signed_in(port, "ada").request("/metrics")[0] == 200
+        # Behind a trusted reverse proxy the client is the one X-Forwarded-For names: 10.1.2.3 is allowed,
+        # and a forged header from an untrusted peer changes nothing.
+        assert Browser(port).request("/metrics", headers={"X-Forwarded-For": "10.1.2.3"})[0] == 403
+    finally:
+        assert inst.stop() == 0
+        inst.close()
+    inst.config.write_text(text.replace("[web]\n", '[web]\ntrusted_proxies = ["127.0.0.1"]\n', 1))
+    inst.start()
+    try:
+        assert Browser(port).request("/metrics", headers={"X-Forwarded-For": "10.1.2.3"})[0] == 200
+        assert Browser(port).request("/metrics", headers={"X-Forwarded-For": "10.1.2.3, 192.0.2.7"})[0] == 403
+        assert Browser(port).request("/metrics")[0] == 403    # the proxy itself is not in metrics_allow
+        deadline = time.monotonic() + 10
+        while "client=10.1.2.3" not in inst.daemon_log():   # the access log names the client, not the proxy
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
     finally:
         assert inst.stop() == 0
         inst.close()

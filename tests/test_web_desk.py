@@ -16,7 +16,7 @@ import pytest
 from tests.helpers import Instance, make_mail
 from tests.relay import Relay
 from tests.test_web import serving
-from tests.webclient import PASSWORD, Browser
+from tests.webclient import PASSWORD, Browser, form_values
 
 pytestmark = pytest.mark.both_engines
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
@@ -146,11 +146,34 @@ def test_a_reply_with_a_file_a_note_and_options_all_through_the_desk(desk: Desk,
     assert shown["related_service"] == "srv1.example" and shown["cc"][0]["address"] == "boss@client.example"
     events = [e["event"] for e in shown["log"]]
     assert "assigned" in events and "options_changed" in events and "note" in events and "staff_reply" in events
-    # Collision detection: a form drawn before someone else's change is refused, and says what changed.
-    status, _, page = ada.request(f"/tickets/{desk.tech}/options", {"csrf": csrf, "priority": "Low",
-                                                                    "seen_status": "Open"})
-    assert status == 409 and "changed since you looked" in page
-    assert desk.inst.cli_json("ticket", "show", desk.tech)["priority"] == "High"
+    # The form sent back unchanged changes nothing and logs nothing.
+    action = f"/tickets/{desk.tech}/options"
+    drawn = form_values(ada.request(f"/tickets/{desk.tech}")[2], action)
+    logged = len(desk.inst.cli_json("ticket", "show", desk.tech)["log"])
+    assert drawn["assign"] == "dora" and drawn["tags"] == "fire, hardware" and drawn["seen_priority"] == "High"
+    assert ada.request(action, drawn)[0] == 303
+    assert len(desk.inst.cli_json("ticket", "show", desk.tech)["log"]) == logged
+    # Collision detection. Someone else changes the priority and the assignee after the page was drawn:
+    # changing only the tags from that stale page keeps their changes (nothing is sent back unchanged) ...
+    desk.inst.cli("ticket", "set", desk.tech, "--as", "dora", "--priority", "Low", "--unassign", "--tag", "smoke")
+    status, _, _ = ada.request(action, {**drawn, "tags": "fire, hardware, urgent"})
+    assert status == 303
+    shown = desk.inst.cli_json("ticket", "show", desk.tech)
+    assert (shown["priority"], shown["assigned"]) == ("Low", None)
+    assert shown["tags"] == ["fire", "hardware", "smoke", "urgent"]        # Dora's tag stays too
+    # ... and changing a field someone else changed meanwhile is refused, saying what changed.
+    status, _, page = ada.request(action, {**drawn, "priority": "Medium"})
+    assert status == 409 and "changed since you looked" in page and "priority" in page
+    assert desk.inst.cli_json("ticket", "show", desk.tech)["priority"] == "Low"
+    # A reply written before the client's answer arrived is refused as well, preview or not.
+    reply = form_values(ada.request(f"/tickets/{desk.tech}")[2], f"/tickets/{desk.tech}/reply")
+    ingest(desk.inst, make_mail(subject=f"Re: [Ticket #{desk.tech}] Printer on fire", body="Still smoking!\n"))
+    status, _, page = ada.request(f"/tickets/{desk.tech}/reply", {**reply, "body": "All good", "action": "preview"},
+                                  files=[])
+    assert status == 200 and f'name="seen_last_reply_at" value="{reply["seen_last_reply_at"]}"' in page
+    status, _, page = ada.request(f"/tickets/{desk.tech}/reply", {**reply, "body": "All good", "action": "send"},
+                                  files=[])
+    assert status == 409 and "changed since you looked" in page and "All good</textarea>" in page
     # Watch and unwatch.
     assert ada.request(f"/tickets/{desk.tech}/watch", {"csrf": csrf, "on": "1"})[0] == 303
     assert "Unwatch ticket" in ada.request(f"/tickets/{desk.tech}")[2]
@@ -185,7 +208,9 @@ def test_every_form_refuses_a_missing_or_wrong_csrf_token(desk: Desk):
     inst.cli("predefined", "add", "Hello", "--body-file", "-", input=b"Hello there\n")
     reply_id = str(inst.cli_json("predefined", "list")["items"][0]["id"])
     values = {"tid": desk.tech, "log_id": entry, "outbox_id": "1", "reply_id": reply_id}
-    forms = {"/tickets/close": {"tid": desk.tech}, "/tickets/{tid}/reply": {"body": "forged reply", "action": "send"},
+    forms = {"/tickets/close": {"tid": desk.tech},
+             "/tickets/new": {"department": "Billing", "email": "x@client.example", "subject": "Forged", "body": "x"},
+             "/tickets/{tid}/reply": {"body": "forged reply", "action": "send"},
              "/tickets/{tid}/note": {"body": "forged note"}, "/tickets/{tid}/options": {"priority": "Low"},
              "/tickets/{tid}/watch": {"on": "1"}, "/import-log/{log_id}/import": {"ticket": desk.tech, "kind": "note"},
              "/import-log/{log_id}/reprocess": {}, "/outbox/{outbox_id}/retry": {},
@@ -193,7 +218,8 @@ def test_every_form_refuses_a_missing_or_wrong_csrf_token(desk: Desk):
              "/login": {"username": "ada", "password": PASSWORD}, "/logout": {}}
     assert sorted(forms) == post_routes(inst)            # every form of the application is tried
     ada = desk.browser("ada")
-    state = lambda: (inst.cli_json("ticket", "show", desk.tech), inst.cli_json("predefined", "list"),  # noqa: E731
+    state = lambda: (inst.cli_json("ticket", "list", "--all"), inst.cli_json("ticket", "show", desk.tech),  # noqa: E731
+                     inst.cli_json("predefined", "list"),
                      inst.cli_json("import-log", "show", entry), inst.cli_json("outbox", "list"))
     before = state()
     for template, form in forms.items():

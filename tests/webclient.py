@@ -26,15 +26,16 @@ class Browser:
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), NoRedirect)
 
     def request(self, path: str, form: dict[str, Any] | None = None,
-                files: list[tuple[str, str, bytes]] | None = None) -> tuple[int, dict[str, str], str]:
+                files: list[tuple[str, str, bytes]] | None = None, headers: dict[str, str] | None = None
+                ) -> tuple[int, dict[str, str], str]:
         """GET, or POST ``form`` (values: a string or a list of strings); ``files``: (field, name, bytes)
         sent as multipart/form-data."""
-        status, headers, body = self.raw(path, form, files)
+        status, headers, body = self.raw(path, form, files, headers)
         return status, headers, body.decode("utf-8", errors="replace")
 
-    def raw(self, path: str, form: dict[str, Any] | None = None,
-            files: list[tuple[str, str, bytes]] | None = None) -> tuple[int, dict[str, str], bytes]:
-        data, headers = None, {}
+    def raw(self, path: str, form: dict[str, Any] | None = None, files: list[tuple[str, str, bytes]] | None = None,
+            extra: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        data, headers = None, dict(extra or {})
         if files is not None:
             data, ctype = multipart(form or {}, files)
             headers["Content-Type"] = ctype
@@ -75,3 +76,27 @@ def multipart(form: dict[str, Any], files: list[tuple[str, str, bytes]]) -> tupl
                    f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
     out.append(f"--{boundary}--\r\n".encode())
     return b"".join(out), f"multipart/form-data; boundary={boundary}"
+
+
+def form_values(page: str, action: str) -> dict[str, str]:
+    """The values a browser would send unchanged from the form posting to ``action``: text inputs, hidden
+    inputs, the selected option of each select, checked boxes (the first value of a repeated name)."""
+    import html
+
+    found = re.search(rf'<form[^>]*action="{re.escape(action)}"[^>]*>(.*?)</form>', page, re.S)
+    assert found, f"no form posting to {action}"
+    body, out = found.group(1), {}
+    for tag in re.finditer(r"<input\b([^>]*)>", body):
+        attrs = dict(re.findall(r'(\w+)="([^"]*)"', tag.group(1)))
+        kind = attrs.get("type", "text")
+        if "name" not in attrs or kind in ("file", "submit") or (kind in ("checkbox", "radio")
+                                                                and "checked" not in tag.group(1)):
+            continue
+        out.setdefault(attrs["name"], html.unescape(attrs.get("value", "")))
+    for select in re.finditer(r'<select[^>]*name="(\w+)"[^>]*>(.*?)</select>', body, re.S):
+        options = re.findall(r"<option([^>]*)>([^<]*)", select.group(2))
+        chosen = next((o for o in options if "selected" in o[0]), options[0] if options else None)
+        if chosen is not None:
+            value = re.search(r'value="([^"]*)"', chosen[0])
+            out[select.group(1)] = html.unescape(value.group(1) if value else chosen[1])
+    return out

@@ -13,7 +13,7 @@ from maild.app import App
 from maild.cli import EX_DATAERR, EX_NOINPUT, EX_USAGE
 from maild.commands.output import cut, fetch_limit, print_json, print_list
 from maild.config import Settings
-from maild.store import people, staff
+from maild.store import people, staff, websessions
 from maild.store.db import Row
 
 ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -163,6 +163,8 @@ async def _passwd(settings: Settings, username: str, password: str | None, disab
                 await staff.set_password(app.db, member.id, new_hash)
             if disabled is not None:
                 await staff.set_disabled(app.db, member.id, disabled)
+            if new_hash is not None or disabled:   # a new password, or the account off: its sessions end
+                await websessions.end_all(app.db, member.id)
         return True
 
 

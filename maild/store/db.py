@@ -227,10 +227,12 @@ class Database(ABC):
         ``FOR UPDATE OF alias``; SQLite, whose writers take turns anyway: nothing)."""
 
     @abstractmethod
-    def text_match(self, text: str) -> tuple[str, list[Any]] | None:
-        """A subquery of the ids of the messages whose subject or text hold every word of ``text`` (case
-        and accents folded), and its parameters; None when ``text`` has no word to look for. The engine's
-        own full-text index answers it (FTS5 on SQLite, text search on PostgreSQL)."""
+    def text_match(self, text: str, column: str = "id", newest: int | None = None
+                   ) -> tuple[str, list[Any]] | None:
+        """A subquery of the ids (``column``: ``id`` or ``ticket_id``) of the messages whose subject or text
+        hold every word of ``text`` (case and accents folded), and its parameters; None when ``text`` has no
+        word to look for; ``newest``: only the latest that many matching messages. The engine's own
+        full-text index answers it (FTS5 on SQLite, text search on PostgreSQL)."""
 
     @abstractmethod
     async def tables(self) -> dict[str, list[str]]:

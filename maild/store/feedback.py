@@ -61,3 +61,9 @@ async def listing(db: Database, answered_only: bool = False, limit: int | None =
         f" f.answered_at FROM feedback f JOIN tickets t ON t.id = f.ticket_id JOIN departments d"
         f" ON d.id = t.department_id {where} ORDER BY f.requested_at DESC, f.ticket_id DESC LIMIT ?",
         (NO_LIMIT if limit is None else limit,))
+
+
+async def for_ticket(db: Database, ticket_id: int) -> Row | None:
+    """The ticket's feedback request and answer (None when it was never asked)."""
+    return await db.fetchone("SELECT requested_at, rating, comment, answered_at FROM feedback"
+                             " WHERE ticket_id = ? AND requested_at != ''", (ticket_id,))

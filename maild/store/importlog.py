@@ -87,8 +87,9 @@ async def listing(
     offset: int = 0,
 ) -> list[Row]:
     """Entries, newest first; ``since``/``until`` ISO stamps in the stored form (UTC, ``Z``); ``sender``: part
-    of the From or envelope sender address; ``scope``: only entries of these departments (the message's or
-    its ticket's; entries of no department are left out); ``limit`` None: all."""
+    of the From or envelope sender address; ``scope``: only entries of these departments (its ticket's
+    department now, or, without a ticket, the department it was routed to; entries of neither are left
+    out); ``limit`` None: all."""
     where: list[str] = []
     params: list[object] = []
     for clause, value in (("l.outcome = ?", outcome), ("l.reason = ?", reason), ("i.received_at >= ?", since),
@@ -100,10 +101,10 @@ async def listing(
         like = "%" + sender.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         where.append("(lower(l.from_addr) LIKE ? ESCAPE '\\' OR lower(i.envelope_from) LIKE ? ESCAPE '\\')")
         params += [like, like]
-    if scope is not None:
+    if scope is not None:   # the ticket's department now, when the mail has a ticket; else where it was routed
         marks = ",".join("?" * len(scope)) or "NULL"
-        where.append(f"(l.department_id IN ({marks}) OR t.department_id IN ({marks}))")
-        params += [*scope, *scope]
+        where.append(f"coalesce(t.department_id, l.department_id) IN ({marks})")
+        params += list(scope)
     clause = ("WHERE " + " AND ".join(where)) if where else ""
     return await db.fetchall(f"{SELECT} {clause} ORDER BY l.id DESC LIMIT ? OFFSET ?",
                              (*params, NO_LIMIT if limit is None else limit, offset))

@@ -169,14 +169,15 @@ async def login_record(db: Database, username: str) -> tuple[StaffMember, str, b
     return StaffMember.from_row(row), row["password_hash"], bool(row["disabled"])
 
 
-async def working_in(db: Database, department_id: int | None = None) -> list[StaffMember]:
-    """Staff who may work on the department's tickets (admins and its members), by username; every staff
-    member when ``department_id`` is None. Turned-off accounts are left out."""
-    if department_id is None:
+async def working_in(db: Database, departments: Sequence[int] | None = None) -> list[StaffMember]:
+    """Staff who may work on tickets of any of ``departments`` (admins and their members), by username;
+    every staff member when ``departments`` is None. Turned-off accounts are left out."""
+    if departments is None:
         rows = await db.fetchall(f"SELECT {COLUMNS} FROM staff s WHERE s.disabled = 0 ORDER BY s.username")
     else:
+        marks = ",".join("?" * len(departments)) or "NULL"
         rows = await db.fetchall(
             f"SELECT {COLUMNS} FROM staff s WHERE s.disabled = 0 AND (s.is_admin = 1 OR EXISTS (SELECT 1 FROM"
-            " staff_departments x WHERE x.staff_id = s.id AND x.department_id = ? AND x.member = 1))"
-            " ORDER BY s.username", (department_id,))
+            f" staff_departments x WHERE x.staff_id = s.id AND x.department_id IN ({marks}) AND x.member = 1))"
+            " ORDER BY s.username", list(departments))
     return [StaffMember.from_row(r) for r in rows]

@@ -69,32 +69,50 @@ def _where(db: Database, q: Query) -> tuple[str, list[object]] | None:
         where.append("t.id IN (SELECT ticket_id FROM ticket_tags WHERE tag = ?)")
         params.append(q.tag)
     if q.text.strip():
-        match = db.text_match(q.text)
-        if match is None:
-            return None
-        sub, more = match
-        where.append(f"t.id IN (SELECT m.ticket_id FROM messages m WHERE m.id IN ({sub}))")
-        params += more
+        where.append("t.id IN (SELECT ticket_id FROM hits)")   # the WITH clause of page()
     return " AND ".join(where), params
 
 
 COUNT_CAP = 1_000    # beyond this many matches the list says "1,000+": counting them all costs more than it tells
+SEARCH_CAP = 5_000  # a keyword search looks at the latest this many matching messages (a word in every other
+                     # mail would otherwise cost a scan of half the desk; such a search shows "1,000+" anyway)
 
 
-async def page(db: Database, q: Query) -> tuple[list[Ticket], int]:
+@dataclass(frozen=True)
+class Page:
+    tickets: list[Ticket]
+    total: int                  # how many match in all, at most COUNT_CAP + 1
+    search_capped: bool = False  # the keywords matched more than SEARCH_CAP messages: only the latest count
+
+    @property
+    def capped(self) -> bool:
+        return self.total > COUNT_CAP
+
+
+async def page(db: Database, q: Query) -> Page:
     """One page of tickets and how many match in all (at most :data:`COUNT_CAP` + 1)."""
     found = _where(db, q)
     if found is None:
-        return [], 0
+        return Page([], 0)
     where, params = found
     order = SORTS.get(q.sort, SORTS["last_reply"])
     direction = "DESC" if q.descending else "ASC"
-    if q.text.strip():   # the matches are found once, and counted in the same pass (a window), not twice
+    if q.text.strip():
+        # The matching messages first, from the full-text index alone (materialised: PostgreSQL would otherwise
+        # walk the tickets in order and test each message's text itself), the latest SEARCH_CAP of them; then
+        # the tickets, counted in the same pass (a window), not twice.
+        match = db.text_match(q.text, "ticket_id", newest=SEARCH_CAP)
+        if match is None:
+            return Page([], 0)
+        hits, words = match
+        counted = "count(*) OVER () AS matched, (SELECT count(*) FROM hits) AS hit_count, t.*"
         rows = await db.fetchall(
-            f"{SELECT.replace('SELECT t.*', 'SELECT count(*) OVER () AS matched, t.*')} WHERE {where}"
-            f" ORDER BY {order} {direction}, t.id {direction} LIMIT ? OFFSET ?", (*params, q.limit, q.offset))
-        total = min(int(rows[0]["matched"]), COUNT_CAP + 1) if rows else 0
-        return [Ticket.from_row(r) for r in rows], total
+            f"WITH hits AS MATERIALIZED ({hits}) {SELECT.replace('SELECT t.*', f'SELECT {counted}')} WHERE {where}"
+            f" ORDER BY {order} {direction}, t.id {direction} LIMIT ? OFFSET ?", (*words, *params, q.limit, q.offset))
+        if not rows:
+            return Page([], 0)
+        return Page([Ticket.from_row(r) for r in rows], min(int(rows[0]["matched"]), COUNT_CAP + 1),
+                    int(rows[0]["hit_count"]) >= SEARCH_CAP)
     # The page's ids first, from the index where the filters and the order allow (no table row is read for
     # the tickets that do not make the page), then those tickets whole.
     join = " JOIN departments d ON d.id = t.department_id" if q.sort == "department" else ""
@@ -102,10 +120,10 @@ async def page(db: Database, q: Query) -> tuple[list[Ticket], int]:
     picked = f"SELECT t.id FROM tickets t{join} WHERE {where} {ordered} LIMIT ? OFFSET ?"
     rows = await db.fetchall(f"{SELECT} WHERE t.id IN ({picked}) {ordered}", (*params, q.limit, q.offset))
     if q.offset == 0 and len(rows) < q.limit:
-        return [Ticket.from_row(r) for r in rows], len(rows)
-    counted = await db.fetchone(f"SELECT count(*) AS n FROM (SELECT 1 FROM tickets t WHERE {where} LIMIT ?) capped",
-                                (*params, COUNT_CAP + 1))
-    return [Ticket.from_row(r) for r in rows], int(counted["n"]) if counted else 0
+        return Page([Ticket.from_row(r) for r in rows], len(rows))
+    total = await db.scalar(f"SELECT count(*) FROM (SELECT 1 FROM tickets t WHERE {where} LIMIT ?) capped",
+                            (*params, COUNT_CAP + 1))
+    return Page([Ticket.from_row(r) for r in rows], int(total or 0))
 
 
 async def status_counts(db: Database, scope: Sequence[int] | None, statuses: Sequence[str]) -> dict[str, int]:

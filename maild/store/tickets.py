@@ -297,8 +297,9 @@ async def listing(db: Database, status: str | None = None, limit: int | None = N
 
 
 def clean_tag(tag: str) -> str:
-    """A tag as stored: lower case, single spaces, at most 64 characters ("" when nothing is left)."""
-    return " ".join(tag.split()).lower()[:64]
+    """A tag as stored: lower case, single spaces, no commas (they separate tags in forms), at most 64
+    characters ("" when nothing is left)."""
+    return " ".join(tag.replace(",", " ").split()).lower()[:64]
 
 
 async def tags_of(db: Database, ticket_ids: Sequence[int]) -> dict[int, list[str]]:
@@ -325,8 +326,13 @@ async def remove_tags(db: Database, ticket_id: int, tags: Sequence[str]) -> None
         await db.execute("DELETE FROM ticket_tags WHERE ticket_id = ? AND tag = ?", (ticket_id, tag))
 
 
-async def all_tags(db: Database, limit: int = 500) -> list[str]:
-    """The tags in use, the most used first (for the list's filter)."""
-    rows = await db.fetchall("SELECT tag, count(*) AS n FROM ticket_tags GROUP BY tag ORDER BY n DESC, tag LIMIT ?",
-                             (limit,))
+async def all_tags(db: Database, limit: int = 500, departments: Sequence[int] | None = None) -> list[str]:
+    """The tags in use (on tickets of ``departments``, when given), the most used first (the list's filter)."""
+    where, params = "", []
+    if departments is not None:
+        where = (" JOIN tickets t ON t.id = g.ticket_id WHERE t.department_id IN"
+                 f" ({','.join('?' * len(departments)) or 'NULL'})")
+        params = list(departments)
+    rows = await db.fetchall(f"SELECT g.tag, count(*) AS n FROM ticket_tags g{where} GROUP BY g.tag"
+                             " ORDER BY n DESC, g.tag LIMIT ?", (*params, limit))
     return [r["tag"] for r in rows]

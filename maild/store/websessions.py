@@ -37,13 +37,26 @@ async def end(db: Database, token_hash: str) -> None:
         await db.execute("DELETE FROM web_sessions WHERE token_hash = ?", (token_hash,))
 
 
+async def end_all(db: Database, staff_id: int) -> None:
+    """Every session of the staff member (a new password, the account turned off)."""
+    await db.execute("DELETE FROM web_sessions WHERE staff_id = ?", (staff_id,))
+
+
 async def failures(db: Database, key: str, since: str) -> int:
     return int(await db.scalar("SELECT count(*) FROM login_failures WHERE key = ? AND at > ?", (key, since)) or 0)
 
 
-async def failed(db: Database, keys: list[str], stamp: str) -> None:
+async def failed(db: Database, keys: list[str], stamp: str) -> list[int]:
+    """A sign-in attempt counted against each key (before its password is checked); the rows' ids."""
     async with db.transaction():
-        await db.executemany("INSERT INTO login_failures (key, at) VALUES (?, ?)", [(k, stamp) for k in keys])
+        return [await db.insert("INSERT INTO login_failures (key, at) VALUES (?, ?)", (k, stamp)) for k in keys]
+
+
+async def forget(db: Database, ids: list[int]) -> None:
+    """The attempt succeeded: it does not count."""
+    if ids:
+        async with db.transaction():
+            await db.execute(f"DELETE FROM login_failures WHERE id IN ({','.join('?' * len(ids))})", ids)
 
 
 async def succeeded(db: Database, key: str, expired_before: str) -> None:

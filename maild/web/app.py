@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from maild.store import imap, inbound, outbox
+from maild.web.auth import client_address
 from maild.web.metrics import observe
 
 if TYPE_CHECKING:
@@ -35,8 +38,10 @@ class AccessLog:
     """One log line per request (method, path, status, milliseconds, client), and the site-wide security
     headers on every response."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, trusted_proxies: Sequence[str] = (), max_body: int = 0) -> None:
         self.app = app
+        self.trusted = tuple(trusted_proxies)
+        self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -44,6 +49,11 @@ class AccessLog:
             return
         began = time.perf_counter()
         status = 500
+        if self.max_body and _content_length(scope) > self.max_body:   # before anything reads it
+            await PlainTextResponse(f"request body over {self.max_body} bytes ([attachments] max_total_size)\n",
+                                    status_code=413)(scope, receive, send)
+            log.info("request", extra={"kv": {"method": scope["method"], "path": scope["path"], "status": 413}})
+            return
 
         async def sending(message: Message) -> None:
             nonlocal status
@@ -58,10 +68,25 @@ class AccessLog:
             await self.app(scope, receive, sending)
         finally:
             observe(scope["path"], scope["method"], time.perf_counter() - began)
-            client = scope.get("client") or ("-", 0)
             log.info("request", extra={"kv": {
                 "method": scope["method"], "path": scope["path"], "status": status,
-                "ms": round((time.perf_counter() - began) * 1000, 1), "client": client[0]}})
+                "ms": round((time.perf_counter() - began) * 1000, 1),
+                "client": client_address(Request(scope), self.trusted)}})
+
+
+class IdConvertor(Convertor[int]):
+    """A row id in a path: up to 18 digits (a longer number is no id of ours: 404, not an overflow)."""
+
+    regex = "[0-9]{1,18}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("id", IdConvertor())
 
 
 def build(app: App, worker_alive: Any = None) -> ASGIApp:
@@ -80,7 +105,8 @@ def build(app: App, worker_alive: Any = None) -> ASGIApp:
             body["imap"] = [{"account": r["account"], "state": r["state"]} for r in await imap.status_rows(app.db)]
             body["database"] = "ok"
         except Exception as exc:   # the database is away: say so, with a status a balancer acts on
-            body.update(status="fail", database=f"unreachable: {type(exc).__name__}: {exc}")
+            log.warning("health check: the database is unreachable", exc_info=True)
+            body.update(status="fail", database=f"unreachable: {type(exc).__name__}")
         if worker_alive is not None:
             body["worker"] = "running" if worker_alive() else "stopped"
             if body["worker"] != "running":
@@ -107,21 +133,35 @@ def build(app: App, worker_alive: Any = None) -> ASGIApp:
         Route("/logout", auth.logout, methods=["POST"]), Route("/", auth.home, methods=["GET"]),
         Route("/tickets", s(listing.page), methods=["GET"]),
         Route("/tickets/close", s(listing.close_many), methods=["POST"]),
+        Route("/tickets/new", s(ticket.new_form), methods=["GET"]),
+        Route("/tickets/new", s(ticket.open), methods=["POST"]),
         Route("/tickets/{tid}", s(ticket.show), methods=["GET"]),
         Route("/tickets/{tid}/reply", s(ticket.reply), methods=["POST"]),
         Route("/tickets/{tid}/note", s(ticket.note), methods=["POST"]),
         Route("/tickets/{tid}/options", s(ticket.options), methods=["POST"]),
         Route("/tickets/{tid}/watch", s(ticket.watch), methods=["POST"]),
-        Route("/tickets/{tid}/files/{file_id:int}", s(ticket.file), methods=["GET"]),
+        Route("/tickets/{tid}/files/{file_id:id}", s(ticket.file), methods=["GET"]),
         Route("/import-log", s(mail_log.listing), methods=["GET"]),
-        Route("/import-log/{log_id:int}", s(mail_log.entry), methods=["GET"]),
-        Route("/import-log/{log_id:int}/import", s(mail_log.import_), methods=["POST"]),
-        Route("/import-log/{log_id:int}/reprocess", s(mail_log.reprocess, admin=True), methods=["POST"]),
+        Route("/import-log/{log_id:id}", s(mail_log.entry), methods=["GET"]),
+        Route("/import-log/{log_id:id}/import", s(mail_log.import_), methods=["POST"]),
+        Route("/import-log/{log_id:id}/reprocess", s(mail_log.reprocess, admin=True), methods=["POST"]),
         Route("/outbox", s(queue.page, admin=True), methods=["GET"]),
-        Route("/outbox/{outbox_id:int}/retry", s(queue.retry, admin=True), methods=["POST"]),
+        Route("/outbox/{outbox_id:id}/retry", s(queue.retry, admin=True), methods=["POST"]),
         Route("/predefined", s(replies.page), methods=["GET"]),
         Route("/predefined", s(replies.add), methods=["POST"]),
-        Route("/predefined/{reply_id:int}", s(replies.update), methods=["POST"]),
+        Route("/predefined/{reply_id:id}", s(replies.update), methods=["POST"]),
         Route("/metrics", metrics.metrics, methods=["GET"]),
     ]
-    return AccessLog(Starlette(routes=routes))
+    # The largest form: a reply with attachments up to the total allowed, and its text.
+    limit = app.settings.attachments.max_total_size + 2 * 1024 * 1024
+    return AccessLog(Starlette(routes=routes), app.settings.web.trusted_proxies, limit)
+
+
+def _content_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0

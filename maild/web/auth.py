@@ -5,10 +5,12 @@ limited per account and per address, and a clear answer for an account that is t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import ipaddress
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
@@ -46,6 +48,32 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def same(sent: object, expected: str) -> bool:
+    """A token as sent equals the expected one (in constant time; any text, never an exception)."""
+    return isinstance(sent, str) and bool(sent) and bool(expected) and hmac.compare_digest(
+        sent.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape"))
+
+
+def client_address(request: Request, trusted: Sequence[str]) -> str:
+    """Who sent the request: the socket's peer, or, when that peer is one of ``trusted`` (networks: a reverse
+    proxy in front of ticketd), the nearest address in X-Forwarded-For that is not a trusted proxy."""
+    peer = request.client.host if request.client else "-"
+    if not trusted or not _within(peer, trusted):
+        return peer
+    for hop in reversed([h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]):
+        if not _within(hop, trusted):
+            return hop
+    return peer
+
+
+def _within(address: str, networks: Sequence[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(n) for n in networks)
+
+
 @dataclass(frozen=True)
 class Viewer:
     """The signed-in staff member of a request: who they are, the CSRF token their forms carry, and the
@@ -71,6 +99,7 @@ class Auth:
         self.app = app
         self.pages = pages
         self.secure = app.settings.web.public_url.startswith("https://")
+        self._hashing = asyncio.Semaphore(2)   # at most two argon2 computations (64 MiB each) at a time
 
     def page(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         return self.pages.render(name, status, **context)
@@ -115,8 +144,10 @@ class Auth:
 
     @staticmethod
     def csrf_ok(form: FormData, viewer: Viewer) -> bool:
-        sent = form.get("csrf")
-        return isinstance(sent, str) and bool(sent) and hmac.compare_digest(sent, viewer.csrf)
+        return same(form.get("csrf"), viewer.csrf)
+
+    def address(self, request: Request) -> str:
+        return client_address(request, self.app.settings.web.trusted_proxies)
 
     def not_found(self, viewer: Viewer | None, what: str = "This page") -> HTMLResponse:
         return self.page("error.html", 404, viewer=viewer, title="Not found",
@@ -157,33 +188,37 @@ class Auth:
     async def login(self, request: Request) -> Response:
         assert self.app.db is not None
         db, now = self.app.db, self.app.clock.now()
-        form = await request.form()
+        form = await request.form(max_files=0, max_fields=10)   # anyone may post here: no uploads
         next_url = self._next(form.get("next"))
-        sent, expected = str(form.get("csrf") or ""), request.cookies.get(LOGIN_COOKIE) or ""
-        if not sent or not expected or not hmac.compare_digest(sent, expected):
+        if not same(form.get("csrf"), request.cookies.get(LOGIN_COOKIE) or ""):
             return self._login_page(request, 403, "The form had expired. Please sign in again.")
         username = str(form.get("username") or "").strip()[:200]
-        password = str(form.get("password") or "")
-        address = request.client.host if request.client else "-"
-        keys = [f"user:{username.lower()}", f"addr:{address}"]
+        password = str(form.get("password") or "")[:1024]
+        keys = [f"user:{username.lower()}", f"addr:{self.address(request)}"]
         since = iso(now - timedelta(minutes=WINDOW_MINUTES))
         if (await websessions.failures(db, keys[0], since) >= ACCOUNT_LIMIT
                 or await websessions.failures(db, keys[1], since) >= ADDRESS_LIMIT):
             return self._login_page(request, 429, f"Too many failed attempts. Try again in {WINDOW_MINUTES} minutes.",
                                     username, next_url)
+        # The attempt counts before the password is checked, so that parallel guesses cannot all pass the
+        # limit above; a good password takes it back.
+        attempt = await websessions.failed(db, keys, iso(now))
         found = await staff.login_record(db, username) if username else None
         stored = found[1] if found is not None else ""
-        good = passwords.verify(stored or _DUMMY, password) and bool(stored)
+        async with self._hashing:   # argon2 (64 MiB, tens of ms) in a thread: the receivers share this event loop
+            good = await asyncio.to_thread(passwords.verify, stored or _DUMMY, password) and bool(stored)
         if found is None or not good:
-            await websessions.failed(db, keys, iso(now))
             return self._login_page(request, 401, "Wrong username or password.", username, next_url)
+        await websessions.forget(db, attempt)
         member, _, disabled = found
         if disabled:
             return self._login_page(request, 403, "This account is turned off. An admin can turn it on again"
                                                   " (ticketd staff passwd USERNAME --enable).", username, next_url)
         if passwords.needs_rehash(stored):
+            async with self._hashing:
+                fresh = await asyncio.to_thread(passwords.hash_password, password)
             async with db.transaction():
-                await staff.set_password(db, member.id, passwords.hash_password(password))
+                await staff.set_password(db, member.id, fresh)
         token = secrets.token_urlsafe(32)
         await websessions.create(db, token_hash(token), member.id, secrets.token_urlsafe(24), iso(now),
                                  iso(now + timedelta(hours=SESSION_HOURS)))
@@ -197,8 +232,8 @@ class Auth:
         session = await self.current(request)
         if session is None:
             return RedirectResponse("/login", status_code=303)
-        form = await request.form()
-        if not hmac.compare_digest(str(form.get("csrf") or ""), session.csrf):
+        form = await request.form(max_files=0, max_fields=10)
+        if not same(form.get("csrf"), session.csrf):
             return self.page("error.html", 403, viewer=None, title="Form expired",
                              message="The sign-out form had an old security token. Reload the page and try again.")
         assert self.app.db is not None

@@ -22,6 +22,7 @@ from maild.store import importlog, inbound, tickets
 from maild.store.db import Row
 from maild.web import mailview
 from maild.web.auth import Auth, Viewer
+from maild.web.tickets import page_number
 
 if TYPE_CHECKING:
     from maild.app import App
@@ -42,9 +43,11 @@ class ImportLog:
         return self.app.db
 
     def _may_see(self, viewer: Viewer, row: Row) -> bool:
+        """The entry's ticket's department now (it may have moved), or, without a ticket, where it was routed."""
         if viewer.scope is None:
             return True
-        return any(d is not None and viewer.sees(d) for d in (row["department_id"], row["ticket_department_id"]))
+        department = row["ticket_department_id"] if row["ticket_id"] is not None else row["department_id"]
+        return department is not None and viewer.sees(department)
 
     async def listing(self, request: Request, viewer: Viewer) -> Response:
         p = request.query_params
@@ -61,10 +64,7 @@ class ImportLog:
         except FilterError as exc:
             problems.append(str(exc).replace("--", ""))
         source = given["source"] if given["source"] in SOURCES else None
-        try:
-            number = max(1, int(p.get("page", "1")))
-        except ValueError:
-            number = 1
+        number = page_number(p.get("page", "1"))
         rows = [] if problems else await importlog.listing(
             self.db, outcome, reason, since, PAGE_SIZE + 1, until=until, source=source,
             sender=given["sender"][:200] or None, scope=viewer.scope, offset=(number - 1) * PAGE_SIZE)
@@ -115,8 +115,10 @@ class ImportLog:
         else:
             target = await tickets.by_tid(self.db, tid) if tid else (
                 await tickets.get(self.db, row["ticket_id"]) if row["ticket_id"] is not None else None)
+            if target is not None:   # where the import will really go: past merges, as import_blocked follows them
+                target = await tickets.resolve_merged(self.db, target)
             target_dept = target.department_id if target is not None else None
-        if viewer.scope is not None and target_dept is not None and not viewer.sees(target_dept):
+        if viewer.scope is not None and (target_dept is None or not viewer.sees(target_dept)):
             return await self.entry(request, viewer, 404, error=f"no ticket #{tid} of yours" if tid else
                                     "that department is not yours")
         assert self.app.env is not None and self.app.worker is not None

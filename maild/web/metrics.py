@@ -112,10 +112,11 @@ class MetricsPage:
         self.app, self.auth = app, auth
 
     async def metrics(self, request: Request) -> Response:
-        address = request.client.host if request.client else ""
-        if not allowed(address, self.app.settings.web.metrics_allow) and await self.auth.current(request) is None:
-            return Response("metrics are open to the addresses of [web] metrics_allow, or with a staff session\n",
-                            status_code=403, media_type="text/plain")
+        if not allowed(self.auth.address(request), self.app.settings.web.metrics_allow):
+            session = await self.auth.current(request)
+            if session is None or not session.member.is_admin:
+                return Response("metrics are open to the addresses of [web] metrics_allow, or with an admin's"
+                                " session\n", status_code=403, media_type="text/plain")
         began = time.perf_counter()
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Figures(await families(self.app)))

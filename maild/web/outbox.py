@@ -11,6 +11,7 @@ from starlette.responses import RedirectResponse, Response
 
 from maild.store import imap, outbox, stats
 from maild.web.auth import Auth, Viewer
+from maild.web.tickets import page_number
 
 if TYPE_CHECKING:
     from maild.app import App
@@ -31,10 +32,7 @@ class OutboxPage:
     async def page(self, request: Request, viewer: Viewer) -> Response:
         state = request.query_params.get("state", "")
         state = state if state in outbox.STATES else ""
-        try:
-            number = max(1, int(request.query_params.get("page", "1")))
-        except ValueError:
-            number = 1
+        number = page_number(request.query_params.get("page", "1"))
         rows = await outbox.listing(self.db, state or None, PAGE_SIZE + 1, offset=(number - 1) * PAGE_SIZE)
         tids: dict[int, str] = {}
         ticket_ids = sorted({r.ticket_id for r in rows if r.ticket_id is not None})

@@ -23,7 +23,7 @@ from maild.desk.core import StoredFile
 from maild.desk.errors import Collision, Denied, DeskError, Invalid, NotFound
 from maild.desk.options import Options
 from maild.jobs import targets
-from maild.store import importlog, messages, people, predefined, staff, tickets
+from maild.store import feedback, importlog, messages, people, predefined, staff, tickets
 from maild.store.blobs import BlobSpec
 from maild.store.errors import NotFound as BlobMissing
 from maild.store.tickets import Ticket
@@ -36,8 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("ticketd.web")
 # Shown in the browser (thumbnails, cid: images): raster images only, never SVG or anything scriptable.
 INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
-DONE = {"replied": "Reply sent.", "noted": "Note added.", "saved": "Options saved.",
+DONE = {"opened": "Ticket opened.", "imported": "Mail imported.", "replied": "Reply sent.", "noted": "Note added.",
+        "saved": "Options saved.",
         "watching": "You are watching this ticket.", "unwatched": "You no longer watch this ticket."}
+REPLY_SEEN = ("last_reply_at", "status")   # a reply is refused when one of these changed since the page was drawn
 AFTER_REPLY = {"ticket": "Stay on the ticket", "list": "Return to the ticket list"}
 REMOTE_IMAGES_CSP = ("default-src 'self'; img-src 'self' data: https: http:; object-src 'none'; base-uri 'none';"
                      " frame-ancestors 'none'; form-action 'self'")
@@ -71,15 +73,22 @@ class TicketPage:
         if ticket.tid != request.path_params["tid"]:   # merged: its own address is the ticket it went into
             return RedirectResponse(f"/tickets/{ticket.tid}", status_code=303)
         draft = ""
-        insert = request.query_params.get("insert", "")
-        if insert.isdigit():
+        insert, quote = request.query_params.get("insert", ""), request.query_params.get("quote", "")
+        if insert.isdigit() and len(insert) < 19:
             found = await predefined.get(self.db, int(insert))
             draft = found["body"] if found is not None else ""
+        elif quote.isdigit() and len(quote) < 19:   # a message of this ticket, by its number in the thread
+            thread = await messages.for_ticket(self.db, ticket.id)
+            quoted = thread[int(quote) - 1] if 0 < int(quote) <= len(thread) else None
+            if quoted is not None and quoted.kind != "note":   # a private note never goes into a client's mail
+                draft = f"{quoted.author_name or quoted.author_email} wrote:\n\n" + "\n".join(
+                    f"> {line}" if line else ">" for line in quoted.body.strip().splitlines()) + "\n\n"
         return await self._render(request, viewer, ticket, draft=draft)
 
     async def _render(self, request: Request, viewer: Viewer, ticket: Ticket, status: int = 200, error: str = "",
                       draft: str = "", note: str = "", preview: Markup | None = None, reply_status: str = "",
-                      after: str = "ticket", done: str = "", warning: str = "") -> Response:
+                      after: str = "ticket", done: str = "", warning: str = "",
+                      reply_seen: dict[str, str] | None = None) -> Response:
         db = self.db
         done = done or request.query_params.get("done", "")
         remote = request.query_params.get("images") == "1"
@@ -109,17 +118,45 @@ class TicketPage:
             cc=await people.cc_list(db, ticket.id), watchers=await staff.watchers(db, ticket.id),
             tags=(await tickets.tags_of(db, [ticket.id])).get(ticket.id, []),
             blocked=await importlog.blocked_for_ticket(db, ticket.id), inline_types=INLINE_TYPES,
-            workers=await staff.working_in(db, ticket.department_id), priorities=PRIORITIES,
+            workers=await staff.working_in(db, [ticket.department_id]), priorities=PRIORITIES,
             statuses=tickets.STATUSES, departments=[n for n, i in self.app.departments.items() if viewer.sees(i)
                                                     or i == ticket.department_id],
             targets=targets.of(ticket, self.app.settings, self.app.clock.now()),
             replies=await predefined.listing(db, pq, 50), pq=pq, draft=draft, note=note, preview=preview,
             reply_status=reply_status or tickets.ANSWERED, after=after, after_choices=AFTER_REPLY,
             blocked_images=blocked_images, remote=remote, client=await people.client_name(db, ticket.client_id),
+            seen=(values := await self._seen_values(ticket)), reply_seen=reply_seen or values,
+            rating=await feedback.for_ticket(db, ticket.id),
             watching=any(w.id == viewer.member.id for w in await staff.watchers(db, ticket.id)))
         if remote:
             response.headers["content-security-policy"] = REMOTE_IMAGES_CSP
         return response
+
+    # -- a new ticket (seed: Open New Ticket) ---------------------------------------------------------------
+
+    async def new_form(self, request: Request, viewer: Viewer, status: int = 200, error: str = "",
+                       given: dict[str, str] | None = None) -> Response:
+        departments = [n for n, i in self.app.departments.items() if viewer.sees(i)]
+        return self.auth.page("new_ticket.html", status, viewer=viewer, departments=departments, error=error,
+                              priorities=PRIORITIES, default_priority=self.app.settings.mail.default_priority,
+                              given=given or {})
+
+    async def open(self, request: Request, viewer: Viewer) -> Response:
+        """A ticket opened on behalf of a client (or any name and address): the first message is the staff
+        member's, and the client gets it with the new-ticket mail unless "notify" is off."""
+        form = request.state.form
+        given = {k: str(form.get(k) or "") for k in ("department", "email", "name", "subject", "priority", "body")}
+        try:
+            files = await self._files(form)
+            result = await self.app.desk.open_ticket(
+                viewer.actor, department=given["department"], email=given["email"], name=given["name"],
+                subject=given["subject"], body=given["body"], files=files, priority=given["priority"] or None,
+                notify=form.get("notify") == "1")
+        except DeskError as exc:
+            status = 404 if isinstance(exc, NotFound) else (403 if isinstance(exc, Denied) else 422)
+            return await self.new_form(request, viewer, status, str(exc), given)
+        log.info("open", extra={"kv": {"by": viewer.member.username, "ticket": result.tid}})
+        return RedirectResponse(f"/tickets/{result.tid}?done=opened", status_code=303)
 
     # -- files ---------------------------------------------------------------------------------------------
 
@@ -181,8 +218,8 @@ class TicketPage:
 
     @staticmethod
     def _seen(form: FormData) -> dict[str, str] | None:
-        """What the staff member saw when the page was drawn (collision detection: the desk compares)."""
-        seen = {k: str(form.get(f"seen_{k}")) for k in ("last_reply_at", "status") if form.get(f"seen_{k}") is not None}
+        """What the staff member saw when the reply form was drawn (collision detection: the desk compares)."""
+        seen = {k: str(form.get(f"seen_{k}")) for k in REPLY_SEEN if form.get(f"seen_{k}") is not None}
         return seen or None
 
     async def reply(self, request: Request, viewer: Viewer) -> Response:
@@ -194,7 +231,8 @@ class TicketPage:
         body = str(form.get("body") or "")
         status = str(form.get("status") or tickets.ANSWERED)
         after = str(form.get("after") or "ticket")
-        kept: dict[str, Any] = {"draft": body, "reply_status": status, "after": after}
+        # A preview, or a refusal, draws the page again: the reply keeps the baseline it was written against.
+        kept: dict[str, Any] = {"draft": body, "reply_status": status, "after": after, "reply_seen": self._seen(form)}
         if form.get("action") == "preview":
             html = await self.app.desk.preview(viewer.actor, ticket, body)
             return await self._render(request, viewer, ticket, preview=Markup(html), **kept)
@@ -228,31 +266,62 @@ class TicketPage:
         return RedirectResponse(f"/tickets/{result.tid}?done=noted#thread", status_code=303)
 
     async def options(self, request: Request, viewer: Viewer) -> Response:
+        """Only what the staff member changed on the form is changed (a field they left alone keeps what
+        someone else may have set meanwhile); a field they changed that someone else changed too since the
+        page was drawn is a collision, refused with what changed."""
         ticket, refused = await self._act(request, viewer)
         if ticket is None:
             assert refused is not None
             return refused
         form = request.state.form
-        cc_now = {r["address"]: r["state"] for r in await people.cc_list(self.db, ticket.id)}
-        cc_given = _words(str(form.get("cc_add") or ""), ",; \n")
-        confirm = [str(a) for a in form.getlist("cc_confirm") if cc_now.get(str(a)) == "pending"]
-        tags_now = set((await tickets.tags_of(self.db, [ticket.id])).get(ticket.id, []))
+        now = await self._seen_values(ticket)
+        seen = {k: str(form.get(f"seen_{k}")) if form.get(f"seen_{k}") is not None else v for k, v in now.items()}
+
+        def changed(field: str, key: str | None = None) -> str | None:
+            """The form's value of ``field`` when the staff member changed it, else None."""
+            value = form.get(field)
+            if value is None:
+                return None
+            text = str(value).strip()
+            return text if text != seen[key or field] else None
+
+        subject, department = changed("subject"), changed("department")
+        status, priority = changed("status"), changed("priority")
+        assign, flag = changed("assign", "assigned"), changed("flag", "flagged")
+        client, service = changed("client", "client_name"), changed("service")
+        shown_tags = {tickets.clean_tag(t) for t in _words(seen["tags"], ",")} - {""}
         tags_given = {tickets.clean_tag(t) for t in _words(str(form.get("tags") or ""), ",\n")} - {""}
-        assign, flag = str(form.get("assign") or ""), str(form.get("flag") or "")
+        if "tags" not in form:
+            tags_given = shown_tags
+        cc_now = {r["address"]: r["state"] for r in await people.cc_list(self.db, ticket.id)}
+        confirm = [str(a) for a in form.getlist("cc_confirm") if cc_now.get(str(a)) == "pending"]
         opts = Options(
-            department=_given(form, "department"), subject=_given(form, "subject"), status=_given(form, "status"),
-            priority=_given(form, "priority"), assign=assign or None, unassign=not assign and "assign" in form,
-            flag=flag or None, unflag=not flag and "flag" in form, cc_add=[*cc_given, *confirm],
-            cc_remove=[str(a) for a in form.getlist("cc_remove")], client=_given(form, "client"),
-            tags_add=sorted(tags_given - tags_now) if "tags" in form else (),
-            tags_remove=sorted(tags_now - tags_given) if "tags" in form else (), service=_given(form, "service"))
+            subject=subject, department=department, status=status, priority=priority,
+            assign=assign or None, unassign=assign == "", flag=flag or None, unflag=flag == "",
+            client=client, service=service, cc_add=[*_words(str(form.get("cc_add") or ""), ",; \n"), *confirm],
+            cc_remove=[str(a) for a in form.getlist("cc_remove")],
+            tags_add=sorted(tags_given - shown_tags), tags_remove=sorted(shown_tags - tags_given))
+        touched = {"subject": subject, "department": department, "status": status, "priority": priority,
+                   "assigned": assign, "flagged": flag}
+        expected = {k: seen[k] for k, v in touched.items() if v is not None}
+        if client is not None:
+            expected["client"] = seen["client"]
         try:
-            result = await self.app.desk.set_options(viewer.actor, ticket.tid, opts, expected=self._seen(form))
+            result = await self.app.desk.set_options(viewer.actor, ticket.tid, opts, expected=expected or None)
         except DeskError as exc:
             return await self._refused(request, viewer, ticket, exc)
         if not viewer.sees((await tickets.get(self.db, result.ticket_id) or ticket).department_id):
             return RedirectResponse(f"/tickets?done=moved-{result.tid}", status_code=303)
         return RedirectResponse(f"/tickets/{result.tid}?done=saved#options", status_code=303)
+
+    async def _seen_values(self, ticket: Ticket) -> dict[str, str]:
+        """What the page shows of the ticket, as text: the desk's collision fields, and the tags, related
+        service and client account's name (the options form sends them back as ``seen_*``)."""
+        shown = await self.app.desk.snapshot(ticket)
+        shown["tags"] = ", ".join((await tickets.tags_of(self.db, [ticket.id])).get(ticket.id, []))
+        shown["service"] = ticket.related_service
+        shown["client_name"] = await people.client_name(self.db, ticket.client_id)
+        return shown
 
     async def watch(self, request: Request, viewer: Viewer) -> Response:
         ticket, refused = await self._act(request, viewer)
@@ -265,11 +334,6 @@ class TicketPage:
         except DeskError as exc:
             return await self._refused(request, viewer, ticket, exc)
         return RedirectResponse(f"/tickets/{ticket.tid}?done={'watching' if on else 'unwatched'}", status_code=303)
-
-
-def _given(form: FormData, key: str) -> str | None:
-    value = form.get(key)
-    return None if value is None else str(value)
 
 
 def _words(text: str, separators: str) -> list[str]:

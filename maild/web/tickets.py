@@ -55,10 +55,7 @@ class TicketList:
         if given["priority"] and not priority:
             problems.append(f"priority {given['priority']!r} is not one of {', '.join(PRIORITIES)}")
         sort = given["sort"] if given["sort"] in ticketlist.SORTS else "last_reply"
-        try:
-            number = max(1, int(p.get("page", "1")))
-        except ValueError:
-            number = 1
+        number = page_number(p.get("page", "1"))
         query = Query(scope=viewer.scope, statuses=STATUS_VIEWS[status], department_id=department_id,
                       priority=priority, unassigned=given["assigned"] == "none", tag=tickets.clean_tag(given["tag"]),
                       text=given["q"][:200], sort=sort, descending=given["dir"] != "asc",
@@ -80,11 +77,12 @@ class TicketList:
         db = self.app.db
         given, query, problems = self._filters(request, viewer)
         query = await self._assignee(viewer, given["assigned"], query, problems)
-        rows, total = await ticketlist.page(db, query)
+        found = await ticketlist.page(db, query)
+        rows, total = found.tickets, found.total
         flagged: list[tickets.Ticket] = []
         if query.offset == 0:
-            flagged, _ = await ticketlist.page(db, Query(scope=viewer.scope, flagged_to=viewer.member.id,
-                                                         statuses=STATUS_VIEWS["active"], limit=100))
+            flagged = (await ticketlist.page(db, Query(scope=viewer.scope, flagged_to=viewer.member.id,
+                                                       statuses=STATUS_VIEWS["active"], limit=100))).tickets
         shown = [*rows, *flagged]
         ids = [t.id for t in shown]
         badges = await messages.first_badges(db, ids)
@@ -95,9 +93,10 @@ class TicketList:
         response = self.auth.page(
             "tickets.html", viewer=viewer, rows=rows, flagged=flagged, total=total, given=given, badges=badges,
             tags=tags, counts=counts, problems=problems, departments=departments, priorities=PRIORITIES,
-            statuses=tickets.STATUSES, staff=await staff.working_in(db), all_tags=await tickets.all_tags(db, 100),
+            statuses=tickets.STATUSES, staff=await staff.working_in(db, viewer.scope),
+            all_tags=await tickets.all_tags(db, 100, viewer.scope),
             page_number=query.offset // PAGE_SIZE + 1, pages=max(1, -(-total // PAGE_SIZE)), refresh=refresh,
-            capped=total > ticketlist.COUNT_CAP,
+            capped=found.capped, search_capped=found.search_capped, search_cap=ticketlist.SEARCH_CAP,
             refresh_choices=REFRESH_CHOICES, sorts=list(ticketlist.SORTS), done=request.query_params.get("done", ""),
             awaiting=sum(counts.get(s, 0) for s in AWAITING))
         if "refresh" in request.query_params:
@@ -138,3 +137,14 @@ class TicketList:
                                   message=f"{closed} closed; not closed: " + "; ".join(refused))
         joiner = "&" if "?" in back else "?"
         return RedirectResponse(f"{back}{joiner}done=closed-{closed}", status_code=303)
+
+
+MAX_PAGE = 100_000
+
+
+def page_number(value: str) -> int:
+    """A ``page`` parameter as a page number: 1 when it is not one, at most :data:`MAX_PAGE`."""
+    try:
+        return min(MAX_PAGE, max(1, int(value)))
+    except ValueError:
+        return 1

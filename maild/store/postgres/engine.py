@@ -249,13 +249,21 @@ class PostgresDatabase(Database):
     def lock_clause(self, alias: str) -> str:
         return f" FOR UPDATE OF {alias}"
 
-    def text_match(self, text: str) -> tuple[str, list[Any]] | None:
+    def text_match(self, text: str, column: str = "id", newest: int | None = None
+                   ) -> tuple[str, list[Any]] | None:
         if not text.split():
             return None
+        assert column in ("id", "ticket_id"), column
         # The very expression of the index messages_search (migration 0010), so that the index answers.
-        return ("SELECT id FROM messages WHERE"
-                " to_tsvector('simple', ticketd_words(coalesce(subject, '') || ' ' || body))"
-                " @@ plainto_tsquery('simple', ticketd_words(?))", [text])
+        sql = (f"SELECT {column} FROM messages WHERE"
+               " to_tsvector('simple', ticketd_words(coalesce(subject, '') || ' ' || body))"
+               " @@ plainto_tsquery('simple', ticketd_words(?))")
+        if newest is None:
+            return sql, [text]
+        # The latest matches: all of them from the index first (OFFSET 0 keeps the planner from walking the
+        # primary key backwards and testing each message's text instead, which it misjudges), then the top.
+        return (f"SELECT {column} FROM (SELECT id, {column} FROM messages WHERE {sql.split(' WHERE ', 1)[1]}"
+                f" OFFSET 0) matched ORDER BY id DESC LIMIT ?", [text, newest])
 
     async def _run_plain(self, sql: str) -> None:
         await self._call("execute", sql)

@@ -201,13 +201,22 @@ class SqliteDatabase(Database):
     def lock_clause(self, alias: str) -> str:
         return ""   # BEGIN IMMEDIATE: one writer at a time already
 
-    def text_match(self, text: str) -> tuple[str, list[Any]] | None:
+    def text_match(self, text: str, column: str = "id", newest: int | None = None
+                   ) -> tuple[str, list[Any]] | None:
         words = text.split()
         if not words:
             return None
+        assert column in ("id", "ticket_id"), column
         # Each word a quoted FTS5 string (its own punctuation is tokenised away, never read as syntax).
         query = " ".join('"' + w.replace('"', '""') + '"' for w in words)
-        return "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?", [query]
+        ids = "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?"
+        params: list[Any] = [query]
+        if newest is not None:
+            ids += " ORDER BY rowid DESC LIMIT ?"
+            params.append(newest)
+        if column == "id":
+            return ids, params
+        return f"SELECT ticket_id FROM messages WHERE id IN ({ids})", params
 
     # -- transactions --------------------------------------------------------------------------------------
 
