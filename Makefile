@@ -44,12 +44,13 @@ lint: $(VENV)/.installed-test ## ruff check, then mypy (settings: [tool.mypy] in
 	$(BIN)/mypy
 
 # smtp-source (Debian's postfix package) drives the SMTP figures; BENCH_ARGS, e.g. "--json --runs 1".
-bench: test-deps $(VENV)/.installed-test ## run benchmarks/ingest.py (BENCH_ARGS=...), imap.py, outbox.py, postgres.py and scheduler.py, print figures
+bench: test-deps $(VENV)/.installed-test ## run benchmarks/ingest.py (BENCH_ARGS=...), imap.py, outbox.py, postgres.py, scheduler.py and web.py, print figures
 	$(BIN)/python benchmarks/ingest.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/imap.py
 	$(BIN)/python benchmarks/outbox.py
 	$(BIN)/python benchmarks/postgres.py
 	$(BIN)/python benchmarks/scheduler.py
+	$(BIN)/python benchmarks/web.py
 
 clean: ## remove var/ (the local database and spool!) and caches; keeps .venv
 	rm -rf var/ .pytest_cache/ .ruff_cache/ .mypy_cache/ .hypothesis/

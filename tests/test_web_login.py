@@ -88,3 +88,30 @@ def test_failed_sign_ins_are_limited_and_a_turned_off_account_is_told_so(site: t
     assert b.sign_in("bo", PASSWORD)[0] == 303
     inst.cli("staff", "passwd", "bo", "--disable")    # a session ends with its account
     assert b.request("/tickets")[0] == 303
+
+
+def test_failed_sign_ins_are_limited_per_address_too(site: tuple[Instance, int]):
+    _, port = site
+    b = Browser(port)
+    for n in range(20):                       # twenty names, one failure each: the address is the common part
+        assert b.sign_in(f"guess{n}", "wrong password")[0] == 401
+    status, _, page = b.sign_in("ada", PASSWORD)
+    assert status == 429 and "Too many failed attempts" in page
+
+
+def test_the_session_cookie_is_secure_when_the_public_url_is_https(tmp_path: Path, database_url: str):
+    inst = Instance(tmp_path, database_url=database_url)
+    inst.config.write_text(inst.config.read_text().replace(
+        "[web]\nlisten = false\n", '[web]\nlisten = false\npublic_url = "https://desk.example"\n'))
+    inst.cli("staff", "add", "ada@helpdesk.example", "--admin")
+    inst.cli("staff", "passwd", "ada", input=f"{PASSWORD}\n".encode())
+    with serving(inst) as port:
+        b = Browser(port)
+        _, headers, page = b.request("/login")
+        (login,) = [c for c in headers["set-cookie"].split("\n") if c.startswith("ticketd_login=")]
+        assert "secure" in login.lower()     # a browser sends it back over https only: so does this one, by hand
+        status, headers, _ = b.request("/login", {"csrf": b.csrf(page), "username": "ada", "password": PASSWORD},
+                                       headers={"Cookie": login.split(";", 1)[0]})
+        assert status == 303
+        (cookie,) = [c.lower() for c in headers["set-cookie"].split("\n") if c.startswith("ticketd_session=")]
+        assert "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
