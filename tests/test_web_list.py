@@ -16,7 +16,7 @@ from tests.relay import Relay
 from tests.test_web import serving
 from tests.test_web_admin import signed_in, staffed
 from tests.test_web_desk import ingest, rows
-from tests.webclient import Browser, form_values
+from tests.webclient import form_values
 
 pytestmark = pytest.mark.both_engines
 
@@ -112,7 +112,7 @@ def test_open_quote_cc_client_and_a_department_move(site: tuple[Instance, int], 
                                                                   "department": "Billing"})
     assert status == 303 and headers["location"] == f"/tickets?done=moved-{tid}"
     assert dora.request(f"/tickets/{tid}")[0] == 404
-    page = dora.request(f"/tickets?status=all")[2]
+    page = dora.request("/tickets?status=all")[2]
     assert tid not in rows(page)
 
 
