@@ -21,6 +21,8 @@ def test_the_corpus_install_moves_to_postgresql_and_every_ticket_reads_the_same(
     lite.cli("staff", "add", "sam@helpdesk.example", "--name", "Sam Staff", "--admin")
     first, second = [r["tid"] for r in lite.query("SELECT tid FROM tickets ORDER BY id LIMIT 2")]
     lite.cli("ticket", "reply", first, "--as", "sam", "--body-file", "-", input=b"We are on it.\n")
+    lite.cli("ticket", "set", first, "--as", "sam", "--tag", "corpus", "--tag", "moved", "--service", "srv1")
+    lite.cli("predefined", "add", "Greeting", "--body-file", "-", input=b"Hello [NAME]\n")
     lite.execute("UPDATE tickets SET merged_into = (SELECT max(id) FROM tickets) WHERE tid = ?", (second,))
 
     url = pg_server.new_database()
@@ -48,11 +50,14 @@ def test_the_corpus_install_moves_to_postgresql_and_every_ticket_reads_the_same(
     pg.write_config()
     for tid in (first, *list(before)[:3]):
         assert pg.cli_json("ticket", "show", tid) == lite.cli_json("ticket", "show", tid)
+    assert pg.cli_json("ticket", "show", first)["tags"] == ["corpus", "moved"]
+    assert pg.cli_json("predefined", "list") == lite.cli_json("predefined", "list")
     # The new install goes on: new rows get new ids (the identity sequences were moved past the copy).
     (tmp_path / "new.eml").write_bytes(make_mail(subject="after the move").as_bytes())
     assert pg.cli_json("ingest", str(tmp_path / "new.eml"))["outcomes"] == {"new_ticket": 1}
     pg.cli("ticket", "reply", first, "--as", "sam", "--body-file", "-", input=b"Still on it.\n")
     assert len(pg.cli_json("ticket", "show", first)["messages"]) == len(before[first]["messages"]) + 1
+    pg.cli("predefined", "add", "Farewell", "--body-file", "-", input=b"Bye\n")   # a new id after the copied one
 
     # A target that holds data is refused, unless told to empty it first.
     proc = lite.cli("migrate-db", "--from", "sqlite:///ticketd.sqlite3", "--to", url, check=False)

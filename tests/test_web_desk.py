@@ -94,6 +94,8 @@ def test_the_list_filters_searches_and_keeps_to_the_viewers_departments(desk: De
     assert status == 409 and "not closed" in page
     status, headers, _ = ada.request("/tickets/close", {"csrf": csrf, "tid": [desk.tech, desk.billing]})
     assert status == 303 and "done=closed-2" in headers["location"]
+    assert "Tickets closed: 2." in ada.request(headers["location"])[2]
+    assert "notice" not in ada.request("/tickets?done=Call+us+at+555")[2]      # no text of anyone's own
     assert rows(ada.request("/tickets")[2]) == [] and len(rows(ada.request("/tickets?status=closed")[2])) == 2
     assert desk.inst.query("SELECT count(*) AS n FROM ticket_log WHERE event = 'closed' AND actor = 'ada'"
                            )[0]["n"] == 2

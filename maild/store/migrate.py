@@ -46,6 +46,8 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("feedback", ("ticket_id",)),
     ("web_sessions", ("token_hash",)),
     ("login_failures", ("id",)),
+    ("ticket_tags", ("ticket_id", "tag")),
+    ("predefined_replies", ("id",)),
 )
 # Columns that point at a row of the same table, set in a second pass (the row pointed at may come later).
 SELF_REFERENCES = {"tickets": ("merged_into",)}

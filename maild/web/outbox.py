@@ -11,6 +11,7 @@ from starlette.responses import RedirectResponse, Response
 
 from maild.store import imap, outbox, stats
 from maild.web.auth import Auth, Viewer
+from maild.web.render import notice
 from maild.web.tickets import page_number
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class OutboxPage:
             state=state, states=outbox.STATES, counts=counts, tids=tids,
             oldest=await stats.outbox_oldest_queued(self.db),
             accounts=await imap.status_rows(self.db), folders=await imap.folder_rows(self.db),
-            imap_counts=imap_counts, done=request.query_params.get("done", ""))
+            imap_counts=imap_counts, done=notice(request.query_params.get("done", "")))
 
     async def retry(self, request: Request, viewer: Viewer) -> Response:
         outbox_id = int(request.path_params["outbox_id"])

@@ -10,6 +10,7 @@ from starlette.responses import RedirectResponse, Response
 
 from maild.store import predefined
 from maild.web.auth import Auth, Viewer
+from maild.web.render import notice
 
 if TYPE_CHECKING:
     from maild.app import App
@@ -31,7 +32,7 @@ class PredefinedPage:
         editing = await predefined.get(self.db, int(edit)) if edit.isdigit() else None
         return self.auth.page("predefined.html", status, viewer=viewer, replies=await predefined.listing(self.db, q),
                               q=q, error=error, title=title, body=body, editing=editing,
-                              done=request.query_params.get("done", ""))
+                              done=notice(request.query_params.get("done", "")))
 
     def _fields(self, request: Request) -> tuple[str, str, str]:
         form = request.state.form

@@ -3,6 +3,7 @@ every page shares (no caching of staff pages)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -24,6 +25,23 @@ def _size(n: int | None) -> str:
         if value < 1024 or unit == "GB":
             return f"{int(value)} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
         value /= 1024
+    return ""
+
+
+NOTICES = (   # what a page says after an action redirected to it (?done=...): known forms only, never free text
+    (re.compile(r"closed-(\d{1,4})"), "Tickets closed: {}."),
+    (re.compile(r"moved-(\d{1,12})"), "Ticket #{} is now in a department you do not work in."),
+    (re.compile(r"replied-(\d{1,12})"), "Reply sent on ticket #{}."),
+    (re.compile(r"retry-(\d{1,18})"), "Mail {} queued again; the sender tries it now."),
+    (re.compile(r"(added|saved|deleted)"), "Predefined reply {}."),
+)
+
+
+def notice(done: str) -> str:
+    """The sentence for a ``done`` parameter; "" for anything else (nobody can make a page say their text)."""
+    for pattern, text in NOTICES:
+        if found := pattern.fullmatch(done):
+            return text.format(found.group(1))
     return ""
 
 

@@ -16,6 +16,7 @@ from maild.desk.errors import Denied, DeskError, NotFound
 from maild.store import messages, staff, ticketlist, tickets
 from maild.store.ticketlist import Query
 from maild.web.auth import Auth, Viewer
+from maild.web.render import notice
 
 if TYPE_CHECKING:
     from maild.app import App
@@ -97,7 +98,8 @@ class TicketList:
             all_tags=await tickets.all_tags(db, 100, viewer.scope),
             page_number=query.offset // PAGE_SIZE + 1, pages=max(1, -(-total // PAGE_SIZE)), refresh=refresh,
             capped=found.capped, search_capped=found.search_capped, search_cap=ticketlist.SEARCH_CAP,
-            refresh_choices=REFRESH_CHOICES, sorts=list(ticketlist.SORTS), done=request.query_params.get("done", ""),
+            refresh_choices=REFRESH_CHOICES, sorts=list(ticketlist.SORTS),
+            done=notice(request.query_params.get("done", "")),
             awaiting=sum(counts.get(s, 0) for s in AWAITING))
         if "refresh" in request.query_params:
             response.set_cookie(REFRESH_COOKIE, str(refresh), max_age=365 * 86400, httponly=True, samesite="lax",
