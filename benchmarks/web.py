@@ -227,6 +227,7 @@ def run_engine(top: Path, engine: str, url: str, args: argparse.Namespace) -> di
         for paths in kinds.values():      # warm-up: the first of each, twice (caches, plans)
             for p in paths[:len(lists)]:
                 client.get(p)
+        time.sleep(0.5)                   # the warm-up's last access-log line is written after its answer
         _, seen = server_ms(log, 0)
         results = {}
         for kind, paths in kinds.items():
