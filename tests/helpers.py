@@ -291,6 +291,15 @@ def make_mail(
     return msg
 
 
+def ingest(inst: Instance, msg: EmailMessage) -> dict:
+    """``ticketd ingest`` of one message (in a folder of its own); its item of the JSON report."""
+    folder = inst.root / f"in{len(list(inst.root.glob('in*')))}"
+    folder.mkdir()
+    (folder / "m.eml").write_bytes(msg.as_bytes())
+    (item,) = inst.cli_json("ingest", str(folder))["items"]
+    return item
+
+
 def corpus_files() -> list[Path]:
     if not CORPUS.is_dir():
         raise AssertionError(f"the shared corpus is missing: expected {CORPUS} (a checkout of ../shared)")

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.helpers import ROOT, Instance, make_mail
+from tests.helpers import ROOT, Instance, ingest, make_mail
 from tests.relay import Relay
 from tests.test_web import serving
 from tests.test_web_admin import staffed
-from tests.test_web_desk import PNG, ingest
+from tests.test_web_desk import PNG
 from tests.webclient import PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")

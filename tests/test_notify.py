@@ -19,7 +19,7 @@ from maild.notify import rules as R
 from maild.notify.send import OutboxSender
 from maild.notify.tokens import tag_of
 from maild.store import outbox
-from tests.helpers import Instance, make_mail
+from tests.helpers import Instance, ingest, make_mail
 from tests.relay import Relay
 
 ADMIN, WATCHER, MEMBER, BILLER, FLAGGEE, ASSIGNEE, MENTIONED = (
@@ -46,14 +46,6 @@ def desk(tmp_path: Path, relay: Relay) -> Instance:
     inst.cli("clients", "add", REQUESTER, "--account", "Acme", "--role", "user", "--name", "Ursula User")
     inst.cli("clients", "add", CONTACT, "--account", "Acme", "--role", "contact", "--name", "Carl Contact")
     return inst
-
-
-def ingest(inst: Instance, msg: email.message.EmailMessage) -> dict:
-    folder = inst.root / f"in{len(list(inst.root.glob('in*')))}"
-    folder.mkdir()
-    (folder / "m.eml").write_bytes(msg.as_bytes())
-    (item,) = inst.cli_json("ingest", str(folder))["items"]
-    return item
 
 
 class World:

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Instance, make_mail
+from tests.helpers import Instance, ingest, make_mail
 from tests.relay import Relay
 from tests.test_web import serving
-from tests.test_web_desk import ingest
 from tests.webclient import PASSWORD, Browser
 
 

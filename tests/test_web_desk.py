@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Instance, make_mail
+from tests.helpers import Instance, ingest, make_mail
 from tests.relay import Relay
 from tests.test_web import serving
 from tests.webclient import PASSWORD, Browser, form_values
@@ -21,14 +21,6 @@ from tests.webclient import PASSWORD, Browser, form_values
 pytestmark = pytest.mark.both_engines
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
        b"\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84\x00\x00\x00\x00IEND\xaeB`\x82")
-
-
-def ingest(inst: Instance, msg: EmailMessage) -> dict:
-    folder = inst.root / f"in{len(list(inst.root.glob('in*')))}"
-    folder.mkdir()
-    (folder / "m.eml").write_bytes(msg.as_bytes())
-    (item,) = inst.cli_json("ingest", str(folder))["items"]
-    return item
 
 
 class Desk:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Instance, make_mail
+from tests.helpers import Instance, ingest, make_mail
 from tests.relay import Relay
 from tests.test_web import serving
 from tests.test_web_admin import signed_in, staffed
-from tests.test_web_desk import ingest, rows
+from tests.test_web_desk import rows
 from tests.webclient import form_values
 
 pytestmark = pytest.mark.both_engines

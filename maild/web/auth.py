@@ -33,6 +33,7 @@ from maild.web.render import Pages
 
 if TYPE_CHECKING:
     from maild.app import App
+    from maild.store.db import Database
 
 SESSION_COOKIE = "ticketd_session"
 LOGIN_COOKIE = "ticketd_login"
@@ -92,6 +93,18 @@ class Viewer:
 
 
 Handler = Callable[[Request, Viewer], Awaitable[Response]]
+
+
+class Section:
+    """A part of the site (the list, a ticket, the import log...): the application and its sign-in."""
+
+    def __init__(self, app: App, auth: Auth) -> None:
+        self.app, self.auth = app, auth
+
+    @property
+    def db(self) -> Database:
+        assert self.app.db is not None
+        return self.app.db
 
 
 class Auth:

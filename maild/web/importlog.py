@@ -21,11 +21,11 @@ from maild.pipeline.manual import NEW_TICKET_REASONS, ImportRefused, import_bloc
 from maild.store import importlog, inbound, tickets
 from maild.store.db import Row
 from maild.web import mailview
-from maild.web.auth import Auth, Viewer
+from maild.web.auth import Section, Viewer
 from maild.web.tickets import page_number
 
 if TYPE_CHECKING:
-    from maild.app import App
+    pass
 
 log = logging.getLogger("ticketd.web")
 PAGE_SIZE = 100
@@ -33,15 +33,7 @@ SOURCES = ("smtp", "lmtp", "pipe", "imap", "ingest")
 MAX_SHOWN_BYTES = 2 * 1024 * 1024     # a raw message shown in the page beyond this is cut (the rest: download)
 
 
-class ImportLog:
-    def __init__(self, app: App, auth: Auth) -> None:
-        self.app, self.auth = app, auth
-
-    @property
-    def db(self) -> Any:
-        assert self.app.db is not None
-        return self.app.db
-
+class ImportLog(Section):
     def _may_see(self, viewer: Viewer, row: Row) -> bool:
         """The entry's ticket's department now (it may have moved), or, without a ticket, where it was routed."""
         if viewer.scope is None:

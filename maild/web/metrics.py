@@ -18,10 +18,10 @@ from starlette.responses import Response
 from maild.clock import parse
 from maild.outcomes import OUTCOME_NAMES
 from maild.store import imap, outbox, stats
+from maild.web.auth import Section
 
 if TYPE_CHECKING:
     from maild.app import App
-    from maild.web.auth import Auth
 
 REQUESTS = CollectorRegistry(auto_describe=True)   # this process's web requests (the tables hold the rest)
 REQUEST_SECONDS = Histogram("ticketd_web_request_seconds", "Web view requests by route and method, server time",
@@ -107,10 +107,7 @@ def allowed(address: str, networks: Iterable[str]) -> bool:
     return any(ip in ipaddress.ip_network(n) for n in networks)
 
 
-class MetricsPage:
-    def __init__(self, app: App, auth: Auth) -> None:
-        self.app, self.auth = app, auth
-
+class MetricsPage(Section):
     async def metrics(self, request: Request) -> Response:
         if not allowed(self.auth.address(request), self.app.settings.web.metrics_allow):
             session = await self.auth.current(request)

@@ -4,32 +4,24 @@ accounts' state, the same facts as ``ticketd outbox list`` and ``ticketd imap st
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from maild.store import imap, outbox, stats
-from maild.web.auth import Auth, Viewer
+from maild.web.auth import Section, Viewer
 from maild.web.render import notice
 from maild.web.tickets import page_number
 
 if TYPE_CHECKING:
-    from maild.app import App
+    pass
 
 log = logging.getLogger("ticketd.web")
 PAGE_SIZE = 100
 
 
-class OutboxPage:
-    def __init__(self, app: App, auth: Auth) -> None:
-        self.app, self.auth = app, auth
-
-    @property
-    def db(self) -> Any:
-        assert self.app.db is not None
-        return self.app.db
-
+class OutboxPage(Section):
     async def page(self, request: Request, viewer: Viewer) -> Response:
         state = request.query_params.get("state", "")
         state = state if state in outbox.STATES else ""

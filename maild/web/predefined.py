@@ -3,28 +3,20 @@ store as ``ticketd predefined``. Staff insert them into a reply from the ticket 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from maild.store import predefined
-from maild.web.auth import Auth, Viewer
+from maild.web.auth import Section, Viewer
 from maild.web.render import notice
 
 if TYPE_CHECKING:
-    from maild.app import App
+    pass
 
 
-class PredefinedPage:
-    def __init__(self, app: App, auth: Auth) -> None:
-        self.app, self.auth = app, auth
-
-    @property
-    def db(self) -> Any:
-        assert self.app.db is not None
-        return self.app.db
-
+class PredefinedPage(Section):
     async def page(self, request: Request, viewer: Viewer, status: int = 200, error: str = "",
                    title: str = "", body: str = "") -> Response:
         q = request.query_params.get("q", "")

@@ -28,7 +28,7 @@ from maild.store.blobs import BlobSpec
 from maild.store.errors import NotFound as BlobMissing
 from maild.store.tickets import Ticket
 from maild.web import mailview
-from maild.web.auth import Auth, Viewer
+from maild.web.auth import Auth, Section, Viewer
 
 if TYPE_CHECKING:
     from maild.app import App
@@ -45,15 +45,10 @@ REMOTE_IMAGES_CSP = ("default-src 'self'; img-src 'self' data: https: http:; obj
                      " frame-ancestors 'none'; form-action 'self'")
 
 
-class TicketPage:
+class TicketPage(Section):
     def __init__(self, app: App, auth: Auth) -> None:
-        self.app, self.auth = app, auth
+        super().__init__(app, auth)
         self._blobs = BlobSpec.from_settings(app.settings)
-
-    @property
-    def db(self) -> Any:
-        assert self.app.db is not None
-        return self.app.db
 
     async def _ticket(self, viewer: Viewer, tid: str) -> Ticket | None:
         """The ticket the viewer may see (followed past merges), else None: another department's ticket is
@@ -200,11 +195,10 @@ class TicketPage:
             return []
         return await asyncio.to_thread(uploads.store, self._blobs.open(), named)
 
-    async def _act(self, request: Request, viewer: Viewer) -> tuple[Ticket | None, Response | None]:
+    async def _act(self, request: Request, viewer: Viewer) -> Ticket | Response:
+        """The ticket an action is on, or the 404 to answer."""
         ticket = await self._ticket(viewer, request.path_params["tid"])
-        if ticket is None:
-            return None, self.auth.not_found(viewer, "This ticket")
-        return ticket, None
+        return ticket if ticket is not None else self.auth.not_found(viewer, "This ticket")
 
     async def _refused(self, request: Request, viewer: Viewer, ticket: Ticket, exc: DeskError, **kept: Any
                        ) -> Response:
@@ -223,10 +217,9 @@ class TicketPage:
         return seen or None
 
     async def reply(self, request: Request, viewer: Viewer) -> Response:
-        ticket, refused = await self._act(request, viewer)
-        if ticket is None:
-            assert refused is not None
-            return refused
+        ticket = await self._act(request, viewer)
+        if not isinstance(ticket, Ticket):
+            return ticket
         form = request.state.form
         body = str(form.get("body") or "")
         status = str(form.get("status") or tickets.ANSWERED)
@@ -249,10 +242,9 @@ class TicketPage:
         return RedirectResponse(f"/tickets/{result.tid}?done=replied#thread", status_code=303)
 
     async def note(self, request: Request, viewer: Viewer) -> Response:
-        ticket, refused = await self._act(request, viewer)
-        if ticket is None:
-            assert refused is not None
-            return refused
+        ticket = await self._act(request, viewer)
+        if not isinstance(ticket, Ticket):
+            return ticket
         form = request.state.form
         body = str(form.get("body") or "")
         try:
@@ -269,10 +261,9 @@ class TicketPage:
         """Only what the staff member changed on the form is changed (a field they left alone keeps what
         someone else may have set meanwhile); a field they changed that someone else changed too since the
         page was drawn is a collision, refused with what changed."""
-        ticket, refused = await self._act(request, viewer)
-        if ticket is None:
-            assert refused is not None
-            return refused
+        ticket = await self._act(request, viewer)
+        if not isinstance(ticket, Ticket):
+            return ticket
         form = request.state.form
         now = await self._seen_values(ticket)
         seen = {k: str(form.get(f"seen_{k}")) if form.get(f"seen_{k}") is not None else v for k, v in now.items()}
@@ -324,10 +315,9 @@ class TicketPage:
         return shown
 
     async def watch(self, request: Request, viewer: Viewer) -> Response:
-        ticket, refused = await self._act(request, viewer)
-        if ticket is None:
-            assert refused is not None
-            return refused
+        ticket = await self._act(request, viewer)
+        if not isinstance(ticket, Ticket):
+            return ticket
         on = request.state.form.get("on") == "1"
         try:
             await self.app.desk.watch(viewer.actor, ticket.tid, on=on)

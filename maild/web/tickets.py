@@ -15,11 +15,11 @@ from maild.config import PRIORITIES
 from maild.desk.errors import Denied, DeskError, NotFound
 from maild.store import messages, staff, ticketlist, tickets
 from maild.store.ticketlist import Query
-from maild.web.auth import Auth, Viewer
+from maild.web.auth import Section, Viewer
 from maild.web.render import notice
 
 if TYPE_CHECKING:
-    from maild.app import App
+    pass
 
 log = logging.getLogger("ticketd.web")
 PAGE_SIZE = 50
@@ -31,10 +31,7 @@ REFRESH_COOKIE = "ticketd_refresh"
 BULK_LIMIT = 500
 
 
-class TicketList:
-    def __init__(self, app: App, auth: Auth) -> None:
-        self.app, self.auth = app, auth
-
+class TicketList(Section):
     def _filters(self, request: Request, viewer: Viewer) -> tuple[dict[str, str], Query, list[str]]:
         """The page's parameters as given (for links), the query they make, and what was not understood."""
         p = request.query_params
