@@ -59,15 +59,16 @@ def client_address(request: Request, trusted: Sequence[str]) -> str:
     """Who sent the request: the socket's peer, or, when that peer is one of ``trusted`` (networks: a reverse
     proxy in front of ticketd), the nearest address in X-Forwarded-For that is not a trusted proxy."""
     peer = request.client.host if request.client else "-"
-    if not trusted or not _within(peer, trusted):
+    if not trusted or not within(peer, trusted):
         return peer
     for hop in reversed([h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]):
-        if not _within(hop, trusted):
+        if not within(hop, trusted):
             return hop
     return peer
 
 
-def _within(address: str, networks: Sequence[str]) -> bool:
+def within(address: str, networks: Sequence[str]) -> bool:
+    """``address`` is in one of ``networks`` (False for anything that is not an IP address)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

@@ -4,9 +4,8 @@ view's request latency. Open without a staff session only to the addresses of ``
 
 from __future__ import annotations
 
-import ipaddress
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -18,7 +17,7 @@ from starlette.responses import Response
 from maild.clock import parse
 from maild.outcomes import OUTCOME_NAMES
 from maild.store import imap, outbox, stats
-from maild.web.auth import Section
+from maild.web.auth import Section, within
 
 if TYPE_CHECKING:
     from maild.app import App
@@ -99,17 +98,9 @@ async def families(app: App) -> list[Metric]:
     return out
 
 
-def allowed(address: str, networks: Iterable[str]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in ipaddress.ip_network(n) for n in networks)
-
-
 class MetricsPage(Section):
     async def metrics(self, request: Request) -> Response:
-        if not allowed(self.auth.address(request), self.app.settings.web.metrics_allow):
+        if not within(self.auth.address(request), self.app.settings.web.metrics_allow):
             session = await self.auth.current(request)
             if session is None or not session.member.is_admin:
                 return Response("metrics are open to the addresses of [web] metrics_allow, or with an admin's"
