@@ -724,3 +724,36 @@ def test_placeholders_are_rewritten_for_each_postgresql_driver_outside_quotes():
     sql = "SELECT '?', \"a?\", ? FROM t WHERE s LIKE '5%' AND n % 2 = ?"
     assert rewrite(sql, True) == "SELECT '?', \"a?\", $1 FROM t WHERE s LIKE '5%' AND n % 2 = $2"
     assert rewrite(sql, False) == "SELECT '?', \"a?\", %s FROM t WHERE s LIKE '5%%' AND n %% 2 = %s"
+
+
+async def test_the_desk_list_searches_the_latest_matches_and_looks_again_within_a_department(
+        db: Database, monkeypatch: pytest.MonkeyPatch):
+    from maild.store import ticketlist
+    from maild.store.ticketlist import Query
+
+    monkeypatch.setattr(ticketlist, "SEARCH_CAP", 2)   # as if the word were in more than 5,000 messages
+    dept = await departments.sync(db, ["Support", "Billing"], "x")
+
+    async def ticket(tid: str, department: str, body: str) -> int:
+        async with db.transaction():
+            ticket_id = await tickets.create(db, tid=tid, subject="Question", status="Open", priority="Medium",
+                                             department_id=dept[department], client_email="a@c.example",
+                                             client_name="A", client_id=None, stamp=f"2026-01-0{tid[-1]}")
+            await messages.add(db, ticket_id=ticket_id, kind="reply", author_email="a@c.example", author_name="A",
+                               badge="Guest", subject="Question", body=body, body_full=body, body_html=None,
+                               message_id="", inbound_id=None, stamp="x")
+        return ticket_id
+
+    oldest = await ticket("100001", "Support", "the printer is broken")
+    billing = [await ticket(f"10000{n}", "Billing", "the invoice is broken") for n in (2, 3, 4)]
+    everyone = await ticketlist.page(db, Query(text="broken"))
+    assert [t.id for t in everyone.tickets] == billing[:0:-1] and everyone.search_capped    # the latest two
+    # Support's staff: the latest two matches are Billing's, so the list looks again within Support.
+    support = await ticketlist.page(db, Query(scope=(dept["Support"],), text="broken"))
+    assert [t.id for t in support.tickets] == [oldest] and support.total == 1
+    assert [t.id for t in (await ticketlist.page(db, Query(text="printer"))).tickets] == [oldest]
+    assert not (await ticketlist.page(db, Query(text="printer"))).search_capped
+    # A page past the last still says how many there are; no words, no tickets.
+    past = await ticketlist.page(db, Query(text="broken", limit=1, offset=5))
+    assert past.tickets == [] and past.total == 2
+    assert (await ticketlist.page(db, Query(text="broken", scope=()))).total == 0

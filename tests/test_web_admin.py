@@ -217,6 +217,16 @@ def test_metrics_need_an_allowed_address_or_a_session(tmp_path: Path, database_u
         assert Browser(port).request("/metrics", headers={"X-Forwarded-For": "10.1.2.3"})[0] == 200
         assert Browser(port).request("/metrics", headers={"X-Forwarded-For": "10.1.2.3, 192.0.2.7"})[0] == 403
         assert Browser(port).request("/metrics")[0] == 403    # the proxy itself is not in metrics_allow
+        # A forged line before the proxy's own: the proxy's (the last) is what counts.
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.putrequest("GET", "/metrics")
+        conn.putheader("X-Forwarded-For", "10.9.9.9")       # what the client sent
+        conn.putheader("X-Forwarded-For", "192.0.2.7")      # what the proxy added
+        conn.endheaders()
+        assert conn.getresponse().status == 403
+        conn.close()
         deadline = time.monotonic() + 10
         while "client=10.1.2.3" not in inst.daemon_log():   # the access log names the client, not the proxy
             assert time.monotonic() < deadline

@@ -168,6 +168,17 @@ def test_a_reply_with_a_file_a_note_and_options_all_through_the_desk(desk: Desk,
     status, _, page = ada.request(f"/tickets/{desk.tech}/reply", {**reply, "body": "All good", "action": "send"},
                                   files=[])
     assert status == 409 and "changed since you looked" in page and "All good</textarea>" in page
+    # The page it comes back on is drawn as the ticket is now: sending from it works.
+    again = form_values(page, f"/tickets/{desk.tech}/reply")
+    assert "All good</textarea>" in page and again["seen_last_reply_at"] != reply["seen_last_reply_at"]
+    status, _, _ = ada.request(f"/tickets/{desk.tech}/reply", {**again, "body": "All good", "action": "send"},
+                               files=[])
+    assert status == 303
+    # Odd input answers plainly, never with a 500.
+    assert ada.request(f"/tickets/{desk.tech}?insert=%C2%B2")[0] == 200          # "²", a digit to str.isdigit
+    assert ada.request(f"/tickets/{desk.tech}?quote=99999999999999999999999")[0] == 200
+    assert ada.request("/predefined?edit=99999999999999999999")[0] == 200
+    assert ada.request(f"/tickets/{desk.tech}/files/9999999999999999999999")[0] == 404
     # Watch and unwatch.
     assert ada.request(f"/tickets/{desk.tech}/watch", {"csrf": csrf, "on": "1"})[0] == 303
     assert "Unwatch ticket" in ada.request(f"/tickets/{desk.tech}")[2]

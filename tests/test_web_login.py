@@ -115,3 +115,32 @@ def test_the_session_cookie_is_secure_when_the_public_url_is_https(tmp_path: Pat
         assert status == 303
         (cookie,) = [c.lower() for c in headers["set-cookie"].split("\n") if c.startswith("ticketd_session=")]
         assert "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+
+
+def test_parallel_guesses_cannot_pass_the_limit_and_odd_bodies_are_refused_plainly(site: tuple[Instance, int]):
+    import http.client
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, port = site
+    browsers = [Browser(port) for _ in range(12)]
+    pages = [b.request("/login")[2] for b in browsers]       # each with its own sign-in form and cookie
+
+    def guess(i: int) -> int:
+        b = browsers[i]
+        return b.request("/login", {"csrf": b.csrf(pages[i]), "username": "ada", "password": "wrong"})[0]
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(guess, range(12)))
+    assert answers.count(401) <= 5 and answers.count(401) + answers.count(429) == 12, answers
+    # A token that is not ASCII, a body in another charset, a body of unknown length: plain refusals.
+    b = Browser(port)
+    _, _, page = b.request("/login")
+    assert b.request("/login", {"csrf": "\u00e9\u6f22", "username": "x", "password": "y"})[0] == 403
+    for headers, body, code in (({"Content-Type": "application/x-www-form-urlencoded; charset=utf-7"},
+                                 b"csrf=%2B2AA-&username=x", 415),
+                                ({"Content-Type": "application/x-www-form-urlencoded", "Transfer-Encoding": "chunked"},
+                                 b"5\r\nabcde\r\n0\r\n\r\n", 411)):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/login", body=body, headers=headers, encode_chunked=False)
+        assert conn.getresponse().status == code
+        conn.close()

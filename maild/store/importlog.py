@@ -10,9 +10,9 @@ from maild.store.db import NO_LIMIT, Database, Row
 
 SELECT = (
     "SELECT l.*, i.received_at, i.source, i.source_ref, i.envelope_from, i.envelope_to, i.size, i.state,"
-    " t.tid, t.department_id AS ticket_department_id, d.name AS department"
-    " FROM import_log l JOIN inbound i ON i.id = l.inbound_id"
-    " LEFT JOIN tickets t ON t.id = l.ticket_id LEFT JOIN departments d ON d.id = l.department_id"
+    " t.tid, coalesce(tm.department_id, t.department_id) AS ticket_department_id, d.name AS department"
+    " FROM import_log l JOIN inbound i ON i.id = l.inbound_id LEFT JOIN tickets t ON t.id = l.ticket_id"
+    " LEFT JOIN tickets tm ON tm.id = t.merged_into LEFT JOIN departments d ON d.id = l.department_id"
 )
 
 
@@ -103,7 +103,7 @@ async def listing(
         params += [like, like]
     if scope is not None:   # the ticket's department now, when the mail has a ticket; else where it was routed
         marks = ",".join("?" * len(scope)) or "NULL"
-        where.append(f"coalesce(t.department_id, l.department_id) IN ({marks})")
+        where.append(f"coalesce(tm.department_id, t.department_id, l.department_id) IN ({marks})")
         params += list(scope)
     clause = ("WHERE " + " AND ".join(where)) if where else ""
     return await db.fetchall(f"{SELECT} {clause} ORDER BY l.id DESC LIMIT ? OFFSET ?",

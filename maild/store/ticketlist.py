@@ -98,21 +98,12 @@ async def page(db: Database, q: Query) -> Page:
     order = SORTS.get(q.sort, SORTS["last_reply"])
     direction = "DESC" if q.descending else "ASC"
     if q.text.strip():
-        # The matching messages first, from the full-text index alone (materialised: PostgreSQL would otherwise
-        # walk the tickets in order and test each message's text itself), the latest SEARCH_CAP of them; then
-        # the tickets, counted in the same pass (a window), not twice.
-        match = db.text_match(q.text, "ticket_id", newest=SEARCH_CAP)
-        if match is None:
-            return Page([], 0)
-        hits, words = match
-        counted = "count(*) OVER () AS matched, (SELECT count(*) FROM hits) AS hit_count, t.*"
-        rows = await db.fetchall(
-            f"WITH hits AS MATERIALIZED ({hits}) {SELECT.replace('SELECT t.*', f'SELECT {counted}')} WHERE {where}"
-            f" ORDER BY {order} {direction}, t.id {direction} LIMIT ? OFFSET ?", (*words, *params, q.limit, q.offset))
-        if not rows:
-            return Page([], 0)
-        return Page([Ticket.from_row(r) for r in rows], min(int(rows[0]["matched"]), COUNT_CAP + 1),
-                    int(rows[0]["hit_count"]) >= SEARCH_CAP)
+        found_page = await _search(db, q, where, params, f"{order} {direction}, t.id {direction}", scoped=False)
+        if found_page.search_capped and q.scope is not None and found_page.total < q.offset + q.limit:
+            # The latest matches of the whole desk were mostly other departments': look again within the
+            # viewer's (slower for a word this common, but only when the first look came up short).
+            found_page = await _search(db, q, where, params, f"{order} {direction}, t.id {direction}", scoped=True)
+        return found_page
     # The page's ids first, from the index where the filters and the order allow (no table row is read for
     # the tickets that do not make the page), then those tickets whole.
     join = " JOIN departments d ON d.id = t.department_id" if q.sort == "department" else ""
@@ -124,6 +115,39 @@ async def page(db: Database, q: Query) -> Page:
     total = await db.scalar(f"SELECT count(*) FROM (SELECT 1 FROM tickets t WHERE {where} LIMIT ?) capped",
                             (*params, COUNT_CAP + 1))
     return Page([Ticket.from_row(r) for r in rows], int(total or 0))
+
+
+async def _search(db: Database, q: Query, where: str, params: list[object], ordered: str, scoped: bool) -> Page:
+    """The tickets whose messages hold the keywords: the matching messages first, from the full-text index
+    alone (materialised: PostgreSQL would otherwise walk the tickets in order and test each message's text
+    itself), the latest SEARCH_CAP of them (of the whole desk, or ``scoped`` to the viewer's departments);
+    then the tickets, counted in the same pass (a window), not twice."""
+    if scoped:
+        match = db.text_match(q.text, "id")
+        assert match is not None and q.scope is not None
+        ids, words = match
+        hits = (f"matched (id) AS MATERIALIZED ({ids}), hits AS MATERIALIZED (SELECT m.ticket_id FROM messages m"
+                " JOIN tickets s ON s.id = m.ticket_id WHERE m.id IN (SELECT id FROM matched) AND s.department_id IN"
+                f" ({','.join('?' * len(q.scope))}) ORDER BY m.id DESC LIMIT ?)")
+        words = [*words, *q.scope, SEARCH_CAP]
+    else:
+        match = db.text_match(q.text, "ticket_id", newest=SEARCH_CAP)
+        assert match is not None
+        found, words = match
+        hits = f"hits AS MATERIALIZED ({found})"
+    counted = "count(*) OVER () AS matched, (SELECT count(*) FROM hits) AS hit_count, t.*"
+    rows = await db.fetchall(
+        f"WITH {hits} {SELECT.replace('SELECT t.*', f'SELECT {counted}')} WHERE {where} ORDER BY {ordered}"
+        " LIMIT ? OFFSET ?", (*words, *params, q.limit, q.offset))
+    if rows:
+        return Page([Ticket.from_row(r) for r in rows], min(int(rows[0]["matched"]), COUNT_CAP + 1),
+                    int(rows[0]["hit_count"]) >= SEARCH_CAP)
+    # None on this page: how many there are (past the last page), and whether the latest matches were cut.
+    row = await db.fetchone(f"WITH {hits} SELECT (SELECT count(*) FROM hits) AS hit_count, (SELECT count(*) FROM"
+                            f" (SELECT 1 FROM tickets t WHERE {where} LIMIT ?) c) AS matched",
+                            (*words, *params, COUNT_CAP + 1))
+    assert row is not None
+    return Page([], int(row["matched"]), int(row["hit_count"]) >= SEARCH_CAP)
 
 
 async def status_counts(db: Database, scope: Sequence[int] | None, statuses: Sequence[str]) -> dict[str, int]:

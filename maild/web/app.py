@@ -43,16 +43,35 @@ class AccessLog:
         self.trusted = tuple(trusted_proxies)
         self.max_body = max_body
 
+    def _refused(self, scope: Scope) -> tuple[int, str] | None:
+        """A body this site never takes: over the size limit, of unknown length (forms always say theirs),
+        or in another charset than UTF-8 (its text could not be compared or shown safely)."""
+        if scope["method"] in ("GET", "HEAD"):
+            return None
+        length = _header(scope, b"content-length")
+        if length is None:
+            if (_header(scope, b"transfer-encoding") or "").lower().strip() == "chunked":
+                return 411, "a form must say its length (Content-Length)"
+        elif not length.strip().isdigit() or (self.max_body and int(length) > self.max_body):
+            return 413, f"request body over {self.max_body} bytes ([attachments] max_total_size)"
+        kind = (_header(scope, b"content-type") or "").lower()
+        params = [p.strip() for p in kind.split(";")[1:]]
+        charset = next((p.split("=", 1)[1].strip(' "') for p in params if p.startswith("charset=")), "utf-8")
+        if charset not in ("utf-8", "utf8", "us-ascii"):
+            return 415, f"forms are taken in UTF-8, not {charset}"
+        return None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         began = time.perf_counter()
         status = 500
-        if self.max_body and _content_length(scope) > self.max_body:   # before anything reads it
-            await PlainTextResponse(f"request body over {self.max_body} bytes ([attachments] max_total_size)\n",
-                                    status_code=413)(scope, receive, send)
-            log.info("request", extra={"kv": {"method": scope["method"], "path": scope["path"], "status": 413}})
+        refused = self._refused(scope)
+        if refused is not None:   # before anything reads the body
+            status, text = refused
+            await PlainTextResponse(text + "\n", status_code=status)(scope, receive, send)
+            log.info("request", extra={"kv": {"method": scope["method"], "path": scope["path"], "status": status}})
             return
 
         async def sending(message: Message) -> None:
@@ -157,11 +176,8 @@ def build(app: App, worker_alive: Any = None) -> ASGIApp:
     return AccessLog(Starlette(routes=routes), app.settings.web.trusted_proxies, limit)
 
 
-def _content_length(scope: Scope) -> int:
+def _header(scope: Scope, wanted: bytes) -> str | None:
     for name, value in scope.get("headers", []):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return 0
-    return 0
+        if name == wanted:
+            return bytes(value).decode("latin-1")
+    return None

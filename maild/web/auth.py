@@ -52,7 +52,7 @@ def token_hash(token: str) -> str:
 def same(sent: object, expected: str) -> bool:
     """A token as sent equals the expected one (in constant time; any text, never an exception)."""
     return isinstance(sent, str) and bool(sent) and bool(expected) and hmac.compare_digest(
-        sent.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape"))
+        sent.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
 def client_address(request: Request, trusted: Sequence[str]) -> str:
@@ -61,7 +61,8 @@ def client_address(request: Request, trusted: Sequence[str]) -> str:
     peer = request.client.host if request.client else "-"
     if not trusted or not within(peer, trusted):
         return peer
-    for hop in reversed([h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]):
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))   # every line of it: a proxy may add its own
+    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
         if not within(hop, trusted):
             return hop
     return peer
@@ -210,13 +211,14 @@ class Auth:
         password = str(form.get("password") or "")[:1024]
         keys = [f"user:{username.lower()}", f"addr:{self.address(request)}"]
         since = iso(now - timedelta(minutes=WINDOW_MINUTES))
-        if (await websessions.failures(db, keys[0], since) >= ACCOUNT_LIMIT
-                or await websessions.failures(db, keys[1], since) >= ADDRESS_LIMIT):
+        # The attempt is counted (committed) before anything is checked, and the limit is read with it in:
+        # of parallel guesses, each sees those that came before, so no more than the limit get through. A
+        # good password takes its attempt back.
+        attempt = await websessions.failed(db, keys, iso(now))
+        if (await websessions.failures(db, keys[0], since) > ACCOUNT_LIMIT
+                or await websessions.failures(db, keys[1], since) > ADDRESS_LIMIT):
             return self._login_page(request, 429, f"Too many failed attempts. Try again in {WINDOW_MINUTES} minutes.",
                                     username, next_url)
-        # The attempt counts before the password is checked, so that parallel guesses cannot all pass the
-        # limit above; a good password takes it back.
-        attempt = await websessions.failed(db, keys, iso(now))
         found = await staff.login_record(db, username) if username else None
         stored = found[1] if found is not None else ""
         async with self._hashing:   # argon2 (64 MiB, tens of ms) in a thread: the receivers share this event loop

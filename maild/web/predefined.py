@@ -11,6 +11,7 @@ from starlette.responses import RedirectResponse, Response
 from maild.store import predefined
 from maild.web.auth import Section, Viewer
 from maild.web.render import notice
+from maild.web.ticket import ROW_ID
 
 if TYPE_CHECKING:
     pass
@@ -21,7 +22,7 @@ class PredefinedPage(Section):
                    title: str = "", body: str = "") -> Response:
         q = request.query_params.get("q", "")
         edit = request.query_params.get("edit", "")
-        editing = await predefined.get(self.db, int(edit)) if edit.isdigit() else None
+        editing = await predefined.get(self.db, int(edit)) if ROW_ID.fullmatch(edit) else None
         return self.auth.page("predefined.html", status, viewer=viewer, replies=await predefined.listing(self.db, q),
                               q=q, error=error, title=title, body=body, editing=editing,
                               done=notice(request.query_params.get("done", "")))

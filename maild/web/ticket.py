@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -39,6 +40,7 @@ INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 DONE = {"opened": "Ticket opened.", "imported": "Mail imported.", "replied": "Reply sent.", "noted": "Note added.",
         "saved": "Options saved.",
         "watching": "You are watching this ticket.", "unwatched": "You no longer watch this ticket."}
+ROW_ID = re.compile(r"[0-9]{1,18}")        # a number in a query parameter (ASCII digits only: int() takes them)
 REPLY_SEEN = ("last_reply_at", "status")   # a reply is refused when one of these changed since the page was drawn
 AFTER_REPLY = {"ticket": "Stay on the ticket", "list": "Return to the ticket list"}
 REMOTE_IMAGES_CSP = ("default-src 'self'; img-src 'self' data: https: http:; object-src 'none'; base-uri 'none';"
@@ -69,10 +71,10 @@ class TicketPage(Section):
             return RedirectResponse(f"/tickets/{ticket.tid}", status_code=303)
         draft = ""
         insert, quote = request.query_params.get("insert", ""), request.query_params.get("quote", "")
-        if insert.isdigit() and len(insert) < 19:
+        if ROW_ID.fullmatch(insert):
             found = await predefined.get(self.db, int(insert))
             draft = found["body"] if found is not None else ""
-        elif quote.isdigit() and len(quote) < 19:   # a message of this ticket, by its number in the thread
+        elif ROW_ID.fullmatch(quote):   # a message of this ticket, by its number in the thread
             thread = await messages.for_ticket(self.db, ticket.id)
             quoted = thread[int(quote) - 1] if 0 < int(quote) <= len(thread) else None
             if quoted is not None and quoted.kind != "note":   # a private note never goes into a client's mail
@@ -120,7 +122,7 @@ class TicketPage(Section):
             replies=await predefined.listing(db, pq, 50), pq=pq, draft=draft, note=note, preview=preview,
             reply_status=reply_status or tickets.ANSWERED, after=after, after_choices=AFTER_REPLY,
             blocked_images=blocked_images, remote=remote, client=await people.client_name(db, ticket.client_id),
-            seen=(values := await self._seen_values(ticket)), reply_seen=reply_seen or values,
+            seen=(values := await self._seen_values(ticket)), reply_seen={**values, **(reply_seen or {})},
             rating=await feedback.for_ticket(db, ticket.id),
             watching=any(w.id == viewer.member.id for w in await staff.watchers(db, ticket.id)))
         if remote:
@@ -140,7 +142,8 @@ class TicketPage(Section):
         """A ticket opened on behalf of a client (or any name and address): the first message is the staff
         member's, and the client gets it with the new-ticket mail unless "notify" is off."""
         form = request.state.form
-        given = {k: str(form.get(k) or "") for k in ("department", "email", "name", "subject", "priority", "body")}
+        given = {k: str(form.get(k) or "") for k in ("department", "email", "name", "subject", "priority", "body",
+                                                     "notify")}
         try:
             files = await self._files(form)
             result = await self.app.desk.open_ticket(
@@ -206,6 +209,8 @@ class TicketPage(Section):
         with the reason and what the staff member typed."""
         if isinstance(exc, Denied):
             return self.auth.not_found(viewer, "This ticket")
+        if isinstance(exc, Collision):   # drawn again as it is now: a second Send is made against what was seen
+            kept.pop("reply_seen", None)
         status = 409 if isinstance(exc, Collision) else (404 if isinstance(exc, NotFound) else 422)
         fresh = await tickets.get(self.db, ticket.id) or ticket
         return await self._render(request, viewer, fresh, status, error=str(exc), **kept)
@@ -274,7 +279,7 @@ class TicketPage(Section):
             if value is None:
                 return None
             text = str(value).strip()
-            return text if text != seen[key or field] else None
+            return text if text != seen[key or field].strip() else None
 
         subject, department = changed("subject"), changed("department")
         status, priority = changed("status"), changed("priority")

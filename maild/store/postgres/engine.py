@@ -262,7 +262,8 @@ class PostgresDatabase(Database):
             return sql, [text]
         # The latest matches: all of them from the index first (OFFSET 0 keeps the planner from walking the
         # primary key backwards and testing each message's text instead, which it misjudges), then the top.
-        return (f"SELECT {column} FROM (SELECT id, {column} FROM messages WHERE {sql.split(' WHERE ', 1)[1]}"
+        inner = "id" if column == "id" else f"id, {column}"
+        return (f"SELECT {column} FROM (SELECT {inner} FROM messages WHERE {sql.split(' WHERE ', 1)[1]}"
                 f" OFFSET 0) matched ORDER BY id DESC LIMIT ?", [text, newest])
 
     async def _run_plain(self, sql: str) -> None:
