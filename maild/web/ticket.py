@@ -109,11 +109,13 @@ class TicketPage(Section):
         events = [{"at": e["at"], "actor": e["actor"], "event": e["event"], "detail": json.loads(e["detail"])}
                   for e in await tickets.events(db, ticket.id)]
         pq = request.query_params.get("pq", "")
+        watchers = await staff.watchers(db, ticket.id)
+        values = await self._seen_values(ticket)
         response = self.auth.page(
             "ticket.html", status, viewer=viewer, t=ticket, thread=thread, events=events, error=error,
             done=DONE.get(done, ""), warning=warning,
-            cc=await people.cc_list(db, ticket.id), watchers=await staff.watchers(db, ticket.id),
-            tags=(await tickets.tags_of(db, [ticket.id])).get(ticket.id, []),
+            cc=await people.cc_list(db, ticket.id), watchers=watchers,
+            tags=[t for t in values["tags"].split(", ") if t],
             blocked=await importlog.blocked_for_ticket(db, ticket.id), inline_types=INLINE_TYPES,
             workers=await staff.working_in(db, [ticket.department_id]), priorities=PRIORITIES,
             statuses=tickets.STATUSES, departments=[n for n, i in self.app.departments.items() if viewer.sees(i)
@@ -121,10 +123,9 @@ class TicketPage(Section):
             targets=targets.of(ticket, self.app.settings, self.app.clock.now()),
             replies=await predefined.listing(db, pq, 50), pq=pq, draft=draft, note=note, preview=preview,
             reply_status=reply_status or tickets.ANSWERED, after=after, after_choices=AFTER_REPLY,
-            blocked_images=blocked_images, remote=remote, client=await people.client_name(db, ticket.client_id),
-            seen=(values := await self._seen_values(ticket)), reply_seen={**values, **(reply_seen or {})},
-            rating=await feedback.for_ticket(db, ticket.id),
-            watching=any(w.id == viewer.member.id for w in await staff.watchers(db, ticket.id)))
+            blocked_images=blocked_images, remote=remote, client=values["client_name"],
+            seen=values, reply_seen={**values, **(reply_seen or {})}, rating=await feedback.for_ticket(db, ticket.id),
+            watching=any(w.id == viewer.member.id for w in watchers))
         if remote:
             response.headers["content-security-policy"] = REMOTE_IMAGES_CSP
         return response
