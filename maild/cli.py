@@ -79,7 +79,7 @@ def _staff_options(p: argparse.ArgumentParser) -> None:
 
 
 def _ticket_actions(t_sub: argparse._SubParsersAction) -> None:
-    """``ticket open|reply|note|set|watch|unwatch|close``: each through the desk, as ``--as USERNAME``."""
+    """``ticket open|reply|note|set|watch|unwatch|close|merge``: each through the desk, as ``--as USERNAME``."""
 
     def action(name: str, help_text: str, tid: bool = True, expect: bool = True) -> argparse.ArgumentParser:
         p = _action(t_sub, name, help=help_text, description=help_text)
@@ -130,6 +130,9 @@ def _ticket_actions(t_sub: argparse._SubParsersAction) -> None:
     action("watch", "watch a ticket: its replies, notes and changes by mail", expect=False)
     action("unwatch", "stop watching a ticket", expect=False)
     action("close", "close the ticket; the client gets a closure notice")
+    mg = action("merge", "merge tickets: the newer ones into the oldest ([MERGED] in its subject; the status of the"
+                         " one with the latest reply; one thread; old numbers, links and mail lead to it)")
+    mg.add_argument("more", nargs="+", metavar="TID", help="the other tickets")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""``ticketd ticket open|reply|note|set|watch|unwatch|close``: staff actions, all through the desk.
+"""``ticketd ticket open|reply|note|set|watch|unwatch|close|merge``: staff actions, all through the desk.
 
 Who acts is ``--as USERNAME`` (or ``$TICKETD_AS``). Exit codes: 0 done, 64 usage, 65 a value the desk
 refused, 66 no such ticket/staff member/department/file, 75 the ticket changed since ``--expect`` (look
@@ -92,6 +92,8 @@ async def _act(settings: Settings, args: argparse.Namespace) -> Result:
             return await desk.watch(actor, args.tid, on=action == "watch")
         if action == "close":
             return await desk.close(actor, args.tid, expected=expected(args))
+        if action == "merge":
+            return await desk.merge(actor, [args.tid, *args.more], expected=expected(args))
         opts = Options(status=args.status, priority=args.priority, department=args.department, subject=args.subject,
                        assign=args.assign, unassign=args.unassign, flag=args.flag, unflag=args.unflag,
                        cc_add=args.cc_add or (), cc_remove=args.cc_remove or (), client=args.client,
@@ -120,6 +122,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print_json(as_dict(result))
         return 0
     done = ", ".join(e.kind.value.replace("_", " ") for e in result.events) or "no change"
+    if args.ticket_command == "merge":
+        print(f"#{result.tid}: {result.notes[0]}")
+        return 0
     print(f"#{result.tid}: {done}")
     for note in result.notes:
         print(f"note: {note}")

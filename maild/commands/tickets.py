@@ -41,7 +41,7 @@ async def _show(settings: Settings, tid: str) -> dict | None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.ticket_command in ("open", "reply", "note", "set", "watch", "unwatch", "close"):
+    if args.ticket_command in ("open", "reply", "note", "set", "watch", "unwatch", "close", "merge"):
         from maild.commands import desk
 
         return desk.run(args, settings)

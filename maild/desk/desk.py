@@ -103,13 +103,13 @@ class Desk:
             raise NotFound(f"no staff member {username!r} (ticketd staff list shows them)")
         return actor_of(row)
 
-    async def ticket(self, tid: str) -> Ticket:
-        """The ticket (followed past merges), locked until the action's transaction ends."""
+    async def ticket(self, tid: str, lock: bool = True) -> Ticket:
+        """The ticket (followed past merges), locked until the action's transaction ends (``lock``)."""
         row = await tickets.by_tid(self.db, tid.strip().lstrip("#"))
         if row is None:
             raise NotFound(f"no ticket #{tid.strip().lstrip('#')}")
         row = await tickets.resolve_merged(self.db, row)
-        return await tickets.get_locked(self.db, row.id) or row
+        return (await tickets.get_locked(self.db, row.id) or row) if lock else row
 
     def department_id(self, name: str) -> tuple[int, str]:
         for known, dept_id in self.departments.items():
@@ -258,6 +258,38 @@ class Desk:
             if not changed:
                 result.notes.append(f"{actor.username} was {'already' if on else 'not'} watching #{ticket.tid}")
             return result
+
+    async def merge(self, actor: Actor, tids: Sequence[str], expected: Mapping[str, str] | None = None) -> Result:
+        """Merge tickets (seed): the newer ones into the oldest, which keeps its client; "[MERGED]" is added
+        to its subject; its status becomes that of the ticket with the most recent reply; the messages of all
+        of them make one thread, in the order they were written. The merged-away tickets' numbers, links and
+        mail lead to it from then on. ``expected``: what the actor saw of the oldest ticket."""
+        async with self._unit():
+            ids = sorted({(await self.ticket(tid, lock=False)).id for tid in tids})
+            found: dict[int, Ticket] = {}
+            for ticket_id in ids:   # locked in one order (two merges of the same tickets never deadlock)
+                ticket = await tickets.get_locked(self.db, ticket_id)
+                assert ticket is not None
+                await self._check_department(actor, ticket.department_id, ticket.department)
+                found[ticket.id] = ticket
+            if len(found) < 2:
+                raise Invalid("a merge needs two tickets or more (a ticket merged already counts as the one it"
+                              " went into)")
+            ordered = sorted(found.values(), key=lambda t: (t.created_at, t.id))
+            target, sources = ordered[0], ordered[1:]
+            await self._check(actor, target, expected)
+            latest = max(found.values(), key=lambda t: (t.last_reply_at, t.id))
+            subject = target.subject if target.subject.endswith("[MERGED]") else f"{target.subject} [MERGED]"
+            stamp = self.clock.stamp()
+            await tickets.merge(self.db, target.id, [t.id for t in sources], stamp, subject=subject,
+                                status=latest.status)
+            await tickets.log_event(self.db, target.id, "merged", actor.label, stamp,
+                                    tickets=[t.tid for t in sources], status=[target.status, latest.status])
+            await tickets.log_events(self.db, [(t.id, "merged_into", actor.label, {"ticket": target.tid})
+                                               for t in sources], stamp)
+            merged = Result(target.id, target.tid)
+            merged.notes.append(f"merged {', '.join('#' + t.tid for t in sources)} into #{target.tid}")
+            return merged
 
     async def close_idle(self, ticket_ids: Sequence[int], statuses: Sequence[str], cutoff: str,
                          hours: int) -> list[int]:

@@ -118,7 +118,7 @@ async def signatures_for_ticket(db: Database, ticket_id: int) -> list[Row]:
 
 
 async def for_ticket(db: Database, ticket_id: int) -> list[Message]:
-    rows = await db.fetchall("SELECT * FROM messages WHERE ticket_id = ? ORDER BY id", (ticket_id,))
+    rows = await db.fetchall("SELECT * FROM messages WHERE ticket_id = ? ORDER BY created_at, id", (ticket_id,))
     return [Message.from_row(r) for r in rows]
 
 

@@ -336,3 +336,30 @@ async def all_tags(db: Database, limit: int = 500, departments: Sequence[int] | 
     rows = await db.fetchall(f"SELECT g.tag, count(*) AS n FROM ticket_tags g{where} GROUP BY g.tag"
                              " ORDER BY n DESC, g.tag LIMIT ?", (*params, limit))
     return [r["tag"] for r in rows]
+
+
+async def merge(db: Database, target: int, sources: Sequence[int], stamp: str, *, subject: str, status: str) -> None:
+    """Tickets ``sources`` into ``target`` (seed: Merge): their messages (with their attachments), CC
+    recipients, watchers and tags move to it; its last-reply times become the latest of all; the sources
+    point at it (``merged_into``: old links and old mail follow), and leave every list."""
+    if not sources:
+        return
+    marks = ",".join("?" * len(sources))
+    await db.execute(f"UPDATE messages SET ticket_id = ? WHERE ticket_id IN ({marks})", (target, *sources))
+    for table, columns in (("cc_recipients", "address, state, added_by"), ("watchers", "staff_id"),
+                           ("ticket_tags", "tag")):
+        await db.execute(f"INSERT INTO {table} (ticket_id, {columns}) SELECT ?, {columns} FROM {table}"
+                         f" WHERE ticket_id IN ({marks}) ON CONFLICT DO NOTHING", (target, *sources))
+    everyone = (target, *sources)
+    every = ",".join("?" * len(everyone))
+    latest = await db.fetchone(
+        f"SELECT max(last_reply_at) AS last_reply_at, max(last_client_reply_at) AS last_client_reply_at,"
+        f" max(last_staff_reply_at) AS last_staff_reply_at FROM tickets WHERE id IN ({every})", everyone)
+    assert latest is not None
+    await db.execute(
+        "UPDATE tickets SET subject = ?, status = ?, closed_at = ?, last_reply_at = ?, last_client_reply_at = ?,"
+        " last_staff_reply_at = ?, updated_at = ?, change_seq = change_seq + 1 WHERE id = ?",
+        (subject, status, stamp if status == CLOSED else "", latest["last_reply_at"], latest["last_client_reply_at"],
+         latest["last_staff_reply_at"], stamp, target))
+    await db.execute(f"UPDATE tickets SET merged_into = ?, updated_at = ? WHERE id IN ({marks})",
+                     (target, stamp, *sources))

@@ -1,0 +1,58 @@
+"""Merging tickets (issue 13, point 1): the newer into the oldest, through the desk, from the CLI; old
+numbers, links and mail lead to the merged ticket (seed: Merge Tickets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Instance, ingest, make_mail
+from tests.test_web import serving
+from tests.webclient import PASSWORD, Browser
+
+pytestmark = pytest.mark.both_engines
+
+
+def test_newer_tickets_merge_into_the_oldest_and_their_mail_follows(tmp_path: Path, database_url: str):
+    inst = Instance(tmp_path, database_url=database_url)
+    inst.cli("staff", "add", "ada@helpdesk.example", "--name", "Ada", "--admin")
+    inst.cli("staff", "add", "bill@helpdesk.example", "--name", "Bill", "--departments", "Billing")
+    inst.cli("staff", "passwd", "ada", input=f"{PASSWORD}\n".encode())
+    first_mail = make_mail(subject="Printer on fire", body="First message.\n")
+    oldest = ingest(inst, first_mail)["ticket"]
+    second_mail = make_mail(subject="Printer still on fire", body="Second message.\n")
+    middle = ingest(inst, second_mail)["ticket"]
+    newest = ingest(inst, make_mail(subject="Fire", body="Third message.\n"))["ticket"]
+    inst.cli("ticket", "set", newest, "--as", "ada", "--tag", "fire", "--cc-add", "boss@client.example")
+    inst.cli("ticket", "reply", middle, "--as", "ada", "--body-file", "-", input=b"We are on it.\n")  # latest reply
+    # One ticket is not a merge; Bill works in Billing only.
+    assert inst.cli("ticket", "merge", oldest, oldest, "--as", "ada", check=False).returncode == 65
+    assert inst.cli("ticket", "merge", oldest, middle, "--as", "bill", check=False).returncode == 77
+    out = inst.cli("ticket", "merge", newest, middle, oldest, "--as", "ada").stdout.decode()
+    assert out.strip() == f"#{oldest}: merged #{middle}, #{newest} into #{oldest}"
+    merged = inst.cli_json("ticket", "show", oldest)
+    assert merged["subject"] == "Printer on fire [MERGED]"
+    assert merged["status"] == "Answered"                          # the ticket with the most recent reply
+    assert merged["client_email"] == "alice@client.example"
+    bodies = [m["body"].strip() for m in merged["messages"]]
+    assert bodies == ["First message.", "Second message.", "Third message.", "We are on it."]   # by time
+    assert merged["tags"] == ["fire"] and [c["address"] for c in merged["cc"]] == ["boss@client.example"]
+    assert [e["event"] for e in merged["log"]][-1] == "merged"
+    # The merged-away numbers lead to it; the lists show it alone.
+    assert inst.cli_json("ticket", "show", middle)["tid"] == oldest
+    listed = [t["tid"] for t in inst.cli_json("ticket", "list", "--all")["items"]]
+    assert listed == [oldest]
+    # Mail to the old tickets lands on it: by Message-ID, and by the subject's ticket number.
+    reply = make_mail(subject="Re: Printer still on fire", body="By Message-ID.\n",
+                      in_reply_to=second_mail["Message-ID"], references=second_mail["Message-ID"])
+    assert (ingest(inst, reply)["outcome"], ingest(inst, make_mail(subject=f"Re: [Ticket #{newest}] Fire",
+                                                                   body="By token.\n"))["ticket"]) == ("reply", oldest)
+    assert [m["body"].strip() for m in inst.cli_json("ticket", "show", oldest)["messages"]][-2:] == [
+        "By Message-ID.", "By token."]
+    # ... and so do old links in the browser.
+    with serving(inst) as port:
+        b = Browser(port)
+        assert b.sign_in("ada")[0] == 303
+        status, headers, _ = b.request(f"/tickets/{newest}")
+        assert status == 303 and headers["location"] == f"/tickets/{oldest}"
