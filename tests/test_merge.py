@@ -50,9 +50,20 @@ def test_newer_tickets_merge_into_the_oldest_and_their_mail_follows(tmp_path: Pa
                                                                    body="By token.\n"))["ticket"]) == ("reply", oldest)
     assert [m["body"].strip() for m in inst.cli_json("ticket", "show", oldest)["messages"]][-2:] == [
         "By Message-ID.", "By token."]
-    # ... and so do old links in the browser.
+    # ... and so do old links in the browser. There, tickets merge from a ticket's page or the list.
+    more = [ingest(inst, make_mail(subject=f"More {n}", sender="bob@client.example"))["ticket"] for n in range(3)]
     with serving(inst) as port:
         b = Browser(port)
         assert b.sign_in("ada")[0] == 303
         status, headers, _ = b.request(f"/tickets/{newest}")
         assert status == 303 and headers["location"] == f"/tickets/{oldest}"
+        page = b.request(f"/tickets/{more[0]}")[2]
+        status, _, page = b.request(f"/tickets/{more[0]}/merge", {"csrf": Browser.csrf(page), "others": "999999"})
+        assert status == 404 and "no ticket among #999999" in page
+        status, headers, _ = b.request(f"/tickets/{more[0]}/merge", {"csrf": Browser.csrf(page),
+                                                                     "others": f"#{more[1]}"})
+        assert status == 303 and headers["location"].startswith(f"/tickets/{more[0]}?done=merged")
+        status, headers, _ = b.request("/tickets/merge", {"csrf": Browser.csrf(page), "tid": [more[2], more[0]]})
+        assert status == 303 and headers["location"].startswith(f"/tickets/{more[0]}?done=merged")
+        assert "Tickets merged." in b.request(headers["location"])[2]
+    assert [t["tid"] for t in inst.cli_json("ticket", "list", "--all")["items"]] == [more[0], oldest]

@@ -213,7 +213,8 @@ def test_every_form_refuses_a_missing_or_wrong_csrf_token(desk: Desk):
     inst.cli("predefined", "add", "Hello", "--body-file", "-", input=b"Hello there\n")
     reply_id = str(inst.cli_json("predefined", "list")["items"][0]["id"])
     values = {"tid": desk.tech, "log_id": entry, "outbox_id": "1", "reply_id": reply_id}
-    forms = {"/tickets/close": {"tid": desk.tech},
+    forms = {"/tickets/close": {"tid": desk.tech}, "/tickets/merge": {"tid": [desk.tech, desk.billing]},
+             "/tickets/{tid}/merge": {"others": desk.billing},
              "/tickets/new": {"department": "Billing", "email": "x@client.example", "subject": "Forged", "body": "x"},
              "/tickets/{tid}/reply": {"body": "forged reply", "action": "send"},
              "/tickets/{tid}/note": {"body": "forged note"}, "/tickets/{tid}/options": {"priority": "Low"},

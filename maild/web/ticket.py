@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ticketd.web")
 # Shown in the browser (thumbnails, cid: images): raster images only, never SVG or anything scriptable.
 INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
-DONE = {"opened": "Ticket opened.", "imported": "Mail imported.", "replied": "Reply sent.", "noted": "Note added.",
+DONE = {"merged": "Tickets merged.", "opened": "Ticket opened.", "imported": "Mail imported.",
+        "replied": "Reply sent.", "noted": "Note added.",
         "saved": "Options saved.",
         "watching": "You are watching this ticket.", "unwatched": "You no longer watch this ticket."}
 ROW_ID = re.compile(r"[0-9]{1,18}")        # a number in a query parameter (ASCII digits only: int() takes them)
@@ -319,6 +320,20 @@ class TicketPage(Section):
         shown["service"] = ticket.related_service
         shown["client_name"] = await people.client_name(self.db, ticket.client_id)
         return shown
+
+    async def merge(self, request: Request, viewer: Viewer) -> Response:
+        """Merge other tickets with this one (seed: the Options tab); the oldest of them all lives on."""
+        ticket = await self._act(request, viewer)
+        if not isinstance(ticket, Ticket):
+            return ticket
+        others = _words(str(request.state.form.get("others") or "").replace("#", " "), ", \n")
+        try:
+            result = await self.app.desk.merge(viewer.actor, [ticket.tid, *others])
+        except DeskError as exc:
+            if isinstance(exc, (Denied, NotFound)) and others:
+                exc = NotFound(f"no ticket among {', '.join('#' + o for o in others)} that you can merge")
+            return await self._refused(request, viewer, ticket, exc)
+        return RedirectResponse(f"/tickets/{result.tid}?done=merged#thread", status_code=303)
 
     async def watch(self, request: Request, viewer: Viewer) -> Response:
         ticket = await self._act(request, viewer)

@@ -137,6 +137,18 @@ class TicketList(Section):
         joiner = "&" if "?" in back else "?"
         return RedirectResponse(f"{back}{joiner}done=closed-{closed}", status_code=303)
 
+    async def merge_many(self, request: Request, viewer: Viewer) -> Response:
+        """Bulk merge: the selected tickets, the newer into the oldest, through the desk."""
+        tids = [str(t) for t in request.state.form.getlist("tid")][:BULK_LIMIT]
+        try:
+            result = await self.app.desk.merge(viewer.actor, tids)
+        except (Denied, NotFound):
+            return self.auth.not_found(viewer, "One of these tickets")
+        except DeskError as exc:
+            return self.auth.page("error.html", 409, viewer=viewer, title="Not merged", message=str(exc))
+        log.info("merge", extra={"kv": {"by": viewer.member.username, "into": result.tid, "tickets": len(tids)}})
+        return RedirectResponse(f"/tickets/{result.tid}?done=merged#thread", status_code=303)
+
 
 MAX_PAGE = 100_000
 
