@@ -78,8 +78,18 @@ def _staff_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the staff member as JSON")
 
 
+def _ids(value: str) -> list[int]:
+    try:
+        ids = [int(v) for v in value.replace(" ", ",").split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected message ids such as 12,15") from None
+    if not ids:
+        raise argparse.ArgumentTypeError("expected message ids such as 12,15")
+    return ids
+
+
 def _ticket_actions(t_sub: argparse._SubParsersAction) -> None:
-    """``ticket open|reply|note|set|watch|unwatch|close|merge``: each through the desk, as ``--as USERNAME``."""
+    """``ticket open|reply|note|set|watch|unwatch|close|split|merge``: each through the desk, as ``--as USERNAME``."""
 
     def action(name: str, help_text: str, tid: bool = True, expect: bool = True) -> argparse.ArgumentParser:
         p = _action(t_sub, name, help=help_text, description=help_text)
@@ -130,6 +140,14 @@ def _ticket_actions(t_sub: argparse._SubParsersAction) -> None:
     action("watch", "watch a ticket: its replies, notes and changes by mail", expect=False)
     action("unwatch", "stop watching a ticket", expect=False)
     action("close", "close the ticket; the client gets a closure notice")
+    sp = action("split", "split messages off into a new ticket (their attachments go with them; answers to their"
+                         " mail follow them)")
+    sp.add_argument("--messages", required=True, metavar="ID,ID", type=_ids,
+                    help="the messages' ids (ticketd ticket show TID --json: messages[].id)")
+    sp.add_argument("--department", metavar="D", help="the new ticket's department (default: this ticket's)")
+    sp.add_argument("--priority", metavar="P", help="the new ticket's priority (default: this ticket's)")
+    sp.add_argument("--subject", metavar="S", help="the new ticket's subject (default: this ticket's)")
+    sp.add_argument("--notify", action="store_true", help="send the client the new-ticket mail")
     mg = action("merge", "merge tickets: the newer ones into the oldest ([MERGED] in its subject; the status of the"
                          " one with the latest reply; one thread; old numbers, links and mail lead to it)")
     mg.add_argument("more", nargs="+", metavar="TID", help="the other tickets")

@@ -78,6 +78,7 @@ CASES = [
     (["jobs", "run", "auto_close", "--now", "soon"], USAGE),
     (["predefined", "list", "--limit", "0"], USAGE),
     (["predefined", "show", "seven"], USAGE),
+    (["ticket", "split", "{tid}", "--messages", "one", "--as", "ada"], USAGE),
     # unknown IDs
     (["import-log", "show", "999"], NOT_FOUND),
     (["import-log", "import", "999"], NOT_FOUND),
@@ -91,6 +92,9 @@ CASES = [
     (["ticket", "close", "000000", "--as", "ada"], NOT_FOUND),
     (["ticket", "watch", "000000", "--as", "ada"], NOT_FOUND),
     (["ticket", "unwatch", "000000", "--as", "ada"], NOT_FOUND),
+    (["ticket", "merge", "000000", "{tid}", "--as", "ada"], NOT_FOUND),
+    (["ticket", "split", "000000", "--messages", "1", "--as", "ada"], NOT_FOUND),
+    (["ticket", "split", "{tid}", "--messages", "999999", "--as", "ada"], NOT_FOUND),
     (["outbox", "show", "999"], NOT_FOUND),
     (["outbox", "retry", "999"], NOT_FOUND),
     (["ban", "remove", "nobody@example.com"], NOT_FOUND),
@@ -116,6 +120,7 @@ CASES = [
     (["staff", "add", "not-an-address"], REFUSED),
     (["ticket", "set", "{tid}", "--as", "ada", "--status", "Bogus"], REFUSED),
     (["predefined", "add", "  ", "--body-file", "{eml}"], REFUSED),                # no title
+    (["ticket", "merge", "{tid}", "{tid}", "--as", "ada"], REFUSED),                # one ticket is no merge
 ]
 
 

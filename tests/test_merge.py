@@ -67,3 +67,36 @@ def test_newer_tickets_merge_into_the_oldest_and_their_mail_follows(tmp_path: Pa
         assert status == 303 and headers["location"].startswith(f"/tickets/{more[0]}?done=merged")
         assert "Tickets merged." in b.request(headers["location"])[2]
     assert [t["tid"] for t in inst.cli_json("ticket", "list", "--all")["items"]] == [more[0], oldest]
+
+
+def test_messages_split_off_into_a_new_ticket_with_their_attachments_and_mail(tmp_path: Path, database_url: str):
+    inst = Instance(tmp_path, database_url=database_url)
+    inst.cli("staff", "add", "ada@helpdesk.example", "--name", "Ada", "--admin")
+    first = make_mail(subject="Printer on fire", body="The printer burns.\n")
+    tid = ingest(inst, first)["ticket"]
+    second = make_mail(subject=f"Re: [Ticket #{tid}] Printer on fire", body="Also: my invoice is wrong.\n")
+    second.add_attachment(b"%PDF-1.4 invoice", maintype="application", subtype="pdf", filename="invoice.pdf")
+    assert ingest(inst, second)["outcome"] == "reply"
+    shown = inst.cli_json("ticket", "show", tid)
+    moved = shown["messages"][1]
+    assert [a["filename"] for a in moved["attachments"]] == ["invoice.pdf"]
+    assert inst.cli("ticket", "split", tid, "--as", "ada", "--messages",
+                    ",".join(str(m["id"]) for m in shown["messages"]), check=False).returncode == 65   # none left
+    out = inst.cli("ticket", "split", tid, "--as", "ada", "--messages", str(moved["id"]), "--department", "Billing",
+                   "--priority", "High", "--subject", "Invoice wrong").stdout.decode()
+    new = out.split(":")[0].lstrip("#")
+    assert out.strip() == f"#{new}: split 1 message of #{tid} off into #{new}"
+    split = inst.cli_json("ticket", "show", new)
+    assert (split["subject"], split["department"], split["priority"], split["status"]) == (
+        "Invoice wrong", "Billing", "High", "Open")
+    assert split["client_email"] == "alice@client.example"
+    assert [m["body"].strip() for m in split["messages"]] == ["Also: my invoice is wrong."]
+    assert [a["filename"] for a in split["messages"][0]["attachments"]] == ["invoice.pdf"]
+    left = inst.cli_json("ticket", "show", tid)
+    assert [m["body"].strip() for m in left["messages"]] == ["The printer burns."]
+    assert left["last_reply_at"] == left["messages"][0]["created_at"]
+    assert any(e["event"] == "split" and e["detail"]["ticket"] == new for e in left["log"])
+    # An answer to the split-off message's mail lands on the new ticket.
+    answer = make_mail(subject="Re: invoice", body="Any news?\n", in_reply_to=second["Message-ID"],
+                       references=second["Message-ID"])
+    assert ingest(inst, answer)["ticket"] == new

@@ -1,4 +1,4 @@
-"""``ticketd ticket open|reply|note|set|watch|unwatch|close|merge``: staff actions, all through the desk.
+"""``ticketd ticket open|reply|note|set|watch|unwatch|close|split|merge``: staff actions, all through the desk.
 
 Who acts is ``--as USERNAME`` (or ``$TICKETD_AS``). Exit codes: 0 done, 64 usage, 65 a value the desk
 refused, 66 no such ticket/staff member/department/file, 75 the ticket changed since ``--expect`` (look
@@ -94,6 +94,9 @@ async def _act(settings: Settings, args: argparse.Namespace) -> Result:
             return await desk.close(actor, args.tid, expected=expected(args))
         if action == "merge":
             return await desk.merge(actor, [args.tid, *args.more], expected=expected(args))
+        if action == "split":
+            return await desk.split(actor, args.tid, args.messages, department=args.department, priority=args.priority,
+                                    subject=args.subject, notify=args.notify, expected=expected(args))
         opts = Options(status=args.status, priority=args.priority, department=args.department, subject=args.subject,
                        assign=args.assign, unassign=args.unassign, flag=args.flag, unflag=args.unflag,
                        cc_add=args.cc_add or (), cc_remove=args.cc_remove or (), client=args.client,
@@ -122,7 +125,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print_json(as_dict(result))
         return 0
     done = ", ".join(e.kind.value.replace("_", " ") for e in result.events) or "no change"
-    if args.ticket_command == "merge":
+    if args.ticket_command in ("merge", "split"):
         print(f"#{result.tid}: {result.notes[0]}")
         return 0
     print(f"#{result.tid}: {done}")

@@ -41,7 +41,7 @@ async def _show(settings: Settings, tid: str) -> dict | None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.ticket_command in ("open", "reply", "note", "set", "watch", "unwatch", "close", "merge"):
+    if args.ticket_command in ("open", "reply", "note", "set", "watch", "unwatch", "close", "merge", "split"):
         from maild.commands import desk
 
         return desk.run(args, settings)

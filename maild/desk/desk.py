@@ -21,7 +21,7 @@ from maild.desk.errors import Collision, Denied, Invalid, NotFound
 from maild.desk.events import Actor, Event, EventKind
 from maild.desk.options import Options, apply_options, parse_status
 from maild.notify.headers import new_message_id
-from maild.store import escalations, feedback, people, staff, tickets
+from maild.store import escalations, feedback, messages, people, staff, tickets
 from maild.store.db import Database
 from maild.store.staff import StaffMember
 from maild.store.tickets import Ticket
@@ -290,6 +290,49 @@ class Desk:
             merged = Result(target.id, target.tid)
             merged.notes.append(f"merged {', '.join('#' + t.tid for t in sources)} into #{target.tid}")
             return merged
+
+    async def split(self, actor: Actor, tid: str, message_ids: Sequence[int], *, department: str | None = None,
+                    priority: str | None = None, subject: str | None = None, notify: bool = False,
+                    expected: Mapping[str, str] | None = None) -> Result:
+        """Split messages off into a new ticket (seed: Split Replies): in ``department`` (default: the
+        ticket's), with ``priority`` and ``subject`` (default: the ticket's), the same client; attachments go
+        with their messages, answers to their mail follow them; ``notify``: the client gets the new-ticket
+        mail. At least one message stays. The new ticket."""
+        if not message_ids:
+            raise Invalid("choose the messages to split off")
+        async with self._unit():
+            ticket = await self.ticket(tid)
+            await self._check(actor, ticket, expected)
+            dept_id, dept_name = self.department_id(department) if department else (ticket.department_id,
+                                                                                     ticket.department)
+            await self._check_department(actor, dept_id, dept_name)
+            held = {m.id: m for m in await messages.for_ticket(self.db, ticket.id)}
+            chosen = sorted(set(message_ids))
+            unknown = [i for i in chosen if i not in held]
+            if unknown:
+                raise NotFound(f"no message {', '.join(map(str, unknown))} on #{ticket.tid}"
+                               " (ticketd ticket show TID --json lists their ids)")
+            if len(chosen) == len(held):
+                raise Invalid("at least one message must stay on the ticket")
+            stamp = self.clock.stamp()
+            first = min((held[i] for i in chosen), key=lambda m: (m.created_at, m.id))
+            new_id, new_tid = await core.create_ticket(
+                self.db, digits=self.settings.mail.ticket_id_digits, subject=subject or ticket.subject,
+                priority=parse_priority(priority or ticket.priority), department_id=dept_id,
+                client_email=ticket.client_email, client_name=ticket.client_name, client_id=ticket.client_id,
+                stamp=stamp, root_message_id=first.message_id)
+            await tickets.move_messages(self.db, ticket.id, new_id, chosen)
+            for moved_to in (ticket.id, new_id):
+                await tickets.recount(self.db, moved_to, stamp)
+            await tickets.log_event(self.db, ticket.id, "split", actor.label, stamp, ticket=new_tid,
+                                    messages=chosen)
+            await tickets.log_event(self.db, new_id, "opened", actor.label, stamp, department=dept_name,
+                                    split_from=ticket.tid, messages=chosen)
+            events = [Event(EventKind.TICKET_OPENED, new_id, actor, message_id=first.id, notify=notify)]
+            result = Result(new_id, new_tid, events, first.id)
+            result.notes.append(f"split {len(chosen)} message{'s' if len(chosen) > 1 else ''} of #{ticket.tid}"
+                                f" off into #{new_tid}")
+            return await self._finish(result)
 
     async def close_idle(self, ticket_ids: Sequence[int], statuses: Sequence[str], cutoff: str,
                          hours: int) -> list[int]:

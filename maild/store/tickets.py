@@ -363,3 +363,38 @@ async def merge(db: Database, target: int, sources: Sequence[int], stamp: str, *
          latest["last_staff_reply_at"], stamp, target))
     await db.execute(f"UPDATE tickets SET merged_into = ?, updated_at = ? WHERE id IN ({marks})",
                      (target, stamp, *sources))
+
+
+async def move_messages(db: Database, source: int, target: int, message_ids: Sequence[int]) -> list[int]:
+    """Messages ``message_ids`` of ticket ``source`` to ticket ``target`` (their attachments with them), and
+    their mail's Message-IDs, so that answers to that mail find the ticket they are on now. The ids moved."""
+    if not message_ids:
+        return []
+    marks = ",".join("?" * len(message_ids))
+    rows = await db.fetchall(f"SELECT id, message_id FROM messages WHERE ticket_id = ? AND id IN ({marks})",
+                             (source, *message_ids))
+    moved = [r["id"] for r in rows]
+    if moved:
+        await db.execute(f"UPDATE messages SET ticket_id = ? WHERE id IN ({','.join('?' * len(moved))})",
+                         (target, *moved))
+    mail = [r["message_id"] for r in rows if r["message_id"]]
+    if mail:
+        await db.execute(f"UPDATE mail_ids SET ticket_id = ? WHERE ticket_id = ? AND message_id IN"
+                         f" ({','.join('?' * len(mail))})", (target, source, *mail))
+    return moved
+
+
+async def recount(db: Database, ticket_id: int, stamp: str) -> None:
+    """A ticket's reply times from the messages it holds now (after messages moved in or out)."""
+    row = await db.fetchone(
+        "SELECT max(CASE WHEN kind != 'note' THEN created_at END) AS last_reply,"
+        " max(CASE WHEN kind = 'reply' THEN created_at END) AS last_client,"
+        " max(CASE WHEN kind = 'staff_reply' THEN created_at END) AS last_staff,"
+        " min(CASE WHEN kind = 'staff_reply' THEN created_at END) AS first_staff,"
+        " min(created_at) AS first FROM messages WHERE ticket_id = ?", (ticket_id,))
+    assert row is not None
+    await db.execute(
+        "UPDATE tickets SET last_reply_at = ?, last_client_reply_at = ?, last_staff_reply_at = ?,"
+        " first_staff_reply_at = ?, updated_at = ? WHERE id = ?",
+        (row["last_reply"] or row["first"] or stamp, row["last_client"] or "", row["last_staff"] or "",
+         row["first_staff"] or "", stamp, ticket_id))
