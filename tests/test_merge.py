@@ -100,3 +100,20 @@ def test_messages_split_off_into_a_new_ticket_with_their_attachments_and_mail(tm
     answer = make_mail(subject="Re: invoice", body="Any news?\n", in_reply_to=second["Message-ID"],
                        references=second["Message-ID"])
     assert ingest(inst, answer)["ticket"] == new
+    # In the browser: tick messages, then "Split into a new ticket".
+    third = ingest(inst, make_mail(subject=f"Re: [Ticket #{tid}] Printer on fire", body="Smoke everywhere.\n"))
+    assert third["ticket"] == tid
+    inst.cli("staff", "passwd", "ada", input=f"{PASSWORD}\n".encode())
+    with serving(inst) as port:
+        b = Browser(port)
+        assert b.sign_in("ada")[0] == 303
+        page = b.request(f"/tickets/{tid}")[2]
+        ids = [m["id"] for m in inst.cli_json("ticket", "show", tid)["messages"]]
+        assert f'name="message" value="{ids[1]}" form="split"' in page
+        status, headers, _ = b.request(f"/tickets/{tid}/split", {
+            "csrf": Browser.csrf(page), "message": [str(ids[1])], "department": "Technical Support",
+            "priority": "Low", "subject": "Smoke"})
+        assert status == 303
+        made = headers["location"].split("/tickets/")[1].split("?")[0]
+        assert made != tid and "The messages are on this new ticket now." in b.request(headers["location"])[2]
+    assert [m["body"].strip() for m in inst.cli_json("ticket", "show", made)["messages"]] == ["Smoke everywhere."]

@@ -214,7 +214,7 @@ def test_every_form_refuses_a_missing_or_wrong_csrf_token(desk: Desk):
     reply_id = str(inst.cli_json("predefined", "list")["items"][0]["id"])
     values = {"tid": desk.tech, "log_id": entry, "outbox_id": "1", "reply_id": reply_id}
     forms = {"/tickets/close": {"tid": desk.tech}, "/tickets/merge": {"tid": [desk.tech, desk.billing]},
-             "/tickets/{tid}/merge": {"others": desk.billing},
+             "/tickets/{tid}/merge": {"others": desk.billing}, "/tickets/{tid}/split": {"message": "1"},
              "/tickets/new": {"department": "Billing", "email": "x@client.example", "subject": "Forged", "body": "x"},
              "/tickets/{tid}/reply": {"body": "forged reply", "action": "send"},
              "/tickets/{tid}/note": {"body": "forged note"}, "/tickets/{tid}/options": {"priority": "Low"},

@@ -161,6 +161,7 @@ def build(app: App, worker_alive: Any = None) -> ASGIApp:
         Route("/tickets/{tid}/options", s(ticket.options), methods=["POST"]),
         Route("/tickets/{tid}/watch", s(ticket.watch), methods=["POST"]),
         Route("/tickets/{tid}/merge", s(ticket.merge), methods=["POST"]),
+        Route("/tickets/{tid}/split", s(ticket.split), methods=["POST"]),
         Route("/tickets/{tid}/files/{file_id:id}", s(ticket.file), methods=["GET"]),
         Route("/import-log", s(mail_log.listing), methods=["GET"]),
         Route("/import-log/{log_id:id}", s(mail_log.entry), methods=["GET"]),

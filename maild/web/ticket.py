@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ticketd.web")
 # Shown in the browser (thumbnails, cid: images): raster images only, never SVG or anything scriptable.
 INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
-DONE = {"merged": "Tickets merged.", "opened": "Ticket opened.", "imported": "Mail imported.",
+DONE = {"split": "The messages are on this new ticket now.", "merged": "Tickets merged.",
+        "opened": "Ticket opened.", "imported": "Mail imported.",
         "replied": "Reply sent.", "noted": "Note added.",
         "saved": "Options saved.",
         "watching": "You are watching this ticket.", "unwatched": "You no longer watch this ticket."}
@@ -334,6 +335,22 @@ class TicketPage(Section):
                 exc = NotFound(f"no ticket among {', '.join('#' + o for o in others)} that you can merge")
             return await self._refused(request, viewer, ticket, exc)
         return RedirectResponse(f"/tickets/{result.tid}?done=merged#thread", status_code=303)
+
+    async def split(self, request: Request, viewer: Viewer) -> Response:
+        """Split the selected messages off into a new ticket (seed: Split Selected Replies)."""
+        ticket = await self._act(request, viewer)
+        if not isinstance(ticket, Ticket):
+            return ticket
+        form = request.state.form
+        chosen = [int(v) for v in form.getlist("message") if ROW_ID.fullmatch(str(v))]
+        try:
+            result = await self.app.desk.split(
+                viewer.actor, ticket.tid, chosen, department=str(form.get("department") or "") or None,
+                priority=str(form.get("priority") or "") or None, subject=str(form.get("subject") or "") or None,
+                notify=form.get("notify") == "1")
+        except DeskError as exc:
+            return await self._refused(request, viewer, ticket, exc)
+        return RedirectResponse(f"/tickets/{result.tid}?done=split#thread", status_code=303)
 
     async def watch(self, request: Request, viewer: Viewer) -> Response:
         ticket = await self._act(request, viewer)
