@@ -89,7 +89,8 @@ def _ids(value: str) -> list[int]:
 
 
 def _ticket_actions(t_sub: argparse._SubParsersAction) -> None:
-    """``ticket open|reply|note|set|watch|unwatch|close|split|merge``: each through the desk, as ``--as USERNAME``."""
+    """``ticket open|reply|note|set|watch|unwatch|close|edit|delete|split|merge``: each through the desk, as
+    ``--as USERNAME``."""
 
     def action(name: str, help_text: str, tid: bool = True, expect: bool = True) -> argparse.ArgumentParser:
         p = _action(t_sub, name, help=help_text, description=help_text)
@@ -140,6 +141,14 @@ def _ticket_actions(t_sub: argparse._SubParsersAction) -> None:
     action("watch", "watch a ticket: its replies, notes and changes by mail", expect=False)
     action("unwatch", "stop watching a ticket", expect=False)
     action("close", "close the ticket; the client gets a closure notice")
+    ed = action("edit", "change a message's text (logged with what it said; nothing is mailed)")
+    ed.add_argument("--message", required=True, type=int, metavar="ID", help="the message's id (show --json)")
+    ed.add_argument("--body-file", metavar="F", help="the new text, from file F or - for standard input")
+    dl = action("delete", "delete a message (--message), or the whole ticket; deleting the first message deletes"
+                          " the ticket", expect=True)
+    dl.add_argument("--message", type=int, metavar="ID", help="the message's id (show --json)")
+    dl.add_argument("--ban-sender", action="store_true",
+                    help="with the whole ticket: put its client's address on the ban list first (spam)")
     sp = action("split", "split messages off into a new ticket (their attachments go with them; answers to their"
                          " mail follow them)")
     sp.add_argument("--messages", required=True, metavar="ID,ID", type=_ids,

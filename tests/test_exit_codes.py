@@ -93,6 +93,8 @@ CASES = [
     (["ticket", "watch", "000000", "--as", "ada"], NOT_FOUND),
     (["ticket", "unwatch", "000000", "--as", "ada"], NOT_FOUND),
     (["ticket", "merge", "000000", "{tid}", "--as", "ada"], NOT_FOUND),
+    (["ticket", "edit", "000000", "--message", "1", "--as", "ada", "--body-file", "{eml}"], NOT_FOUND),
+    (["ticket", "delete", "000000", "--as", "ada"], NOT_FOUND),
     (["ticket", "split", "000000", "--messages", "1", "--as", "ada"], NOT_FOUND),
     (["ticket", "split", "{tid}", "--messages", "999999", "--as", "ada"], NOT_FOUND),
     (["outbox", "show", "999"], NOT_FOUND),

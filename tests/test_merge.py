@@ -117,3 +117,39 @@ def test_messages_split_off_into_a_new_ticket_with_their_attachments_and_mail(tm
         made = headers["location"].split("/tickets/")[1].split("?")[0]
         assert made != tid and "The messages are on this new ticket now." in b.request(headers["location"])[2]
     assert [m["body"].strip() for m in inst.cli_json("ticket", "show", made)["messages"]] == ["Smoke everywhere."]
+
+
+def test_messages_are_edited_and_deleted_and_tickets_deleted_or_banned_with_their_sender(
+        tmp_path: Path, database_url: str):
+    inst = Instance(tmp_path, database_url=database_url)
+    inst.cli("staff", "add", "ada@helpdesk.example", "--name", "Ada", "--admin")
+    tid = ingest(inst, make_mail(subject="Printer on fire", body="The printer burns.\n"))["ticket"]
+    inst.cli("ticket", "reply", tid, "--as", "ada", "--body-file", "-", input=b"Typo in this reply.\n")
+    assert ingest(inst, make_mail(subject=f"Re: [Ticket #{tid}] x", body="Thanks.\n"))["ticket"] == tid
+    first, staff_reply, thanks = (m["id"] for m in inst.cli_json("ticket", "show", tid)["messages"])
+    out = inst.cli("ticket", "edit", tid, "--as", "ada", "--message", str(staff_reply), "--body-file", "-",
+                   input=b"The **fixed** reply.\n").stdout.decode()
+    assert out.strip() == f"#{tid}: message {staff_reply} edited"
+    shown = inst.cli_json("ticket", "show", tid)
+    assert shown["messages"][1]["body"] == "The **fixed** reply." and "<strong>fixed</strong>" in (
+        shown["messages"][1]["body_html"])
+    edited = next(e for e in shown["log"] if e["event"] == "message_edited")
+    assert edited["detail"]["before"].strip() == "Typo in this reply." and edited["actor"] == "ada"
+    assert [t["tid"] for t in inst.cli_json("ticket", "list", "--all")["items"]] == [tid]
+    inst.cli("ticket", "delete", tid, "--as", "ada", "--message", str(thanks))
+    shown = inst.cli_json("ticket", "show", tid)
+    assert [m["id"] for m in shown["messages"]] == [first, staff_reply]
+    assert shown["last_reply_at"] == shown["messages"][1]["created_at"]          # recounted
+    assert any(e["event"] == "message_deleted" and e["detail"]["text"].strip() == "Thanks." for e in shown["log"])
+    assert inst.cli("ticket", "delete", tid, "--as", "ada", "--message", "999999", check=False).returncode == 66
+    # Deleting the first message deletes the ticket; "block sender & delete" bans the client too.
+    out = inst.cli("ticket", "delete", tid, "--as", "ada", "--message", str(first)).stdout.decode()
+    assert out.strip() == f"#{tid}: deleted ticket #{tid} (its first message)"
+    assert inst.cli("ticket", "show", tid, check=False).returncode == 66
+    spam = ingest(inst, make_mail(subject="Cheap pills", sender="spammer@spam.example"))["ticket"]
+    inst.cli("ticket", "delete", spam, "--as", "ada", "--ban-sender")
+    assert inst.cli("ticket", "show", spam, check=False).returncode == 66
+    assert [b["pattern"] for b in inst.cli_json("ban", "list")["items"]] == ["spammer@spam.example"]
+    again = ingest(inst, make_mail(subject="More pills", sender="spammer@spam.example"))
+    assert (again["outcome"], again["reason"]) == ("blocked", "banned")
+    assert inst.query("SELECT count(*) AS n FROM import_log WHERE ticket_id IS NULL")[0]["n"] >= 2   # log kept

@@ -24,7 +24,8 @@ async def _run(settings: Settings, args: argparse.Namespace) -> tuple[int, objec
             return 0, cut([dict(r) for r in await senders.bans(app.db, fetch_limit(args.limit))], args.limit)
         pattern = args.pattern.strip().lower()
         if args.ban_command == "add":
-            added = await senders.ban(app.db, pattern, args.reason or "", getpass.getuser(), app.clock.stamp())
+            async with app.db.transaction():
+                added = await senders.ban(app.db, pattern, args.reason or "", getpass.getuser(), app.clock.stamp())
             return 0, "banned" if added else "already banned"
         removed = await senders.unban(app.db, pattern)
         return (0, "removed") if removed else (EX_NOINPUT, "not on the ban list")

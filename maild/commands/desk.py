@@ -1,4 +1,5 @@
-"""``ticketd ticket open|reply|note|set|watch|unwatch|close|split|merge``: staff actions, all through the desk.
+"""``ticketd ticket open|reply|note|set|watch|unwatch|close|edit|delete|split|merge``: staff actions, all through
+the desk.
 
 Who acts is ``--as USERNAME`` (or ``$TICKETD_AS``). Exit codes: 0 done, 64 usage, 65 a value the desk
 refused, 66 no such ticket/staff member/department/file, 75 the ticket changed since ``--expect`` (look
@@ -76,7 +77,8 @@ async def _act(settings: Settings, args: argparse.Namespace) -> Result:
     who = args.as_user or os.environ.get("TICKETD_AS")
     if not who:
         raise UsageError("say who acts: --as USERNAME (or set $TICKETD_AS)")
-    body = read_body(args, required=action in ("open", "reply", "note")) if action in ("open", "reply", "note") else ""
+    wants_text = ("open", "reply", "note", "edit")
+    body = read_body(args, required=True) if action in wants_text else ""
     files = store_files(settings, args.attach or []) if action in ("reply", "open") else []
     async with App(settings) as app:
         desk: Desk = app.desk
@@ -94,6 +96,17 @@ async def _act(settings: Settings, args: argparse.Namespace) -> Result:
             return await desk.close(actor, args.tid, expected=expected(args))
         if action == "merge":
             return await desk.merge(actor, [args.tid, *args.more], expected=expected(args))
+        if action == "edit":
+            return await desk.edit_message(actor, args.tid, args.message, body, expected=expected(args))
+        if action == "delete":
+            if args.message is not None:
+                if args.ban_sender:
+                    raise UsageError("--ban-sender goes with deleting the whole ticket, not one message")
+                return await desk.delete_message(actor, args.tid, args.message, expected=expected(args))
+            (tid,) = await desk.delete_tickets(actor, [args.tid], ban_sender=args.ban_sender)
+            gone = Result(0, tid)
+            gone.notes.append(f"deleted ticket #{tid}" + (" and banned its client" if args.ban_sender else ""))
+            return gone
         if action == "split":
             return await desk.split(actor, args.tid, args.messages, department=args.department, priority=args.priority,
                                     subject=args.subject, notify=args.notify, expected=expected(args))
@@ -125,8 +138,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print_json(as_dict(result))
         return 0
     done = ", ".join(e.kind.value.replace("_", " ") for e in result.events) or "no change"
-    if args.ticket_command in ("merge", "split"):
+    if args.ticket_command in ("merge", "split") or (args.ticket_command == "delete" and result.notes):
         print(f"#{result.tid}: {result.notes[0]}")
+        return 0
+    if args.ticket_command in ("edit", "delete"):
+        print(f"#{result.tid}: message {result.message_id} {'edited' if args.ticket_command == 'edit' else 'deleted'}")
         return 0
     print(f"#{result.tid}: {done}")
     for note in result.notes:

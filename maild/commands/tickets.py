@@ -40,8 +40,11 @@ async def _show(settings: Settings, tid: str) -> dict | None:
 
 
 
+DESK_ACTIONS = ("open", "reply", "note", "set", "watch", "unwatch", "close", "edit", "delete", "split", "merge")
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.ticket_command in ("open", "reply", "note", "set", "watch", "unwatch", "close", "merge", "split"):
+    if args.ticket_command in DESK_ACTIONS:
         from maild.commands import desk
 
         return desk.run(args, settings)

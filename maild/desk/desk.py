@@ -21,7 +21,7 @@ from maild.desk.errors import Collision, Denied, Invalid, NotFound
 from maild.desk.events import Actor, Event, EventKind
 from maild.desk.options import Options, apply_options, parse_status
 from maild.notify.headers import new_message_id
-from maild.store import escalations, feedback, messages, people, staff, tickets
+from maild.store import escalations, feedback, messages, people, senders, staff, tickets
 from maild.store.db import Database
 from maild.store.staff import StaffMember
 from maild.store.tickets import Ticket
@@ -333,6 +333,70 @@ class Desk:
             result.notes.append(f"split {len(chosen)} message{'s' if len(chosen) > 1 else ''} of #{ticket.tid}"
                                 f" off into #{new_tid}")
             return await self._finish(result)
+
+    async def _message(self, actor: Actor, tid: str, message_id: int,
+                       expected: Mapping[str, str] | None) -> tuple[Ticket, messages.Message, bool]:
+        """The ticket (checked, locked), its message ``message_id`` and whether that is its first."""
+        ticket = await self.ticket(tid)
+        await self._check(actor, ticket, expected)
+        thread = await messages.for_ticket(self.db, ticket.id)
+        found = next((m for m in thread if m.id == message_id), None)
+        if found is None:
+            raise NotFound(f"no message {message_id} on #{ticket.tid} (ticketd ticket show TID --json lists them)")
+        return ticket, found, found.id == thread[0].id
+
+    async def edit_message(self, actor: Actor, tid: str, message_id: int, body: str,
+                           expected: Mapping[str, str] | None = None) -> Result:
+        """Change a message's text (seed: Edit a Reply); logged with what it said before. Nothing is mailed:
+        the client has the mail as it was sent."""
+        if not body.strip():
+            raise Invalid("an empty message; delete it instead")
+        async with self._unit():
+            ticket, message, _ = await self._message(actor, tid, message_id, expected)
+            html = bodies.to_html(body) if message.kind != "reply" else None
+            await messages.edit(self.db, message.id, body.strip(), html)
+            stamp = self.clock.stamp()
+            await tickets.log_event(self.db, ticket.id, "message_edited", actor.label, stamp, message=message.id,
+                                    author=message.author_email, before=message.body[:2000])
+            await tickets.touch_change(self.db, ticket.id, stamp)
+            return Result(ticket.id, ticket.tid, message_id=message.id)
+
+    async def delete_message(self, actor: Actor, tid: str, message_id: int,
+                             expected: Mapping[str, str] | None = None) -> Result:
+        """Delete a message (seed: Delete a Reply); deleting the first message deletes the whole ticket."""
+        async with self._unit():
+            ticket, message, first = await self._message(actor, tid, message_id, expected)
+            if first:
+                await self._delete_ticket(actor, ticket)
+                gone = Result(ticket.id, ticket.tid)
+                gone.notes.append(f"deleted ticket #{ticket.tid} (its first message)")
+                return gone
+            stamp = self.clock.stamp()
+            await messages.delete(self.db, message.id)
+            await tickets.recount(self.db, ticket.id, stamp)
+            await tickets.log_event(self.db, ticket.id, "message_deleted", actor.label, stamp, message=message.id,
+                                    kind=message.kind, author=message.author_email, text=message.body[:2000])
+            return Result(ticket.id, ticket.tid, message_id=message.id)
+
+    async def delete_tickets(self, actor: Actor, tids: Sequence[str], ban_sender: bool = False) -> list[str]:
+        """Delete tickets (seed: bulk Delete); ``ban_sender``: their clients' addresses go on the ban list
+        first (seed: Block Sender & Delete). The numbers deleted."""
+        deleted: list[str] = []
+        async with self._unit():
+            for tid in tids:
+                ticket = await self.ticket(tid)
+                await self._check_department(actor, ticket.department_id, ticket.department)
+                if ban_sender:
+                    await senders.ban(self.db, ticket.client_email, f"ticket #{ticket.tid} deleted as spam",
+                                      actor.label, self.clock.stamp())
+                await self._delete_ticket(actor, ticket)
+                deleted.append(ticket.tid)
+        return deleted
+
+    async def _delete_ticket(self, actor: Actor, ticket: Ticket) -> None:
+        gone = await tickets.delete(self.db, ticket.id)
+        log.info("ticket deleted", extra={"kv": {"ticket": ticket.tid, "by": actor.label, "with_merged": len(gone) - 1,
+                                                 "client": ticket.client_email}})
 
     async def close_idle(self, ticket_ids: Sequence[int], statuses: Sequence[str], cutoff: str,
                          hours: int) -> list[int]:

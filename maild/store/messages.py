@@ -179,3 +179,19 @@ async def attachment(db: Database, attachment_id: int) -> tuple[Attachment, int]
     row = await db.fetchone("SELECT a.*, m.ticket_id AS of_ticket FROM attachments a JOIN messages m"
                             " ON m.id = a.message_id WHERE a.id = ?", (attachment_id,))
     return (Attachment.from_row(row), int(row["of_ticket"])) if row is not None else None
+
+
+async def get(db: Database, message_id: int) -> Message | None:
+    row = await db.fetchone("SELECT * FROM messages WHERE id = ?", (message_id,))
+    return Message.from_row(row) if row is not None else None
+
+
+async def edit(db: Database, message_id: int, body: str, body_html: str | None) -> None:
+    """A message's text, changed by staff (the search index follows: its trigger or expression)."""
+    await db.execute("UPDATE messages SET body = ?, body_full = ?, body_html = ? WHERE id = ?",
+                     (body, body, body_html, message_id))
+
+
+async def delete(db: Database, message_id: int) -> None:
+    """A message and (by the schema's cascade) its attachments' rows and signatures."""
+    await db.execute("DELETE FROM messages WHERE id = ?", (message_id,))

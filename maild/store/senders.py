@@ -31,12 +31,12 @@ async def banned(db: Database, addresses: list[str]) -> tuple[str, Row] | None:
 
 
 async def ban(db: Database, pattern: str, reason: str, by: str, stamp: str) -> bool:
-    async with db.transaction():
-        changed = await db.execute(
-            "INSERT INTO banned_senders (pattern, reason, created_by, created_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (pattern) DO NOTHING",
-            (pattern.lower(), reason, by, stamp),
-        )
+    """Ban ``pattern``, inside the caller's transaction; False when it was banned already."""
+    changed = await db.execute(
+        "INSERT INTO banned_senders (pattern, reason, created_by, created_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (pattern) DO NOTHING",
+        (pattern.lower(), reason, by, stamp),
+    )
     return bool(changed)
 
 

@@ -398,3 +398,18 @@ async def recount(db: Database, ticket_id: int, stamp: str) -> None:
         " first_staff_reply_at = ?, updated_at = ? WHERE id = ?",
         (row["last_reply"] or row["first"] or stamp, row["last_client"] or "", row["last_staff"] or "",
          row["first_staff"] or "", stamp, ticket_id))
+
+
+async def delete(db: Database, ticket_id: int) -> list[int]:
+    """A ticket and everything of it (the schema's cascades: messages, attachments' rows, its log, CC
+    recipients, watchers, tags...), and the tickets merged into it, which live on only through it. The ids
+    deleted. The import log keeps its rows (their ticket becomes none)."""
+    doomed, frontier = [ticket_id], [ticket_id]
+    while frontier:
+        marks = ",".join("?" * len(frontier))
+        frontier = [r["id"] for r in await db.fetchall(f"SELECT id FROM tickets WHERE merged_into IN ({marks})",
+                                                        frontier)]
+        doomed += frontier
+    for doomed_id in reversed(doomed):   # the merged-away first: they point at the others
+        await db.execute("DELETE FROM tickets WHERE id = ?", (doomed_id,))
+    return doomed
