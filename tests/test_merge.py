@@ -153,3 +153,43 @@ def test_messages_are_edited_and_deleted_and_tickets_deleted_or_banned_with_thei
     again = ingest(inst, make_mail(subject="More pills", sender="spammer@spam.example"))
     assert (again["outcome"], again["reason"]) == ("blocked", "banned")
     assert inst.query("SELECT count(*) AS n FROM import_log WHERE ticket_id IS NULL")[0]["n"] >= 2   # log kept
+
+
+def test_messages_and_tickets_are_edited_and_deleted_from_the_browser_after_a_confirmation(
+        tmp_path: Path, database_url: str):
+    inst = Instance(tmp_path, database_url=database_url)
+    inst.cli("staff", "add", "ada@helpdesk.example", "--name", "Ada", "--admin")
+    inst.cli("staff", "passwd", "ada", input=f"{PASSWORD}\n".encode())
+    tid = ingest(inst, make_mail(subject="Printer", body="It burns.\n"))["ticket"]
+    assert ingest(inst, make_mail(subject=f"Re: [Ticket #{tid}] Printer", body="Still.\n"))["ticket"] == tid
+    spam = [ingest(inst, make_mail(subject=f"Pills {n}", sender=f"s{n}@spam.example"))["ticket"] for n in range(2)]
+    first, second = (m["id"] for m in inst.cli_json("ticket", "show", tid)["messages"])
+    with serving(inst) as port:
+        b = Browser(port)
+        assert b.sign_in("ada")[0] == 303
+        page = b.request(f"/tickets/{tid}?edit={second}")[2]
+        csrf = Browser.csrf(page)
+        assert f'action="/tickets/{tid}/messages/{second}/edit"' in page
+        assert "Still." in page.split(f'id="edit-{second}"')[1].split("</textarea>")[0]
+        status, _, _ = b.request(f"/tickets/{tid}/messages/{second}/edit", {"csrf": csrf, "body": "Still burning."})
+        assert status == 303
+        assert inst.cli_json("ticket", "show", tid)["messages"][1]["body"] == "Still burning."
+        # Delete asks first: this message, then (the first) the whole ticket.
+        status, _, page = b.request(f"/tickets/{tid}/messages/{second}/delete", {"csrf": csrf})
+        assert status == 200 and "Delete this message?" in page
+        assert len(inst.cli_json("ticket", "show", tid)["messages"]) == 2          # nothing yet
+        status, _, _ = b.request(f"/tickets/{tid}/messages/{second}/delete", {"csrf": csrf, "confirm": "1"})
+        assert status == 303 and len(inst.cli_json("ticket", "show", tid)["messages"]) == 1
+        status, _, page = b.request(f"/tickets/{tid}/messages/{first}/delete", {"csrf": csrf})
+        assert "Delete the whole ticket?" in page
+        status, headers, _ = b.request(f"/tickets/{tid}/messages/{first}/delete", {"csrf": csrf, "confirm": "1"})
+        assert status == 303 and headers["location"] == f"/tickets?done=deleted-{tid}"
+        assert b.request(f"/tickets/{tid}")[0] == 404
+        # Bulk: block sender & delete.
+        status, _, page = b.request("/tickets/delete", {"csrf": csrf, "tid": spam, "ban": "1"})
+        assert status == 200 and "Block senders and delete" in page and inst.cli_json("ticket", "list")["count"] == 2
+        status, headers, _ = b.request("/tickets/delete", {"csrf": csrf, "tid": spam, "ban": "1", "confirm": "1"})
+        assert status == 303 and "Deleted: 2." in b.request(headers["location"])[2]
+    assert inst.cli_json("ticket", "list")["items"] == []
+    assert sorted(r["pattern"] for r in inst.cli_json("ban", "list")["items"]) == ["s0@spam.example",
+                                                                                  "s1@spam.example"]

@@ -212,9 +212,13 @@ def test_every_form_refuses_a_missing_or_wrong_csrf_token(desk: Desk):
     entry = str(inst.cli_json("import-log", "--outcome", "blocked")["items"][0]["id"])
     inst.cli("predefined", "add", "Hello", "--body-file", "-", input=b"Hello there\n")
     reply_id = str(inst.cli_json("predefined", "list")["items"][0]["id"])
-    values = {"tid": desk.tech, "log_id": entry, "outbox_id": "1", "reply_id": reply_id}
+    message = str(inst.cli_json("ticket", "show", desk.tech)["messages"][0]["id"])
+    values = {"tid": desk.tech, "log_id": entry, "outbox_id": "1", "reply_id": reply_id, "message_id": message}
     forms = {"/tickets/close": {"tid": desk.tech}, "/tickets/merge": {"tid": [desk.tech, desk.billing]},
              "/tickets/{tid}/merge": {"others": desk.billing}, "/tickets/{tid}/split": {"message": "1"},
+             "/tickets/delete": {"tid": desk.tech, "confirm": "1"},
+             "/tickets/{tid}/messages/{message_id}/edit": {"body": "forged"},
+             "/tickets/{tid}/messages/{message_id}/delete": {"confirm": "1"},
              "/tickets/new": {"department": "Billing", "email": "x@client.example", "subject": "Forged", "body": "x"},
              "/tickets/{tid}/reply": {"body": "forged reply", "action": "send"},
              "/tickets/{tid}/note": {"body": "forged note"}, "/tickets/{tid}/options": {"priority": "Low"},

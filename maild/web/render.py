@@ -34,6 +34,7 @@ NOTICES = (   # what a page says after an action redirected to it (?done=...): k
     (re.compile(r"replied-(\d{1,12})"), "Reply sent on ticket #{}."),
     (re.compile(r"retry-(\d{1,18})"), "Mail {} queued again; the sender tries it now."),
     (re.compile(r"(added|saved|deleted)"), "Predefined reply {}."),
+    (re.compile(r"deleted-(\d{1,12})"), "Deleted: {}."),
 )
 
 

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ticketd.web")
 # Shown in the browser (thumbnails, cid: images): raster images only, never SVG or anything scriptable.
 INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
-DONE = {"split": "The messages are on this new ticket now.", "merged": "Tickets merged.",
+DONE = {"edited": "Message changed.", "message-deleted": "Message deleted.",
+        "split": "The messages are on this new ticket now.", "merged": "Tickets merged.",
         "opened": "Ticket opened.", "imported": "Mail imported.",
         "replied": "Reply sent.", "noted": "Note added.",
         "saved": "Options saved.",
@@ -82,12 +83,14 @@ class TicketPage(Section):
             if quoted is not None and quoted.kind != "note":   # a private note never goes into a client's mail
                 draft = f"{quoted.author_name or quoted.author_email} wrote:\n\n" + "\n".join(
                     f"> {line}" if line else ">" for line in quoted.body.strip().splitlines()) + "\n\n"
-        return await self._render(request, viewer, ticket, draft=draft)
+        editing = request.query_params.get("edit", "")
+        return await self._render(request, viewer, ticket, draft=draft,
+                                  editing=int(editing) if ROW_ID.fullmatch(editing) else None)
 
     async def _render(self, request: Request, viewer: Viewer, ticket: Ticket, status: int = 200, error: str = "",
                       draft: str = "", note: str = "", preview: Markup | None = None, reply_status: str = "",
                       after: str = "ticket", done: str = "", warning: str = "",
-                      reply_seen: dict[str, str] | None = None) -> Response:
+                      reply_seen: dict[str, str] | None = None, editing: int | None = None) -> Response:
         db = self.db
         done = done or request.query_params.get("done", "")
         remote = request.query_params.get("images") == "1"
@@ -127,7 +130,7 @@ class TicketPage(Section):
             reply_status=reply_status or tickets.ANSWERED, after=after, after_choices=AFTER_REPLY,
             blocked_images=blocked_images, remote=remote, client=values["client_name"],
             seen=values, reply_seen={**values, **(reply_seen or {})}, rating=await feedback.for_ticket(db, ticket.id),
-            watching=any(w.id == viewer.member.id for w in watchers))
+            watching=any(w.id == viewer.member.id for w in watchers), editing=editing)
         if remote:
             response.headers["content-security-policy"] = REMOTE_IMAGES_CSP
         return response
@@ -351,6 +354,41 @@ class TicketPage(Section):
         except DeskError as exc:
             return await self._refused(request, viewer, ticket, exc)
         return RedirectResponse(f"/tickets/{result.tid}?done=split#thread", status_code=303)
+
+    async def edit_message(self, request: Request, viewer: Viewer) -> Response:
+        """Save a message's new text (seed: Edit a Reply), through the desk."""
+        ticket = await self._act(request, viewer)
+        if not isinstance(ticket, Ticket):
+            return ticket
+        try:
+            await self.app.desk.edit_message(viewer.actor, ticket.tid, int(request.path_params["message_id"]),
+                                             str(request.state.form.get("body") or ""))
+        except DeskError as exc:
+            return await self._refused(request, viewer, ticket, exc)
+        return RedirectResponse(f"/tickets/{ticket.tid}?done=edited#thread", status_code=303)
+
+    async def delete_message(self, request: Request, viewer: Viewer) -> Response:
+        """Delete a message after a confirmation (seed: Delete a Reply); the first one takes the ticket."""
+        ticket = await self._act(request, viewer)
+        if not isinstance(ticket, Ticket):
+            return ticket
+        message_id = int(request.path_params["message_id"])
+        if request.state.form.get("confirm") != "1":
+            thread = await messages.for_ticket(self.db, ticket.id)
+            whole = bool(thread) and thread[0].id == message_id
+            return self.auth.page(
+                "confirm.html", viewer=viewer, title="Delete the whole ticket?" if whole else "Delete this message?",
+                message=(f"This is the first message of #{ticket.tid}: deleting it deletes the ticket, with all its"
+                         " messages and attachments." if whole else "The message and its attachments are deleted;"
+                         " the ticket's log keeps its text."),
+                action=request.url.path, fields=[], button="Delete", back=f"/tickets/{ticket.tid}")
+        try:
+            result = await self.app.desk.delete_message(viewer.actor, ticket.tid, message_id)
+        except DeskError as exc:
+            return await self._refused(request, viewer, ticket, exc)
+        if result.notes:   # the ticket went with its first message
+            return RedirectResponse(f"/tickets?done=deleted-{ticket.tid}", status_code=303)
+        return RedirectResponse(f"/tickets/{ticket.tid}?done=message-deleted#thread", status_code=303)
 
     async def watch(self, request: Request, viewer: Viewer) -> Response:
         ticket = await self._act(request, viewer)

@@ -137,6 +137,29 @@ class TicketList(Section):
         joiner = "&" if "?" in back else "?"
         return RedirectResponse(f"{back}{joiner}done=closed-{closed}", status_code=303)
 
+    async def delete_many(self, request: Request, viewer: Viewer) -> Response:
+        """Bulk delete, or "block sender & delete" (``ban=1``), after a confirmation; through the desk."""
+        form = request.state.form
+        tids = [str(t) for t in form.getlist("tid")][:BULK_LIMIT]
+        ban = form.get("ban") == "1"
+        if not tids:
+            return RedirectResponse("/tickets", status_code=303)
+        if form.get("confirm") != "1":
+            return self.auth.page(
+                "confirm.html", viewer=viewer, title=f"Delete {len(tids)} ticket{'s' if len(tids) > 1 else ''}?",
+                message=("Their clients' addresses go on the ban list, then " if ban else "")
+                + "the tickets are deleted with all their messages and attachments: "
+                + ", ".join(f"#{t}" for t in tids) + ".",
+                action="/tickets/delete", fields=[("tid", t) for t in tids] + ([("ban", "1")] if ban else []),
+                button="Block senders and delete" if ban else "Delete", back="/tickets")
+        try:
+            deleted = await self.app.desk.delete_tickets(viewer.actor, tids, ban_sender=ban)
+        except (Denied, NotFound):
+            return self.auth.not_found(viewer, "One of these tickets")
+        except DeskError as exc:
+            return self.auth.page("error.html", 409, viewer=viewer, title="Not deleted", message=str(exc))
+        return RedirectResponse(f"/tickets?done=deleted-{len(deleted)}", status_code=303)
+
     async def merge_many(self, request: Request, viewer: Viewer) -> Response:
         """Bulk merge: the selected tickets, the newer into the oldest, through the desk."""
         tids = [str(t) for t in request.state.form.getlist("tid")][:BULK_LIMIT]
