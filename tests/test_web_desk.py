@@ -155,10 +155,17 @@ def test_a_reply_with_a_file_a_note_and_options_all_through_the_desk(desk: Desk,
     shown = desk.inst.cli_json("ticket", "show", desk.tech)
     assert (shown["priority"], shown["assigned"]) == ("Low", None)
     assert shown["tags"] == ["fire", "hardware", "smoke", "urgent"]        # Dora's tag stays too
-    # ... and changing a field someone else changed meanwhile is refused, saying what changed.
+    # ... and changing a field someone else changed meanwhile is refused, saying what changed and who changed
+    # it, with the choice kept: sending the form again, as the ticket is now, confirms it.
     status, _, page = ada.request(action, {**drawn, "priority": "Medium"})
-    assert status == 409 and "changed since you looked" in page and "priority" in page
+    assert status == 409 and "The ticket changed while you had it open</strong>, by dora" in page
+    assert "<li>priority: High → Low</li>" in page and "Nothing was applied" in page
     assert desk.inst.cli_json("ticket", "show", desk.tech)["priority"] == "Low"
+    kept = form_values(page, action)
+    assert kept["priority"] == "Medium" and kept["seen_priority"] == "Low" and kept["assign"] == ""
+    assert ada.request(action, kept)[0] == 303
+    shown = desk.inst.cli_json("ticket", "show", desk.tech)
+    assert (shown["priority"], shown["assigned"]) == ("Medium", None)
     # A reply written before the client's answer arrived is refused as well, preview or not.
     reply = form_values(ada.request(f"/tickets/{desk.tech}")[2], f"/tickets/{desk.tech}/reply")
     ingest(desk.inst, make_mail(subject=f"Re: [Ticket #{desk.tech}] Printer on fire", body="Still smoking!\n"))
@@ -167,7 +174,8 @@ def test_a_reply_with_a_file_a_note_and_options_all_through_the_desk(desk: Desk,
     assert status == 200 and f'name="seen_last_reply_at" value="{reply["seen_last_reply_at"]}"' in page
     status, _, page = ada.request(f"/tickets/{desk.tech}/reply", {**reply, "body": "All good", "action": "send"},
                                   files=[])
-    assert status == 409 and "changed since you looked" in page and "All good</textarea>" in page
+    assert status == 409 and "The ticket changed while you had it open" in page and "All good</textarea>" in page
+    assert "<li>last reply at:" in page and "alice@client.example" in page.split('class="conflict"')[1][:400]
     # The page it comes back on is drawn as the ticket is now: sending from it works.
     again = form_values(page, f"/tickets/{desk.tech}/reply")
     assert "All good</textarea>" in page and again["seen_last_reply_at"] != reply["seen_last_reply_at"]

@@ -90,7 +90,8 @@ class TicketPage(Section):
     async def _render(self, request: Request, viewer: Viewer, ticket: Ticket, status: int = 200, error: str = "",
                       draft: str = "", note: str = "", preview: Markup | None = None, reply_status: str = "",
                       after: str = "ticket", done: str = "", warning: str = "",
-                      reply_seen: dict[str, str] | None = None, editing: int | None = None) -> Response:
+                      reply_seen: dict[str, str] | None = None, editing: int | None = None,
+                      conflict: dict[str, Any] | None = None, chosen: dict[str, str] | None = None) -> Response:
         db = self.db
         done = done or request.query_params.get("done", "")
         remote = request.query_params.get("images") == "1"
@@ -130,7 +131,8 @@ class TicketPage(Section):
             reply_status=reply_status or tickets.ANSWERED, after=after, after_choices=AFTER_REPLY,
             blocked_images=blocked_images, remote=remote, client=values["client_name"],
             seen=values, reply_seen={**values, **(reply_seen or {})}, rating=await feedback.for_ticket(db, ticket.id),
-            watching=any(w.id == viewer.member.id for w in watchers), editing=editing)
+            watching=any(w.id == viewer.member.id for w in watchers), editing=editing, conflict=conflict,
+            chosen=chosen or {}, seen_at=self.app.clock.stamp())
         if remote:
             response.headers["content-security-policy"] = REMOTE_IMAGES_CSP
         return response
@@ -215,10 +217,17 @@ class TicketPage(Section):
         with the reason and what the staff member typed."""
         if isinstance(exc, Denied):
             return self.auth.not_found(viewer, "This ticket")
-        if isinstance(exc, Collision):   # drawn again as it is now: a second Send is made against what was seen
-            kept.pop("reply_seen", None)
-        status = 409 if isinstance(exc, Collision) else (404 if isinstance(exc, NotFound) else 422)
         fresh = await tickets.get(self.db, ticket.id) or ticket
+        if isinstance(exc, Collision):
+            # Drawn again as the ticket is now, with what changed and by whom, and what the staff member typed
+            # or chose kept in the form: sending it again is the confirmation, made against what they saw now.
+            kept.pop("reply_seen", None)
+            since = str(request.state.form.get("seen_at") or "")
+            by = sorted({e["actor"] for e in await tickets.events(self.db, ticket.id) if since and e["at"] > since
+                         and e["actor"] != viewer.actor.label})
+            conflict = {"changes": [(k.replace("_", " "), a, b) for k, (a, b) in exc.changes.items()], "by": by}
+            return await self._render(request, viewer, fresh, 409, conflict=conflict, **kept)
+        status = 404 if isinstance(exc, NotFound) else 422
         return await self._render(request, viewer, fresh, status, error=str(exc), **kept)
 
     @staticmethod
@@ -310,8 +319,13 @@ class TicketPage(Section):
             expected["client"] = seen["client"]
         try:
             result = await self.app.desk.set_options(viewer.actor, ticket.tid, opts, expected=expected or None)
-        except DeskError as exc:
-            return await self._refused(request, viewer, ticket, exc)
+        except DeskError as exc:   # the page again, with the choices made on the form kept
+            chosen = {k: v for k, v in {"subject": subject, "department": department, "status": status,
+                                        "priority": priority, "assign": assign, "flag": flag, "client": client,
+                                        "service": service}.items() if v is not None}
+            if "tags" in form:
+                chosen["tags"] = str(form.get("tags") or "")
+            return await self._refused(request, viewer, ticket, exc, chosen=chosen)
         if not viewer.sees((await tickets.get(self.db, result.ticket_id) or ticket).department_id):
             return RedirectResponse(f"/tickets?done=moved-{result.tid}", status_code=303)
         return RedirectResponse(f"/tickets/{result.tid}?done=saved#options", status_code=303)
