@@ -127,6 +127,11 @@ def test_a_reply_with_a_file_a_note_and_options_all_through_the_desk(desk: Desk,
     assert status == 200 and "not mentioned" in page and "@bill" in page   # Bill is not of the department
     mails = relay.wait_for(4)
     assert [list(m.rcpt_tos) for m in mails[3:]] == [["dora@helpdesk.example"]]
+    # The staff mail links to the ticket's page in this web view (and old links of the form /desk/... still work).
+    mention = email.message_from_bytes(mails[3].data, policy=email.policy.default).get_body(("plain",)).get_content()
+    assert f"http://127.0.0.1:8025/tickets/{desk.tech}\r\n" in mention, mention     # web.public_url + the page
+    status, headers, _ = ada.request(f"/desk/tickets/{desk.tech}")
+    assert status == 301 and headers["location"] == f"/tickets/{desk.tech}"
     assert "kind-note" in page and "Private note" in page
     # Options: each change logged, the same as from the CLI.
     status, headers, _ = ada.request(f"/tickets/{desk.tech}/options", {

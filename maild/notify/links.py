@@ -1,5 +1,5 @@
 """Links in our mail, under ``web.public_url``: a client's signed link to their ticket's page, and the
-staff desk's page of a ticket. (The pages themselves come with the web view.)"""
+staff desk's page of a ticket."""
 
 from __future__ import annotations
 
@@ -20,4 +20,6 @@ def feedback_link(settings: Settings, signer: Signer, tid: str, token: str) -> s
 
 
 def staff_link(settings: Settings, tid: str) -> str:
-    return f"{settings.web.public_url}/desk/tickets/{tid}"
+    """The ticket's page in the staff desk (``/desk/tickets/TID``, in mail sent before the web view came,
+    redirects there)."""
+    return f"{settings.web.public_url}/tickets/{tid}"

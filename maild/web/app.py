@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -151,6 +151,8 @@ def build(app: App, worker_alive: Any = None) -> ASGIApp:
         Route("/login", auth.login_form, methods=["GET"]), Route("/login", auth.login, methods=["POST"]),
         Route("/logout", auth.logout, methods=["POST"]), Route("/", auth.home, methods=["GET"]),
         Route("/tickets", s(listing.page), methods=["GET"]),
+        Route("/desk/tickets/{tid}", lambda request: RedirectResponse(f"/tickets/{request.path_params['tid']}",
+                                                                      status_code=301), methods=["GET"]),
         Route("/tickets/close", s(listing.close_many), methods=["POST"]),
         Route("/tickets/merge", s(listing.merge_many), methods=["POST"]),
         Route("/tickets/delete", s(listing.delete_many), methods=["POST"]),
