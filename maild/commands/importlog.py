@@ -6,47 +6,15 @@ import argparse
 import asyncio
 import getpass
 import sys
-from datetime import UTC, datetime
 
 from maild.app import App
 from maild.cli import EX_DATAERR, EX_NOINPUT, EX_USAGE
-from maild.clock import iso
 from maild.commands.output import cut, fetch_limit, print_json, print_list
 from maild.commands.views import import_log_row
 from maild.config import Settings
-from maild.outcomes import BLOCKED_REASONS, OUTCOME_NAMES
+from maild.filters import FilterError, parse_instant, parse_outcome
 from maild.pipeline.manual import Imported, ImportNeedsTarget, ImportNotFound, ImportRefused, import_blocked, reprocess
 from maild.store import importlog, inbound
-
-
-class FilterError(ValueError):
-    """A filter that cannot mean anything; the message says what is allowed."""
-
-
-def parse_outcome(value: str) -> tuple[str, str | None]:
-    """``NAME`` or ``NAME:REASON`` → (name, reason or None); reasons as the pipeline writes them."""
-    name, sep, reason = value.strip().partition(":")
-    allowed = (f"expected one of {', '.join(OUTCOME_NAMES)}, or blocked:REASON with REASON one of"
-               f" {', '.join(BLOCKED_REASONS)} (also command:rejected, failed:EXCEPTION)")
-    if name not in OUTCOME_NAMES:
-        raise FilterError(f"--outcome {value!r}: {allowed}")
-    if not sep:
-        return name, None
-    if (name == "blocked" and reason in BLOCKED_REASONS) or (name == "command" and reason == "rejected") or (
-            name == "failed" and reason.isidentifier()):
-        return name, reason
-    raise FilterError(f"--outcome {value!r}: {allowed}")
-
-
-def parse_since(value: str) -> str:
-    """A date or a date and time (ISO 8601; UTC unless it names an offset) → the stored form, for comparing."""
-    text = value.strip()
-    try:
-        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-    except ValueError:
-        raise FilterError(f"--since {value!r}: expected a date or a date and time in ISO 8601, such as 2026-11-01,"
-                          " 2026-11-01T12:00 or 2026-11-01T12:00:00+01:00 (UTC unless an offset is given)") from None
-    return iso(when if when.tzinfo else when.replace(tzinfo=UTC))
 
 
 async def _list(settings: Settings, args: argparse.Namespace, outcome: str | None, reason: str | None,
@@ -134,7 +102,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     try:
         outcome, reason = parse_outcome(args.outcome) if args.outcome is not None else (None, None)
-        since = parse_since(args.since) if args.since is not None else None
+        since = parse_instant(args.since) if args.since is not None else None
     except FilterError as exc:
         print(f"ticketd import-log: {exc}", file=sys.stderr)
         return EX_USAGE

@@ -6,6 +6,7 @@ limited per account and per address, and a clear answer for an account that is t
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -42,7 +43,9 @@ WINDOW_MINUTES = LOGIN_WINDOW_MINUTES   # failed sign-ins count this long (house
 ACCOUNT_LIMIT = 5      # failed sign-ins per account per window, then 429
 ADDRESS_LIMIT = 20     # ... per client address
 # A hash to check a password against when the username is unknown, so that both cost the same time.
-_DUMMY = passwords.hash_password("not a password of anyone's")
+@functools.cache
+def _dummy() -> str:
+    return passwords.hash_password("not a password of anyone's")   # once, at the first unknown username
 
 
 def token_hash(token: str) -> str:
@@ -222,7 +225,7 @@ class Auth:
         found = await staff.login_record(db, username) if username else None
         stored = found[1] if found is not None else ""
         async with self._hashing:   # argon2 (64 MiB, tens of ms) in a thread: the receivers share this event loop
-            good = await asyncio.to_thread(passwords.verify, stored or _DUMMY, password) and bool(stored)
+            good = await asyncio.to_thread(lambda: passwords.verify(stored or _dummy(), password)) and bool(stored)
         if found is None or not good:
             return self._login_page(request, 401, "Wrong username or password.", username, next_url)
         await websessions.forget(db, attempt)

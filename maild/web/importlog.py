@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from maild.commands.importlog import FilterError, parse_outcome, parse_since
 from maild.commands.views import import_log_row
+from maild.filters import FilterError, parse_instant, parse_outcome
 from maild.outcomes import BLOCKED_REASONS, OUTCOME_NAMES
 from maild.pipeline.manual import NEW_TICKET_REASONS, ImportRefused, import_blocked, reprocess
 from maild.store import importlog, inbound, tickets
@@ -48,13 +48,13 @@ class ImportLog(Section):
         outcome = reason = since = until = None
         try:
             if given["outcome"]:
-                outcome, reason = parse_outcome(given["outcome"])
+                outcome, reason = parse_outcome(given["outcome"], "outcome")
             if given["since"]:
-                since = parse_since(given["since"])
+                since = parse_instant(given["since"], "received since")
             if given["until"]:
-                until = parse_since(given["until"])
+                until = parse_instant(given["until"], "received before")
         except FilterError as exc:
-            problems.append(str(exc).replace("--", ""))
+            problems.append(str(exc))
         source = given["source"] if given["source"] in SOURCES else None
         number = page_number(p.get("page", "1"))
         rows = [] if problems else await importlog.listing(

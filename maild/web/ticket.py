@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -339,82 +340,81 @@ class TicketPage(Section):
         shown["client_name"] = await people.client_name(self.db, ticket.client_id)
         return shown
 
-    async def merge(self, request: Request, viewer: Viewer) -> Response:
-        """Merge other tickets with this one (seed: the Options tab); the oldest of them all lives on."""
+    async def _do(self, request: Request, viewer: Viewer,
+                  work: Callable[[Ticket, FormData], Awaitable[str]]) -> Response:
+        """An action on the ticket of the URL: ``work`` (through the desk) returns where to go next; a refusal
+        draws the page again with the reason."""
         ticket = await self._act(request, viewer)
         if not isinstance(ticket, Ticket):
             return ticket
-        others = _words(str(request.state.form.get("others") or "").replace("#", " "), ", \n")
         try:
-            result = await self.app.desk.merge(viewer.actor, [ticket.tid, *others])
+            return RedirectResponse(await work(ticket, request.state.form), status_code=303)
         except DeskError as exc:
-            if isinstance(exc, (Denied, NotFound)) and others:
-                exc = NotFound(f"no ticket among {', '.join('#' + o for o in others)} that you can merge")
             return await self._refused(request, viewer, ticket, exc)
-        return RedirectResponse(f"/tickets/{result.tid}?done=merged#thread", status_code=303)
+
+    async def merge(self, request: Request, viewer: Viewer) -> Response:
+        """Merge other tickets with this one (seed: the Options tab); the oldest of them all lives on."""
+        async def work(ticket: Ticket, form: FormData) -> str:
+            others = _words(str(form.get("others") or "").replace("#", " "), ", \n")
+            try:
+                result = await self.app.desk.merge(viewer.actor, [ticket.tid, *others])
+            except (Denied, NotFound):
+                raise NotFound(f"no ticket among {', '.join('#' + o for o in others)} that you can merge") from None
+            return f"/tickets/{result.tid}?done=merged#thread"
+
+        return await self._do(request, viewer, work)
 
     async def split(self, request: Request, viewer: Viewer) -> Response:
         """Split the selected messages off into a new ticket (seed: Split Selected Replies)."""
-        ticket = await self._act(request, viewer)
-        if not isinstance(ticket, Ticket):
-            return ticket
-        form = request.state.form
-        chosen = [int(v) for v in form.getlist("message") if ROW_ID.fullmatch(str(v))]
-        try:
+        async def work(ticket: Ticket, form: FormData) -> str:
             result = await self.app.desk.split(
-                viewer.actor, ticket.tid, chosen, department=str(form.get("department") or "") or None,
-                priority=str(form.get("priority") or "") or None, subject=str(form.get("subject") or "") or None,
-                notify=form.get("notify") == "1")
-        except DeskError as exc:
-            return await self._refused(request, viewer, ticket, exc)
-        return RedirectResponse(f"/tickets/{result.tid}?done=split#thread", status_code=303)
+                viewer.actor, ticket.tid, [int(str(v)) for v in form.getlist("message") if ROW_ID.fullmatch(str(v))],
+                department=str(form.get("department") or "") or None, priority=str(form.get("priority") or "") or None,
+                subject=str(form.get("subject") or "") or None, notify=form.get("notify") == "1")
+            return f"/tickets/{result.tid}?done=split#thread"
+
+        return await self._do(request, viewer, work)
 
     async def edit_message(self, request: Request, viewer: Viewer) -> Response:
-        """Save a message's new text (seed: Edit a Reply), through the desk."""
-        ticket = await self._act(request, viewer)
-        if not isinstance(ticket, Ticket):
-            return ticket
-        try:
+        """Save a message's new text (seed: Edit a Reply)."""
+        async def work(ticket: Ticket, form: FormData) -> str:
             await self.app.desk.edit_message(viewer.actor, ticket.tid, int(request.path_params["message_id"]),
-                                             str(request.state.form.get("body") or ""))
-        except DeskError as exc:
-            return await self._refused(request, viewer, ticket, exc)
-        return RedirectResponse(f"/tickets/{ticket.tid}?done=edited#thread", status_code=303)
+                                             str(form.get("body") or ""))
+            return f"/tickets/{ticket.tid}?done=edited#thread"
+
+        return await self._do(request, viewer, work)
 
     async def delete_message(self, request: Request, viewer: Viewer) -> Response:
         """Delete a message after a confirmation (seed: Delete a Reply); the first one takes the ticket."""
+        message_id = int(request.path_params["message_id"])
+
+        async def work(ticket: Ticket, form: FormData) -> str:
+            result = await self.app.desk.delete_message(viewer.actor, ticket.tid, message_id)
+            if result.notes:   # the ticket went with its first message
+                return f"/tickets?done=deleted-{ticket.tid}"
+            return f"/tickets/{ticket.tid}?done=message-deleted#thread"
+
+        if request.state.form.get("confirm") == "1":
+            return await self._do(request, viewer, work)
         ticket = await self._act(request, viewer)
         if not isinstance(ticket, Ticket):
             return ticket
-        message_id = int(request.path_params["message_id"])
-        if request.state.form.get("confirm") != "1":
-            thread = await messages.for_ticket(self.db, ticket.id)
-            whole = bool(thread) and thread[0].id == message_id
-            return self.auth.page(
-                "confirm.html", viewer=viewer, title="Delete the whole ticket?" if whole else "Delete this message?",
-                message=(f"This is the first message of #{ticket.tid}: deleting it deletes the ticket, with all its"
-                         " messages and attachments." if whole else "The message and its attachments are deleted;"
-                         " the ticket's log keeps its text."),
-                action=request.url.path, fields=[], button="Delete", back=f"/tickets/{ticket.tid}")
-        try:
-            result = await self.app.desk.delete_message(viewer.actor, ticket.tid, message_id)
-        except DeskError as exc:
-            return await self._refused(request, viewer, ticket, exc)
-        if result.notes:   # the ticket went with its first message
-            return RedirectResponse(f"/tickets?done=deleted-{ticket.tid}", status_code=303)
-        return RedirectResponse(f"/tickets/{ticket.tid}?done=message-deleted#thread", status_code=303)
+        thread = await messages.for_ticket(self.db, ticket.id)
+        whole = bool(thread) and thread[0].id == message_id
+        return self.auth.page(
+            "confirm.html", viewer=viewer, title="Delete the whole ticket?" if whole else "Delete this message?",
+            message=(f"This is the first message of #{ticket.tid}: deleting it deletes the ticket, with all its"
+                     " messages and attachments." if whole else "The message and its attachments are deleted;"
+                     " the ticket's log keeps its text."),
+            action=request.url.path, fields=[], button="Delete", back=f"/tickets/{ticket.tid}")
 
     async def watch(self, request: Request, viewer: Viewer) -> Response:
-        ticket = await self._act(request, viewer)
-        if not isinstance(ticket, Ticket):
-            return ticket
-        on = request.state.form.get("on") == "1"
-        try:
+        async def work(ticket: Ticket, form: FormData) -> str:
+            on = form.get("on") == "1"
             await self.app.desk.watch(viewer.actor, ticket.tid, on=on)
-        except DeskError as exc:
-            return await self._refused(request, viewer, ticket, exc)
-        return RedirectResponse(f"/tickets/{ticket.tid}?done={'watching' if on else 'unwatched'}", status_code=303)
+            return f"/tickets/{ticket.tid}?done={'watching' if on else 'unwatched'}"
 
+        return await self._do(request, viewer, work)
 
 def _words(text: str, separators: str) -> list[str]:
     for sep in separators[1:]:
