@@ -89,8 +89,8 @@ def _ids(value: str) -> list[int]:
 
 
 def _ticket_actions(t_sub: argparse._SubParsersAction) -> None:
-    """``ticket open|reply|note|set|watch|unwatch|close|edit|delete|split|merge``: each through the desk, as
-    ``--as USERNAME``."""
+    """``ticket open|reply|note|set|watch|unwatch|close|edit|delete|split|merge|revoke-links``: each through the
+    desk, as ``--as USERNAME``."""
 
     def action(name: str, help_text: str, tid: bool = True, expect: bool = True) -> argparse.ArgumentParser:
         p = _action(t_sub, name, help=help_text, description=help_text)
@@ -160,6 +160,9 @@ def _ticket_actions(t_sub: argparse._SubParsersAction) -> None:
     mg = action("merge", "merge tickets: the newer ones into the oldest ([MERGED] in its subject; the status of the"
                          " one with the latest reply; one thread; old numbers, links and mail lead to it)")
     mg.add_argument("more", nargs="+", metavar="TID", help="the other tickets")
+    rv = action("revoke-links", "revoke the links in the ticket's client mail (all, or one recipient's): they and"
+                                " the sessions they started stop working; later mail brings new ones", expect=False)
+    rv.add_argument("--recipient", metavar="EMAIL", help="only this recipient's links")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     shw = _action(t_sub, "show", help="one ticket with its messages")
     shw.add_argument("tid", metavar="TID")
     shw.add_argument("--json", action="store_true", help="print JSON")
+    lk = _action(t_sub, "links", help="the links in the ticket's client mail, per recipient: live, sent, used,"
+                                      " expiry, revoked")
+    lk.add_argument("tid", metavar="TID")
+    lk.add_argument("--json", action="store_true", help="print JSON")
 
     p = command("outbox", "the outbound mail queue: list, show, retry; test the relay",
                 "The outbox: one row per outbound mail and recipient, delivered by the daemon's sender.")

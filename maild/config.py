@@ -351,6 +351,8 @@ class WebSettings:
     # Reverse proxies in front of ticketd: from these, X-Forwarded-For names the client (rate limits,
     # /metrics' allow-list, the access log).
     trusted_proxies: tuple[str, ...] = setting((), list, _networks)
+    # How long the link in a client's mail opens their ticket's pages (each mail brings a fresh one).
+    client_link_days: int = setting(60, int, _range(1, 3650, " days"))
 
 
 @dataclass(frozen=True)
@@ -483,6 +485,8 @@ class FeedbackSettings:
     (a ticket closed by mistake and reopened at once is not asked), in departments with ``feedback``."""
 
     delay_minutes: int = setting(30, int, _range(0, 30 * 24 * 60, " minutes"))
+    # Clients may rate each staff reply from 1 to 5 on their ticket's page (seed: Support Ticket Ratings).
+    reply_ratings: bool = setting(True, bool)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ both engines; and the scheduler itself inside a real ``ticketd serve``."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -436,10 +438,12 @@ async def test_a_closed_ticket_gets_one_feedback_request_after_the_delay(tmp_pat
         assert await asked(29) == 0
         assert await asked(30) == 1                       # Billing asks for no feedback
         (mail,) = [r for r in await outbox.listing(app.db, None, None) if r.event == "feedback_request"]  # type: ignore[arg-type]
-        (row,) = await app.db.fetchall("SELECT token FROM feedback")   # type: ignore[union-attr]
         full = await outbox.get(app.db, mail.id)   # type: ignore[arg-type]
         assert full is not None and mail.recipient == "lu@client.example"
-        assert f"/feedback/{row['token']}" in full.raw.decode().replace("=\n", "")
+        key = re.search(r"/c/([A-Za-z0-9_-]{32})/feedback\b", full.raw.decode().replace("=\n", ""))
+        assert key is not None   # the client's own link, opening the feedback form
+        assert await app.db.scalar("SELECT recipient FROM client_links WHERE key_hash = ?",  # type: ignore[union-attr]
+                                   (hashlib.sha256(key.group(1).encode()).hexdigest(),)) == "lu@client.example"
         assert await asked(600) == 0
         # Reopened by the client's answer and closed again: still one request per ticket.
         desk.at(T0 + timedelta(hours=2))

@@ -5,7 +5,9 @@ at that moment, so the test follows the table rather than repeating it."""
 from __future__ import annotations
 
 import email
+import hashlib
 import json
+import re
 from email import policy
 from pathlib import Path
 
@@ -229,7 +231,12 @@ def test_client_mail_headers(desk: Instance, relay: Relay):
     html = msg.get_body(("html",)).get_content()
     assert "Hello Alice," in text and "Helpdesk Example Ltd" in text and "**restart**" in text
     assert "<strong>restart</strong>" in html
-    assert f"/t/{tid}/" in text
+    # The requester's own link: its key's hash is stored for this ticket and this recipient alone.
+    key = re.search(r"/c/([A-Za-z0-9_-]{32})\b", text)
+    assert key is not None, text
+    (link,) = desk.query("SELECT l.recipient, t.tid FROM client_links l JOIN tickets t ON t.id = l.ticket_id"
+                         " WHERE l.key_hash = ?", (hashlib.sha256(key.group(1).encode()).hexdigest(),))
+    assert (link["recipient"], link["tid"]) == (REQUESTER, tid)
     assert tag_of(msg["Reply-To"].addresses[0].addr_spec)
 
 

@@ -107,6 +107,8 @@ async def _act(settings: Settings, args: argparse.Namespace) -> Result:
             gone = Result(0, tid)
             gone.notes.append(f"deleted ticket #{tid}" + (" and banned its client" if args.ban_sender else ""))
             return gone
+        if action == "revoke-links":
+            return await desk.revoke_links(actor, args.tid, args.recipient)
         if action == "split":
             return await desk.split(actor, args.tid, args.messages, department=args.department, priority=args.priority,
                                     subject=args.subject, notify=args.notify, expected=expected(args))
@@ -138,7 +140,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print_json(as_dict(result))
         return 0
     done = ", ".join(e.kind.value.replace("_", " ") for e in result.events) or "no change"
-    if args.ticket_command in ("merge", "split") or (args.ticket_command == "delete" and result.notes):
+    if args.ticket_command in ("merge", "split", "revoke-links") or (args.ticket_command == "delete" and result.notes):
         print(f"#{result.tid}: {result.notes[0]}")
         return 0
     if args.ticket_command in ("edit", "delete"):

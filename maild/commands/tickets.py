@@ -1,4 +1,4 @@
-"""``ticketd ticket list`` and ``ticketd ticket show TID``."""
+"""``ticketd ticket list``, ``ticketd ticket show TID`` and ``ticketd ticket links TID``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from maild.commands.output import cut, fetch_limit, print_json, print_list, prin
 from maild.commands.views import ticket_full, ticket_summary
 from maild.config import Settings
 from maild.jobs import targets
-from maild.store import tickets
+from maild.store import clientlinks, tickets
 
 
 async def _list(settings: Settings, status: str | None, limit: int | None) -> tuple[list[dict], bool]:
@@ -40,7 +40,21 @@ async def _show(settings: Settings, tid: str) -> dict | None:
 
 
 
-DESK_ACTIONS = ("open", "reply", "note", "set", "watch", "unwatch", "close", "edit", "delete", "split", "merge")
+async def _links(settings: Settings, tid: str) -> tuple[str, list[dict]] | None:
+    async with App(settings) as app:
+        assert app.db is not None
+        row = await tickets.by_tid(app.db, tid.lstrip("#"))
+        if row is None:
+            return None
+        row = await tickets.resolve_merged(app.db, row)
+        return row.tid, [{"recipient": r["recipient"], "live": int(r["live"] or 0), "sent_at": r["sent_at"],
+                          "used_at": r["used_at"] or None, "expires_at": r["expires_at"] or None,
+                          "revoked_at": r["revoked_at"] or None, "revoked_by": r["revoked_by"] or None}
+                         for r in await clientlinks.for_ticket(app.db, row.id, app.clock.stamp())]
+
+
+DESK_ACTIONS = ("open", "reply", "note", "set", "watch", "unwatch", "close", "edit", "delete", "split", "merge",
+                "revoke-links")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -59,6 +73,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                    ["TID", "STATUS", "PRIORITY", "DEPARTMENT", "CLIENT", "LAST REPLY", "SUBJECT"],
                    lambda r: [r["tid"], r["status"], r["priority"], r["department"], r["client_email"],
                               r["last_reply_at"][:19], r["subject"]])
+        return 0
+    if args.ticket_command == "links":
+        found = asyncio.run(_links(settings, args.tid))
+        if found is None:
+            print(f"ticketd ticket links: no ticket #{args.tid}", file=sys.stderr)
+            return EX_NOINPUT
+        if args.json:
+            print_json({"tid": found[0], "links": found[1]})
+        else:
+            print_table(["RECIPIENT", "LIVE", "LAST SENT", "LAST USED", "EXPIRES", "REVOKED"],
+                        [[r["recipient"], r["live"], r["sent_at"][:16], (r["used_at"] or "-")[:16],
+                          (r["expires_at"] or "-")[:16], f"{r['revoked_at'][:16]} by {r['revoked_by']}"
+                          if r["revoked_at"] else "-"] for r in found[1]])
         return 0
     data = asyncio.run(_show(settings, args.tid))
     if data is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from maild.store import messages, people, staff, tickets
+from maild.store import messages, people, ratings, staff, tickets
 from maild.store.db import Database, Row
 from maild.store.tickets import Ticket
 
@@ -72,6 +72,7 @@ async def ticket_full(db: Database, row: Ticket, targets: dict[str, Any] | None 
     for s in await messages.signatures_for_ticket(db, row.id):
         signatures.setdefault(s["message_id"], []).append({
             "kind": s["kind"], "content_type": s["content_type"], "filename": s["filename"], "size": s["size"]})
+    rated = await ratings.for_ticket(db, row.id)
     data["messages"] = [
         {
             "number": number,   # its place in the ticket, from 1 (``id`` is the database's, across tickets)
@@ -89,6 +90,7 @@ async def ticket_full(db: Database, row: Ticket, targets: dict[str, Any] | None 
             "created_at": m.created_at,
             "attachments": files.get(m.id, []),
             "signatures": signatures.get(m.id, []),   # S/MIME or PGP signature parts (not checked)
+            "rating": rated.get(m.id),   # the client's rating of a staff reply, 1-5
         }
         for number, m in enumerate(await messages.for_ticket(db, row.id), start=1)
     ]

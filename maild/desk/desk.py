@@ -21,7 +21,7 @@ from maild.desk.errors import Collision, Denied, Invalid, NotFound
 from maild.desk.events import Actor, Event, EventKind
 from maild.desk.options import Options, apply_options, parse_status
 from maild.notify.headers import new_message_id
-from maild.store import escalations, feedback, messages, people, senders, staff, tickets
+from maild.store import clientlinks, escalations, feedback, messages, people, ratings, senders, staff, tickets
 from maild.store.db import Database
 from maild.store.staff import StaffMember
 from maild.store.tickets import Ticket
@@ -397,6 +397,122 @@ class Desk:
         gone = await tickets.delete(self.db, ticket.id)
         log.info("ticket deleted", extra={"kv": {"ticket": ticket.tid, "by": actor.label, "with_merged": len(gone) - 1,
                                                  "client": ticket.client_email}})
+
+    async def revoke_links(self, actor: Actor, tid: str, recipient: str | None = None) -> Result:
+        """Revoke the links in the ticket's client mail (all, or ``recipient``'s): they and the sessions
+        they started stop working at once. Mail sent later carries new links."""
+        async with self._unit():
+            ticket = await self.ticket(tid)
+            await self._check_department(actor, ticket.department_id, ticket.department)
+            stamp = self.clock.stamp()
+            who = people.normalise_address(recipient) if recipient else None
+            if recipient and not who:
+                raise Invalid(f"not an email address: {recipient!r}")
+            revoked = await clientlinks.revoke(self.db, ticket.id, who, stamp, actor.label)
+            result = Result(ticket.id, ticket.tid)
+            if revoked:
+                await tickets.log_event(self.db, ticket.id, "links_revoked", actor.label, stamp, recipients=revoked)
+                result.notes.append(f"revoked the links of {', '.join(revoked)} on #{ticket.tid}")
+            else:
+                result.notes.append(f"no live link{' of ' + who if who else ''} on #{ticket.tid}")
+            return result
+
+    # -- the client's actions, from their ticket's pages (the actor: the link's recipient) ------------------
+
+    async def _client_ticket(self, actor: Actor, tid: str) -> Ticket:
+        """The ticket (locked), if ``actor`` is one of its people; NotFound otherwise (as for no ticket)."""
+        if actor.kind != "client" or not actor.email:
+            raise Denied("only the ticket's own people act on it from the client pages")
+        ticket = await self.ticket(tid)
+        if not await clientlinks.may_see(self.db, actor.email, ticket.id):
+            raise NotFound(f"no ticket #{tid.strip().lstrip('#')}")
+        return ticket
+
+    async def _client_message(self, actor: Actor, client_id: int | None, subject: str, body: str,
+                              files: Sequence[core.StoredFile], fallback_name: str) -> core.NewMessage:
+        badge, name, _ = await people.badge_and_name(self.db, actor.email, client_id)
+        return core.NewMessage(kind="reply", author_email=actor.email, author_name=name or fallback_name, badge=badge,
+                               body=body.strip(), subject=subject, files=files)
+
+    async def client_reply(self, actor: Actor, tid: str, body: str, files: Sequence[core.StoredFile] = ()) -> Result:
+        """A client's reply from the ticket's page (seed: Replying to a Ticket): status Customer-Reply, a
+        Closed ticket reopens (as the department's ``closed_replies`` allows), staff hear of it as of a reply
+        by mail."""
+        if not body.strip() and not files:
+            raise Invalid("an empty reply; write something or attach a file")
+        async with self._unit():
+            ticket = await self._client_ticket(actor, tid)
+            dept = self.settings.department(ticket.department)
+            if ticket.status == tickets.CLOSED and dept is not None and dept.closed_replies != "reopen":
+                raise Invalid("this ticket is closed and cannot be reopened: please open a new ticket")
+            own = actor.email == ticket.client_email
+            msg = await self._client_message(actor, ticket.client_id, ticket.subject, body, files,
+                                             ticket.client_name if own else "")
+            message_id, events = await core.add_reply(self.db, ticket, msg, actor, self.clock.stamp(), via="web")
+            return await self._finish(Result(ticket.id, ticket.tid, events, message_id))
+
+    async def client_open(self, actor: Actor, *, department: str, subject: str, body: str,
+                          files: Sequence[core.StoredFile] = ()) -> Result:
+        """A client opens a ticket from the client pages (seed: Opening a New Ticket): the department's
+        ``accept_new`` applies as for mail; the client gets the confirmation mail, staff as for mail."""
+        if actor.kind != "client" or not actor.email:
+            raise Denied("only a client opens a ticket from the client pages")
+        dept_id, dept_name = self.department_id(department)
+        if not subject.strip():
+            raise Invalid("a ticket needs a subject")
+        if not body.strip():
+            raise Invalid("a ticket needs a message")
+        dept = self.settings.department(dept_name)
+        badge, name, client_id = await people.badge_and_name(self.db, actor.email, None)
+        if dept is not None and dept.accept_new == "registered" and badge == "Guest":
+            raise Denied(f"the {dept_name} department takes tickets from registered clients only")
+        first = core.NewMessage(kind="reply", author_email=actor.email, author_name=name or actor.name, badge=badge,
+                                body=body.strip(), subject=subject.strip(), files=files)
+        async with self._unit():
+            ticket_id, tid, events = await core.open_ticket(
+                self.db, actor=actor, digits=self.settings.mail.ticket_id_digits, department_id=dept_id,
+                department=dept_name, client_email=actor.email, client_name=name or actor.name, client_id=client_id,
+                priority=parse_priority(self.settings.mail.default_priority), first=first, stamp=self.clock.stamp(),
+                via="web")
+            return await self._finish(Result(ticket_id, tid, events, events[0].message_id))
+
+    async def client_close(self, actor: Actor, tid: str) -> Result:
+        """The client closes their ticket (seed: Closing a Ticket); staff hear of it as the rules say."""
+        async with self._unit():
+            ticket = await self._client_ticket(actor, tid)
+            events = await apply_options(self, actor, ticket, Options(status=tickets.CLOSED), self.clock.stamp())
+            return await self._finish(Result(ticket.id, ticket.tid, events))
+
+    async def rate_reply(self, actor: Actor, tid: str, message_id: int, rating: int) -> Result:
+        """The client rates a staff reply 1 (poor) to 5 (excellent) (seed: Ticket Reply Ratings, when
+        ``feedback.reply_ratings`` is on); a later rating replaces it. Logged; nobody is mailed."""
+        if not self.settings.feedback.reply_ratings:
+            raise Denied("reply ratings are turned off ([feedback] reply_ratings)")
+        if isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5:
+            raise Invalid("a rating is a number from 1 to 5")
+        async with self._unit():
+            ticket = await self._client_ticket(actor, tid)
+            message = next((m for m in await messages.for_ticket(self.db, ticket.id) if m.id == message_id), None)
+            if message is None or message.kind != "staff_reply":
+                raise NotFound(f"no staff reply {message_id} on #{ticket.tid}")
+            stamp = self.clock.stamp()
+            before = await ratings.rate(self.db, message.id, message.staff_id, rating, actor.label, stamp)
+            await tickets.log_event(self.db, ticket.id, "reply_rated", actor.label, stamp, message=message.id,
+                                    rating=rating, **({"before": before} if before is not None else {}))
+            return Result(ticket.id, ticket.tid, message_id=message.id)
+
+    async def give_feedback(self, actor: Actor, tid: str, rating: int, comment: str) -> Result:
+        """The client's answer to the feedback request (seed: Feedback Requests): a score from 1 to 10 and
+        a comment, once."""
+        if isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 10:
+            raise Invalid("a score is a number from 1 to 10")
+        async with self._unit():
+            ticket = await self._client_ticket(actor, tid)
+            stamp = self.clock.stamp()
+            if not await feedback.answer(self.db, ticket.id, rating, comment.strip()[:5000], stamp):
+                raise Invalid("there is no feedback request on this ticket, or it was answered already")
+            await tickets.log_event(self.db, ticket.id, "feedback_given", actor.label, stamp, rating=rating)
+            return Result(ticket.id, ticket.tid)
 
     async def close_idle(self, ticket_ids: Sequence[int], statuses: Sequence[str], cutoff: str,
                          hours: int) -> list[int]:

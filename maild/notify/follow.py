@@ -22,7 +22,7 @@ from maild.notify import lookups
 from maild.notify import rules as R
 from maild.notify.compose import ascii_address
 from maild.notify.mailing import Batch, Mailing, Recipient
-from maild.store import outbox, senders, tickets
+from maild.store import clientlinks, outbox, senders, tickets
 from maild.store.db import is_transient, node_name
 from maild.store.staff import StaffMember
 from maild.store.tickets import Ticket
@@ -178,6 +178,7 @@ class Notifier:
         for ticket_id, event_name, details in batch.logs:
             await tickets.log_event(self.db, ticket_id, event_name, "notify", stamp, **details)
         await tickets.add_mail_ids(self.db, batch.mail_ids, "out")
+        await clientlinks.issue(self.db, batch.links, stamp)
         await outbox.enqueue_many(self.db, batch.mails, stamp)
         return len(batch.mails)
 

@@ -1,22 +1,40 @@
-"""Links in our mail, under ``web.public_url``: a client's signed link to their ticket's page, and the
-staff desk's page of a ticket."""
+"""Links in our mail, under ``web.public_url``: a client's own link to their ticket's pages, and the staff
+desk's page of a ticket.
+
+A client link is ``/c/KEY``: KEY is random (192 bits), made for one recipient of one mail; only its SHA-256
+is stored (``client_links``), with the recipient, the ticket and an expiry (``web.client_link_days``).
+Visiting it starts that recipient's session on the client pages; staff can revoke it."""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
+
+from maild.clock import iso
 
 if TYPE_CHECKING:
     from maild.config import Settings
-    from maild.notify.tokens import Signer
+
+KEY_BYTES = 24
 
 
-def client_link(settings: Settings, signer: Signer, tid: str) -> str:
-    return f"{settings.web.public_url}/t/{tid}/{signer.view_key(tid)}"
+def new_key() -> str:
+    return secrets.token_urlsafe(KEY_BYTES)
 
 
-def feedback_link(settings: Settings, signer: Signer, tid: str, token: str) -> str:
-    """The client's signed link to rate a closed ticket (the feedback request's token at its end)."""
-    return f"{client_link(settings, signer, tid)}/feedback/{token}"
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def expiry(settings: Settings, now: datetime) -> str:
+    return iso(now + timedelta(days=settings.web.client_link_days))
+
+
+def client_link(settings: Settings, key: str, page: str = "") -> str:
+    """The recipient's link (``page``: "feedback" opens the ticket's feedback form)."""
+    return f"{settings.web.public_url}/c/{key}" + (f"/{page}" if page else "")
 
 
 def staff_link(settings: Settings, tid: str) -> str:

@@ -1,9 +1,10 @@
 """One event's mail for one ticket: the template context, the threading headers and the outbox rows.
 
-Client mail is rendered once per event and goes to each client recipient as the same message (same
-Message-ID; the envelope differs). Staff mail is rendered per staff member, because its Reply-To carries
-that member's own token (staff by email). Staff notifications never carry attachments (seed rule); client
-mail carries a reply's attachments up to ``outbound.attach_max`` and names the rest.
+Client mail is rendered once per client recipient: each copy carries that recipient's own link to the
+ticket's page (a new random key, kept hashed in ``client_links`` with an expiry, revocable by staff), and
+otherwise the same message (same Message-ID, headers and attachments). Staff mail is rendered per staff
+member, because its Reply-To carries that member's own token (staff by email). Staff notifications never
+carry attachments (seed rule); client mail carries a reply's attachments up to ``outbound.attach_max`` and names the rest.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from maild.notify import headers, links
 from maild.notify.compose import Attachment, Outgoing, Part, ascii_address, body, compose
 from maild.notify.render import Rendered
 from maild.notify.tokens import with_tag
-from maild.store import messages, outbox
+from maild.store import clientlinks, messages, outbox
 from maild.store.db import StorageError
 from maild.store.tickets import Ticket
 
@@ -42,6 +43,7 @@ class Batch:
     mails: list[outbox.OutboxMail] = field(default_factory=list)
     mail_ids: dict[int, list[str]] = field(default_factory=dict)
     logs: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
+    links: list[clientlinks.NewLink] = field(default_factory=list)   # the client links in the mail
 
     def automatic_to(self, recipient: str) -> int:
         return sum(1 for m in self.mails if m.automatic and m.recipient == recipient)
@@ -123,8 +125,8 @@ class Mailing:
     # -- client mail -------------------------------------------------------------------------------------------
 
     def to_clients(self, rcpts: list[Recipient], automatic: bool) -> int:
-        ctx = dict(self._context())
         t, ev = self.ticket, self.event
+        self._context()
         personal = self._message is not None and self._message.kind == "staff_reply"
         if personal and self._message is not None:
             message_id = self._message.message_id   # the reply's own id: the client's answer threads to it
@@ -134,27 +136,30 @@ class Mailing:
         # Every copy is addressed to the ticket's requester (CC recipients see who the ticket is for, never the
         # account's owner or users, who get theirs without being named), greeted by the requester's name.
         requester = Recipient(t.client_email, t.client_name, "client", role="requester")
-        token = ev.changes.get("feedback_token", (None, None))[1] if ev.kind is EventKind.FEEDBACK_REQUEST else None
-        ctx.update(thread_subject=self._thread_subject,
-                   link=(links.feedback_link(self.n.settings, self.n.signer, t.tid, str(token)) if token
-                         else links.client_link(self.n.settings, self.n.signer, t.tid)),
-                   recipient={"name": requester.name, "email": requester.email},
-                   linked_attachments=linked)
-        out = self.n.renderer.render("client", ev.kind.value, ctx)
+        feedback = ev.kind is EventKind.FEEDBACK_REQUEST and bool(ev.changes.get("feedback_token", (None, None))[1])
         thread = self._threading(message_id)
         index = headers.extend_thread_index(t.thread_index, self.n.clock.now()) if t.thread_index else None
         from_name = (ev.actor.name if personal and ev.actor.name else "") or self._from_name()
-        raw = compose(Outgoing(
-            from_name=from_name, from_addr=self.sender,
-            # A requester whose address cannot be written in ASCII (it is skipped) leaves To an empty group.
-            to=[(requester.name, a) for a in [ascii_address(requester.email)] if a],
-            cc=[(r.name, _ascii(r.email)) for r in rcpts if r.role == "cc"],
-            reply_to=with_tag(self.sender, self.n.signer.reply_tag(t.tid)),
-            subject=out.subject, text=out.text, html=out.html, message_id=message_id, date=self.n.clock.now(),
-            thread_index=index, thread_topic=ctx["ticket"]["subject"], automatic=automatic,
-            auto_replied=automatic and ev.kind is EventKind.TICKET_OPENED and ev.actor.kind == "client",
-            loop_marker=loop_marker(self.domain), attachments=attachments, **thread))
         for rcpt in rcpts:
+            key = links.new_key()
+            self.batch.links.append(clientlinks.NewLink(t.id, rcpt.email, links.key_hash(key),
+                                                        links.expiry(self.n.settings, self.n.clock.now())))
+            ctx = dict(self._context())
+            ctx.update(thread_subject=self._thread_subject,
+                       link=links.client_link(self.n.settings, key, "feedback" if feedback else ""),
+                       recipient={"name": requester.name, "email": requester.email},
+                       linked_attachments=linked)
+            out = self.n.renderer.render("client", ev.kind.value, ctx)
+            raw = compose(Outgoing(
+                from_name=from_name, from_addr=self.sender,
+                # A requester whose address cannot be written in ASCII (it is skipped) leaves To an empty group.
+                to=[(requester.name, a) for a in [ascii_address(requester.email)] if a],
+                cc=[(r.name, _ascii(r.email)) for r in rcpts if r.role == "cc"],
+                reply_to=with_tag(self.sender, self.n.signer.reply_tag(t.tid)),
+                subject=out.subject, text=out.text, html=out.html, message_id=message_id, date=self.n.clock.now(),
+                thread_index=index, thread_topic=ctx["ticket"]["subject"], automatic=automatic,
+                auto_replied=automatic and ev.kind is EventKind.TICKET_OPENED and ev.actor.kind == "client",
+                loop_marker=loop_marker(self.domain), attachments=attachments, **thread))
             self._queue("client", rcpt, message_id, out.subject, raw, automatic)
         return len(rcpts)
 

@@ -93,15 +93,6 @@ class Signer:
             return None
         return ReplyToken(tid, int(staff) if staff is not None else None)
 
-    # -- client page links -----------------------------------------------------------------------------
-
-    def view_key(self, tid: str) -> str:
-        """The key in a client's link to ticket ``tid``'s page (the web view checks it with :meth:`check_view_key`)."""
-        return self._mac("view", tid)
-
-    def check_view_key(self, tid: str, key: str) -> bool:
-        return isinstance(key, str) and hmac.compare_digest(key.lower().encode(), self.view_key(tid).encode())
-
     # -- bounce tags ------------------------------------------------------------------------------------
 
     def bounce_tag(self, outbox_id: int, recipient: str) -> str:

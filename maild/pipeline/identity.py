@@ -11,9 +11,9 @@ from maild.outcomes import Outcome
 from maild.pipeline import authres
 from maild.pipeline.context import Env, MessageContext
 from maild.store import people, staff
+from maild.store.people import BADGES
 from maild.store.staff import StaffMember
 
-BADGES = {"owner": "Owner", "user": "Authorized User", "contact": "Sub-account"}
 # Headers a message has once (RFC 5322 3.6); a second copy is a sign of tampering.
 SINGLE_HEADERS = ("from", "subject", "message-id", "in-reply-to", "references", "to", "cc", "date")
 

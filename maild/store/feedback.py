@@ -67,3 +67,10 @@ async def for_ticket(db: Database, ticket_id: int) -> Row | None:
     """The ticket's feedback request and answer (None when it was never asked)."""
     return await db.fetchone("SELECT requested_at, rating, comment, answered_at FROM feedback"
                              " WHERE ticket_id = ? AND requested_at != ''", (ticket_id,))
+
+
+async def answer(db: Database, ticket_id: int, rating: int, comment: str, stamp: str) -> bool:
+    """Inside a transaction: the client's answer to the ticket's feedback request (once); False when there
+    was no request, or it was answered already."""
+    return await db.execute("UPDATE feedback SET rating = ?, comment = ?, answered_at = ? WHERE ticket_id = ?"
+                            " AND requested_at != '' AND answered_at = ''", (rating, comment, stamp, ticket_id)) == 1

@@ -48,6 +48,9 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("login_failures", ("id",)),
     ("ticket_tags", ("ticket_id", "tag")),
     ("predefined_replies", ("id",)),
+    ("client_links", ("id",)),
+    ("client_sessions", ("token_hash",)),
+    ("reply_ratings", ("message_id",)),
 )
 # Columns that point at a row of the same table, set in a second pass (the row pointed at may come later).
 SELF_REFERENCES = {"tickets": ("merged_into",)}

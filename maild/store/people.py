@@ -10,6 +10,7 @@ from maild.store.db import NO_LIMIT, Database, Row
 from maild.store.tickets import Ticket
 
 ROLES = ("owner", "user", "contact")
+BADGES = {"owner": "Owner", "user": "Authorized User", "contact": "Sub-account"}   # the seed's reply badges
 _ADDRESS = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
 
 
@@ -51,6 +52,24 @@ async def add_person(db: Database, account: str | None, email: str, name: str, r
 async def accounts_of(db: Database, email: str) -> list[Row]:
     """(client_id, role) for every account ``email`` belongs to."""
     return await db.fetchall("SELECT client_id, role FROM client_people WHERE email = ?", (email.lower(),))
+
+
+async def badge_and_name(db: Database, email: str, client_id: int | None) -> tuple[str, str, int | None]:
+    """For a client known only by address (a link's recipient): the badge relative to account ``client_id``
+    (None: a new ticket's), their name as the accounts know it, and the account a new ticket of theirs
+    belongs to (their only account, else none)."""
+    rows = await db.fetchall("SELECT client_id, role, name FROM client_people WHERE email = ?", (email.lower(),))
+    roles = {r["client_id"]: r["role"] for r in rows}
+    name = next((r["name"] for r in rows if r["name"]), "")
+    if client_id is not None and client_id in roles:
+        return BADGES[roles[client_id]], name, client_id
+    if client_id is None and len(roles) == 1:
+        account, role = next(iter(roles.items()))
+        return BADGES[role], name, account
+    registered = await db.fetchone("SELECT name FROM registered_users WHERE email = ?", (email.lower(),))
+    if (roles or registered) and len(roles) <= 1:
+        return "Registered User", name or (str(registered["name"] or "") if registered else ""), None
+    return "Guest", name, None
 
 
 async def is_registered(db: Database, email: str) -> bool:
