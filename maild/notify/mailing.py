@@ -4,7 +4,8 @@ Client mail is rendered once per client recipient: each copy carries that recipi
 ticket's page (a new random key, kept hashed in ``client_links`` with an expiry, revocable by staff), and
 otherwise the same message (same Message-ID, headers and attachments). Staff mail is rendered per staff
 member, because its Reply-To carries that member's own token (staff by email). Staff notifications never
-carry attachments (seed rule); client mail carries a reply's attachments up to ``outbound.attach_max`` and names the rest.
+carry attachments (seed rule); client mail carries a reply's attachments up to ``outbound.attach_max`` and
+names the rest.
 """
 
 from __future__ import annotations

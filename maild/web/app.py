@@ -71,7 +71,8 @@ class AccessLog:
         if refused is not None:   # before anything reads the body
             status, text = refused
             await PlainTextResponse(text + "\n", status_code=status)(scope, receive, send)
-            log.info("request", extra={"kv": {"method": scope["method"], "path": scope["path"], "status": status}})
+            log.info("request", extra={"kv": {"method": scope["method"], "path": _logged(scope["path"]),
+                                              "status": status}})
             return
 
         async def sending(message: Message) -> None:
@@ -88,7 +89,7 @@ class AccessLog:
         finally:
             observe(scope["path"], scope["method"], time.perf_counter() - began)
             log.info("request", extra={"kv": {
-                "method": scope["method"], "path": scope["path"], "status": status,
+                "method": scope["method"], "path": _logged(scope["path"]), "status": status,
                 "ms": round((time.perf_counter() - began) * 1000, 1),
                 "client": client_address(Request(scope), self.trusted)}})
 
@@ -134,6 +135,7 @@ def build(app: App, worker_alive: Any = None) -> ASGIApp:
                             headers={"cache-control": "no-store"})
 
     from maild.web.auth import Auth
+    from maild.web.client import ClientArea
     from maild.web.importlog import ImportLog
     from maild.web.metrics import MetricsPage
     from maild.web.outbox import OutboxPage
@@ -142,7 +144,10 @@ def build(app: App, worker_alive: Any = None) -> ASGIApp:
     from maild.web.ticket import TicketPage
     from maild.web.tickets import TicketList
 
-    auth = Auth(app, Pages())
+    pages = Pages()
+    auth = Auth(app, pages)
+    client = ClientArea(app, pages)
+    c = client.signed_in
     listing, ticket, mail_log = TicketList(app, auth), TicketPage(app, auth), ImportLog(app, auth)
     queue, replies, metrics = OutboxPage(app, auth), PredefinedPage(app, auth), MetricsPage(app, auth)
     s = auth.signed_in
@@ -178,10 +183,31 @@ def build(app: App, worker_alive: Any = None) -> ASGIApp:
         Route("/predefined", s(replies.add), methods=["POST"]),
         Route("/predefined/{reply_id:id}", s(replies.update), methods=["POST"]),
         Route("/metrics", metrics.metrics, methods=["GET"]),
+        # The client's pages: the link in their mail starts a session (see maild/web/client.py).
+        Route("/c/{key}", client.link, methods=["GET"]), Route("/c/{key}/{page}", client.link, methods=["GET"]),
+        Route("/client/tickets", c(client.listing), methods=["GET"]),
+        Route("/client/tickets/create", c(client.new_form), methods=["GET"]),
+        Route("/client/tickets/create", c(client.create), methods=["POST"]),
+        Route("/client/logout", c(client.logout), methods=["POST"]),
+        Route("/client/tickets/{tid}", c(client.show), methods=["GET"]),
+        Route("/client/tickets/{tid}/feedback", c(client.show), methods=["GET"]),
+        Route("/client/tickets/{tid}/feedback", c(client.give_feedback), methods=["POST"]),
+        Route("/client/tickets/{tid}/reply", c(client.reply), methods=["POST"]),
+        Route("/client/tickets/{tid}/close", c(client.close), methods=["POST"]),
+        Route("/client/tickets/{tid}/messages/{message_id:id}/rate", c(client.rate), methods=["POST"]),
+        Route("/client/tickets/{tid}/files/{file_id:id}", c(client.file), methods=["GET"]),
     ]
     # The largest form: a reply with attachments up to the total allowed, and its text.
     limit = app.settings.attachments.max_total_size + 2 * 1024 * 1024
     return AccessLog(Starlette(routes=routes), app.settings.web.trusted_proxies, limit)
+
+
+def _logged(path: str) -> str:
+    """The path as the access log writes it: a client link's key never goes into a log."""
+    if not path.startswith("/c/"):
+        return path
+    _, more, page = path[3:].partition("/")
+    return "/c/[key]" + (f"/{page}" if more else "")
 
 
 def _header(scope: Scope, wanted: bytes) -> str | None:

@@ -149,14 +149,18 @@ class Auth:
                 return RedirectResponse(f"/login?next={quote(back, safe='')}", status_code=303)
             if admin and viewer.scope is not None:
                 return self.not_found(viewer)
-            if request.method == "POST":
-                form = await request.form(max_files=20, max_fields=200)
+            if request.method != "POST":
+                return await handler(request, viewer)
+            form = await request.form(max_files=20, max_fields=200)
+            try:   # the uploads' temporary files are closed however the handler ends
                 request.state.form = form
                 if not self.csrf_ok(form, viewer):
                     return self.page("error.html", 403, viewer=viewer, title="Form expired",
                                      message="The form was missing its security token or had an old one."
                                              " Go back, reload the page and try again.")
-            return await handler(request, viewer)
+                return await handler(request, viewer)
+            finally:
+                await form.close()
 
         return run
 

@@ -26,7 +26,8 @@ REQUESTS = CollectorRegistry(auto_describe=True)   # this process's web requests
 REQUEST_SECONDS = Histogram("ticketd_web_request_seconds", "Web view requests by route and method, server time",
                             ["route", "method"], registry=REQUESTS,
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-ROUTES = ("tickets", "import-log", "outbox", "predefined", "login", "logout", "healthz", "metrics", "static")
+ROUTES = ("tickets", "import-log", "outbox", "predefined", "reports", "login", "logout", "healthz", "metrics", "static",
+          "c", "client")
 UP_STATES = ("connected", "idle")
 
 

@@ -27,6 +27,9 @@ class WebServer:
     def __init__(self, app: ASGIApp, listen: Listen) -> None:
         config = uvicorn.Config(app, host=listen.host, port=listen.port, lifespan="off", access_log=False,
                                 log_config=None, server_header=False, proxy_headers=False)
+        # Our access log (maild/web/app.py) writes one line per request, with a client link's key masked;
+        # uvicorn's own would write the path as it came.
+        logging.getLogger("uvicorn.access").disabled = True
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
         self.listen = listen

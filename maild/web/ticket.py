@@ -6,38 +6,34 @@ goes through the desk, so it notifies exactly as one made by mail or from the CL
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from markupsafe import Markup
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from maild.config import PRIORITIES
-from maild.desk import uploads
 from maild.desk.core import StoredFile
-from maild.desk.errors import Collision, Denied, DeskError, Invalid, NotFound
+from maild.desk.errors import Collision, Denied, DeskError, NotFound
 from maild.desk.options import Options
 from maild.jobs import targets
 from maild.store import feedback, importlog, messages, people, predefined, staff, tickets
 from maild.store.blobs import BlobSpec
-from maild.store.errors import NotFound as BlobMissing
 from maild.store.tickets import Ticket
+from maild.web import files as webfiles
 from maild.web import mailview
 from maild.web.auth import Auth, Section, Viewer
+from maild.web.files import INLINE_TYPES
 
 if TYPE_CHECKING:
     from maild.app import App
 
 log = logging.getLogger("ticketd.web")
-# Shown in the browser (thumbnails, cid: images): raster images only, never SVG or anything scriptable.
-INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 DONE = {"edited": "Message changed.", "message-deleted": "Message deleted.",
         "split": "The messages are on this new ticket now.", "merged": "Tickets merged.",
         "opened": "Ticket opened.", "imported": "Mail imported.",
@@ -172,40 +168,16 @@ class TicketPage(Section):
         found = await messages.attachment(self.db, int(request.path_params["file_id"]))
         if ticket is None or found is None or found[1] != ticket.id:
             return self.auth.not_found(viewer, "This file")
-        attachment = found[0]
         try:
-            data = await asyncio.to_thread(self._blobs.open().read, attachment.sha256)
-        except BlobMissing:
+            return await webfiles.download(self._blobs, found[0], request.query_params.get("inline") == "1")
+        except webfiles.FileGone:
             return self.auth.page("error.html", 410, viewer=viewer, title="File gone",
-                                  message=f"The bytes of {attachment.filename} are no longer stored.")
-        inline = request.query_params.get("inline") == "1" and attachment.content_type in INLINE_TYPES
-        ctype = attachment.content_type
-        if not inline and _active(ctype):
-            ctype = "application/octet-stream"
-        disposition = f"{'inline' if inline else 'attachment'}; filename*=UTF-8''{quote(attachment.filename)}"
-        return Response(data, media_type=ctype, headers={
-            "content-disposition": disposition, "cache-control": "private, max-age=3600",
-            "content-security-policy": "default-src 'none'; sandbox"})
+                                  message=f"The bytes of {found[0].filename} are no longer stored.")
 
     # -- actions -------------------------------------------------------------------------------------------
 
     async def _files(self, form: FormData) -> list[StoredFile]:
-        uploads_given = [f for f in form.getlist("files") if isinstance(f, UploadFile) and f.filename]
-        limits = self.app.settings.attachments
-        named, total = [], 0
-        for upload in uploads_given:
-            data = await upload.read()
-            if len(data) > limits.max_file_size:
-                raise Invalid(f"{upload.filename} is {len(data)} bytes; the limit is {limits.max_file_size}"
-                              " ([attachments] max_file_size)")
-            total += len(data)
-            named.append((upload.filename or "", data))
-        if total > limits.max_total_size:
-            raise Invalid(f"the files come to {total} bytes; the limit is {limits.max_total_size}"
-                          " ([attachments] max_total_size)")
-        if not named:
-            return []
-        return await asyncio.to_thread(uploads.store, self._blobs.open(), named)
+        return await webfiles.uploaded(form, self.app.settings.attachments, self._blobs)
 
     async def _act(self, request: Request, viewer: Viewer) -> Ticket | Response:
         """The ticket an action is on, or the 404 to answer."""
@@ -420,9 +392,3 @@ def _words(text: str, separators: str) -> list[str]:
     for sep in separators[1:]:
         text = text.replace(sep, separators[0])
     return [w.strip() for w in text.split(separators[0]) if w.strip()]
-
-
-def _active(content_type: str) -> bool:
-    """Types a browser might run or render as a page: always sent as bytes."""
-    ctype = content_type.lower()
-    return "html" in ctype or "xml" in ctype or "javascript" in ctype or ctype.startswith("text/")

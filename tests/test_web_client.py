@@ -1,0 +1,336 @@
+"""The client's pages over real HTTP (issue 13, point 5): the link in client mail (per ticket and per
+recipient) opens the ticket and nothing else of anyone's; tampered, expired and revoked links are refused
+(the clock is the app's, driven by the test); a merged-away ticket's link leads to the merged ticket for its
+own recipients only; reply with a file, close, rate, feedback and a new ticket, each through the desk."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from maild import config
+from maild.app import App
+from maild.clock import Clock
+from maild.config import Listen
+from maild.desk.core import StoredFile
+from maild.desk.events import Actor
+from maild.spool import Incoming
+from maild.store import inbound, outbox, people, tickets
+from maild.store.blobs import BlobSpec
+from maild.web.app import build
+from maild.web.server import WebServer
+from tests.helpers import Instance
+from tests.webclient import Browser
+
+pytestmark = pytest.mark.both_engines
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+AGENT = Actor(kind="staff", email="agent@helpdesk.example", name="Agent Smith", username="agent", staff_id=1,
+              is_admin=True)   # the first staff member the fixture adds
+LINK = re.compile(r"/c/([A-Za-z0-9_-]{32})(/feedback)?\b")
+PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+       b"\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84\x00\x00\x00\x00IEND\xaeB`\x82")
+
+
+@dataclass
+class Site:
+    app: App
+    now: list[datetime]
+    port: int
+
+    def at(self, when: datetime) -> None:
+        self.now[0] = when
+
+    async def get(self, browser: Browser, path: str, form: dict | None = None,
+                  files: list[tuple[str, str, bytes]] | None = None) -> tuple[int, dict[str, str], str]:
+        return await asyncio.to_thread(browser.request, path, form, files)
+
+    async def mail_in(self, subject: str, sender: str, reply_to: str = "", body: str = "") -> str:
+        msg = EmailMessage()
+        msg["From"] = sender
+        msg["To"] = "support@helpdesk.example"
+        msg["Subject"] = subject
+        msg["Message-ID"] = f"<{abs(hash((subject, sender, self.now[0], body)))}@client.example>"
+        if reply_to:
+            msg["In-Reply-To"] = reply_to
+        msg.set_content(body or f"About {subject}.\n")
+        assert self.app.db is not None and self.app.worker is not None
+        async with self.app.db.transaction():
+            await inbound.insert(self.app.db, [Incoming(raw=msg.as_bytes(), source="smtp", envelope_from=sender,
+                                                        envelope_to=["support@helpdesk.example"])],
+                                 self.app.clock.stamp())
+        results = await self.app.worker.drain()
+        assert results and results[-1].tid, results
+        await self.app.notifier.expand()
+        return str(results[-1].tid)
+
+    async def links(self, recipient: str, event: str | None = None) -> list[str]:
+        """The paths of the client links in the mail queued for ``recipient`` (newest last)."""
+        assert self.app.db is not None
+        await self.app.notifier.expand()
+        found = []
+        for row in sorted(await outbox.listing(self.app.db, None, None), key=lambda r: r.id):
+            if row.recipient != recipient or (event and row.event != event):
+                continue
+            full = await outbox.get(self.app.db, row.id)
+            assert full is not None
+            msg = email.message_from_bytes(full.raw, policy=email.policy.default)
+            text = msg.get_body(("plain",)).get_content()   # type: ignore[union-attr]
+            found += [m.group(0) for m in LINK.finditer(text)]
+        return found
+
+    async def link(self, recipient: str, event: str | None = None) -> str:
+        found = await self.links(recipient, event)
+        assert found, f"no client link in the mail to {recipient}"
+        return found[-1]
+
+    async def visit(self, path: str) -> tuple[Browser, int, dict[str, str]]:
+        """A fresh browser following the link: (the browser, the link's status, its headers)."""
+        browser = Browser(self.port)
+        status, headers, _ = await self.get(browser, path)
+        return browser, status, headers
+
+    async def ticket(self, tid: str) -> tickets.Ticket:
+        assert self.app.db is not None
+        found = await tickets.by_tid(self.app.db, tid)
+        assert found is not None
+        return found
+
+
+@pytest.fixture
+async def site(tmp_path: Path, database_url: str) -> AsyncIterator[Site]:
+    inst = Instance(tmp_path, database_url=database_url)
+    inst.cli("staff", "add", "agent@helpdesk.example", "--name", "Agent Smith", "--admin")
+    inst.cli("staff", "add", "dora@helpdesk.example", "--name", "Dora Tech", "--departments", "Technical Support",
+             "--notify", "Technical Support")
+    settings = config.load(inst.config)
+    now = [T0]
+    async with App(settings, clock=Clock(lambda: now[0])) as app:
+        server = WebServer(build(app), Listen("127.0.0.1", 0))
+        port = await server.start()
+        try:
+            yield Site(app, now, port)
+        finally:
+            await server.stop()
+
+
+async def files_of(site: Site, name: str, data: bytes) -> list[StoredFile]:
+    from maild.desk import uploads
+
+    return await asyncio.to_thread(uploads.store, BlobSpec.from_settings(site.app.settings).open(), [(name, data)])
+
+
+async def test_a_link_opens_its_ticket_and_nothing_else(site: Site, caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.INFO)
+    alice = await site.mail_in("Printer on fire", "alice@client.example")
+    bob = await site.mail_in("Invoice wrong", "bob@client.example")
+    await site.app.desk.reply(AGENT, alice, "The fire is out.", await files_of(site, "report.png", PNG))
+    await site.app.desk.note(AGENT, alice, "SECRET-NOTE: alice owes us money", files=await files_of(
+        site, "internal.txt", b"internal numbers"))
+    await site.app.desk.reply(AGENT, bob, "Invoice fixed.", await files_of(site, "bob.txt", b"bob's invoice"))
+    path = await site.link("alice@client.example", "admin_reply")
+    browser, status, headers = await site.visit(path)
+    assert status == 303 and headers["location"] == f"/client/tickets/{alice}"
+    assert headers["referrer-policy"] == "no-referrer" and "HttpOnly" in headers["set-cookie"]
+    status, headers, page = await site.get(browser, f"/client/tickets/{alice}")
+    assert status == 200 and headers["referrer-policy"] == "no-referrer"
+    assert "The fire is out." in page and "Agent Smith" in page and "About Printer on fire." in page
+    assert "SECRET-NOTE" not in page and "internal.txt" not in page and "agent</" not in page
+    (own_file,) = re.findall(rf'/client/tickets/{alice}/files/(\d+)"', page)
+    status, headers, _ = await site.get(browser, f"/client/tickets/{alice}/files/{own_file}")
+    assert status == 200 and headers["content-disposition"].startswith("attachment;")
+    assert site.app.db is not None
+    ids = {r["filename"]: r["id"] for r in await site.app.db.fetchall("SELECT id, filename FROM attachments")}
+    # The note's file, and Bob's ticket, its page and its file: as if they did not exist.
+    assert (await site.get(browser, f"/client/tickets/{alice}/files/{ids['internal.txt']}"))[0] == 404
+    assert (await site.get(browser, f"/client/tickets/{alice}/files/{ids['bob.txt']}"))[0] == 404
+    assert (await site.get(browser, f"/client/tickets/{bob}/files/{ids['bob.txt']}"))[0] == 404
+    status, _, page = await site.get(browser, f"/client/tickets/{bob}")
+    assert status == 404 and "Invoice" not in page
+    status, _, page = await site.get(browser, "/client/tickets")
+    assert status == 200 and alice in page and bob not in page
+    # The staff pages know nothing of a client's session.
+    for staff_page in ("/tickets", f"/tickets/{alice}", "/import-log", "/outbox"):
+        status, headers, _ = await site.get(browser, staff_page)
+        assert status == 303 and headers["location"].startswith("/login"), staff_page
+    # A POST without the session's token changes nothing.
+    status, _, _ = await site.get(browser, f"/client/tickets/{alice}/close", {"csrf": "forged"})
+    assert status == 403 and (await site.ticket(alice)).status == "Answered"
+    # The key never goes into a log line.
+    key = path.split("/")[2]
+    assert not [r for r in caplog.records if key in r.getMessage() or key in str(getattr(r, "kv", ""))]
+
+
+async def test_tampered_expired_and_revoked_links_are_refused(site: Site):
+    tid = await site.mail_in("Slow site", "carol@client.example")
+    path = await site.link("carol@client.example")
+    key = path.split("/")[2]
+    tampered = "/c/" + ("A" if key[0] != "A" else "B") + key[1:]
+    assert (await site.visit(tampered))[1] == 404
+    assert (await site.visit("/c/short"))[1] == 404
+    nobody = Browser(site.port)
+    assert (await site.get(nobody, f"/client/tickets/{tid}"))[0] == 401
+    # Expired: [web] client_link_days (60) after the mail.
+    browser, status, _ = await site.visit(path)
+    assert status == 303 and (await site.get(browser, f"/client/tickets/{tid}"))[0] == 200
+    site.at(T0 + timedelta(days=60, seconds=1))
+    assert (await site.get(browser, f"/client/tickets/{tid}"))[0] == 401   # the session ends with its link
+    assert (await site.visit(path))[1] == 404
+    # A new mail brings a new link; revoking it (staff, through the desk) stops it and its session at once.
+    await site.app.desk.reply(AGENT, tid, "Try again now.")
+    fresh = await site.link("carol@client.example", "admin_reply")
+    browser, status, _ = await site.visit(fresh)
+    assert status == 303 and (await site.get(browser, f"/client/tickets/{tid}"))[0] == 200
+    result = await site.app.desk.revoke_links(AGENT, tid, "Carol@Client.example")
+    assert result.notes == [f"revoked the links of carol@client.example on #{tid}"]
+    assert (await site.get(browser, f"/client/tickets/{tid}"))[0] == 401
+    status, _, _ = await site.get(browser, f"/client/tickets/{tid}/reply", {"csrf": "x", "body": "hello?"})
+    assert status == 401 and (await site.ticket(tid)).status == "Answered"
+    assert (await site.visit(fresh))[1] == 404
+    assert site.app.db is not None
+    assert await site.app.db.scalar("SELECT count(*) FROM ticket_log WHERE event = 'links_revoked'") == 1
+    # Revoking needs the department: a staff member of another department is refused.
+    with pytest.raises(Exception, match="does not work in"):
+        await site.app.desk.revoke_links(Actor(kind="staff", email="x@helpdesk.example", username="x", staff_id=999),
+                                         tid)
+
+
+async def test_a_merged_away_tickets_link_leads_to_the_merged_ticket_for_its_own_people_only(site: Site):
+    older = await site.mail_in("Mail down", "dan@client.example")
+    site.at(T0 + timedelta(hours=1))
+    newer = await site.mail_in("Mail still down", "erin@client.example")
+    other = await site.mail_in("Unrelated", "finn@client.example")
+    erin_link = await site.link("erin@client.example")
+    finn_link = await site.link("finn@client.example")
+    await site.app.desk.merge(AGENT, [older, newer])
+    erin, status, headers = await site.visit(erin_link)
+    assert status == 303 and headers["location"] == f"/client/tickets/{older}"
+    status, _, page = await site.get(erin, f"/client/tickets/{older}")
+    assert status == 200 and "Mail still down" in page and "About Mail down." in page
+    status, headers, _ = await site.get(erin, f"/client/tickets/{newer}")   # the old number follows the merge
+    assert status == 303 and headers["location"] == f"/client/tickets/{older}"
+    finn, status, _ = await site.visit(finn_link)
+    assert status == 303
+    for tid in (older, newer):   # another ticket's recipient reaches neither number
+        assert (await site.get(finn, f"/client/tickets/{tid}"))[0] == 404
+    assert (await site.get(finn, f"/client/tickets/{other}"))[0] == 200
+
+
+async def test_reply_with_a_file_close_rate_and_feedback_through_the_desk(site: Site):
+    tid = await site.mail_in("VPN drops", "gus@client.example")
+    reply = await site.app.desk.reply(AGENT, tid, "Update the client, please.")
+    browser, status, _ = await site.visit(await site.link("gus@client.example", "admin_reply"))
+    _, _, page = await site.get(browser, f"/client/tickets/{tid}")
+    csrf = Browser.csrf(page)
+    assert f"/client/tickets/{tid}/messages/{reply.message_id}/rate" in page
+    # Reply with a file: Customer-Reply ("Client Reply" to the client), staff told as for a reply by mail.
+    status, headers, page = await site.get(browser, f"/client/tickets/{tid}/reply",
+                                           {"csrf": csrf, "body": "Still drops every hour."},
+                                           files=[("file", "vpn.log", b"drop at 10:00\n")])
+    assert status == 303, page
+    status, _, page = await site.get(browser, headers["location"])
+    assert "Your reply was sent." in page and "Still drops every hour." in page and "vpn.log" in page
+    assert "Client Reply" in page and (await site.ticket(tid)).status == "Customer-Reply"
+    assert site.app.db is not None
+    (row,) = await site.app.db.fetchall("SELECT m.badge, m.author_email FROM messages m JOIN tickets t"
+                                        " ON t.id = m.ticket_id WHERE t.tid = ? AND m.body LIKE 'Still%'", (tid,))
+    assert (row["badge"], row["author_email"]) == ("Guest", "gus@client.example")
+    assert await site.app.db.scalar("SELECT count(*) FROM notify_queue") == 0
+    assert [r.recipient for r in await outbox.listing(site.app.db, None, None)
+            if r.event == "client_reply"] == ["dora@helpdesk.example"]   # her department's reply, by mail
+    # An empty reply is refused and nothing changes.
+    status, _, page = await site.get(browser, f"/client/tickets/{tid}/reply", {"csrf": csrf, "body": "  "},
+                                     files=[])
+    assert status == 422 and "empty reply" in page
+    # Rate the staff reply: 1-5 only; a later rating replaces the first.
+    rate = f"/client/tickets/{tid}/messages/{reply.message_id}/rate"
+    assert (await site.get(browser, rate, {"csrf": csrf, "rating": "6"}))[0] == 422
+    assert (await site.get(browser, rate, {"csrf": csrf, "rating": "2"}))[0] == 303
+    assert (await site.get(browser, rate, {"csrf": csrf, "rating": "5"}))[0] == 303
+    assert await site.app.db.scalar("SELECT rating FROM reply_ratings WHERE message_id = ?", (reply.message_id,)) == 5
+    (client_msg,) = await site.app.db.fetchall("SELECT id FROM messages WHERE body LIKE 'Still%'")
+    status, _, _ = await site.get(browser, f"/client/tickets/{tid}/messages/{client_msg['id']}/rate",
+                                  {"csrf": csrf, "rating": "1"})
+    assert status == 404   # only staff replies are rated
+    _, _, page = await site.get(browser, f"/client/tickets/{tid}")
+    assert "You rated this reply 5 of 5." in page
+    # Close; then the feedback request's own link opens the form.
+    assert (await site.get(browser, f"/client/tickets/{tid}/close", {"csrf": csrf}))[0] == 303
+    closed = await site.ticket(tid)
+    assert closed.status == "Closed"
+    site.at(T0 + timedelta(hours=2))
+    asked = await site.app.desk.request_feedback([closed.id], list(site.app.departments.values()),
+                                                 "", site.app.clock.stamp())
+    assert asked == [closed.id]
+    feedback_link = await site.link("gus@client.example", "feedback_request")
+    assert feedback_link.endswith("/feedback")
+    browser, status, headers = await site.visit(feedback_link)
+    assert status == 303 and headers["location"] == f"/client/tickets/{tid}/feedback"
+    _, _, page = await site.get(browser, headers["location"])
+    assert "How did we do?" in page
+    csrf = Browser.csrf(page)
+    form = {"csrf": csrf, "rating": "9", "comment": "Quick and kind."}
+    assert (await site.get(browser, f"/client/tickets/{tid}/feedback", form))[0] == 303
+    status, _, page = await site.get(browser, f"/client/tickets/{tid}/feedback", {**form, "rating": "1"})
+    assert status == 422 and "answered already" in page
+    row = await site.app.db.fetchone("SELECT rating, comment FROM feedback WHERE ticket_id = ?", (closed.id,))
+    assert row is not None and (row["rating"], row["comment"]) == (9, "Quick and kind.")
+
+
+async def test_the_list_is_the_accounts_and_a_new_ticket_opens_from_it(site: Site):
+    assert site.app.db is not None
+    async with site.app.db.transaction():
+        for email_, role in (("owner@acme.example", "owner"), ("kim@acme.example", "contact"),
+                             ("lee@acme.example", "contact")):
+            await people.add_person(site.app.db, "Acme", email_, email_.split("@")[0].title(), role,
+                                    site.app.clock.stamp())
+    kims = await site.mail_in("Kim's problem", "kim@acme.example")
+    lees = await site.mail_in("Lee's problem", "lee@acme.example")
+    await site.mail_in("Not Acme", "zed@other.example")
+    await site.app.desk.reply(AGENT, kims, "Looking into it.")
+    owner_path = (await site.app.desk.set_options(AGENT, kims, _options(cc_add=("owner@acme.example",))))
+    assert owner_path.tid == kims
+    await site.app.desk.reply(AGENT, kims, "Owner, see this.")
+    owner, status, _ = await site.visit(await site.link("owner@acme.example", "admin_reply"))
+    assert status == 303
+    _, _, page = await site.get(owner, "/client/tickets")
+    listed = re.findall(r'href="/client/tickets/(\d+)"', page)
+    assert set(listed) == {kims, lees} and "Not Acme" not in page      # the account's, its contacts' among them
+    assert "status-answered" in page and "status-open" in page
+    kim, _, _ = await site.visit(await site.link("kim@acme.example", "admin_reply"))
+    _, _, page = await site.get(kim, "/client/tickets")
+    assert set(re.findall(r'href="/client/tickets/(\d+)"', page)) == {kims}   # a contact: their own
+    assert (await site.get(kim, f"/client/tickets/{lees}"))[0] == 404
+    # New Ticket: department, subject, message and a file; the client is the session's recipient.
+    _, _, page = await site.get(kim, "/client/tickets/create")
+    status, headers, page = await site.get(kim, "/client/tickets/create",
+                                           {"csrf": Browser.csrf(page), "department": "Technical Support",
+                                            "subject": "Scanner jams", "body": "Page 3 jams."},
+                                           files=[("file", "jam.png", PNG)])
+    assert status == 303, page
+    new_tid = headers["location"].split("/")[3].split("?")[0]
+    new = await site.ticket(new_tid)
+    assert (new.client_email, new.subject, new.department, new.client_id) == (
+        "kim@acme.example", "Scanner jams", "Technical Support", (await site.ticket(kims)).client_id)
+    _, _, page = await site.get(kim, headers["location"])
+    assert "Your ticket is open." in page and "jam.png" in page and "Sub-account" not in page
+    assert await site.link("kim@acme.example", "ticket_opened")    # the confirmation, with its own link
+    status, _, page = await site.get(kim, "/client/tickets/create",
+                                     {"csrf": Browser.csrf(page), "department": "Nowhere", "subject": "x",
+                                      "body": "y"}, files=[])
+    assert status == 404 and "no department" in page
+
+
+def _options(**kw: object):
+    from maild.desk.options import Options
+
+    return Options(**kw)  # type: ignore[arg-type]
