@@ -30,13 +30,14 @@ from maild.store.blobs import BlobSpec
 from maild.web.app import build
 from maild.web.server import WebServer
 from tests.helpers import Instance
-from tests.webclient import Browser
+from tests.test_web_desk import post_routes
+from tests.webclient import PASSWORD, Browser
 
 pytestmark = pytest.mark.both_engines
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 AGENT = Actor(kind="staff", email="agent@helpdesk.example", name="Agent Smith", username="agent", staff_id=1,
               is_admin=True)   # the first staff member the fixture adds
-LINK = re.compile(r"/c/([A-Za-z0-9_-]{32})(/feedback)?\b")
+LINK = re.compile(r"/c/([A-Za-z0-9_-]{32})(/feedback)?(?![A-Za-z0-9_-])")
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
        b"\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84\x00\x00\x00\x00IEND\xaeB`\x82")
 
@@ -46,6 +47,7 @@ class Site:
     app: App
     now: list[datetime]
     port: int
+    inst: Instance
 
     def at(self, when: datetime) -> None:
         self.now[0] = when
@@ -90,7 +92,8 @@ class Site:
 
     async def link(self, recipient: str, event: str | None = None) -> str:
         found = await self.links(recipient, event)
-        assert found, f"no client link in the mail to {recipient}"
+        assert found, (f"no client link in the mail to {recipient}",
+                       [(r.recipient, r.event) for r in await outbox.listing(self.app.db, None, None)])
         return found[-1]
 
     async def visit(self, path: str) -> tuple[Browser, int, dict[str, str]]:
@@ -110,6 +113,7 @@ class Site:
 async def site(tmp_path: Path, database_url: str) -> AsyncIterator[Site]:
     inst = Instance(tmp_path, database_url=database_url)
     inst.cli("staff", "add", "agent@helpdesk.example", "--name", "Agent Smith", "--admin")
+    inst.cli("staff", "passwd", "agent", input=f"{PASSWORD}\n".encode())
     inst.cli("staff", "add", "dora@helpdesk.example", "--name", "Dora Tech", "--departments", "Technical Support",
              "--notify", "Technical Support")
     settings = config.load(inst.config)
@@ -118,7 +122,7 @@ async def site(tmp_path: Path, database_url: str) -> AsyncIterator[Site]:
         server = WebServer(build(app), Listen("127.0.0.1", 0))
         port = await server.start()
         try:
-            yield Site(app, now, port)
+            yield Site(app, now, port, inst)
         finally:
             await server.stop()
 
@@ -328,6 +332,60 @@ async def test_the_list_is_the_accounts_and_a_new_ticket_opens_from_it(site: Sit
                                      {"csrf": Browser.csrf(page), "department": "Nowhere", "subject": "x",
                                       "body": "y"}, files=[])
     assert status == 404 and "no department" in page
+
+
+async def test_every_client_form_refuses_a_missing_or_wrong_csrf_token(site: Site):
+    tid = await site.mail_in("Disk full", "hal@client.example")
+    reply = await site.app.desk.reply(AGENT, tid, "Clean /tmp.")
+    browser, status, _ = await site.visit(await site.link("hal@client.example", "admin_reply"))
+    assert status == 303
+    values = {"tid": tid, "message_id": str(reply.message_id)}
+    forms = {"/client/tickets/create": {"department": "Technical Support", "subject": "Forged", "body": "x"},
+             "/client/tickets/{tid}/reply": {"body": "forged"}, "/client/tickets/{tid}/close": {},
+             "/client/tickets/{tid}/messages/{message_id}/rate": {"rating": "1"},
+             "/client/tickets/{tid}/feedback": {"rating": "1", "comment": "forged"}, "/client/logout": {}}
+    assert sorted(forms) == post_routes(site.inst, client=True)   # every client form is tried
+    assert site.app.db is not None
+    state = "SELECT (SELECT count(*) FROM messages) AS m, (SELECT count(*) FROM tickets) AS t," \
+            " (SELECT count(*) FROM reply_ratings) AS r, (SELECT status FROM tickets WHERE tid = ?) AS s"
+    before = await site.app.db.fetchall(state, (tid,))
+    for template, form in forms.items():
+        path = re.sub(r"{(\w+)}", lambda m: values[m.group(1)], template)
+        for token in (None, "wrong", ""):
+            sent = dict(form) if token is None else {**form, "csrf": token}
+            status, _, page = await site.get(browser, path, sent)
+            assert status == 403, (path, token, status, page[:300])
+    assert await site.app.db.fetchall(state, (tid,)) == before
+    assert (await site.get(browser, f"/client/tickets/{tid}"))[0] == 200    # the session lives on
+
+
+async def test_staff_see_ratings_and_revoke_a_recipients_links_from_the_ticket_page(site: Site):
+    tid = await site.mail_in("Backup failed", "ivy@client.example")
+    await site.app.desk.set_options(AGENT, tid, _options(cc_add=("jon@client.example",)))
+    reply = await site.app.desk.reply(AGENT, tid, "Restarted the job.")
+    ivy, _, _ = await site.visit(await site.link("ivy@client.example", "admin_reply"))
+    jon, _, _ = await site.visit(await site.link("jon@client.example", "admin_reply"))
+    _, _, page = await site.get(ivy, f"/client/tickets/{tid}")
+    assert (await site.get(ivy, f"/client/tickets/{tid}/messages/{reply.message_id}/rate",
+                           {"csrf": Browser.csrf(page), "rating": "4"}))[0] == 303
+    staff = Browser(site.port)
+    assert (await asyncio.to_thread(staff.sign_in, "agent"))[0] == 303
+    _, _, page = await site.get(staff, f"/tickets/{tid}")
+    assert "rated 4 of 5" in page and "ivy@client.example" in page and "jon@client.example" in page
+    status, headers, _ = await site.get(staff, f"/tickets/{tid}/links/revoke",
+                                        {"csrf": Browser.csrf(page), "recipient": "jon@client.example"})
+    assert status == 303 and "done=revoked" in headers["location"]
+    assert (await site.get(jon, f"/client/tickets/{tid}"))[0] == 401     # Jon's links and session: gone
+    assert (await site.get(ivy, f"/client/tickets/{tid}"))[0] == 200     # Ivy's: untouched
+    _, _, page = await site.get(staff, headers["location"])
+    assert "Client links revoked." in page and "by agent" in page
+    # The CLI shows the same, and revokes the rest.
+    listed = {r["recipient"]: r for r in site.inst.cli_json("ticket", "links", tid)["links"]}
+    assert listed["jon@client.example"]["live"] == 0 and listed["ivy@client.example"]["live"] >= 1
+    site.inst.cli("ticket", "revoke-links", tid, "--as", "agent")
+    assert (await site.get(ivy, f"/client/tickets/{tid}"))[0] == 401
+    shown = site.inst.cli_json("ticket", "show", tid)
+    assert [m["rating"] for m in shown["messages"] if m["kind"] == "staff_reply"] == [4]
 
 
 def _options(**kw: object):

@@ -206,16 +206,17 @@ def test_a_reply_with_a_file_a_note_and_options_all_through_the_desk(desk: Desk,
         assert status == 404, action
 
 
-def post_routes(inst: Instance) -> list[str]:
-    """Every POST route of the web application, read from the application itself (so a form added later is
-    in this test without anyone remembering to add it)."""
+def post_routes(inst: Instance, client: bool = False) -> list[str]:
+    """Every POST route of the web application's staff side (``client``: of the client pages, under
+    /client/), read from the application itself (so a form added later is in a test without anyone
+    remembering to add it)."""
     from maild import config
     from maild.app import App
     from maild.web.app import build
 
     asgi = build(App(config.load(inst.config)))
     return sorted(re.sub(r":\w+}", "}", r.path) for r in asgi.app.routes
-                  if "POST" in (getattr(r, "methods", None) or ()))
+                  if "POST" in (getattr(r, "methods", None) or ()) and r.path.startswith("/client/") == client)
 
 
 def test_every_form_refuses_a_missing_or_wrong_csrf_token(desk: Desk):
@@ -235,7 +236,8 @@ def test_every_form_refuses_a_missing_or_wrong_csrf_token(desk: Desk):
              "/tickets/new": {"department": "Billing", "email": "x@client.example", "subject": "Forged", "body": "x"},
              "/tickets/{tid}/reply": {"body": "forged reply", "action": "send"},
              "/tickets/{tid}/note": {"body": "forged note"}, "/tickets/{tid}/options": {"priority": "Low"},
-             "/tickets/{tid}/watch": {"on": "1"}, "/import-log/{log_id}/import": {"ticket": desk.tech, "kind": "note"},
+             "/tickets/{tid}/watch": {"on": "1"}, "/tickets/{tid}/links/revoke": {},
+             "/import-log/{log_id}/import": {"ticket": desk.tech, "kind": "note"},
              "/import-log/{log_id}/reprocess": {}, "/outbox/{outbox_id}/retry": {},
              "/predefined": {"title": "Forged", "body": "x"}, "/predefined/{reply_id}": {"action": "delete"},
              "/login": {"username": "ada", "password": PASSWORD}, "/logout": {}}

@@ -168,6 +168,7 @@ def build(app: App, worker_alive: Any = None) -> ASGIApp:
         Route("/tickets/{tid}/note", s(ticket.note), methods=["POST"]),
         Route("/tickets/{tid}/options", s(ticket.options), methods=["POST"]),
         Route("/tickets/{tid}/watch", s(ticket.watch), methods=["POST"]),
+        Route("/tickets/{tid}/links/revoke", s(ticket.revoke_links), methods=["POST"]),
         Route("/tickets/{tid}/merge", s(ticket.merge), methods=["POST"]),
         Route("/tickets/{tid}/split", s(ticket.split), methods=["POST"]),
         Route("/tickets/{tid}/messages/{message_id:id}/edit", s(ticket.edit_message), methods=["POST"]),

@@ -22,7 +22,7 @@ from maild.desk.core import StoredFile
 from maild.desk.errors import Collision, Denied, DeskError, NotFound
 from maild.desk.options import Options
 from maild.jobs import targets
-from maild.store import feedback, importlog, messages, people, predefined, staff, tickets
+from maild.store import clientlinks, feedback, importlog, messages, people, predefined, ratings, staff, tickets
 from maild.store.blobs import BlobSpec
 from maild.store.tickets import Ticket
 from maild.web import files as webfiles
@@ -38,7 +38,7 @@ DONE = {"edited": "Message changed.", "message-deleted": "Message deleted.",
         "split": "The messages are on this new ticket now.", "merged": "Tickets merged.",
         "opened": "Ticket opened.", "imported": "Mail imported.",
         "replied": "Reply sent.", "noted": "Note added.",
-        "saved": "Options saved.",
+        "saved": "Options saved.", "revoked": "Client links revoked.",
         "watching": "You are watching this ticket.", "unwatched": "You no longer watch this ticket."}
 ROW_ID = re.compile(r"[0-9]{1,18}")        # a number in a query parameter (ASCII digits only: int() takes them)
 REPLY_SEEN = ("last_reply_at", "status")   # a reply is refused when one of these changed since the page was drawn
@@ -129,7 +129,8 @@ class TicketPage(Section):
             blocked_images=blocked_images, remote=remote, client=values["client_name"],
             seen=values, reply_seen={**values, **(reply_seen or {})}, rating=await feedback.for_ticket(db, ticket.id),
             watching=any(w.id == viewer.member.id for w in watchers), editing=editing, conflict=conflict,
-            chosen=chosen or {}, seen_at=self.app.clock.stamp())
+            chosen=chosen or {}, seen_at=self.app.clock.stamp(), rated=await ratings.for_ticket(db, ticket.id),
+            links=await clientlinks.for_ticket(db, ticket.id, self.app.clock.stamp()))
         if remote:
             response.headers["content-security-policy"] = REMOTE_IMAGES_CSP
         return response
@@ -379,6 +380,14 @@ class TicketPage(Section):
                      " messages and attachments." if whole else "The message and its attachments are deleted;"
                      " the ticket's log keeps its text."),
             action=request.url.path, fields=[], button="Delete", back=f"/tickets/{ticket.tid}")
+
+    async def revoke_links(self, request: Request, viewer: Viewer) -> Response:
+        """Revoke the client links of one recipient (or all) of this ticket."""
+        async def work(ticket: Ticket, form: FormData) -> str:
+            await self.app.desk.revoke_links(viewer.actor, ticket.tid, str(form.get("recipient") or "") or None)
+            return f"/tickets/{ticket.tid}?done=revoked#links"
+
+        return await self._do(request, viewer, work)
 
     async def watch(self, request: Request, viewer: Viewer) -> Response:
         async def work(ticket: Ticket, form: FormData) -> str:
