@@ -263,7 +263,7 @@ def test_a_stale_reply_and_options_change_are_refused_with_what_changed_then_con
         assert sent.value.status == 409
         conflict = a_reply.locator(".conflict")
         expect(conflict).to_contain_text("The ticket changed while you had it open, by dora:")
-        expect(conflict.locator("li")).to_have_text(["status: Open → On Hold"])
+        expect(conflict.locator("li")).to_have_text(["priority: Medium → High", "status: Open → On Hold"])
         expect(conflict).to_contain_text("Nothing was applied.")
         expect(a_reply.locator("#reply-body")).to_have_value(answer)
         expect(a_reply.locator("#reply select[name=status]")).to_have_value("In Progress")
@@ -281,7 +281,7 @@ def test_a_stale_reply_and_options_change_are_refused_with_what_changed_then_con
         assert saved.value.status == 409
         conflict = a_options.locator(".conflict")
         expect(conflict).to_contain_text("by dora:")
-        expect(conflict.locator("li")).to_have_text(["priority: Medium → High"])
+        expect(conflict.locator("li")).to_have_text(["priority: Medium → High", "status: Open → On Hold"])
         expect(a_options.locator("#options select[name=priority]")).to_have_value("Low")
         expect(a_options.locator("#options input[name=tags]")).to_have_value("hardware")
         expect(a_options.locator("#options select[name=status]")).to_have_value("On Hold")
@@ -295,6 +295,13 @@ def test_a_stale_reply_and_options_change_are_refused_with_what_changed_then_con
         expect(a_reply.locator(".conflict")).to_have_count(0)
         expect(a_reply.locator("#m2")).to_contain_text("new fuser")
         expect(a_reply.locator("dl.facts dt:text-is('Status') + dd")).to_have_text("In Progress")
+        # Her options tab was drawn before that reply: refused once more (the reply and its status), then
+        # confirmed; what she chose is still what she chose.
+        a_options.get_by_role("button", name="Save changes").click()
+        expect(a_options.locator(".conflict li")).to_have_count(2)
+        expect(a_options.locator(".conflict")).to_contain_text("status: On Hold → In Progress")
+        expect(a_options.locator("#options select[name=priority]")).to_have_value("Low")
+        expect(a_options.locator("#options input[name=tags]")).to_have_value("hardware")
         a_options.get_by_role("button", name="Save changes").click()
         expect(a_options.locator(".notice")).to_have_text("Options saved.")
         expect(a_options.locator(".conflict")).to_have_count(0)

@@ -153,15 +153,21 @@ def test_a_reply_with_a_file_a_note_and_options_all_through_the_desk(desk: Desk,
     assert ada.request(action, drawn)[0] == 303
     assert len(desk.inst.cli_json("ticket", "show", desk.tech)["log"]) == logged
     # Collision detection. Someone else changes the priority and the assignee after the page was drawn:
-    # changing only the tags from that stale page keeps their changes (nothing is sent back unchanged) ...
+    # changing only the tags from that stale page is refused, saying what changed and who changed it; nothing
+    # is applied, and the choice is kept, rebased on the ticket as it is now ...
     desk.inst.cli("ticket", "set", desk.tech, "--as", "dora", "--priority", "Low", "--unassign", "--tag", "smoke")
-    status, _, _ = ada.request(action, {**drawn, "tags": "fire, hardware, urgent"})
-    assert status == 303
+    status, _, page = ada.request(action, {**drawn, "tags": "fire, hardware, urgent"})
+    assert status == 409 and "<li>priority: High → Low</li>" in page and "<li>assigned: dora → (none)</li>" in page
+    assert desk.inst.cli_json("ticket", "show", desk.tech)["tags"] == ["fire", "hardware", "smoke"]
+    kept = form_values(page, action)
+    assert kept["tags"] == "fire, hardware, smoke, urgent" and kept["seen_priority"] == "Low"
+    # ... sending it again confirms: only what was changed on the form is applied, Dora's changes stay.
+    assert ada.request(action, kept)[0] == 303
     shown = desk.inst.cli_json("ticket", "show", desk.tech)
     assert (shown["priority"], shown["assigned"]) == ("Low", None)
     assert shown["tags"] == ["fire", "hardware", "smoke", "urgent"]        # Dora's tag stays too
-    # ... and changing a field someone else changed meanwhile is refused, saying what changed and who changed
-    # it, with the choice kept: sending the form again, as the ticket is now, confirms it.
+    # Changing a field someone else changed meanwhile is refused the same way, and confirmed by sending the
+    # form again as the ticket is now.
     status, _, page = ada.request(action, {**drawn, "priority": "Medium"})
     assert status == 409 and "The ticket changed while you had it open</strong>, by dora" in page
     assert "<li>priority: High → Low</li>" in page and "Nothing was applied" in page

@@ -19,6 +19,7 @@ from starlette.responses import RedirectResponse, Response
 
 from maild.config import PRIORITIES
 from maild.desk.core import StoredFile
+from maild.desk.desk import WATCHED_FIELDS
 from maild.desk.errors import Collision, Denied, DeskError, NotFound
 from maild.desk.options import Options
 from maild.jobs import targets
@@ -41,7 +42,10 @@ DONE = {"edited": "Message changed.", "message-deleted": "Message deleted.",
         "saved": "Options saved.", "revoked": "Client links revoked.",
         "watching": "You are watching this ticket.", "unwatched": "You no longer watch this ticket."}
 ROW_ID = re.compile(r"[0-9]{1,18}")        # a number in a query parameter (ASCII digits only: int() takes them)
-REPLY_SEEN = ("last_reply_at", "status")   # a reply is refused when one of these changed since the page was drawn
+# A reply or an options change is refused when any of the seed's attributes changed since the page was drawn
+# (collision detection: department, subject, priority, client, assignee, flag, CC recipients, last reply time,
+# status); the page then says what changed and by whom, and sending again confirms.
+SEEN = WATCHED_FIELDS
 AFTER_REPLY = {"ticket": "Stay on the ticket", "list": "Return to the ticket list"}
 REMOTE_IMAGES_CSP = ("default-src 'self'; img-src 'self' data: https: http:; object-src 'none'; base-uri 'none';"
                      " frame-ancestors 'none'; form-action 'self'")
@@ -129,7 +133,8 @@ class TicketPage(Section):
             blocked_images=blocked_images, remote=remote, client=values["client_name"],
             seen=values, reply_seen={**values, **(reply_seen or {})}, rating=await feedback.for_ticket(db, ticket.id),
             watching=any(w.id == viewer.member.id for w in watchers), editing=editing, conflict=conflict,
-            chosen=chosen or {}, seen_at=self.app.clock.stamp(), rated=await ratings.for_ticket(db, ticket.id),
+            chosen=chosen or {}, seen_at=self.app.clock.stamp(), reply_fields=SEEN,
+            rated=await ratings.for_ticket(db, ticket.id),
             links=await clientlinks.for_ticket(db, ticket.id, self.app.clock.stamp()))
         if remote:
             response.headers["content-security-policy"] = REMOTE_IMAGES_CSP
@@ -207,7 +212,7 @@ class TicketPage(Section):
     @staticmethod
     def _seen(form: FormData) -> dict[str, str] | None:
         """What the staff member saw when the reply form was drawn (collision detection: the desk compares)."""
-        seen = {k: str(form.get(f"seen_{k}")) for k in REPLY_SEEN if form.get(f"seen_{k}") is not None}
+        seen = {k: str(form.get(f"seen_{k}")) for k in SEEN if form.get(f"seen_{k}") is not None}
         return seen or None
 
     async def reply(self, request: Request, viewer: Viewer) -> Response:
@@ -253,8 +258,8 @@ class TicketPage(Section):
 
     async def options(self, request: Request, viewer: Viewer) -> Response:
         """Only what the staff member changed on the form is changed (a field they left alone keeps what
-        someone else may have set meanwhile); a field they changed that someone else changed too since the
-        page was drawn is a collision, refused with what changed."""
+        someone else may have set meanwhile); if anything collision detection watches changed since the page
+        was drawn, nothing is applied and the page says what changed (sending again confirms)."""
         ticket = await self._act(request, viewer)
         if not isinstance(ticket, Ticket):
             return ticket
@@ -286,19 +291,16 @@ class TicketPage(Section):
             client=client, service=service, cc_add=[*_words(str(form.get("cc_add") or ""), ",; \n"), *confirm],
             cc_remove=[str(a) for a in form.getlist("cc_remove")],
             tags_add=sorted(tags_given - shown_tags), tags_remove=sorted(shown_tags - tags_given))
-        touched = {"subject": subject, "department": department, "status": status, "priority": priority,
-                   "assigned": assign, "flagged": flag}
-        expected = {k: seen[k] for k, v in touched.items() if v is not None}
-        if client is not None:
-            expected["client"] = seen["client"]
+        expected = {k: seen[k] for k in SEEN}
         try:
             result = await self.app.desk.set_options(viewer.actor, ticket.tid, opts, expected=expected or None)
         except DeskError as exc:   # the page again, with the choices made on the form kept
             chosen = {k: v for k, v in {"subject": subject, "department": department, "status": status,
                                         "priority": priority, "assign": assign, "flag": flag, "client": client,
                                         "service": service}.items() if v is not None}
-            if "tags" in form:
-                chosen["tags"] = str(form.get("tags") or "")
+            if "tags" in form:   # what they added and removed, on the tags as they are now
+                current = {t for t in _words(now["tags"], ",")}
+                chosen["tags"] = ", ".join(sorted((current | set(opts.tags_add)) - set(opts.tags_remove)))
             return await self._refused(request, viewer, ticket, exc, chosen=chosen)
         if not viewer.sees((await tickets.get(self.db, result.ticket_id) or ticket).department_id):
             return RedirectResponse(f"/tickets?done=moved-{result.tid}", status_code=303)
