@@ -363,6 +363,25 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--answered", action="store_true", help="only those the client answered")
     _list_options(fl, "requests")
 
+    p = command("report", "reports: reply ratings and feedback per staff member and department",
+                "Reports beside the ratings (seed: Ticket Feedback Scores, Ratings Reviewer). The web view shows the"
+                " same at /reports/ratings.")
+    r_sub = p.add_subparsers(dest="report_command", metavar="REPORT", required=True)
+    rr = _action(r_sub, "ratings", help="reply ratings (1-5) and feedback scores (1-10) over a time range, per staff"
+                                        " member and department; the lowest-rated replies and the feedback comments",
+                 description="Reply ratings given and feedback answered from --since up to --until (the end excluded;"
+                 " default: the last 30 days), per staff member and per department (the ticket's department now); a"
+                 " feedback answer counts for every staff member who replied on its ticket. Then the lowest-rated"
+                 " replies and the feedback comments, newest first (200 of each at most). Exit 64: a date that"
+                 " means nothing, or --since not before --until; 66: no such department.")
+    rr.add_argument("--since", metavar="ISO",
+                    help="from this time: a date or date and time (2026-11-01, 2026-11-01T12:00; UTC unless it says"
+                         " otherwise); default: 30 days before --until")
+    rr.add_argument("--until", metavar="ISO", help="up to this time, excluded (same forms); default: now")
+    rr.add_argument("--department", metavar="NAME", action="append",
+                    help="only tickets in this department; repeatable (default: every department)")
+    rr.add_argument("--json", action="store_true", help="print the whole report as JSON")
+
     p = command("predefined", "predefined replies: texts staff insert into a reply, found by title",
                 "Predefined replies (seed: Support > Predefined Replies). Staff insert them into a reply on the"
                 " web view's ticket page; merge fields ([NAME], [FIRSTNAME], [EMAIL]) are filled in when sent.")

@@ -23,6 +23,7 @@ MODULES = {
     "migrate-db": "migrate_db",
     "jobs": "jobs",
     "feedback": "feedback",
+    "report": "report",
     "predefined": "predefined",
 }
 
