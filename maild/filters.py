@@ -36,4 +36,11 @@ def parse_instant(value: str, key: str = "--since") -> str:
     except ValueError:
         raise FilterError(f"{key} {value!r}: expected a date or a date and time in ISO 8601, such as 2026-11-01,"
                           " 2026-11-01T12:00 or 2026-11-01T12:00:00+01:00 (UTC unless an offset is given)") from None
-    return iso(when if when.tzinfo else when.replace(tzinfo=UTC))
+    try:
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        stamp = iso(when)
+    except (OverflowError, ValueError):   # past the end of time once in UTC (9999-12-31T23:00-05:00)
+        stamp = ""
+    if not when.year >= 1000 or len(stamp) != len("2026-11-01T12:00:00.000000Z"):
+        raise FilterError(f"{key} {value!r}: expected a date between the years 1000 and 9999")
+    return stamp

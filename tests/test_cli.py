@@ -45,7 +45,7 @@ def test_repository_default_config_is_valid():
     out = json.loads(proc.stdout)
     assert out["smtp"]["listen"] == "127.0.0.1:2525" and out["lmtp"]["listen"] == "127.0.0.1:2424"
     assert out["web"] == {"listen": "127.0.0.1:8025", "public_url": "http://127.0.0.1:8025", "thread_order": "newest",
-                          "metrics_allow": ["127.0.0.1", "::1"], "trusted_proxies": []}
+                          "metrics_allow": ["127.0.0.1", "::1"], "trusted_proxies": [], "client_link_days": 60}
     assert out["outbound"]["transport"] == "maildir" and out["notifications"]["rules"] == {}
     assert out["state_dir"] == str(ROOT / "var")
     assert out["mail"]["domain"] == "helpdesk.example"

@@ -58,6 +58,8 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> tuple[Instance, dict[str,
 CASES = [
     # bad filters and arguments of every list
     (["import-log", "--since", "yesterday"], USAGE),
+    (["import-log", "--since", "9999-12-31T23:00-05:00"], USAGE),   # past the end of time in UTC
+    (["import-log", "--until", "0999-01-01"], USAGE),
     (["import-log", "--outcome", "blocked:nonsense"], USAGE),
     (["import-log", "--outcome", "bogus"], USAGE),
     (["import-log", "--limit", "0"], USAGE),
@@ -97,6 +99,8 @@ CASES = [
     (["ticket", "delete", "000000", "--as", "ada"], NOT_FOUND),
     (["ticket", "split", "000000", "--messages", "1", "--as", "ada"], NOT_FOUND),
     (["ticket", "split", "{tid}", "--messages", "999999", "--as", "ada"], NOT_FOUND),
+    (["ticket", "links", "000000"], NOT_FOUND),
+    (["ticket", "revoke-links", "000000", "--as", "ada"], NOT_FOUND),
     (["outbox", "show", "999"], NOT_FOUND),
     (["outbox", "retry", "999"], NOT_FOUND),
     (["ban", "remove", "nobody@example.com"], NOT_FOUND),
@@ -123,6 +127,7 @@ CASES = [
     (["ticket", "set", "{tid}", "--as", "ada", "--status", "Bogus"], REFUSED),
     (["predefined", "add", "  ", "--body-file", "{eml}"], REFUSED),                # no title
     (["ticket", "merge", "{tid}", "{tid}", "--as", "ada"], REFUSED),                # one ticket is no merge
+    (["ticket", "revoke-links", "{tid}", "--as", "ada", "--recipient", "not an address"], REFUSED),
 ]
 
 

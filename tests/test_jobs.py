@@ -25,7 +25,7 @@ from maild.desk.events import Actor
 from maild.desk.options import Options
 from maild.jobs import scheduler, targets
 from maild.spool import Incoming
-from maild.store import inbound, jobs, outbox, staff, tickets, websessions
+from maild.store import clientlinks, inbound, jobs, outbox, staff, tickets, websessions
 from tests.helpers import Instance, make_mail
 
 pytestmark = pytest.mark.both_engines
@@ -525,9 +525,19 @@ async def test_housekeeping_empties_old_raw_mail_keeps_blocked_longer_and_remove
         await websessions.create(app.db, token, member, "x", iso(began), iso(began + timedelta(hours=12)))
     await websessions.failed(app.db, ["user:ada", "addr:10.0.0.1"], iso(when - timedelta(minutes=16)))
     await websessions.failed(app.db, ["user:ada"], iso(when - timedelta(minutes=1)))
+    # Client links past their expiry go, with the sessions they started; a live one stays.
+    ticket_id = await app.db.scalar("SELECT min(id) FROM tickets")
+    async with app.db.transaction():
+        await clientlinks.issue(app.db, [clientlinks.NewLink(ticket_id, "lu@client.example", "gone", iso(when)),
+                                         clientlinks.NewLink(ticket_id, "lu@client.example", "kept",
+                                                             iso(when + timedelta(days=1)))], iso(T0))
+    gone = await clientlinks.live(app.db, "gone", iso(when - timedelta(days=1)))
+    assert gone is not None
+    await clientlinks.start_session(app.db, gone, "session", "csrf", iso(T0), iso(when + timedelta(days=9)))
     done = await housekeeping(when)
     assert done["orphans_removed"] == 1 and not path.exists()
-    assert done["sign_in_rows_purged"] == 3
+    assert done["sign_in_rows_purged"] == 3 and done["client_link_rows_purged"] == 2
+    assert [r["key_hash"] for r in await app.db.fetchall("SELECT key_hash FROM client_links")] == ["kept"]
     assert [r["token_hash"] for r in await app.db.fetchall("SELECT token_hash FROM web_sessions")] == ["live"]
     assert await websessions.failures(app.db, "user:ada", iso(when - timedelta(hours=1))) == 1
     if app.db.engine == "sqlite":

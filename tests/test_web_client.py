@@ -11,6 +11,7 @@ import email.policy
 import logging
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -111,7 +112,14 @@ class Site:
 
 @pytest.fixture
 async def site(tmp_path: Path, database_url: str) -> AsyncIterator[Site]:
-    inst = Instance(tmp_path, database_url=database_url)
+    async with serving_app(tmp_path, database_url) as running:
+        yield running
+
+
+@asynccontextmanager
+async def serving_app(tmp_path: Path, database_url: str, extra_config: str = "") -> AsyncIterator[Site]:
+    """The App in this process, on the test's clock, with its web view on a free port."""
+    inst = Instance(tmp_path, database_url=database_url, extra_config=extra_config)
     inst.cli("staff", "add", "agent@helpdesk.example", "--name", "Agent Smith", "--admin")
     inst.cli("staff", "passwd", "agent", input=f"{PASSWORD}\n".encode())
     inst.cli("staff", "add", "dora@helpdesk.example", "--name", "Dora Tech", "--departments", "Technical Support",
@@ -386,6 +394,20 @@ async def test_staff_see_ratings_and_revoke_a_recipients_links_from_the_ticket_p
     assert (await site.get(ivy, f"/client/tickets/{tid}"))[0] == 401
     shown = site.inst.cli_json("ticket", "show", tid)
     assert [m["rating"] for m in shown["messages"] if m["kind"] == "staff_reply"] == [4]
+
+
+async def test_with_reply_ratings_off_there_are_no_stars_and_no_rating(tmp_path: Path, database_url: str):
+    async with serving_app(tmp_path, database_url, "\n[feedback]\nreply_ratings = false\n") as site:
+        tid = await site.mail_in("Fan noise", "kay@client.example")
+        reply = await site.app.desk.reply(AGENT, tid, "Dust it.")
+        browser, _, _ = await site.visit(await site.link("kay@client.example", "admin_reply"))
+        _, _, page = await site.get(browser, f"/client/tickets/{tid}")
+        assert "Dust it." in page and "/rate" not in page and "Rate this reply" not in page
+        status, _, page = await site.get(browser, f"/client/tickets/{tid}/messages/{reply.message_id}/rate",
+                                         {"csrf": Browser.csrf(page), "rating": "5"})
+        assert status == 403 and "turned off" in page
+        assert site.app.db is not None and await site.app.db.scalar("SELECT count(*) FROM reply_ratings") == 0
+        assert (await site.visit("/t/123456/oldkey"))[1] == 404   # a link from before client links: explained
 
 
 def _options(**kw: object):

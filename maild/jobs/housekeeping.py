@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from maild.clock import iso, utcnow
-from maild.store import blobs, inbound, websessions
+from maild.store import blobs, clientlinks, inbound, websessions
 from maild.store.blobs import BlobSpec
 
 if TYPE_CHECKING:
@@ -37,5 +37,7 @@ async def run(app: App, now: datetime) -> dict[str, int]:
     orphans = await blobs.collect_orphans(app.db, BlobSpec.from_settings(app.settings).open(),
                                           iso(utcnow() - timedelta(hours=s.orphan_hours)))
     sign_ins = await websessions.purge(app.db, iso(now), iso(now - timedelta(minutes=LOGIN_WINDOW_MINUTES)))
+    client_links = await clientlinks.purge(app.db, iso(now))   # expired links and their sessions
     upkeep = await app.db.maintain()
-    return {"raw_purged": purged, "orphans_removed": orphans, "sign_in_rows_purged": sign_ins, **upkeep}
+    return {"raw_purged": purged, "orphans_removed": orphans, "sign_in_rows_purged": sign_ins,
+            "client_link_rows_purged": client_links, **upkeep}

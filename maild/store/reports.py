@@ -135,25 +135,14 @@ def period(since: str, until: str, now: datetime, keys: tuple[str, str] = ("--si
     defaults to ``now``, ``since`` to :data:`DEFAULT_DAYS` days before ``until``. :class:`FilterError`, naming
     the field (``keys``), for a value that means nothing or a range with nothing in it."""
 
-    def instant(value: str, key: str) -> str:
-        try:
-            stamp = parse_instant(value, key)
-            parse(stamp)   # a year before 1000 is not stored as four digits: it would not compare as a stamp
-            return stamp
-        except (OverflowError, ValueError) as exc:   # the calendar's ends, moved by an offset
-            if isinstance(exc, FilterError):
-                raise
-            raise FilterError(f"{key} {value!r}: out of the range of dates") from None
-
-    end = instant(until, keys[1]) if until.strip() else iso(now)
+    end = parse_instant(until, keys[1]) if until.strip() else iso(now)
     if since.strip():
-        start = instant(since, keys[0])
+        start = parse_instant(since, keys[0])
     else:
-        try:
-            start = iso(parse(end) - timedelta(days=DEFAULT_DAYS))
-            parse(start)
-        except (OverflowError, ValueError):
-            raise FilterError(f"{keys[1]} {until!r}: out of the range of dates") from None
+        began = parse(end) - timedelta(days=DEFAULT_DAYS) if parse(end).year > 1000 else None
+        if began is None or began.year < 1000:
+            raise FilterError(f"{keys[1]} {until!r}: expected a date between the years 1000 and 9999")
+        start = iso(began)
     if start >= end:
         raise FilterError(f"{keys[0]} {since or start!r} is not before {keys[1]} {until or end!r}:"
                           " the range holds nothing")

@@ -141,6 +141,7 @@ def build(app: App, worker_alive: Any = None) -> ASGIApp:
     from maild.web.outbox import OutboxPage
     from maild.web.predefined import PredefinedPage
     from maild.web.render import Pages
+    from maild.web.reports import ReportsPage
     from maild.web.ticket import TicketPage
     from maild.web.tickets import TicketList
 
@@ -150,6 +151,7 @@ def build(app: App, worker_alive: Any = None) -> ASGIApp:
     c = client.signed_in
     listing, ticket, mail_log = TicketList(app, auth), TicketPage(app, auth), ImportLog(app, auth)
     queue, replies, metrics = OutboxPage(app, auth), PredefinedPage(app, auth), MetricsPage(app, auth)
+    reports = ReportsPage(app, auth)
     s = auth.signed_in
     routes = [
         Route("/healthz", healthz), Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
@@ -183,9 +185,11 @@ def build(app: App, worker_alive: Any = None) -> ASGIApp:
         Route("/predefined", s(replies.page), methods=["GET"]),
         Route("/predefined", s(replies.add), methods=["POST"]),
         Route("/predefined/{reply_id:id}", s(replies.update), methods=["POST"]),
+        Route("/reports/ratings", s(reports.ratings), methods=["GET"]),
         Route("/metrics", metrics.metrics, methods=["GET"]),
         # The client's pages: the link in their mail starts a session (see maild/web/client.py).
         Route("/c/{key}", client.link, methods=["GET"]), Route("/c/{key}/{page}", client.link, methods=["GET"]),
+        Route("/t/{rest:path}", client.old_link, methods=["GET"]),
         Route("/client/tickets", c(client.listing), methods=["GET"]),
         Route("/client/tickets/create", c(client.new_form), methods=["GET"]),
         Route("/client/tickets/create", c(client.create), methods=["POST"]),

@@ -99,6 +99,11 @@ class ClientArea:
                             secure=self.secure, path="/")
         return response
 
+    async def old_link(self, request: Request) -> Response:
+        """``/t/...``: the per-ticket links of mail sent before client links were per recipient."""
+        return self.gone(None, "Link not valid", "This link comes from an older mail and no longer opens the"
+                         " ticket. The link in our next mail about it will; replying to the mail reaches us now.")
+
     async def current(self, request: Request) -> ClientSession | None:
         token = request.cookies.get(CLIENT_COOKIE)
         if not token:
