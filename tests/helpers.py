@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -306,3 +307,23 @@ def corpus_files() -> list[Path]:
     files = sorted(CORPUS.rglob("*.eml"))
     assert len(files) >= 600, f"expected the 692-message corpus in {CORPUS}, found {len(files)} files"
     return files
+
+
+async def process_mail(app: Any, subject: str, sender: str, *, reply_to: str = "", body: str = "") -> str:
+    """A client's mail to support@helpdesk.example through ``app``'s spool and pipeline, in this process (on
+    the app's clock); the number of the ticket it went to."""
+    from maild.spool import Incoming
+    from maild.store import inbound
+
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, "support@helpdesk.example", subject
+    msg["Message-ID"] = make_msgid(domain="client.example")
+    if reply_to:
+        msg["In-Reply-To"] = reply_to
+    msg.set_content(body or f"About {subject}.\n")
+    async with app.db.transaction():
+        await inbound.insert(app.db, [Incoming(raw=msg.as_bytes(), source="smtp", envelope_from=sender,
+                                               envelope_to=["support@helpdesk.example"])], app.clock.stamp())
+    results = await app.worker.drain()
+    assert results and results[-1].tid, results
+    return str(results[-1].tid)

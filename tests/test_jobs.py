@@ -26,7 +26,7 @@ from maild.desk.options import Options
 from maild.jobs import scheduler, targets
 from maild.spool import Incoming
 from maild.store import clientlinks, inbound, jobs, outbox, staff, tickets, websessions
-from tests.helpers import Instance, make_mail
+from tests.helpers import Instance, make_mail, process_mail
 
 pytestmark = pytest.mark.both_engines
 
@@ -46,22 +46,7 @@ class Desk:
         self.now[0] = when
 
     async def client_mail(self, subject: str, sender: str, reply_to: str = "") -> str:
-        msg = EmailMessage()
-        msg["From"] = sender
-        msg["To"] = "support@helpdesk.example"
-        msg["Subject"] = subject
-        msg["Message-ID"] = f"<{abs(hash((subject, sender, self.now[0])))}@client.example>"
-        if reply_to:
-            msg["In-Reply-To"] = reply_to
-        msg.set_content(f"About {subject}.\n")
-        assert self.app.db is not None and self.app.worker is not None
-        async with self.app.db.transaction():
-            await inbound.insert(self.app.db, [Incoming(raw=msg.as_bytes(), source="smtp", envelope_from=sender,
-                                                        envelope_to=["support@helpdesk.example"])],
-                                 self.app.clock.stamp())
-        results = await self.app.worker.drain()
-        assert results and results[-1].tid, results
-        return str(results[-1].tid)
+        return await process_mail(self.app, subject, sender, reply_to=reply_to)
 
     async def staff_reply(self, tid: str) -> str:
         agent = Actor(kind="staff", email="agent@helpdesk.example", name="Agent", username="agent", is_admin=True)

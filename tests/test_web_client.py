@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,11 @@ from maild.clock import Clock
 from maild.config import Listen
 from maild.desk.core import StoredFile
 from maild.desk.events import Actor
-from maild.spool import Incoming
-from maild.store import inbound, outbox, people, tickets
+from maild.store import outbox, people, tickets
 from maild.store.blobs import BlobSpec
 from maild.web.app import build
 from maild.web.server import WebServer
-from tests.helpers import Instance
+from tests.helpers import Instance, process_mail
 from tests.test_web_desk import post_routes
 from tests.webclient import PASSWORD, Browser
 
@@ -58,23 +56,9 @@ class Site:
         return await asyncio.to_thread(browser.request, path, form, files)
 
     async def mail_in(self, subject: str, sender: str, reply_to: str = "", body: str = "") -> str:
-        msg = EmailMessage()
-        msg["From"] = sender
-        msg["To"] = "support@helpdesk.example"
-        msg["Subject"] = subject
-        msg["Message-ID"] = f"<{abs(hash((subject, sender, self.now[0], body)))}@client.example>"
-        if reply_to:
-            msg["In-Reply-To"] = reply_to
-        msg.set_content(body or f"About {subject}.\n")
-        assert self.app.db is not None and self.app.worker is not None
-        async with self.app.db.transaction():
-            await inbound.insert(self.app.db, [Incoming(raw=msg.as_bytes(), source="smtp", envelope_from=sender,
-                                                        envelope_to=["support@helpdesk.example"])],
-                                 self.app.clock.stamp())
-        results = await self.app.worker.drain()
-        assert results and results[-1].tid, results
+        tid = await process_mail(self.app, subject, sender, reply_to=reply_to, body=body)
         await self.app.notifier.expand()
-        return str(results[-1].tid)
+        return tid
 
     async def links(self, recipient: str, event: str | None = None) -> list[str]:
         """The paths of the client links in the mail queued for ``recipient`` (newest last)."""

@@ -28,14 +28,18 @@ def known_status(value: str) -> str | None:
     return next((s for s in tickets.STATUSES if s.lower() == value.strip().lower()), None)
 
 
+async def _found(app: App, tid: str) -> tickets.Ticket | None:
+    """Ticket ``tid`` (``#`` allowed), followed past merges."""
+    assert app.db is not None
+    row = await tickets.by_tid(app.db, tid.lstrip("#"))
+    return await tickets.resolve_merged(app.db, row) if row is not None else None
+
+
 async def _show(settings: Settings, tid: str) -> dict | None:
     async with App(settings) as app:
         assert app.db is not None
-        row = await tickets.by_tid(app.db, tid.lstrip("#"))
-        if row is None:
-            return None
-        row = await tickets.resolve_merged(app.db, row)
-        return await ticket_full(app.db, row, targets.of(row, settings, app.clock.now()))
+        row = await _found(app, tid)
+        return None if row is None else await ticket_full(app.db, row, targets.of(row, settings, app.clock.now()))
 
 
 
@@ -43,10 +47,9 @@ async def _show(settings: Settings, tid: str) -> dict | None:
 async def _links(settings: Settings, tid: str) -> tuple[str, list[dict]] | None:
     async with App(settings) as app:
         assert app.db is not None
-        row = await tickets.by_tid(app.db, tid.lstrip("#"))
+        row = await _found(app, tid)
         if row is None:
             return None
-        row = await tickets.resolve_merged(app.db, row)
         return row.tid, [{"recipient": r["recipient"], "live": int(r["live"] or 0), "sent_at": r["sent_at"],
                           "used_at": r["used_at"] or None, "expires_at": r["expires_at"] or None,
                           "revoked_at": r["revoked_at"] or None, "revoked_by": r["revoked_by"] or None}
