@@ -309,7 +309,8 @@ def corpus_files() -> list[Path]:
     return files
 
 
-async def process_mail(app: Any, subject: str, sender: str, *, reply_to: str = "", body: str = "") -> str:
+async def process_mail(app: Any, subject: str, sender: str, *, reply_to: str = "", body: str = "",
+                       html: str = "") -> str:
     """A client's mail to support@helpdesk.example through ``app``'s spool and pipeline, in this process (on
     the app's clock); the number of the ticket it went to."""
     from maild.spool import Incoming
@@ -321,6 +322,8 @@ async def process_mail(app: Any, subject: str, sender: str, *, reply_to: str = "
     if reply_to:
         msg["In-Reply-To"] = reply_to
     msg.set_content(body or f"About {subject}.\n")
+    if html:
+        msg.add_alternative(html, subtype="html")
     async with app.db.transaction():
         await inbound.insert(app.db, [Incoming(raw=msg.as_bytes(), source="smtp", envelope_from=sender,
                                                envelope_to=["support@helpdesk.example"])], app.clock.stamp())

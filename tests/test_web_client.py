@@ -55,8 +55,8 @@ class Site:
                   files: list[tuple[str, str, bytes]] | None = None) -> tuple[int, dict[str, str], str]:
         return await asyncio.to_thread(browser.request, path, form, files)
 
-    async def mail_in(self, subject: str, sender: str, reply_to: str = "", body: str = "") -> str:
-        tid = await process_mail(self.app, subject, sender, reply_to=reply_to, body=body)
+    async def mail_in(self, subject: str, sender: str, reply_to: str = "", body: str = "", html: str = "") -> str:
+        tid = await process_mail(self.app, subject, sender, reply_to=reply_to, body=body, html=html)
         await self.app.notifier.expand()
         return tid
 
@@ -101,9 +101,10 @@ async def site(tmp_path: Path, database_url: str) -> AsyncIterator[Site]:
 
 
 @asynccontextmanager
-async def serving_app(tmp_path: Path, database_url: str, extra_config: str = "") -> AsyncIterator[Site]:
+async def serving_app(tmp_path: Path, database_url: str, extra_config: str = "", rate_limit: int = 0
+                      ) -> AsyncIterator[Site]:
     """The App in this process, on the test's clock, with its web view on a free port."""
-    inst = Instance(tmp_path, database_url=database_url, extra_config=extra_config)
+    inst = Instance(tmp_path, database_url=database_url, extra_config=extra_config, rate_limit=rate_limit)
     inst.cli("staff", "add", "agent@helpdesk.example", "--name", "Agent Smith", "--admin")
     inst.cli("staff", "passwd", "agent", input=f"{PASSWORD}\n".encode())
     inst.cli("staff", "add", "dora@helpdesk.example", "--name", "Dora Tech", "--departments", "Technical Support",
@@ -392,6 +393,86 @@ async def test_with_reply_ratings_off_there_are_no_stars_and_no_rating(tmp_path:
         assert status == 403 and "turned off" in page
         assert site.app.db is not None and await site.app.db.scalar("SELECT count(*) FROM reply_ratings") == 0
         assert (await site.visit("/t/123456/oldkey"))[1] == 404   # a link from before client links: explained
+
+
+async def test_a_link_quoted_back_in_a_reply_is_kept_and_shown_without_its_key(site: Site):
+    tid = await site.mail_in("Mail bounces", "lou@client.example")
+    await site.app.desk.set_options(AGENT, tid, _options(cc_add=("max@client.example",)))
+    await site.app.desk.reply(AGENT, tid, "Which address?")
+    lou_path = await site.link("lou@client.example", "admin_reply")
+    key = lou_path.split("/")[2]
+    url = f"http://127.0.0.1:8025{lou_path}"
+    wrapped = "https://eur01.safelinks.protection.outlook.com/?url=" + url.replace(":", "%3A").replace("/", "%2F")
+    quoted = f"This one.\n\n> Which address?\n> {url}\n"
+    html = (f'<p>This one.</p><blockquote>Which address? <a href="{url}">{url}</a>'
+            f' <a href="{wrapped}">x</a></blockquote>')
+    await site.mail_in(f"Re: [Ticket #{tid}] Mail bounces", "lou@client.example", body=quoted, html=html)
+    assert site.app.db is not None
+    for row in await site.app.db.fetchall("SELECT body, body_full, body_html FROM messages"):
+        assert key not in str(dict(row)) and key.lower() not in str(dict(row)).lower()
+    max_browser, _, _ = await site.visit(await site.link("max@client.example", "admin_reply"))
+    _, _, page = await site.get(max_browser, f"/client/tickets/{tid}")
+    assert "This one." in page and key not in page
+    assert (await site.visit(lou_path))[1] == 303     # Lou's own link still works: only the copy was taken out
+
+
+async def test_revoking_one_recipients_links_covers_all_their_tickets(site: Site):
+    first = await site.mail_in("First problem", "nia@client.example")
+    second = await site.mail_in("Second problem", "nia@client.example")
+    browser, _, _ = await site.visit(await site.link("nia@client.example"))
+    assert (await site.get(browser, f"/client/tickets/{first}"))[0] == 200
+    assert (await site.get(browser, f"/client/tickets/{second}"))[0] == 200
+    result = await site.app.desk.revoke_links(AGENT, first, "nia@client.example")
+    assert result.notes == [f"revoked the links of nia@client.example on #{first}"]
+    for tid in (first, second):   # the session came from the second ticket's link: it ends too
+        assert (await site.get(browser, f"/client/tickets/{tid}"))[0] == 401
+    for path in await site.links("nia@client.example"):
+        assert (await site.visit(path))[1] == 404
+
+
+async def test_a_banned_sender_loses_the_pages_and_a_non_requester_cannot_answer_feedback(site: Site):
+    tid = await site.mail_in("Spam offer", "ola@client.example")
+    keep = await site.mail_in("Real question", "ola@client.example")
+    other = await site.mail_in("Shared problem", "pia@client.example")
+    await site.app.desk.set_options(AGENT, other, _options(cc_add=("ola@client.example",)))
+    await site.app.desk.reply(AGENT, other, "Looking.")
+    browser, _, _ = await site.visit(await site.link("ola@client.example", "admin_reply"))
+    assert (await site.get(browser, f"/client/tickets/{keep}"))[0] == 200
+    # Ola, a CC recipient of Pia's ticket, may not answer Pia's feedback request.
+    closed = await site.ticket(other)
+    await site.app.desk.close(AGENT, other)
+    await site.app.desk.request_feedback([closed.id], list(site.app.departments.values()), "",
+                                         site.app.clock.stamp())
+    _, _, page = await site.get(browser, f"/client/tickets/{other}")
+    status, _, page = await site.get(browser, f"/client/tickets/{other}/feedback",
+                                     {"csrf": Browser.csrf(page), "rating": "1", "comment": "bad"})
+    assert status == 403 and "only they answer it" in page
+    # "Block sender & delete" on one ticket: the address's links and sessions end, and the pages refuse it.
+    await site.app.desk.delete_tickets(AGENT, [tid], ban_sender=True)
+    assert (await site.get(browser, f"/client/tickets/{keep}"))[0] == 401
+    for path in await site.links("ola@client.example"):
+        assert (await site.visit(path))[1] == 404
+    # Banned without the desk (ticketd ban add): a live session is refused all the same.
+    pia, status, _ = await site.visit(await site.link("pia@client.example", "admin_reply"))
+    assert status == 303 and (await site.get(pia, f"/client/tickets/{other}"))[0] == 200
+    site.inst.cli("ban", "add", "pia@client.example")
+    status, _, page = await site.get(pia, f"/client/tickets/{other}")
+    assert status == 403 and "may not use these pages" in page
+
+
+async def test_too_long_input_is_refused_with_the_draft_kept_and_new_tickets_are_rate_limited(
+        tmp_path: Path, database_url: str):
+    async with serving_app(tmp_path, database_url, rate_limit=2) as site:
+        await site.mail_in("One", "quin@client.example")
+        browser, _, _ = await site.visit(await site.link("quin@client.example"))
+        _, _, page = await site.get(browser, "/client/tickets/create")
+        csrf = Browser.csrf(page)
+        form = {"csrf": csrf, "department": "Technical Support", "subject": "S" * 301, "body": "kept text"}
+        status, _, page = await site.get(browser, "/client/tickets/create", form, files=[])
+        assert status == 422 and "the subject is 301 characters long" in page and "kept text</textarea>" in page
+        assert (await site.get(browser, "/client/tickets/create", {**form, "subject": "Two"}, files=[]))[0] == 303
+        status, _, page = await site.get(browser, "/client/tickets/create", {**form, "subject": "Three"}, files=[])
+        assert status == 403 and "opened 2 tickets in the last" in page
 
 
 def _options(**kw: object):

@@ -13,8 +13,10 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from maild.clock import iso
 from maild.desk import body as bodies
 from maild.desk import core
 from maild.desk.errors import Collision, Denied, Invalid, NotFound
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 
 # What collision detection compares (seed: department, subject, priority, client, assigned admin, flagged
 # admin, CC recipients, last reply time, status).
+# What a client may send from the client pages (mail has its own limit: mail.max_message_size).
+CLIENT_SUBJECT_MAX, CLIENT_TEXT_MAX = 300, 100_000
 WATCHED_FIELDS = ("department", "subject", "priority", "client", "assigned", "flagged", "cc", "last_reply_at",
                   "status")
 
@@ -389,6 +393,7 @@ class Desk:
                 if ban_sender:
                     await senders.ban(self.db, ticket.client_email, f"ticket #{ticket.tid} deleted as spam",
                                       actor.label, self.clock.stamp())
+                    await clientlinks.revoke(self.db, None, ticket.client_email, self.clock.stamp(), actor.label)
                 await self._delete_ticket(actor, ticket)
                 deleted.append(ticket.tid)
         return deleted
@@ -399,8 +404,10 @@ class Desk:
                                                  "client": ticket.client_email}})
 
     async def revoke_links(self, actor: Actor, tid: str, recipient: str | None = None) -> Result:
-        """Revoke the links in the ticket's client mail (all, or ``recipient``'s): they and the sessions
-        they started stop working at once. Mail sent later carries new links."""
+        """Revoke the client links of the ticket's recipients (all who had one, or ``recipient``): every
+        link of theirs, whatever ticket it came with, and the sessions they started stop at once (a
+        recipient's session reaches all the tickets they are one of the people of). Mail sent later carries
+        new links; to keep someone away from the ticket for good, take them off it (CC, client account)."""
         async with self._unit():
             ticket = await self.ticket(tid)
             await self._check_department(actor, ticket.department_id, ticket.department)
@@ -419,10 +426,16 @@ class Desk:
 
     # -- the client's actions, from their ticket's pages (the actor: the link's recipient) ------------------
 
-    async def _client_ticket(self, actor: Actor, tid: str) -> Ticket:
-        """The ticket (locked), if ``actor`` is one of its people; NotFound otherwise (as for no ticket)."""
+    async def _client_allowed(self, actor: Actor) -> None:
+        """A client acting from the client pages: not on the ban list (as for their mail)."""
         if actor.kind != "client" or not actor.email:
             raise Denied("only the ticket's own people act on it from the client pages")
+        if await senders.banned(self.db, [actor.email]) is not None:
+            raise Denied("this address may not use the ticket pages")
+
+    async def _client_ticket(self, actor: Actor, tid: str) -> Ticket:
+        """The ticket (locked), if ``actor`` is one of its people; NotFound otherwise (as for no ticket)."""
+        await self._client_allowed(actor)
         ticket = await self.ticket(tid)
         if not await clientlinks.may_see(self.db, actor.email, ticket.id):
             raise NotFound(f"no ticket #{tid.strip().lstrip('#')}")
@@ -440,6 +453,7 @@ class Desk:
         by mail."""
         if not body.strip() and not files:
             raise Invalid("an empty reply; write something or attach a file")
+        _fits(body, CLIENT_TEXT_MAX, "the message")
         async with self._unit():
             ticket = await self._client_ticket(actor, tid)
             dept = self.settings.department(ticket.department)
@@ -455,14 +469,20 @@ class Desk:
                           files: Sequence[core.StoredFile] = ()) -> Result:
         """A client opens a ticket from the client pages (seed: Opening a New Ticket): the department's
         ``accept_new`` applies as for mail; the client gets the confirmation mail, staff as for mail."""
-        if actor.kind != "client" or not actor.email:
-            raise Denied("only a client opens a ticket from the client pages")
+        await self._client_allowed(actor)
         dept_id, dept_name = self.department_id(department)
         if not subject.strip():
             raise Invalid("a ticket needs a subject")
         if not body.strip():
             raise Invalid("a ticket needs a message")
+        _fits(subject, CLIENT_SUBJECT_MAX, "the subject")
+        _fits(body, CLIENT_TEXT_MAX, "the message")
         dept = self.settings.department(dept_name)
+        limit, window = self.settings.limits.new_tickets_per_sender, self.settings.limits.window_minutes
+        since = iso(self.clock.now() - timedelta(minutes=window))
+        if limit > 0 and await senders.tickets_opened_since(self.db, actor.email, since) >= limit:
+            raise Denied(f"you have opened {limit} tickets in the last {window} minutes; please wait, or reply"
+                         " to one of them")
         badge, name, client_id = await people.badge_and_name(self.db, actor.email, None)
         if dept is not None and dept.accept_new == "registered" and badge == "Guest":
             raise Denied(f"the {dept_name} department takes tickets from registered clients only")
@@ -508,6 +528,8 @@ class Desk:
             raise Invalid("a score is a number from 1 to 10")
         async with self._unit():
             ticket = await self._client_ticket(actor, tid)
+            if actor.email.lower() != ticket.client_email.lower():
+                raise Denied(f"the feedback request was sent to {ticket.client_email}: only they answer it")
             stamp = self.clock.stamp()
             if not await feedback.answer(self.db, ticket.id, rating, comment.strip()[:5000], stamp):
                 raise Invalid("there is no feedback request on this ticket, or it was answered already")
@@ -630,6 +652,11 @@ class Desk:
         return core.NewMessage(kind="staff_reply", author_email=actor.email, author_name=display_name(actor),
                                badge="Operator", body=text, body_html=bodies.to_html(text), subject=subject,
                                message_id=mid, direction="out", staff_id=actor.staff_id, files=files)
+
+
+def _fits(text: str, limit: int, what: str) -> None:
+    if len(text) > limit:
+        raise Invalid(f"{what} is {len(text):,} characters long; at most {limit:,} are taken")
 
 
 def display_name(actor: Actor) -> str:

@@ -8,6 +8,7 @@ Visiting it starts that recipient's session on the client pages; staff can revok
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -18,6 +19,10 @@ if TYPE_CHECKING:
     from maild.config import Settings
 
 KEY_BYTES = 24
+# A client link's key in a URL, plain or percent-encoded (a mail client's "safe links" wrapper): quoted back
+# to us in a reply, it would hand that recipient's access to everyone who reads the ticket.
+_KEY_IN_URL = re.compile(r"((?:/|%2f)c(?:/|%2f))[A-Za-z0-9_-]{32}(?![A-Za-z0-9_-])", re.IGNORECASE)
+REMOVED = "link-removed"
 
 
 def new_key() -> str:
@@ -26,6 +31,12 @@ def new_key() -> str:
 
 def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def scrub(text: str) -> str:
+    """``text`` with the key of every client link in it taken out (mail quoting ours, before it is kept or
+    shown)."""
+    return _KEY_IN_URL.sub(rf"\g<1>{REMOVED}", text) if text else text
 
 
 def expiry(settings: Settings, now: datetime) -> str:

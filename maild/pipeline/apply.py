@@ -15,6 +15,7 @@ from maild.desk import core
 from maild.desk.desk import actor_of
 from maild.desk.events import Actor, Event
 from maild.desk.options import Options
+from maild.notify import links
 from maild.outcomes import Command, NewTicket, Note, Outcome, Reply
 from maild.pipeline import authres, quotes
 from maild.pipeline.context import Env, MessageContext
@@ -25,13 +26,14 @@ from maild.store.tickets import Ticket
 
 def client_message(ctx: MessageContext) -> core.NewMessage:
     mail = ctx.mail
-    text = mail.content.text
+    text = links.scrub(mail.content.text)   # a quoted notification's client link is that recipient's key
+    html = links.scrub(mail.content.safe_html) if mail.content.safe_html else mail.content.safe_html
     return core.NewMessage(
         kind="reply", author_email=ctx.author_email, author_name=mail.from_name, badge=ctx.badge,
         subject=mail.subject,
         # A reply shows what is new; the quoted history stays in body_full. A new ticket shows it all.
         body=(quotes.visible(text) or text) if ctx.ticket is not None else text, body_full=text,
-        body_html=mail.content.safe_html, message_id=mail.message_id, direction="in", inbound_id=ctx.inbound.id,
+        body_html=html, message_id=mail.message_id, direction="in", inbound_id=ctx.inbound.id,
         files=tuple(ctx.files), signatures=tuple(mail.content.signatures))
 
 

@@ -84,22 +84,32 @@ async def end_session(db: Database, token_hash: str) -> None:
         await db.execute("DELETE FROM client_sessions WHERE token_hash = ?", (token_hash,))
 
 
-async def revoke(db: Database, ticket_id: int, recipient: str | None, stamp: str, by: str) -> list[str]:
-    """Inside a transaction: revoke the live links of the ticket (and of the tickets merged into it), or
-    only ``recipient``'s, ending their sessions. The recipients whose links were revoked."""
-    who = " AND l.recipient = ?" if recipient else ""
-    params: list[object] = [ticket_id, stamp, *([recipient.lower()] if recipient else [])]
-    rows = await db.fetchall(f"WITH RECURSIVE {_FAMILY} SELECT l.id, l.recipient FROM client_links l"
-                             f" WHERE l.ticket_id IN (SELECT id FROM family) AND l.revoked_at = ''"
-                             f" AND l.expires_at > ?{who} ORDER BY l.id", params)
-    ids = [r["id"] for r in rows]
-    for i in range(0, len(ids), 500):
-        part = ids[i:i + 500]
+async def revoke(db: Database, ticket_id: int | None, recipient: str | None, stamp: str, by: str) -> list[str]:
+    """Inside a transaction: revoke every live link of ``recipient`` (or, with ``recipient`` None, of each
+    recipient who had a link for ticket ``ticket_id`` or a ticket merged into it), whatever ticket it came
+    with, and end the sessions those links started. The recipients whose links were revoked."""
+    if recipient:
+        who = [recipient.lower()]
+    else:
+        assert ticket_id is not None
+        who = [r["recipient"] for r in await db.fetchall(
+            f"WITH RECURSIVE {_FAMILY} SELECT DISTINCT recipient FROM client_links"
+            f" WHERE ticket_id IN (SELECT id FROM family) ORDER BY recipient", (ticket_id,))]
+    revoked: set[str] = set()
+    for i in range(0, len(who), 500):
+        part = who[i:i + 500]
         marks = ",".join("?" * len(part))
-        await db.execute(f"UPDATE client_links SET revoked_at = ?, revoked_by = ? WHERE id IN ({marks})",
-                         (stamp, by, *part))
-        await db.execute(f"DELETE FROM client_sessions WHERE link_id IN ({marks})", part)
-    return sorted({r["recipient"] for r in rows})
+        rows = await db.fetchall(f"SELECT id, recipient FROM client_links WHERE recipient IN ({marks})"
+                                 " AND revoked_at = '' AND expires_at > ?", (*part, stamp))
+        ids = [r["id"] for r in rows]
+        revoked |= {r["recipient"] for r in rows}
+        for j in range(0, len(ids), 500):
+            chunk = ids[j:j + 500]
+            marks = ",".join("?" * len(chunk))
+            await db.execute(f"UPDATE client_links SET revoked_at = ?, revoked_by = ? WHERE id IN ({marks})",
+                             (stamp, by, *chunk))
+            await db.execute(f"DELETE FROM client_sessions WHERE link_id IN ({marks})", chunk)
+    return sorted(revoked)
 
 
 async def for_ticket(db: Database, ticket_id: int, now: str) -> list[Row]:
@@ -110,7 +120,9 @@ async def for_ticket(db: Database, ticket_id: int, now: str) -> list[Row]:
         " sum(CASE WHEN l.revoked_at = '' AND l.expires_at > ? THEN 1 ELSE 0 END) AS live,"
         " max(l.created_at) AS sent_at, max(l.used_at) AS used_at,"
         " max(CASE WHEN l.revoked_at = '' THEN l.expires_at ELSE '' END) AS expires_at,"
-        " max(l.revoked_at) AS revoked_at, max(l.revoked_by) AS revoked_by"
+        " max(l.revoked_at) AS revoked_at,"
+        " (SELECT x.revoked_by FROM client_links x WHERE x.recipient = l.recipient AND x.revoked_at != ''"
+        "  ORDER BY x.revoked_at DESC, x.id DESC LIMIT 1) AS revoked_by"
         " FROM client_links l WHERE l.ticket_id IN (SELECT id FROM family) GROUP BY l.recipient ORDER BY l.recipient",
         (ticket_id, now))
 

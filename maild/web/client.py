@@ -22,10 +22,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from maild.clock import iso
+from maild.desk.desk import CLIENT_SUBJECT_MAX, CLIENT_TEXT_MAX
 from maild.desk.errors import Denied, DeskError, NotFound
 from maild.desk.events import Actor
 from maild.notify import links
-from maild.store import clientlinks, feedback, messages, ratings, tickets
+from maild.store import clientlinks, feedback, messages, ratings, senders, tickets
 from maild.store.blobs import BlobSpec
 from maild.store.clientlinks import ClientSession
 from maild.store.tickets import Ticket
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ticketd.web")
 CLIENT_COOKIE = "ticketd_client"
 SESSION_HOURS = 12
+LIST_MAX = 200   # tickets on the client's list (the latest replies first)
 NO_REFERRER = {"referrer-policy": "no-referrer"}
 # What the client reads for a status (seed: the client's badges).
 SHOWN_STATUS = {"Customer-Reply": "Client Reply"}
@@ -121,6 +123,8 @@ class ClientArea:
                 return self.gone(None, "Link needed", "Open the link in one of our mails about your ticket to see"
                                  " it here. A link stops working once it has expired or was withdrawn; each new"
                                  " mail brings a new one.", 401)
+            if await senders.banned(self.db, [client.recipient]) is not None:
+                return self.gone(client, "Not available", "This address may not use these pages.", 403)
             if request.method != "POST":
                 return await handler(request, client)
             form = await request.form(max_files=5, max_fields=20)
@@ -157,21 +161,22 @@ class ClientArea:
     # -- pages ---------------------------------------------------------------------------------------------
 
     async def listing(self, request: Request, client: ClientSession) -> Response:
-        rows = await clientlinks.tickets_of(self.db, client.recipient)
-        return self.page("client_tickets.html", client=client, rows=rows)
+        rows = await clientlinks.tickets_of(self.db, client.recipient, LIST_MAX + 1)
+        return self.page("client_tickets.html", client=client, rows=rows[:LIST_MAX], more=len(rows) > LIST_MAX)
 
     async def new_form(self, request: Request, client: ClientSession, status: int = 200, error: str = "",
                        given: dict[str, str] | None = None) -> Response:
         return self.page("client_new.html", status, client=client, departments=list(self.app.departments),
-                         error=error, given=given or {}, limits=self.app.settings.attachments)
+                         error=error, given=given or {}, limits=self.app.settings.attachments,
+                         subject_max=CLIENT_SUBJECT_MAX, text_max=CLIENT_TEXT_MAX)
 
     async def create(self, request: Request, client: ClientSession) -> Response:
         form = request.state.form
-        given = {k: str(form.get(k) or "")[:20000] for k in ("department", "subject", "body")}
+        given = {k: str(form.get(k) or "") for k in ("department", "subject", "body")}
         try:
             stored = await webfiles.uploaded(form, self.app.settings.attachments, self._blobs, "file")
             result = await self.app.desk.client_open(self.actor(client), department=given["department"],
-                                                     subject=given["subject"][:300], body=given["body"], files=stored)
+                                                     subject=given["subject"], body=given["body"], files=stored)
         except DeskError as exc:
             return await self.new_form(request, client, _status(exc), str(exc), given)
         log.info("client opened", extra={"kv": {"ticket": result.tid, "recipient": client.recipient}})
@@ -205,6 +210,7 @@ class ClientArea:
         return self.page("client_ticket.html", status, client=client, t=ticket, thread=thread, error=error,
                          draft=draft, done=DONE.get(done, ""), ratings_on=self.app.settings.feedback.reply_ratings,
                          feedback=asked, feedback_open=asked_feedback or request.url.path.endswith("/feedback"),
+                         text_max=CLIENT_TEXT_MAX,
                          closed=ticket.status == tickets.CLOSED)
 
     async def file(self, request: Request, client: ClientSession) -> Response:
@@ -239,7 +245,7 @@ class ClientArea:
 
     async def reply(self, request: Request, client: ClientSession) -> Response:
         form = request.state.form
-        body = str(form.get("body") or "")[:100_000]
+        body = str(form.get("body") or "")
 
         async def work(ticket: Ticket) -> None:
             stored = await webfiles.uploaded(form, self.app.settings.attachments, self._blobs, "file")

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import nh3
 from markupsafe import Markup
 
+from maild.notify import links
+
 URL_SCHEMES = {"http", "https", "mailto", "cid"}
 
 
@@ -39,6 +41,6 @@ def display(markup: str, cid_urls: Mapping[str, str], remote: bool = False) -> S
             return None   # data: URLs only for images
         return value
 
-    cleaned = nh3.clean(markup, url_schemes=URL_SCHEMES | {"data"}, attribute_filter=attribute,
+    cleaned = nh3.clean(links.scrub(markup), url_schemes=URL_SCHEMES | {"data"}, attribute_filter=attribute,
                         link_rel="noopener noreferrer nofollow")
     return Shown(Markup(cleaned), blocked)

@@ -11,6 +11,8 @@ from urllib.parse import urlencode
 import jinja2
 from starlette.responses import HTMLResponse
 
+from maild.notify import links
+
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates" / "web"
 
 
@@ -54,7 +56,7 @@ class Pages:
     def __init__(self, now: Any = None) -> None:
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                                       undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-        self.env.filters.update(when=_when, size=_size, slug=_slug)
+        self.env.filters.update(when=_when, size=_size, slug=_slug, scrub=links.scrub)
         self.env.globals.update(query=self.query)
         self._now = now
 

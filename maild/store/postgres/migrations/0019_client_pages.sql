@@ -14,6 +14,7 @@ CREATE TABLE client_links (
 );
 CREATE INDEX client_links_ticket ON client_links (ticket_id, recipient);
 CREATE INDEX client_links_expiry ON client_links (expires_at);
+CREATE INDEX client_links_recipient ON client_links (recipient, revoked_at);
 
 CREATE TABLE client_sessions (
     token_hash  TEXT PRIMARY KEY,
