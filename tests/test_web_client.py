@@ -475,6 +475,16 @@ async def test_too_long_input_is_refused_with_the_draft_kept_and_new_tickets_are
         assert status == 403 and "opened 2 tickets in the last" in page
 
 
+async def test_a_client_at_an_internationalised_domain_can_use_their_link(site: Site):
+    tid = await site.mail_in("Umlaut domain", "ann@exämple.net")
+    assert (await site.ticket(tid)).client_email == "ann@exämple.net"
+    path = await site.link("ann@xn--exmple-cua.net")       # the mail went out with the domain in IDNA
+    browser, status, headers = await site.visit(path)
+    assert status == 303 and headers["location"] == f"/client/tickets/{tid}"
+    status, _, page = await site.get(browser, "/client/tickets")
+    assert status == 200 and f"/client/tickets/{tid}" in page
+
+
 def _options(**kw: object):
     from maild.desk.options import Options
 

@@ -137,36 +137,48 @@ async def purge(db: Database, now: str) -> int:
     return ended
 
 
+def _spellings(recipient: str) -> tuple[str, str]:
+    """The recipient as the link has it (its domain in IDNA: the mail went out in ASCII) and as tickets and
+    accounts may have it (the domain in Unicode)."""
+    email = recipient.lower()
+    local, _, domain = email.rpartition("@")
+    try:
+        return email, f"{local}@{domain.encode('ascii').decode('idna')}" if "xn--" in domain else email
+    except UnicodeError:
+        return email, email
+
+
 # -- what a recipient may see --------------------------------------------------------------------------------
 
 async def may_see(db: Database, recipient: str, ticket_id: int) -> bool:
     """Is ``recipient`` one of the people of ticket ``ticket_id`` (a live ticket): the address that opened it
     or one merged into it, a confirmed CC recipient, or the owner or an authorised user of their account."""
-    email = recipient.lower()
+    emails = _spellings(recipient)
     roles = ",".join("?" * len(ACCOUNT_ROLES))
     row = await db.fetchone(
         f"WITH RECURSIVE {_FAMILY} SELECT 1 AS ok FROM tickets t WHERE t.id IN (SELECT id FROM family) AND"
-        f" (t.client_email = ? OR EXISTS (SELECT 1 FROM client_people p WHERE p.client_id = t.client_id"
-        f" AND p.email = ? AND p.role IN ({roles})))"
-        f" UNION ALL SELECT 1 FROM cc_recipients c WHERE c.ticket_id = ? AND c.address = ? AND c.state = 'confirmed'",
-        (ticket_id, email, email, *ACCOUNT_ROLES, ticket_id, email))
+        f" (t.client_email IN (?, ?) OR EXISTS (SELECT 1 FROM client_people p WHERE p.client_id = t.client_id"
+        f" AND p.email IN (?, ?) AND p.role IN ({roles})))"
+        f" UNION ALL SELECT 1 FROM cc_recipients c WHERE c.ticket_id = ? AND c.address IN (?, ?)"
+        f" AND c.state = 'confirmed'",
+        (ticket_id, *emails, *emails, *ACCOUNT_ROLES, ticket_id, *emails))
     return row is not None
 
 
 async def tickets_of(db: Database, recipient: str, limit: int = 200) -> list[Row]:
     """The live tickets ``recipient`` may see (see :func:`may_see`), the latest reply first: number,
     subject, department, status, last reply."""
-    email = recipient.lower()
+    emails = _spellings(recipient)
     roles = ",".join("?" * len(ACCOUNT_ROLES))
     return await db.fetchall(
         "WITH RECURSIVE mine (id) AS ("
-        " SELECT t.id FROM tickets t WHERE t.client_email = ?"
+        " SELECT t.id FROM tickets t WHERE t.client_email IN (?, ?)"
         f" UNION SELECT t.id FROM tickets t JOIN client_people p ON p.client_id = t.client_id"
-        f" WHERE p.email = ? AND p.role IN ({roles})"
-        " UNION SELECT c.ticket_id FROM cc_recipients c WHERE c.address = ? AND c.state = 'confirmed'),"
+        f" WHERE p.email IN (?, ?) AND p.role IN ({roles})"
+        " UNION SELECT c.ticket_id FROM cc_recipients c WHERE c.address IN (?, ?) AND c.state = 'confirmed'),"
         " up (id) AS (SELECT id FROM mine UNION SELECT t.merged_into FROM tickets t JOIN up ON t.id = up.id"
         " WHERE t.merged_into IS NOT NULL)"
         " SELECT t.tid, t.subject, d.name AS department, t.status, t.last_reply_at FROM tickets t"
         " JOIN departments d ON d.id = t.department_id WHERE t.id IN (SELECT id FROM up) AND t.merged_into IS NULL"
         " ORDER BY t.last_reply_at DESC, t.id DESC LIMIT ?",
-        (email, email, *ACCOUNT_ROLES, email, limit))
+        (*emails, *emails, *ACCOUNT_ROLES, *emails, limit))
