@@ -356,8 +356,16 @@ async def test_staff_see_ratings_and_revoke_a_recipients_links_from_the_ticket_p
     tid = await site.mail_in("Backup failed", "ivy@client.example")
     await site.app.desk.set_options(AGENT, tid, _options(cc_add=("jon@client.example",)))
     reply = await site.app.desk.reply(AGENT, tid, "Restarted the job.")
-    ivy, _, _ = await site.visit(await site.link("ivy@client.example", "admin_reply"))
-    jon, _, _ = await site.visit(await site.link("jon@client.example", "admin_reply"))
+    ivy_path = await site.link("ivy@client.example", "admin_reply")
+    jon_path = await site.link("jon@client.example", "admin_reply")
+    assert ivy_path != jon_path   # one message for both (threading), each copy with its recipient's own link
+    assert site.app.db is not None
+    copies = [email.message_from_bytes(full.raw, policy=email.policy.default) for r in
+              await outbox.listing(site.app.db, None, None) if r.event == "admin_reply"
+              for full in [await outbox.get(site.app.db, r.id)] if full is not None]
+    assert len(copies) == 2 and len({(m["Message-ID"], m["Date"], m["To"], m["Cc"]) for m in copies}) == 1
+    ivy, _, _ = await site.visit(ivy_path)
+    jon, _, _ = await site.visit(jon_path)
     _, _, page = await site.get(ivy, f"/client/tickets/{tid}")
     assert (await site.get(ivy, f"/client/tickets/{tid}/messages/{reply.message_id}/rate",
                            {"csrf": Browser.csrf(page), "rating": "4"}))[0] == 303

@@ -141,10 +141,11 @@ class Mailing:
         thread = self._threading(message_id)
         index = headers.extend_thread_index(t.thread_index, self.n.clock.now()) if t.thread_index else None
         from_name = (ev.actor.name if personal and ev.actor.name else "") or self._from_name()
+        now = self.n.clock.now()   # one Date and one expiry for every copy
         for rcpt in rcpts:
             key = links.new_key()
             self.batch.links.append(clientlinks.NewLink(t.id, rcpt.email, links.key_hash(key),
-                                                        links.expiry(self.n.settings, self.n.clock.now())))
+                                                        links.expiry(self.n.settings, now)))
             ctx = dict(self._context())
             ctx.update(thread_subject=self._thread_subject,
                        link=links.client_link(self.n.settings, key, "feedback" if feedback else ""),
@@ -157,7 +158,7 @@ class Mailing:
                 to=[(requester.name, a) for a in [ascii_address(requester.email)] if a],
                 cc=[(r.name, _ascii(r.email)) for r in rcpts if r.role == "cc"],
                 reply_to=with_tag(self.sender, self.n.signer.reply_tag(t.tid)),
-                subject=out.subject, text=out.text, html=out.html, message_id=message_id, date=self.n.clock.now(),
+                subject=out.subject, text=out.text, html=out.html, message_id=message_id, date=now,
                 thread_index=index, thread_topic=ctx["ticket"]["subject"], automatic=automatic,
                 auto_replied=automatic and ev.kind is EventKind.TICKET_OPENED and ev.actor.kind == "client",
                 loop_marker=loop_marker(self.domain), attachments=attachments, **thread))
