@@ -35,3 +35,7 @@ CREATE TABLE reply_ratings (
 );
 CREATE INDEX reply_ratings_when ON reply_ratings (rated_at);
 CREATE INDEX feedback_answered ON feedback (answered_at);
+-- A ticket's family (it and the tickets merged into it, followed down) and a recipient's tickets as a CC
+-- recipient, without reading every ticket or every CC row.
+CREATE INDEX tickets_merged_into ON tickets (merged_into) WHERE merged_into IS NOT NULL;
+CREATE INDEX cc_recipients_address ON cc_recipients (address);
