@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 # What collision detection compares (seed: department, subject, priority, client, assigned admin, flagged
 # admin, CC recipients, last reply time, status).
 # What a client may send from the client pages (mail has its own limit: mail.max_message_size).
-CLIENT_SUBJECT_MAX, CLIENT_TEXT_MAX = 300, 100_000
+CLIENT_SUBJECT_MAX, CLIENT_TEXT_MAX, CLIENT_COMMENT_MAX = 300, 100_000, 5_000
 WATCHED_FIELDS = ("department", "subject", "priority", "client", "assigned", "flagged", "cc", "last_reply_at",
                   "status")
 
@@ -526,12 +526,13 @@ class Desk:
         a comment, once."""
         if isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 10:
             raise Invalid("a score is a number from 1 to 10")
+        _fits(comment, CLIENT_COMMENT_MAX, "the comment")
         async with self._unit():
             ticket = await self._client_ticket(actor, tid)
-            if actor.email.lower() != ticket.client_email.lower():
+            if ticket.client_email.lower() not in clientlinks.spellings(actor.email):
                 raise Denied(f"the feedback request was sent to {ticket.client_email}: only they answer it")
             stamp = self.clock.stamp()
-            if not await feedback.answer(self.db, ticket.id, rating, comment.strip()[:5000], stamp):
+            if not await feedback.answer(self.db, ticket.id, rating, comment.strip(), stamp):
                 raise Invalid("there is no feedback request on this ticket, or it was answered already")
             await tickets.log_event(self.db, ticket.id, "feedback_given", actor.label, stamp, rating=rating)
             return Result(ticket.id, ticket.tid)

@@ -137,7 +137,7 @@ async def purge(db: Database, now: str) -> int:
     return ended
 
 
-def _spellings(recipient: str) -> tuple[str, str]:
+def spellings(recipient: str) -> tuple[str, str]:
     """The recipient as the link has it (its domain in IDNA: the mail went out in ASCII) and as tickets and
     accounts may have it (the domain in Unicode)."""
     email = recipient.lower()
@@ -153,7 +153,7 @@ def _spellings(recipient: str) -> tuple[str, str]:
 async def may_see(db: Database, recipient: str, ticket_id: int) -> bool:
     """Is ``recipient`` one of the people of ticket ``ticket_id`` (a live ticket): the address that opened it
     or one merged into it, a confirmed CC recipient, or the owner or an authorised user of their account."""
-    emails = _spellings(recipient)
+    emails = spellings(recipient)
     roles = ",".join("?" * len(ACCOUNT_ROLES))
     row = await db.fetchone(
         f"WITH RECURSIVE {_FAMILY} SELECT 1 AS ok FROM tickets t WHERE t.id IN (SELECT id FROM family) AND"
@@ -168,7 +168,7 @@ async def may_see(db: Database, recipient: str, ticket_id: int) -> bool:
 async def tickets_of(db: Database, recipient: str, limit: int = 200) -> list[Row]:
     """The live tickets ``recipient`` may see (see :func:`may_see`), the latest reply first: number,
     subject, department, status, last reply."""
-    emails = _spellings(recipient)
+    emails = spellings(recipient)
     roles = ",".join("?" * len(ACCOUNT_ROLES))
     return await db.fetchall(
         "WITH RECURSIVE mine (id) AS ("

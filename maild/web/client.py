@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from maild.clock import iso
-from maild.desk.desk import CLIENT_SUBJECT_MAX, CLIENT_TEXT_MAX
+from maild.desk.desk import CLIENT_COMMENT_MAX, CLIENT_SUBJECT_MAX, CLIENT_TEXT_MAX
 from maild.desk.errors import Denied, DeskError, NotFound
 from maild.desk.events import Actor
 from maild.notify import links
@@ -210,7 +210,7 @@ class ClientArea:
         return self.page("client_ticket.html", status, client=client, t=ticket, thread=thread, error=error,
                          draft=draft, done=DONE.get(done, ""), ratings_on=self.app.settings.feedback.reply_ratings,
                          feedback=asked, feedback_open=asked_feedback or request.url.path.endswith("/feedback"),
-                         text_max=CLIENT_TEXT_MAX,
+                         text_max=CLIENT_TEXT_MAX, comment_max=CLIENT_COMMENT_MAX,
                          closed=ticket.status == tickets.CLOSED)
 
     async def file(self, request: Request, client: ClientSession) -> Response:
