@@ -276,6 +276,8 @@ async def test_reply_with_a_file_close_rate_and_feedback_through_the_desk(site: 
     assert "How did we do?" in page
     csrf = Browser.csrf(page)
     form = {"csrf": csrf, "rating": "9", "comment": "Quick and kind."}
+    status, _, page = await site.get(browser, f"/client/tickets/{tid}/feedback", {**form, "comment": "x" * 5001})
+    assert status == 422 and "the comment is 5,001 characters long" in page
     assert (await site.get(browser, f"/client/tickets/{tid}/feedback", form))[0] == 303
     status, _, page = await site.get(browser, f"/client/tickets/{tid}/feedback", {**form, "rating": "1"})
     assert status == 422 and "answered already" in page
