@@ -1,12 +1,14 @@
-"""Filters of the mail import log, as a person writes them (the CLI's options, the web view's fields): an
-outcome with its reason, and a date or a time. Each error names the filter and says what is allowed."""
+"""Filters as a person writes them (the CLI's options, the web view's fields): an import-log outcome with its
+reason, a date or a time, a report's range. Each error names the filter and says what is allowed."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from maild.clock import iso
+from maild.clock import iso, parse
 from maild.outcomes import BLOCKED_REASONS, OUTCOME_NAMES
+
+DEFAULT_DAYS = 30     # a report's range when none is given: this many days up to now
 
 
 class FilterError(ValueError):
@@ -44,3 +46,23 @@ def parse_instant(value: str, key: str = "--since") -> str:
     if not when.year >= 1000 or len(stamp) != len("2026-11-01T12:00:00.000000Z"):
         raise FilterError(f"{key} {value!r}: expected a date between the years 1000 and 9999")
     return stamp
+
+
+def parse_period(since: str, until: str, now: datetime, keys: tuple[str, str] = ("--since", "--until")
+           ) -> tuple[str, str]:
+    """A report's range as a person writes it (a date, or a date and time; either may be ""): ``until``
+    defaults to ``now``, ``since`` to :data:`DEFAULT_DAYS` days before ``until``. :class:`FilterError`, naming
+    the field (``keys``), for a value that means nothing or a range with nothing in it."""
+
+    end = parse_instant(until, keys[1]) if until.strip() else iso(now)
+    if since.strip():
+        start = parse_instant(since, keys[0])
+    else:
+        began = parse(end) - timedelta(days=DEFAULT_DAYS) if parse(end).year > 1000 else None
+        if began is None or began.year < 1000:
+            raise FilterError(f"{keys[1]} {until!r}: expected a date between the years 1000 and 9999")
+        start = iso(began)
+    if start >= end:
+        raise FilterError(f"{keys[0]} {since or start!r} is not before {keys[1]} {until or end!r}:"
+                          " the range holds nothing")
+    return start, end

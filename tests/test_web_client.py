@@ -141,7 +141,8 @@ async def test_a_link_opens_its_ticket_and_nothing_else(site: Site, caplog: pyte
     status, headers, page = await site.get(browser, f"/client/tickets/{alice}")
     assert status == 200 and headers["referrer-policy"] == "no-referrer"
     assert "The fire is out." in page and "Agent Smith" in page and "About Printer on fire." in page
-    assert "SECRET-NOTE" not in page and "internal.txt" not in page and "agent</" not in page
+    assert "SECRET-NOTE" not in page and "internal.txt" not in page
+    assert "agent@helpdesk" not in page and ">agent<" not in page         # never the staff address or username
     (own_file,) = re.findall(rf'/client/tickets/{alice}/files/(\d+)"', page)
     status, headers, _ = await site.get(browser, f"/client/tickets/{alice}/files/{own_file}")
     assert status == 200 and headers["content-disposition"].startswith("attachment;")

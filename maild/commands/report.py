@@ -14,25 +14,16 @@ from maild.cli import EX_NOINPUT, EX_USAGE
 from maild.clock import Clock
 from maild.commands.output import plural, print_json, print_table
 from maild.config import Settings
-from maild.filters import FilterError
-from maild.store.reports import RatingFigures, RatingsReport, period, ratings_report
-
-
-class UnknownDepartment(Exception):
-    pass
+from maild.desk.errors import NotFound
+from maild.filters import FilterError, parse_period
+from maild.store.reports import RatingFigures, RatingsReport, ratings_report
 
 
 async def _report(settings: Settings, clock: Clock, since: str, until: str, names: Sequence[str]
                   ) -> RatingsReport:
     async with App(settings, clock=clock) as app:
         assert app.db is not None
-        departments: list[int] | None = None
-        if names:
-            by_name = {n.lower(): i for n, i in app.departments.items()}
-            unknown = [n for n in names if n.strip().lower() not in by_name]
-            if unknown:
-                raise UnknownDepartment(f"no department {unknown[0]!r}; configured: {', '.join(app.departments)}")
-            departments = sorted({by_name[n.strip().lower()] for n in names})
+        departments = sorted({app.desk.department_id(n)[0] for n in names}) if names else None
         return await ratings_report(app.db, since, until, departments)
 
 
@@ -85,13 +76,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         names = args.department or []
         clock = Clock()   # the range is checked before the database is opened
         try:
-            since, until = period(args.since or "", args.until or "", clock.now())
+            since, until = parse_period(args.since or "", args.until or "", clock.now())
         except FilterError as exc:
             print(f"ticketd report ratings: {exc}", file=sys.stderr)
             return EX_USAGE
         try:
             report = asyncio.run(_report(settings, clock, since, until, names))
-        except UnknownDepartment as exc:
+        except NotFound as exc:   # no such department
             print(f"ticketd report ratings: {exc}", file=sys.stderr)
             return EX_NOINPUT
         if args.json:

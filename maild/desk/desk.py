@@ -443,7 +443,7 @@ class Desk:
 
     async def _client_message(self, actor: Actor, client_id: int | None, subject: str, body: str,
                               files: Sequence[core.StoredFile], fallback_name: str) -> core.NewMessage:
-        badge, name, _ = await people.badge_and_name(self.db, actor.email, client_id)
+        badge, name, _ = await people.badge_and_name(self.db, actor.email, client_id, opening=False)
         return core.NewMessage(kind="reply", author_email=actor.email, author_name=name or fallback_name, badge=badge,
                                body=body.strip(), subject=subject, files=files)
 
@@ -483,7 +483,7 @@ class Desk:
         if limit > 0 and await senders.tickets_opened_since(self.db, actor.email, since) >= limit:
             raise Denied(f"you have opened {limit} tickets in the last {window} minutes; please wait, or reply"
                          " to one of them")
-        badge, name, client_id = await people.badge_and_name(self.db, actor.email, None)
+        badge, name, client_id = await people.badge_and_name(self.db, actor.email, None, opening=True)
         if dept is not None and dept.accept_new == "registered" and badge == "Guest":
             raise Denied(f"the {dept_name} department takes tickets from registered clients only")
         first = core.NewMessage(kind="reply", author_email=actor.email, author_name=name or actor.name, badge=badge,

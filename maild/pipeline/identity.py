@@ -11,7 +11,6 @@ from maild.outcomes import Outcome
 from maild.pipeline import authres
 from maild.pipeline.context import Env, MessageContext
 from maild.store import people, staff
-from maild.store.people import BADGES
 from maild.store.staff import StaffMember
 
 # Headers a message has once (RFC 5322 3.6); a second copy is a sign of tampering.
@@ -68,15 +67,8 @@ def _verified_staff(ctx: MessageContext, env: Env, claimed: StaffMember) -> Staf
 def assign_badge(ctx: MessageContext) -> None:
     """The badge (and the account of a new ticket) from what :func:`identify` found, relative to
     ``ctx.ticket``: no database work, so it can run again when the ticket changes (authorise)."""
-    ctx.badge, ctx.client_id = "Guest", None
-    account = ctx.ticket.client_id if ctx.ticket is not None else None
     if ctx.staff is not None:
-        ctx.badge = "Operator"
-    elif account is not None and account in ctx.roles:
-        ctx.badge, ctx.client_id = BADGES[ctx.roles[account]], account
-    elif ctx.ticket is None and len(ctx.roles) == 1:
-        ctx.client_id, role = next(iter(ctx.roles.items()))
-        ctx.badge = BADGES[role]
-    elif ctx.registered and len(ctx.roles) <= 1:
-        ctx.badge = "Registered User"
-    # else: unknown, or tied to several accounts so we cannot tell which: Guest
+        ctx.badge, ctx.client_id = "Operator", None
+        return
+    account = ctx.ticket.client_id if ctx.ticket is not None else None
+    ctx.badge, ctx.client_id = people.badge(ctx.roles, ctx.registered, account, opening=ctx.ticket is None)

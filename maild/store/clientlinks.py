@@ -16,6 +16,7 @@ _FAMILY = ("family (id) AS (SELECT CAST(? AS BIGINT) UNION"
 # Account roles that see every ticket of the account (seed: the account's tickets, its contacts' among
 # them); a contact sees the tickets it opened or is copied on.
 ACCOUNT_ROLES = ("owner", "user")
+CHUNK = 500   # recipients per statement (well under every engine's limit on parameters)
 
 
 @dataclass(frozen=True)
@@ -96,19 +97,14 @@ async def revoke(db: Database, ticket_id: int | None, recipient: str | None, sta
             f"WITH RECURSIVE {_FAMILY} SELECT DISTINCT recipient FROM client_links"
             f" WHERE ticket_id IN (SELECT id FROM family) ORDER BY recipient", (ticket_id,))]
     revoked: set[str] = set()
-    for i in range(0, len(who), 500):
-        part = who[i:i + 500]
-        marks = ",".join("?" * len(part))
-        rows = await db.fetchall(f"SELECT id, recipient FROM client_links WHERE recipient IN ({marks})"
-                                 " AND revoked_at = '' AND expires_at > ?", (*part, stamp))
-        ids = [r["id"] for r in rows]
+    for i in range(0, len(who), CHUNK):
+        part = who[i:i + CHUNK]
+        live = f"recipient IN ({','.join('?' * len(part))}) AND revoked_at = '' AND expires_at > ?"
+        await db.execute(f"DELETE FROM client_sessions WHERE link_id IN (SELECT id FROM client_links WHERE {live})",
+                         (*part, stamp))
+        rows = await db.fetchall(f"UPDATE client_links SET revoked_at = ?, revoked_by = ? WHERE {live}"
+                                 " RETURNING recipient", (stamp, by, *part, stamp))
         revoked |= {r["recipient"] for r in rows}
-        for j in range(0, len(ids), 500):
-            chunk = ids[j:j + 500]
-            marks = ",".join("?" * len(chunk))
-            await db.execute(f"UPDATE client_links SET revoked_at = ?, revoked_by = ? WHERE id IN ({marks})",
-                             (stamp, by, *chunk))
-            await db.execute(f"DELETE FROM client_sessions WHERE link_id IN ({marks})", chunk)
     return sorted(revoked)
 
 

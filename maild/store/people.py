@@ -4,7 +4,7 @@ ticket's CC recipients."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from maild.store.db import NO_LIMIT, Database, Row
 from maild.store.tickets import Ticket
@@ -54,22 +54,32 @@ async def accounts_of(db: Database, email: str) -> list[Row]:
     return await db.fetchall("SELECT client_id, role FROM client_people WHERE email = ?", (email.lower(),))
 
 
-async def badge_and_name(db: Database, email: str, client_id: int | None) -> tuple[str, str, int | None]:
-    """For a client known only by address (a link's recipient): the badge relative to account ``client_id``
-    (None: a new ticket's), their name as the accounts know it, and the account a new ticket of theirs
-    belongs to (their only account, else none)."""
+def badge(roles: Mapping[int, str], registered: bool, account: int | None, opening: bool) -> tuple[str, int | None]:
+    """The seed's badge of a client-side author, and the account a ticket they open belongs to: ``roles``
+    (account id → owner/user/contact) are theirs, ``registered`` says they are known at all (an account or a
+    registered user), ``account`` is the ticket's, ``opening``: the message opens a ticket. Tied to several
+    accounts and none of them the ticket's, or unknown: Guest."""
+    if account is not None and account in roles:
+        return BADGES[roles[account]], account
+    if opening and len(roles) == 1:
+        ((only, role),) = roles.items()
+        return BADGES[role], only
+    if registered and len(roles) <= 1:
+        return "Registered User", None
+    return "Guest", None
+
+
+async def badge_and_name(db: Database, email: str, client_id: int | None, opening: bool
+                         ) -> tuple[str, str, int | None]:
+    """For a client known only by address (a link's recipient): their :func:`badge` on a ticket of account
+    ``client_id`` (or on the ticket they are opening), their name as the accounts or the registered users know
+    it, and the account a ticket they open belongs to."""
     rows = await db.fetchall("SELECT client_id, role, name FROM client_people WHERE email = ?", (email.lower(),))
-    roles = {r["client_id"]: r["role"] for r in rows}
-    name = next((r["name"] for r in rows if r["name"]), "")
-    if client_id is not None and client_id in roles:
-        return BADGES[roles[client_id]], name, client_id
-    if client_id is None and len(roles) == 1:
-        account, role = next(iter(roles.items()))
-        return BADGES[role], name, account
     registered = await db.fetchone("SELECT name FROM registered_users WHERE email = ?", (email.lower(),))
-    if (roles or registered) and len(roles) <= 1:
-        return "Registered User", name or (str(registered["name"] or "") if registered else ""), None
-    return "Guest", name, None
+    name = next((r["name"] for r in rows if r["name"]), "") or (str(registered["name"] or "") if registered else "")
+    label, account = badge({r["client_id"]: r["role"] for r in rows}, bool(rows) or registered is not None,
+                           client_id, opening)
+    return label, name, account
 
 
 async def is_registered(db: Database, email: str) -> bool:

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
-from maild.clock import iso, parse
-from maild.filters import FilterError, parse_instant
 from maild.store.db import Database, Row
 
-DEFAULT_DAYS = 30     # the range when none is given: this many days up to now
 LIST_LIMIT = 200      # rows of the comments and the lowest-rated replies (the JSON says when there were more)
 EXCERPT = 200         # characters of a rated reply shown
 STAFF_REPLY = "staff_reply"
@@ -41,6 +37,13 @@ class RatingFigures:
     def from_row(cls, row: Row) -> RatingFigures:
         count = int(row["n"] or 0)
         return cls(count, _average(row["total"], count), {n: int(row[f"s{n}"] or 0) for n in range(1, 6)})
+
+    @classmethod
+    def total(cls, parts: Sequence[RatingFigures]) -> RatingFigures:
+        """The figures of ``parts`` together (every rating is in exactly one department)."""
+        stars = {n: sum(p.stars[n] for p in parts) for n in range(1, 6)}
+        count = sum(stars.values())
+        return cls(count, _average(sum(n * k for n, k in stars.items()), count), stars)
 
 
 @dataclass(frozen=True)
@@ -129,26 +132,6 @@ class RatingsReport:
         return asdict(self)
 
 
-def period(since: str, until: str, now: datetime, keys: tuple[str, str] = ("--since", "--until")
-           ) -> tuple[str, str]:
-    """A report's range as a person writes it (a date, or a date and time; either may be ""): ``until``
-    defaults to ``now``, ``since`` to :data:`DEFAULT_DAYS` days before ``until``. :class:`FilterError`, naming
-    the field (``keys``), for a value that means nothing or a range with nothing in it."""
-
-    end = parse_instant(until, keys[1]) if until.strip() else iso(now)
-    if since.strip():
-        start = parse_instant(since, keys[0])
-    else:
-        began = parse(end) - timedelta(days=DEFAULT_DAYS) if parse(end).year > 1000 else None
-        if began is None or began.year < 1000:
-            raise FilterError(f"{keys[1]} {until!r}: expected a date between the years 1000 and 9999")
-        start = iso(began)
-    if start >= end:
-        raise FilterError(f"{keys[0]} {since or start!r} is not before {keys[1]} {until or end!r}:"
-                          " the range holds nothing")
-    return start, end
-
-
 def _name(row: Row) -> str:
     """A staff member's display name; the rating's staff member may have been deleted since."""
     return FORMER_STAFF if row["username"] is None else row["name"] or ""
@@ -180,8 +163,6 @@ async def ratings_report(db: Database, since: str, until: str, departments: Sequ
     params = [since, until, *scope]
     with_staff = " LEFT JOIN staff s ON s.id = r.staff_id"
     with_department = " JOIN departments d ON d.id = t.department_id"
-    total = await db.fetchone(f"SELECT count(*) AS n, coalesce(sum(r.rating), 0) AS total, {_STARS} {rated()}", params)
-    assert total is not None
     by_staff = await db.fetchall(
         f"SELECT r.staff_id, s.username, s.name, count(*) AS n, sum(r.rating) AS total, {_STARS} {rated(with_staff)}"
         " GROUP BY r.staff_id, s.username, s.name ORDER BY s.username, r.staff_id", params)
@@ -197,7 +178,7 @@ async def ratings_report(db: Database, since: str, until: str, departments: Sequ
     comments = await _comments(db, since, until, departments, limit)
     return RatingsReport(
         since=since, until=until, departments=None if departments is None else list(departments),
-        ratings=RatingFigures.from_row(total),
+        ratings=RatingFigures.total([RatingFigures.from_row(r) for r in by_department]),
         staff_ratings=[StaffRatings(r["staff_id"], r["username"] or "", _name(r), RatingFigures.from_row(r))
                        for r in by_staff],
         department_ratings=[DepartmentRatings(r["department_id"], r["department"], RatingFigures.from_row(r))

@@ -7,8 +7,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from maild.filters import FilterError
-from maild.store.reports import DEFAULT_DAYS, period, ratings_report
+from maild.filters import DEFAULT_DAYS, FilterError, parse_period
+from maild.store.reports import ratings_report
 from maild.web.auth import Section, Viewer
 
 
@@ -26,7 +26,7 @@ class ReportsPage(Section):
             else:
                 departments = (chosen,)
         try:
-            since, until = period(given["since"], given["until"], self.app.clock.now(), ("since", "until"))
+            since, until = parse_period(given["since"], given["until"], self.app.clock.now(), ("since", "until"))
         except FilterError as exc:
             problems.append(str(exc))
         report = None if problems else await ratings_report(self.db, since, until, departments)
