@@ -496,6 +496,24 @@ async def test_a_client_at_an_internationalised_domain_can_use_their_link(site: 
     assert status == 200 and f"/client/tickets/{tid}" in page
 
 
+async def test_a_reply_from_the_pages_gets_the_badge_a_mail_would(site: Site):
+    """As the pipeline badges mail: on a ticket of no account, an account's owner copied on it is a
+    Registered User (their account is not the ticket's), and the ticket stays without an account."""
+    assert site.app.db is not None
+    async with site.app.db.transaction():
+        await people.add_person(site.app.db, "Acme", "rita@acme.example", "Rita", "owner", site.app.clock.stamp())
+    tid = await site.mail_in("Printer jam", "guest@elsewhere.example")
+    await site.app.desk.set_options(AGENT, tid, _options(cc_add=("rita@acme.example",)))
+    await site.app.desk.reply(AGENT, tid, "Which tray?")
+    rita, _, _ = await site.visit(await site.link("rita@acme.example", "admin_reply"))
+    _, _, page = await site.get(rita, f"/client/tickets/{tid}")
+    assert (await site.get(rita, f"/client/tickets/{tid}/reply", {"csrf": Browser.csrf(page), "body": "Tray 2."},
+                           files=[]))[0] == 303
+    row = await site.app.db.fetchone("SELECT badge, author_name FROM messages WHERE body = 'Tray 2.'")
+    assert row is not None and (row["badge"], row["author_name"]) == ("Registered User", "Rita")
+    assert (await site.ticket(tid)).client_id is None
+
+
 def _options(**kw: object):
     from maild.desk.options import Options
 
